@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from vistudio.api.deps import Limit, Offset, StudioDep
+from vistudio.jobs.queue import FINISHED, job_dict
+from vistudio.services.projects import get_project
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+POLL_SECONDS = 0.3
+
+
+@router.get("")
+def list_jobs(
+    studio: StudioDep,
+    status: Annotated[str | None, Query(max_length=100, description="comma-separated statuses")] = None,
+    kind: Annotated[str | None, Query(max_length=64)] = None,
+    project: Annotated[str | None, Query(max_length=200)] = None,
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    project_id = get_project(studio, project)["id"] if project else None
+    items, total = studio.queue.list(
+        status=status, kind=kind, project_id=project_id, offset=offset, limit=limit
+    )
+    return {"items": [job_dict(j) for j in items], "total": total}
+
+
+@router.get("/{job_id}")
+def get_job(studio: StudioDep, job_id: int) -> dict[str, Any]:
+    return {"job": job_dict(studio.queue.get(job_id))}
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(studio: StudioDep, job_id: int) -> dict[str, Any]:
+    return {"job": job_dict(studio.queue.cancel(job_id))}
+
+
+@router.post("/{job_id}/requeue")
+def requeue_job(studio: StudioDep, job_id: int) -> dict[str, Any]:
+    return {"job": job_dict(studio.queue.requeue(job_id))}
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def job_events(
+    studio: StudioDep,
+    request: Request,
+    job_id: int,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Server-sent events: progress, logs and status changes, until the job finishes."""
+    await run_in_threadpool(studio.queue.get, job_id)  # 404 before the stream starts
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+
+    async def stream() -> AsyncIterator[str]:
+        nonlocal after
+        yield "retry: 2000\n\n"
+        while True:
+            events = await run_in_threadpool(studio.queue.events_after, job_id, after)
+            for ev in events:
+                after = ev.id
+                payload = {"id": ev.id, "at": ev.at.isoformat() + "Z", **ev.data}
+                yield f"id: {ev.id}\nevent: {ev.kind}\ndata: {json.dumps(payload)}\n\n"
+            if not events:
+                job = await run_in_threadpool(studio.queue.get, job_id)
+                if job.status in FINISHED:
+                    yield f"event: end\ndata: {json.dumps(job_dict(job))}\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(POLL_SECONDS)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from vistudio.api.deps import Limit, Offset, StudioDep
+from vistudio.services import samples
+
+router = APIRouter(prefix="/samples", tags=["samples"])
+
+
+@router.get("")
+def list_samples(
+    studio: StudioDep,
+    project: Annotated[str, Query(max_length=200)],
+    label: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
+    split: Annotated[str | None, Query(max_length=64)] = None,
+    subset: Annotated[str | None, Query(max_length=16)] = None,
+    has_annotations: bool | None = None,
+    taken_from: datetime | None = None,
+    taken_to: datetime | None = None,
+    dup_group: int | None = None,
+    duplicates: bool = False,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    sort: str = "name",
+    order: str = "asc",
+    offset: Offset = 0,
+    limit: Limit = 60,
+) -> dict[str, Any]:
+    return samples.list_samples(
+        studio,
+        project=project,
+        label=label,
+        tag=tag,
+        split=split,
+        subset=subset,
+        has_annotations=has_annotations,
+        taken_from=taken_from,
+        taken_to=taken_to,
+        dup_group=dup_group,
+        duplicates_only=duplicates,
+        q=q,
+        sort=sort,
+        order=order,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.get("/{sample_id}")
+def get_sample(studio: StudioDep, sample_id: int) -> dict[str, Any]:
+    return {"sample": samples.get_sample(studio, sample_id)}
+
+
+@router.get("/{sample_id}/thumbnail", response_class=FileResponse)
+def thumbnail(studio: StudioDep, sample_id: int) -> FileResponse:
+    path, media = samples.sample_file(studio, sample_id, thumbnail=True)
+    return FileResponse(
+        path, media_type=media, headers={"Cache-Control": "public, max-age=31536000, immutable"}
+    )
+
+
+@router.get("/{sample_id}/original", response_class=FileResponse)
+def original(studio: StudioDep, sample_id: int) -> FileResponse:
+    path, media = samples.sample_file(studio, sample_id, thumbnail=False)
+    return FileResponse(path, media_type=media)

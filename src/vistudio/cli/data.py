@@ -1,0 +1,112 @@
+"""``vistudio import`` and ``vistudio samples``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from vistudio.cli.output import console, emit, state, wait_for_job
+from vistudio.errors import JobFailed
+from vistudio.services import ingest, samples
+
+
+def _report(d: dict[str, Any]) -> None:
+    r = d.get("report") or {}
+    job = d["job"]
+    if not r:
+        console.print(
+            f"job {job['id']}: {job['status']}"
+            + (f" — {job['error']['message']}" if job.get("error") else "")
+        )
+        return
+    console.print(
+        f"[bold]{r['imported']}[/] imported, {r['skipped']} already present, {r['duplicates']} duplicates, "
+        f"[red]{r['failed_count']}[/] failed, {r['near_duplicate_groups']} near-duplicate groups"
+    )
+    if r["failed"]:
+        t = Table("path", "reason", title="failed items")
+        for f in r["failed"][:50]:
+            t.add_row(f["path"], f["reason"])
+        console.print(t)
+        if r["failed_count"] > 50:
+            console.print(f"… and {r['failed_count'] - 50} more (use --json for the full list)")
+
+
+def import_(
+    ctx: typer.Context,
+    project: str,
+    source: Path,
+    format: Annotated[
+        str | None, typer.Option("--format", "-f", help="folder|coco|yolo|csv (guessed if omitted)")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="copy (into the workspace) or reference (originals stay put)")
+    ] = "copy",
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and print its id")] = False,
+) -> None:
+    """Import images (a folder, COCO, YOLO, CSV, or a .zip of one) into a project."""
+    studio = state(ctx).studio()
+    job = ingest.start_import(studio, project=project, source=source, fmt=format, mode=mode)
+    if no_wait:
+        emit(ctx, {"job": job}, lambda d: console.print(f"queued import job {d['job']['id']}"))
+        return
+    final = wait_for_job(ctx, job["id"])
+    if final["status"] != "succeeded":
+        err = final.get("error") or {"message": "cancelled" if final["status"] == "cancelled" else final["status"]}
+        raise JobFailed(
+            f"import {final['status']}: {err.get('message')}",
+            details={"job": {k: v for k, v in final.items() if k != "error"}, "traceback": err.get("traceback")},
+        )
+    emit(ctx, {"job": final, "report": (final.get("result") or {}).get("report")}, _report)
+
+
+def list_samples(
+    ctx: typer.Context,
+    project: str,
+    label: Annotated[str | None, typer.Option(help="only samples with this class")] = None,
+    tag: Annotated[str | None, typer.Option()] = None,
+    split: Annotated[str | None, typer.Option(help="split name (default: the newest)")] = None,
+    subset: Annotated[str | None, typer.Option(help="train, val or test")] = None,
+    duplicates: Annotated[bool, typer.Option("--duplicates", help="only near-duplicate groups")] = False,
+    sort: Annotated[str, typer.Option(help="name, taken_at, imported_at, bytes")] = "name",
+    desc: Annotated[bool, typer.Option("--desc")] = False,
+    offset: int = 0,
+    limit: int = 50,
+) -> None:
+    """List a project's samples with filters and pagination."""
+    out = samples.list_samples(
+        state(ctx).studio(),
+        project=project,
+        label=label,
+        tag=tag,
+        split=split,
+        subset=subset,
+        duplicates_only=duplicates,
+        sort=sort,
+        order="desc" if desc else "asc",
+        offset=offset,
+        limit=limit,
+    )
+
+    def render(d: dict[str, Any]) -> None:
+        t = Table("id", "name", "size", "format", "labels", "taken", title=f"{d['total']} samples")
+        for s in d["items"]:
+            t.add_row(
+                str(s["id"]),
+                s["name"],
+                f"{s['width']}×{s['height']}",
+                s["format"],
+                ", ".join(s["labels"]),
+                (s["taken_at"] or "")[:19],
+            )
+        console.print(t)
+
+    emit(ctx, out, render)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import")(import_)
+    app.command("samples")(list_samples)

@@ -1,0 +1,23 @@
+"""Database models and session helpers."""
+
+from vistudio.db.artifacts import Artifact
+from vistudio.db.base import Base, utcnow
+from vistudio.db.jobs import Job, JobEvent
+from vistudio.db.projects import LabelClass, Project
+from vistudio.db.samples import Annotation, Sample, SampleTag
+from vistudio.db.splits import Split, SplitMember
+
+__all__ = [
+    "Annotation",
+    "Artifact",
+    "Base",
+    "Job",
+    "JobEvent",
+    "LabelClass",
+    "Project",
+    "Sample",
+    "SampleTag",
+    "Split",
+    "SplitMember",
+    "utcnow",
+]

@@ -1,0 +1,1 @@
+"""Durable job queue, workers and the registry of job handlers."""

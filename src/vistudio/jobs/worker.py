@@ -1,0 +1,164 @@
+"""Workers: claim jobs, run their handlers with a heartbeat, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from vistudio.errors import VistudioError
+from vistudio.jobs.queue import JobQueue, LeaseLost
+from vistudio.jobs.registry import get_handler, handler_kinds
+
+if TYPE_CHECKING:
+    from vistudio.db import Job
+    from vistudio.studio import Studio
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """Raised by ``JobContext.check_cancelled`` when a user asked the job to stop."""
+
+
+class PermanentJobError(Exception):
+    """A failure that retrying cannot fix (bad input, missing source)."""
+
+
+class JobContext:
+    """What a handler gets: its job's params, the studio, progress reporting and cancel checks."""
+
+    PROGRESS_INTERVAL = 0.25
+
+    def __init__(self, studio: Studio, job: Job, worker: str) -> None:
+        self.studio = studio
+        self.job_id = job.id
+        self.params: dict[str, Any] = dict(job.params or {})
+        self.project_id = job.project_id
+        self.attempt = job.attempts
+        self.worker = worker
+        self.cancel_requested = threading.Event()
+        self.lease_lost = threading.Event()
+        self._last_progress = 0.0
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.studio.queue
+
+    def progress(
+        self, done: int, total: int | None, message: str | None = None, *, force: bool = False
+    ) -> None:
+        """Report progress; throttled so a loop may call it for every item."""
+        now = time.monotonic()
+        if force or done == total or now - self._last_progress >= self.PROGRESS_INTERVAL:
+            self._last_progress = now
+            self.queue.progress(self.job_id, done=done, total=total, message=message)
+
+    def log(self, message: str, **data: Any) -> None:
+        self.queue.event(self.job_id, "log", {"message": message, **data})
+
+    def check_cancelled(self) -> None:
+        if self.lease_lost.is_set():
+            raise LeaseLost(f"job {self.job_id} lost its lease")
+        if self.cancel_requested.is_set():
+            raise JobCancelled()
+
+
+class Worker:
+    def __init__(self, studio: Studio, *, name: str | None = None, kinds: list[str] | None = None) -> None:
+        self.studio = studio
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.kinds = kinds or handler_kinds()
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.studio.queue
+
+    def run_one(self, job_id: int | None = None) -> Job | None:
+        """Claim one runnable job (or the given one) and run it to the end. None if nothing to do."""
+        self.queue.reap_expired()
+        job = self.queue.claim(self.name, kinds=self.kinds, job_id=job_id)
+        if job is None:
+            return None
+        self.execute(job)
+        return self.queue.get(job.id)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        poll = self.studio.settings.jobs.poll_seconds
+        while not stop.is_set():
+            try:
+                job = self.run_one()
+            except Exception:  # a broken database connection must not kill the worker thread
+                log.exception("worker %s: error while claiming", self.name)
+                job = None
+            if job is None:
+                stop.wait(poll)
+
+    def execute(self, job: Job) -> None:
+        ctx = JobContext(self.studio, job, self.name)
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(ctx, stop_beat), daemon=True)
+        beat.start()
+        try:
+            handler = get_handler(job.kind)
+            result = handler(ctx)
+        except JobCancelled:
+            self.queue.mark_cancelled(job.id, self.name)
+        except LeaseLost:
+            log.warning("job %s lost its lease; leaving it to its new owner", job.id)
+        except (VistudioError, PermanentJobError, KeyError) as exc:
+            self.queue.fail(job.id, self.name, _error(exc, transient=False), transient=False)
+        except Exception as exc:
+            self.queue.fail(job.id, self.name, _error(exc, transient=True), transient=True)
+        else:
+            self.queue.complete(job.id, self.name, result)
+        finally:
+            stop_beat.set()
+            beat.join(timeout=5)
+
+    def _heartbeat(self, ctx: JobContext, stop: threading.Event) -> None:
+        interval = self.studio.settings.jobs.heartbeat_seconds
+        while not stop.wait(interval):
+            try:
+                if self.queue.heartbeat(ctx.job_id, self.name):
+                    ctx.cancel_requested.set()
+            except LeaseLost:
+                ctx.lease_lost.set()
+                return
+            except Exception:
+                log.exception("heartbeat failed for job %s", ctx.job_id)
+        # one last look so a cancel sent during a short job is still honoured by callers
+        return
+
+
+def _error(exc: BaseException, *, transient: bool) -> dict[str, Any]:
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"type": type(exc).__name__, "message": message, "transient": transient, "traceback": tb[-4000:]}
+
+
+class EmbeddedWorkers:
+    """Worker threads that live inside ``vistudio serve``."""
+
+    def __init__(self, studio: Studio, count: int) -> None:
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(
+                target=Worker(studio).run_forever, args=(self.stop,), daemon=True, name=f"worker-{i}"
+            )
+            for i in range(count)
+        ]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=timeout)

@@ -1,0 +1,1 @@
+"""Machine-learning libraries: tasks, models, training, export, embeddings, inference."""

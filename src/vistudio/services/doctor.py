@@ -1,0 +1,133 @@
+"""``vistudio doctor``: database integrity, blob hashes, orphan files, reference counts."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, text
+
+from vistudio.db import Artifact, Job, Sample
+from vistudio.studio import Studio
+
+
+def _expected_refs(s: Any) -> Counter[tuple[str, str]]:
+    """References the samples table implies: one thumbnail per sample, one original per copy."""
+    refs: Counter[tuple[str, str]] = Counter()
+    for sha, storage in s.execute(select(Sample.sha256, Sample.storage)):
+        refs[("thumbnail", sha)] += 1
+        if storage == "copy":
+            refs[("original", sha)] += 1
+    return refs
+
+
+def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) -> dict[str, Any]:
+    problems: list[dict[str, Any]] = []
+    fixed: list[str] = []
+    with studio.engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            rows = [r[0] for r in conn.exec_driver_sql("PRAGMA integrity_check")]
+            if rows != ["ok"]:
+                problems.extend({"kind": "db_integrity", "detail": r} for r in rows)
+            for r in conn.exec_driver_sql("PRAGMA foreign_key_check"):
+                problems.append({"kind": "dangling_reference", "detail": f"{r[0]} row {r[1]} → {r[2]}"})
+        else:
+            conn.execute(text("SELECT 1"))
+
+    with studio.sessions() as s:
+        blob_problems = studio.store.scan(s, check_hashes=check_hashes)
+        expected = _expected_refs(s)
+        rows = {(a.kind, a.sha256): a for a in s.scalars(select(Artifact))}
+        active = list(s.execute(select(Job.id, Job.params).where(Job.status.in_(("queued", "running")))))
+        running = {j for j, _ in active}
+        active_sources = {str((params or {}).get("source")) for _, params in active}
+        missing_refs = [(kind, sha, n) for (kind, sha), n in expected.items() if (kind, sha) not in rows]
+        wrong_counts = [
+            (a, expected.get(key, 0))
+            for key, a in rows.items()
+            if a.kind in ("original", "thumbnail") and a.ref_count != expected.get(key, 0)
+        ]
+        missing_refs_files = {
+            (kind, sha)
+            for kind, sha, _ in missing_refs
+            if studio.store.path(kind, sha, _ext(s, sha, kind)).is_file()
+        }
+        reference_missing = [
+            {"sample": sid, "path": p}
+            for sid, p in s.execute(select(Sample.id, Sample.path).where(Sample.storage == "reference"))
+            if not Path(p).is_file()
+        ]
+
+    for b in blob_problems:
+        problems.append(
+            {"kind": f"blob_{b.problem}", "blob_kind": b.kind, "sha256": b.sha256, "path": b.path}
+        )
+    for kind, sha, n in missing_refs:
+        problems.append({"kind": "unregistered_blob", "blob_kind": kind, "sha256": sha, "expected_refs": n})
+    for a, n in wrong_counts:
+        problems.append(
+            {
+                "kind": "ref_count",
+                "blob_kind": a.kind,
+                "sha256": a.sha256,
+                "ref_count": a.ref_count,
+                "expected": n,
+            }
+        )
+    for r in reference_missing:
+        problems.append({"kind": "reference_missing", **r})
+    stale_tmp = [p for p in sorted(studio.tmp.glob("import-*")) if _job_of(p.name) not in running] + [
+        p for p in sorted(studio.tmp.glob("upload-*")) if str(p) not in active_sources
+    ]
+    for p in stale_tmp:
+        problems.append({"kind": "stale_temp", "path": str(p)})
+
+    if fix:
+        with studio.sessions.begin() as s:
+            for a, n in wrong_counts:
+                row = s.get(Artifact, a.id)
+                if row is not None:
+                    row.ref_count = n
+            for kind, sha, n in missing_refs:
+                if (kind, sha) in missing_refs_files:
+                    ext = _ext(s, sha, kind)
+                    size = studio.store.path(kind, sha, ext).stat().st_size
+                    s.add(Artifact(kind=kind, sha256=sha, ext=ext, size=size, ref_count=n))
+            fixed.append(f"reference counts corrected: {len(wrong_counts) + len(missing_refs_files)}")
+        orphans = [b for b in blob_problems if b.problem in ("orphan", "temp")]
+        for b in orphans:
+            studio.store.remove_file(Path(b.path))
+        fixed.append(f"orphan or temporary files removed: {len(orphans)}")
+        with studio.sessions.begin() as s:
+            broken = [b for b in blob_problems if b.problem in ("missing", "corrupt")]
+            for b in broken:
+                # a corrupt blob is worse than a missing one: drop it so a re-import restores it
+                if b.problem == "corrupt":
+                    Path(b.path).unlink(missing_ok=True)
+            removed = studio.store.gc(s)
+        fixed.append(f"unreferenced blobs collected: {removed}")
+        for p in stale_tmp:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        fixed.append(f"stale temporary folders removed: {len(stale_tmp)}")
+    return {"ok": not problems, "problems": problems, "fixed": fixed}
+
+
+def _ext(s: Any, sha: str, kind: str) -> str:
+    if kind != "original":
+        return ""
+    fmt = s.scalar(select(Sample.format).where(Sample.sha256 == sha).limit(1))
+    from vistudio.services.ingest import EXTENSIONS
+
+    return EXTENSIONS.get(fmt or "", "bin")
+
+
+def _job_of(name: str) -> int:
+    try:
+        return int(name.removeprefix("import-"))
+    except ValueError:
+        return -1

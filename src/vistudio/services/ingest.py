@@ -1,0 +1,346 @@
+"""Import: read a source (folder, COCO, YOLO, CSV, or a zip of one), probe every image in parallel,
+store originals and thumbnails, record samples and annotations, and report what happened.
+
+Counting rules of the report: ``imported`` new samples; ``skipped`` images already in the project
+(so a re-import adds only what is new, and a resumed import skips what it had done); ``duplicates``
+images whose content equals another image of the same source (one sample is kept);
+``failed`` items with their reason. The same image never becomes two samples: ``(project, sha256)``
+is unique.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from vistudio.db import Annotation, LabelClass, Sample
+from vistudio.errors import InvalidInput, NotFound
+from vistudio.ingest.near_dups import near_duplicate_groups
+from vistudio.ingest.probe import probe_bytes
+from vistudio.ingest.readers import detect_format, known_formats, read_source
+from vistudio.ingest.types import IngestError, ParsedSource, SourceError, SourceItem
+from vistudio.jobs.registry import job_handler
+from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
+from vistudio.services.projects import find_project
+from vistudio.storage.artifacts import ArtifactStore
+from vistudio.studio import Studio
+
+MODES = ("copy", "reference")
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "TIFF": "tif",
+    "BMP": "bmp",
+    "GIF": "gif",
+    "HEIF": "heic",
+}
+MAX_REPORTED = 1000  # failed/duplicate rows kept in a report; the counts stay exact
+
+
+def start_import(
+    studio: Studio,
+    *,
+    project: str | int,
+    source: Path,
+    fmt: str | None = None,
+    mode: str = "copy",
+    uploaded: bool = False,
+) -> dict[str, Any]:
+    """Validate the request and queue an import job. Returns the job as a dict."""
+    if mode not in MODES:
+        raise InvalidInput(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise NotFound(f"source not found: {source}")
+    source = source.resolve()
+    fmt = fmt or detect_format(source)
+    if fmt not in known_formats():
+        raise InvalidInput(f"unknown format {fmt!r}; use one of {', '.join(known_formats())}")
+    if source.suffix.lower() == ".zip" and mode == "reference":
+        raise InvalidInput(
+            "a zip is unpacked into the workspace, so it can only be imported with --mode copy"
+        )
+    with studio.sessions() as s:
+        p = find_project(s, project)
+        project_id = p.id
+    from vistudio.jobs.queue import job_dict
+
+    job = studio.queue.enqueue(
+        "import",
+        {"source": str(source), "format": fmt, "mode": mode, "uploaded": uploaded},
+        project_id=project_id,
+    )
+    return job_dict(job)
+
+
+# --- work done in pool processes --------------------------------------------------------------
+
+
+def _probe_one(args: tuple[str, str, str, int, frozenset[str]]) -> dict[str, Any]:
+    """Probe one file and write its blobs. Runs in a worker process: plain data in, plain data out.
+
+    The file is read once; the same bytes feed the hash, EXIF, perceptual hash, thumbnail and
+    the stored copy.
+    """
+    path_s, mode, home, thumb_size, known = args
+    try:
+        data = Path(path_s).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        store = ArtifactStore(Path(home), thumb_size=thumb_size)
+        if sha in known and _blobs_present(store, sha, mode):
+            return {"status": "known", "sha256": sha}
+        probe = probe_bytes(data, thumb_size=thumb_size)
+        ext = EXTENSIONS.get(probe.format, "bin")
+        if mode == "copy":
+            store.write_bytes("original", data, ext=ext, key=sha)
+        store.write_bytes("thumbnail", probe.thumbnail, key=sha)
+        if sha in known:  # a sample whose blobs were lost (doctor --fix dropped them): restored
+            return {"status": "known", "sha256": sha, "restored": True}
+        fields = asdict(probe)
+        fields.pop("thumbnail")
+        fields["thumb_size"] = len(probe.thumbnail)
+        fields["ext"] = ext
+        return {"status": "ok", "probe": fields}
+    except IngestError as exc:
+        return {"status": "error", "reason": exc.reason}
+    except OSError as exc:
+        return {"status": "error", "reason": f"cannot read file: {exc.strerror or exc}"}
+    except MemoryError:
+        return {"status": "error", "reason": "not enough memory to decode this image"}
+
+
+def _blobs_present(store: ArtifactStore, sha: str, mode: str) -> bool:
+    if not store.path("thumbnail", sha).is_file():
+        return False
+    return mode != "copy" or any(store.path("original", sha).parent.glob(f"{sha}.*"))
+
+
+def _results(
+    items: list[SourceItem], *, mode: str, studio: Studio, known: frozenset[str]
+) -> Iterator[tuple[SourceItem, dict[str, Any]]]:
+    cfg = studio.settings.imports
+    args = [(str(it.path), mode, str(studio.home), cfg.thumb_size, known) for it in items]
+    if cfg.workers <= 1 or len(items) < 8:
+        for it, a in zip(items, args, strict=True):
+            yield it, _probe_one(a)
+        return
+    # spawn: the parent may be a threaded server; forking it could copy held locks
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
+        try:
+            for it, res in zip(items, pool.map(_probe_one, args, chunksize=4), strict=True):
+                yield it, res
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+# --- the job -----------------------------------------------------------------------------------
+
+
+class _Writer:
+    """Accumulates new samples and writes them in batches, one transaction each."""
+
+    def __init__(self, studio: Studio, project_id: int, mode: str, class_ids: dict[str, int]) -> None:
+        self.studio = studio
+        self.project_id = project_id
+        self.mode = mode
+        self.class_ids = class_ids
+        self.pending: list[tuple[SourceItem, dict[str, Any]]] = []
+        self.imported = 0
+        self.annotations = 0
+
+    def add(self, item: SourceItem, probe: dict[str, Any]) -> None:
+        self.pending.append((item, probe))
+        if len(self.pending) >= self.studio.settings.imports.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        store = self.studio.store
+        with self.studio.sessions.begin() as s:
+            for name in {a.class_name for it, _ in self.pending for a in it.annotations if a.class_name}:
+                if name not in self.class_ids:
+                    self.class_ids[name] = _ensure_class(s, self.project_id, name)
+            for item, pr in self.pending:
+                sample = Sample(
+                    project_id=self.project_id,
+                    sha256=pr["sha256"],
+                    name=item.name,
+                    storage=self.mode,
+                    path=(
+                        str(store.path("original", pr["sha256"], pr["ext"]).relative_to(store.root))
+                        if self.mode == "copy"
+                        else str(item.path)
+                    ),
+                    width=pr["width"],
+                    height=pr["height"],
+                    format=pr["format"],
+                    bytes=pr["bytes"],
+                    taken_at=pr["taken_at"],
+                    camera_make=pr["camera_make"],
+                    camera_model=pr["camera_model"],
+                    lens=pr["lens"],
+                    gps_lat=pr["gps_lat"],
+                    gps_lon=pr["gps_lon"],
+                    orientation=pr["orientation"],
+                    phash=pr["phash"],
+                    exif=pr["exif"],
+                )
+                s.add(sample)
+                s.flush()
+                for a in item.annotations:
+                    s.add(
+                        Annotation(
+                            sample_id=sample.id,
+                            kind=a.kind,
+                            class_id=self.class_ids.get(a.class_name) if a.class_name else None,
+                            geometry=a.geometry,
+                        )
+                    )
+                self.annotations += len(item.annotations)
+                store.acquire(s, "thumbnail", pr["sha256"], size=pr["thumb_size"])
+                if self.mode == "copy":
+                    store.acquire(s, "original", pr["sha256"], size=pr["bytes"], ext=pr["ext"])
+        self.imported += len(self.pending)
+        self.pending = []
+
+
+def _ensure_class(s: Any, project_id: int, name: str) -> int:
+    existing = s.scalar(
+        select(LabelClass.id).where(LabelClass.project_id == project_id, LabelClass.name == name)
+    )
+    if existing is not None:
+        return int(existing)
+    ordinal = s.scalar(
+        select(LabelClass.ordinal)
+        .where(LabelClass.project_id == project_id)
+        .order_by(LabelClass.ordinal.desc())
+        .limit(1)
+    )
+    row = LabelClass(project_id=project_id, name=name, ordinal=0 if ordinal is None else ordinal + 1)
+    s.add(row)
+    s.flush()
+    return row.id
+
+
+def _read(studio: Studio, ctx: JobContext, source: Path, fmt: str) -> tuple[ParsedSource, Path]:
+    work = studio.tmp / f"import-{ctx.job_id}"
+    if work.exists():  # a previous attempt's half-extracted zip
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        return read_source(source, fmt, work_dir=work), work
+    except SourceError as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise PermanentJobError(str(exc)) from exc
+
+
+@job_handler("import")
+def run_import(ctx: JobContext) -> dict[str, Any]:
+    studio = ctx.studio
+    params = ctx.params
+    source, fmt, mode = Path(params["source"]), params["format"], params["mode"]
+    if ctx.project_id is None:
+        raise PermanentJobError("the project of this import was deleted")
+    if not source.exists():
+        raise PermanentJobError(f"source not found: {source}")
+    ctx.progress(0, None, "reading source", force=True)
+    parsed, work = _read(studio, ctx, source, fmt)
+    project_id = ctx.project_id
+    with studio.sessions.begin() as s:
+        find_project(s, project_id)
+        class_ids = {name: _ensure_class(s, project_id, name) for name in parsed.classes}
+        known = frozenset(s.scalars(select(Sample.sha256).where(Sample.project_id == project_id)))
+    failed = [{"path": e.path, "reason": e.reason} for e in parsed.errors]
+    duplicates: list[dict[str, str]] = []
+    skipped = restored = 0
+    seen: dict[str, str] = {}
+    writer = _Writer(studio, project_id, mode, class_ids)
+    total = len(parsed.items)
+    done = 0
+    try:
+        for item, res in _results(parsed.items, mode=mode, studio=studio, known=known):
+            done += 1
+            ctx.check_cancelled()
+            ctx.progress(done, total, item.name)
+            if res["status"] == "error":
+                failed.append({"path": item.name, "reason": res["reason"]})
+            elif res["status"] == "known":
+                skipped += 1
+                restored += bool(res.get("restored"))
+            else:
+                sha = res["probe"]["sha256"]
+                if sha in seen:
+                    duplicates.append({"path": item.name, "same_as": seen[sha], "sha256": sha})
+                else:
+                    seen[sha] = item.name
+                    writer.add(item, res["probe"])
+    except JobCancelled:
+        writer.flush()  # keep what is done: running the import again finishes it
+        raise
+    writer.flush()
+    ctx.progress(total, total, "grouping near-duplicates", force=True)
+    groups = update_near_duplicates(studio, project_id=project_id)
+    if mode == "copy":
+        shutil.rmtree(work, ignore_errors=True)
+        if params.get("uploaded"):
+            source.unlink(missing_ok=True)
+    return {
+        "report": {
+            "source": str(source) if not params.get("uploaded") else source.name,
+            "format": fmt,
+            "mode": mode,
+            "total": total + len(parsed.errors),
+            "imported": writer.imported,
+            "annotations": writer.annotations,
+            "duplicates": len(duplicates),
+            "skipped": skipped,
+            "restored": restored,
+            "failed": failed[:MAX_REPORTED],
+            "failed_count": len(failed),
+            "duplicate_items": duplicates[:MAX_REPORTED],
+            "classes": parsed.classes,
+            "near_duplicate_groups": groups,
+            "attempt": ctx.attempt,
+        }
+    }
+
+
+def update_near_duplicates(studio: Studio, *, project_id: int) -> int:
+    """Recompute near-duplicate groups over the whole project; returns the number of groups."""
+    dist = studio.settings.imports.near_duplicate_distance
+    with studio.sessions.begin() as s:
+        hashes = dict(
+            s.execute(select(Sample.id, Sample.phash).where(Sample.project_id == project_id)).all()
+        )
+        groups = near_duplicate_groups(hashes, max_distance=dist)
+        s.execute(
+            update(Sample)
+            .where(Sample.project_id == project_id, Sample.dup_group.is_not(None))
+            .values(dup_group=None)
+        )
+        rows = [{"id": sid, "dup_group": g[0]} for g in groups for sid in g]
+        if rows:
+            s.execute(update(Sample), rows)
+    return len(groups)
+
+
+def import_report(studio: Studio, job_id: int) -> dict[str, Any]:
+    from vistudio.jobs.queue import job_dict
+
+    job = studio.queue.get(job_id)
+    if job.kind != "import":
+        raise NotFound(f"job {job_id} is not an import")
+    d = job_dict(job)
+    return {"job": d, "report": (job.result or {}).get("report")}

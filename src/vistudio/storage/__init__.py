@@ -1,0 +1,1 @@
+"""On-disk stores: atomic writes and the content-addressed blob store."""

@@ -1,0 +1,12 @@
+"""One module per page group; each exposes ``router``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def routers() -> list[APIRouter]:
+    from vistudio.web.pages import auth, dataset, jobs, projects, split
+
+    # split before dataset: "/projects/{name}/split" must not be read as a sample route
+    return [auth.router, projects.router, split.router, dataset.router, jobs.router]

@@ -1,0 +1,237 @@
+"""Dataset page: the filtered thumbnail grid, the sample detail, and the import panel's report."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from vistudio.api.deps import StudioDep
+from vistudio.errors import InvalidInput, NotFound, VistudioError
+from vistudio.ingest.readers import known_formats
+from vistudio.services import ingest, projects, samples, splits
+from vistudio.studio import Studio
+from vistudio.web.pages._common import error_fragment, error_page, is_htmx, render
+
+router = APIRouter(tags=["web"], include_in_schema=False)
+PAGE_SIZE = 60
+SORTS = {"name": "Name", "taken_at": "Date taken", "imported_at": "Date imported", "bytes": "File size"}
+Text = Annotated[str, Query(max_length=200)]
+FILTER_KEYS = ("label", "subset", "annotated", "taken_from", "taken_to", "duplicates", "q", "sort", "order")
+
+
+def _date(value: str, field: str, *, end: bool) -> datetime | None:
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a date like 2024-05-31 (got {value[:40]!r})") from None
+    return datetime.combine(day, time.max if end else time.min)
+
+
+def _filters(params: dict[str, str]) -> dict[str, Any]:
+    """Turn the grid's query string into list_samples keyword arguments (raising InvalidInput)."""
+    out: dict[str, Any] = {}
+    if params.get("label"):
+        out["label"] = params["label"]
+    if params.get("subset"):
+        split, _, subset = params["subset"].partition(":")
+        out["split"] = split or None
+        out["subset"] = subset or None
+    annotated = params.get("annotated", "")
+    if annotated not in ("", "yes", "no"):
+        raise InvalidInput("annotations filter is 'yes', 'no' or empty")
+    if annotated:
+        out["has_annotations"] = annotated == "yes"
+    out["taken_from"] = _date(params.get("taken_from", ""), "from date", end=False)
+    out["taken_to"] = _date(params.get("taken_to", ""), "to date", end=True)
+    if out["taken_from"] and out["taken_to"] and out["taken_from"] > out["taken_to"]:
+        raise InvalidInput("the 'from' date is after the 'to' date")
+    out["duplicates_only"] = params.get("duplicates") in ("1", "on", "true", "yes")
+    if params.get("q"):
+        out["q"] = params["q"]
+    out["sort"] = params.get("sort") or "name"
+    out["order"] = params.get("order") or "asc"
+    return out
+
+
+def _grid_context(studio: Studio, project: dict[str, Any], params: dict[str, str], offset: int) -> dict[str, Any]:
+    page = samples.list_samples(
+        studio, project=project["id"], offset=offset, limit=PAGE_SIZE, **_filters(params)
+    )
+    shown = offset + len(page["items"])
+    kept = {k: v for k, v in params.items() if v}
+    next_url = None
+    if shown < page["total"]:
+        next_url = f"/projects/{quote(project['name'], safe='')}/samples?" + urlencode({**kept, "offset": shown})
+    return {
+        "project": project,
+        "items": page["items"],
+        "total": page["total"],
+        "offset": offset,
+        "shown": shown,
+        "next_url": next_url,
+        "filtered": any(kept.get(k) for k in FILTER_KEYS if k not in ("sort", "order")),
+    }
+
+
+def _params(
+    label: str, subset: str, annotated: str, taken_from: str, taken_to: str, duplicates: str, q: str, sort: str, order: str
+) -> dict[str, str]:
+    return {
+        "label": label,
+        "subset": subset,
+        "annotated": annotated,
+        "taken_from": taken_from,
+        "taken_to": taken_to,
+        "duplicates": duplicates,
+        "q": q,
+        "sort": sort,
+        "order": order,
+    }
+
+
+@router.get("/projects/{name}", response_class=HTMLResponse)
+def dataset_page(
+    request: Request,
+    studio: StudioDep,
+    name: str,
+    label: Text = "",
+    subset: Text = "",
+    annotated: Text = "",
+    taken_from: Text = "",
+    taken_to: Text = "",
+    duplicates: Text = "",
+    q: Text = "",
+    sort: Text = "",
+    order: Text = "",
+) -> Response:
+    params = _params(label, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
+    try:
+        project = projects.get_project(studio, name)
+    except VistudioError as exc:
+        return error_fragment(request, exc) if is_htmx(request) else error_page(request, exc)
+    try:
+        grid = _grid_context(studio, project, params, 0)
+        grid_error = None
+    except VistudioError as exc:
+        grid, grid_error = {"items": [], "total": 0, "shown": 0, "next_url": None}, exc.message
+    if is_htmx(request):
+        # the filter form asks for this page's URL (so it lands in the history) and gets the grid
+        if grid_error:
+            return error_fragment(request, InvalidInput(grid_error))
+        return render(request, "fragments/grid.html", grid)
+    subsets = [
+        (f"{s['name']}:{sub}", f"{s['name']} · {sub}", n["total"])
+        for s in splits.list_splits(studio, project=project["id"])["items"]
+        for sub, n in s["subsets"].items()
+    ]
+    return render(
+        request,
+        "dataset.html",
+        {
+            **grid,
+            "grid_error": grid_error,
+            "project": project,
+            "classes": samples.class_counts(studio, project=project["id"]),
+            "subsets": subsets,
+            "params": params,
+            "sorts": SORTS,
+            "formats": known_formats(),
+            "import_roots": [str(r) for r in studio.settings.import_roots],
+            "tab": "dataset",
+            "nav": "projects",
+        },
+    )
+
+
+@router.get("/projects/{name}/samples", response_class=HTMLResponse)
+def grid_page(
+    request: Request,
+    studio: StudioDep,
+    name: str,
+    label: Text = "",
+    subset: Text = "",
+    annotated: Text = "",
+    taken_from: Text = "",
+    taken_to: Text = "",
+    duplicates: Text = "",
+    q: Text = "",
+    sort: Text = "",
+    order: Text = "",
+    offset: Annotated[str, Query(max_length=12)] = "0",
+) -> Response:
+    """One page of tiles (the next 60), for the grid's infinite scroll."""
+    params = _params(label, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
+    try:
+        if not offset.isdigit():
+            raise InvalidInput("offset must be a whole number")
+        project = projects.get_project(studio, name)
+        ctx = _grid_context(studio, project, params, int(offset))
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return render(request, "fragments/tiles.html", ctx)
+
+
+def _annotation_shapes(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SVG-ready shapes (normalised 0..1 coordinates) for the overlay; labels and values are listed only."""
+    shapes: list[dict[str, Any]] = []
+    for i, a in enumerate(annotations):
+        g = a.get("geometry") or {}
+        colour = i % 8
+        try:
+            if a["kind"] == "box":
+                x, y, w, h = (float(g[k]) for k in ("x", "y", "w", "h"))
+                shapes.append({"type": "rect", "x": x, "y": y, "w": w, "h": h, "colour": colour, "ann": a})
+            elif a["kind"] == "polygon":
+                for ring in g.get("polygons", []):
+                    pts = [(float(p[0]), float(p[1])) for p in ring]
+                    if len(pts) >= 3:
+                        shapes.append({"type": "poly", "points": pts, "colour": colour, "ann": a})
+            elif a["kind"] == "rotated_box":
+                pts = [(float(p[0]), float(p[1])) for p in g.get("points", [])]
+                if len(pts) == 4:
+                    shapes.append({"type": "poly", "points": pts, "colour": colour, "ann": a})
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue  # a malformed geometry is listed in the table, just not drawn
+    for s in shapes:
+        if s["type"] == "rect":
+            s["label_at"] = (s["x"], s["y"])
+        else:
+            s["label_at"] = min(s["points"], key=lambda p: (p[1], p[0]))
+            s["points_attr"] = " ".join(f"{x:.5f},{y:.5f}" for x, y in s["points"])
+    return shapes
+
+
+@router.get("/projects/{name}/samples/{sample_id}", response_class=HTMLResponse)
+def sample_detail(request: Request, studio: StudioDep, name: str, sample_id: int) -> Response:
+    try:
+        project = projects.get_project(studio, name)
+        sample = samples.get_sample(studio, sample_id)
+        if sample["project_id"] != project["id"]:
+            raise NotFound(f"sample {sample_id} is not in project {project['name']!r}")
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return render(
+        request,
+        "fragments/sample_detail.html",
+        {"project": project, "s": sample, "shapes": _annotation_shapes(sample["annotations"])},
+    )
+
+
+@router.get("/projects/{name}/imports/{job_id}", response_class=HTMLResponse)
+def import_report(request: Request, studio: StudioDep, name: str, job_id: int) -> Response:
+    try:
+        project = projects.get_project(studio, name)
+        data = ingest.import_report(studio, job_id)
+        if data["job"]["project_id"] not in (project["id"], None):
+            raise NotFound(f"import {job_id} does not belong to project {project['name']!r}")
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return render(
+        request, "fragments/import_report.html", {"project": project, "job": data["job"], "report": data["report"]}
+    )

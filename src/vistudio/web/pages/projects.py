@@ -1,0 +1,81 @@
+"""Projects page: list, create (modal), rename (inline) and delete (typed confirmation)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, Response
+
+from vistudio.api.deps import StudioDep
+from vistudio.errors import InvalidInput, VistudioError
+from vistudio.ml.tasks import get_task, task_names
+from vistudio.services import projects
+from vistudio.studio import Studio
+from vistudio.web.pages._common import error_fragment, render
+
+router = APIRouter(tags=["web"], include_in_schema=False)
+MAX_LISTED = 500
+
+
+def _tasks() -> list[dict[str, str]]:
+    return [{"name": n, "title": get_task(n).title} for n in task_names()]
+
+
+def _context(studio: Studio) -> dict[str, object]:
+    listing = projects.list_projects(studio, limit=MAX_LISTED)
+    return {"projects": listing["items"], "total": listing["total"], "tasks": _tasks()}
+
+
+def _list(request: Request, studio: Studio, *, trigger: str | None = None) -> Response:
+    headers = {"HX-Retarget": "#project-list", "HX-Reswap": "outerHTML"}
+    if trigger:
+        headers["HX-Trigger"] = trigger
+    return render(request, "fragments/project_list.html", _context(studio), headers=headers)
+
+
+@router.get("/", response_class=HTMLResponse)
+@router.get("/projects", response_class=HTMLResponse)
+def projects_page(request: Request, studio: StudioDep) -> Response:
+    return render(request, "projects.html", {**_context(studio), "nav": "projects"})
+
+
+@router.post("/projects", response_class=HTMLResponse)
+def create(
+    request: Request,
+    studio: StudioDep,
+    name: Annotated[str, Form(max_length=300)] = "",
+    task: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    try:
+        if not name.strip():
+            raise InvalidInput("give the project a name")
+        projects.create_project(studio, name=name, task=task)
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return _list(request, studio, trigger="project-created")
+
+
+@router.post("/projects/{name}/rename", response_class=HTMLResponse)
+def rename(
+    request: Request, studio: StudioDep, name: str, new_name: Annotated[str, Form(max_length=300)] = ""
+) -> Response:
+    try:
+        projects.rename_project(studio, name, new_name)
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return _list(request, studio)
+
+
+@router.post("/projects/{name}/delete", response_class=HTMLResponse)
+def delete(
+    request: Request, studio: StudioDep, name: str, confirm: Annotated[str, Form(max_length=300)] = ""
+) -> Response:
+    try:
+        project = projects.get_project(studio, name)
+        if confirm != project["name"]:
+            raise InvalidInput(f"type the project name ({project['name']}) to confirm")
+        projects.delete_project(studio, project["id"])
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return _list(request, studio)

@@ -1,0 +1,109 @@
+"""The CLI contract: with --json, exactly one JSON document on stdout; errors as {"error": …}."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import draw_image, make_class_folders
+
+from vistudio.cli.main import main
+
+
+def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, Any]:
+    code = main(["--workspace", str(ws), "--json", *args])
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out  # exactly one JSON document
+    return code, json.loads(lines[0])
+
+
+def test_project_import_samples_split_flow(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VISTUDIO_IMPORTS__WORKERS", "1")
+    ws = tmp_path / "ws"
+    src = make_class_folders(tmp_path / "src", {"ant": 10, "bee": 10})
+    code, out = cli(capsys, ws, "project", "create", "insects", "--task", "classification")
+    assert code == 0 and {"id", "name", "task"} <= set(out["project"])
+    code, out = cli(capsys, ws, "project", "list")
+    assert out["total"] == 1 and out["items"][0]["name"] == "insects"
+
+    code, out = cli(capsys, ws, "import", "insects", str(src), "--format", "folder")
+    assert code == 0, out
+    assert out["job"]["status"] == "succeeded"
+    assert {"imported", "duplicates", "skipped", "failed", "near_duplicate_groups"} <= set(out["report"])
+    assert out["report"]["imported"] == 20
+
+    code, out = cli(capsys, ws, "samples", "insects", "--label", "ant", "--limit", "3")
+    assert out["total"] == 10 and len(out["items"]) == 3
+    assert {"id", "sha256", "width", "height", "format", "labels", "taken_at"} <= set(out["items"][0])
+
+    code, out = cli(capsys, ws, "split", "create", "insects", "--ratios", "0.6,0.2,0.2", "--seed", "7", "--preview")
+    assert out["split"]["locked"] is False
+    code, out = cli(capsys, ws, "split", "create", "insects", "--ratios", "0.6,0.2,0.2", "--seed", "7")
+    assert code == 0 and out["split"]["locked"] is True
+    assert out["split"]["subsets"]["train"] == {"total": 12, "per_class": {"ant": 6, "bee": 6}}
+    code, out = cli(capsys, ws, "split", "create", "insects", "--ratios", "0.6,0.2,0.2")
+    assert code == 1 and out["error"]["code"] == "immutable"
+    code, out = cli(capsys, ws, "samples", "insects", "--subset", "test")
+    assert out["total"] == 4
+
+    code, out = cli(capsys, ws, "project", "rename", "insects", "bugs")
+    assert out["project"]["name"] == "bugs"
+    code, out = cli(capsys, ws, "project", "delete", "bugs")
+    assert code == 1 and "--yes" in out["error"]["message"]
+    code, out = cli(capsys, ws, "project", "delete", "bugs", "--yes")
+    assert code == 0 and out["samples"] == 20
+    code, out = cli(capsys, ws, "doctor")
+    assert code == 0 and out["ok"] is True
+
+
+def test_jobs_commands_and_no_wait(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    draw_image(tmp_path / "one" / "x.png", seed=1)
+    cli(capsys, ws, "project", "create", "p", "--task", "library")
+    code, out = cli(capsys, ws, "import", "p", str(tmp_path / "one"), "--no-wait")
+    job_id = out["job"]["id"]
+    assert out["job"]["status"] == "queued"
+    code, out = cli(capsys, ws, "jobs", "list")
+    assert out["total"] == 1
+    code, out = cli(capsys, ws, "jobs", "cancel", str(job_id))
+    assert out["job"]["status"] == "cancelled"
+    code, out = cli(capsys, ws, "jobs", "requeue", str(job_id))
+    assert out["job"]["status"] == "queued"
+    code, out = cli(capsys, ws, "worker", "--once")
+    assert out["job"]["id"] == job_id and out["job"]["status"] == "succeeded"
+    code, out = cli(capsys, ws, "jobs", "show", str(job_id))
+    assert out["job"]["result"]["report"]["imported"] == 1
+    code, out = cli(capsys, ws, "jobs", "show", "999")
+    assert code == 1 and out["error"]["code"] == "not_found"
+
+
+def test_errors_are_json_with_exit_codes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    code, out = cli(capsys, ws, "project", "create", "p", "--task", "nonsense")
+    assert code == 1 and out["error"]["code"] == "invalid_input"
+    code, out = cli(capsys, ws, "import", "missing-project", str(tmp_path))
+    assert code == 1 and out["error"]["code"] == "not_found"
+    code, out = cli(capsys, ws, "project", "frobnicate")
+    assert code == 2 and out["error"]["code"] == "usage"
+    code, out = cli(capsys, ws, "split", "create", "p", "--seed", "notanumber")
+    assert code == 2
+
+
+def test_failed_import_exits_non_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04garbage")
+    cli(capsys, ws, "project", "create", "p", "--task", "library")
+    code, out = cli(capsys, ws, "import", "p", str(bad))
+    assert code == 1 and "zip" in out["error"]["message"].lower()
+
+
+def test_human_output_is_rich_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    assert main(["--workspace", str(ws), "project", "create", "nice", "--task", "detection"]) == 0
+    assert main(["--workspace", str(ws), "project", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "created project nice" in out and "detection" in out

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ingest_factories import write_image
+
+from vistudio.ingest.readers.coco import read_coco
+from vistudio.ingest.types import SourceError
+
+
+def write_coco(path: Path, doc: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_coco_happy_path(tmp_path: Path) -> None:
+    write_image(tmp_path / "images" / "a.png", size=(200, 100))
+    write_image(tmp_path / "images" / "b.png", size=(40, 40))
+    write_image(tmp_path / "images" / "c.png", size=(50, 25))
+    doc = {
+        "categories": [{"id": 3, "name": "dog"}, {"id": 1, "name": "cat"}],
+        "images": [
+            {"id": 10, "file_name": "a.png", "width": 200, "height": 100},
+            {"id": 11, "file_name": "images/b.png"},  # no size: read from the header
+            {"id": 12, "file_name": "c.png", "width": 50, "height": 25},  # no annotations
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 10, "category_id": 1, "bbox": [20, 10, 100, 50], "iscrowd": 0},
+            {
+                "id": 2,
+                "image_id": 10,
+                "category_id": 3,
+                "bbox": [0, 0, 20, 20],
+                "segmentation": [[0, 0, 20, 0, 20, 20]],
+            },
+            {
+                "id": 3,
+                "image_id": 11,
+                "category_id": 3,
+                "bbox": [0, 0, 40, 40],
+                "segmentation": {"size": [40, 40], "counts": [0, 1600]},
+                "iscrowd": 1,
+            },
+        ],
+    }
+    parsed = read_coco(write_coco(tmp_path / "instances.json", doc))
+    assert parsed.errors == []
+    assert parsed.format == "coco"
+    assert parsed.classes == ["cat", "dog"]  # category id order
+    assert [i.name for i in parsed.items] == ["images/a.png", "images/b.png", "images/c.png"]
+    a, b, c = parsed.items
+    assert a.annotations[0].kind == "box" and a.annotations[0].class_name == "cat"
+    assert a.annotations[0].geometry == pytest.approx({"x": 0.1, "y": 0.1, "w": 0.5, "h": 0.5})
+    poly = next(x for x in a.annotations if x.kind == "polygon")
+    assert poly.class_name == "dog"
+    assert poly.geometry == {"polygons": [[[0.0, 0.0], [0.1, 0.0], [0.1, 0.2]]]}
+    kinds = {x.kind: x for x in b.annotations}
+    assert kinds["box"].geometry == {"x": 0.0, "y": 0.0, "w": 1.0, "h": 1.0, "iscrowd": True}
+    assert kinds["mask_rle"].geometry == {"size": [40, 40], "counts": [0, 1600], "iscrowd": True}
+    assert c.annotations == []
+
+
+def test_coco_folder_with_images_next_to_json(tmp_path: Path) -> None:
+    write_image(tmp_path / "x.png")
+    write_coco(
+        tmp_path / "ann.json", {"images": [{"id": 1, "file_name": "x.png", "width": 64, "height": 48}]}
+    )
+    parsed = read_coco(tmp_path)
+    assert [i.name for i in parsed.items] == ["x.png"]
+
+
+def test_coco_bad_input_corpus(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write_image(root / "ok.png", size=(100, 100))
+    write_image(root / "ok2.png", size=(100, 100))
+    write_image(tmp_path / "secret.png")
+    (root / "link.png").symlink_to(tmp_path / "secret.png")
+    doc = {
+        "categories": [{"id": 1, "name": "cat"}, {"id": "x"}],
+        "images": [
+            {"id": 1, "file_name": "ok.png", "width": 100, "height": 100},
+            {"id": 2, "file_name": "../secret.png"},
+            {"id": 3, "file_name": str(tmp_path / "secret.png")},
+            {"id": 4, "file_name": "link.png"},
+            {"id": 5, "file_name": "missing.png"},
+            {"id": 6, "file_name": "ok.png", "width": 100, "height": 100},  # same file again
+            {"id": 1, "file_name": "ok2.png"},  # same id again
+            {"id": 7, "file_name": "ok2.png", "width": 100, "height": 100},
+            "not an object",
+        ],
+        "annotations": [
+            {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},  # valid
+            {"image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1]},  # missing image id
+            {"image_id": 1, "category_id": 42, "bbox": [0, 0, 1, 1]},  # unknown category
+            {"image_id": 1, "category_id": 1, "bbox": [0, 0, -5, 1]},  # negative size
+            {"image_id": 1, "category_id": 1, "bbox": ["a", 0, 1, 1]},  # non-numeric
+            {"image_id": 1, "category_id": 1, "bbox": [0, 0, 1]},  # wrong length
+            {"image_id": 1, "category_id": 1, "segmentation": [[1, 2, 3]]},  # bad polygon
+            {"image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]},  # image refused above: dropped
+            {"image_id": 7, "category_id": 1, "bbox": [500, 500, 10, 10]},  # outside the image
+        ],
+    }
+    parsed = read_coco(write_coco(root / "coco.json", doc))
+    assert [i.name for i in parsed.items] == ["ok.png", "ok2.png"]
+    assert len(parsed.items[0].annotations) == 1
+    assert parsed.items[1].annotations == []
+    reasons = [f"{e.path}: {e.reason}" for e in parsed.errors]
+    for fragment in [
+        "categories[1]",
+        "../secret.png: path escapes",
+        "absolute path not allowed",
+        "link.png: path resolves outside",
+        "missing.png: file not found",
+        "ok.png: listed twice",
+        "images[6]: image id 1 listed twice",
+        "images[8]",
+        "missing image id 99",
+        "unknown category id 42",
+        "width and height must be positive",
+        "malformed polygon",
+        "outside the image",
+    ]:
+        assert sum(fragment in r for r in reasons) == 1, (fragment, reasons)
+    assert sum("malformed bbox" in r and "need 4 numbers" in r for r in reasons) == 2
+    assert len(reasons) == 15
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "malformed JSON"),
+        ("[1, 2]", "must be an object"),
+        ('{"annotations": []}', "no 'images'"),
+        ('{"images": [], "annotations": {}}', "must be lists"),
+        ("\xff\xfe", "malformed JSON"),
+    ],
+)
+def test_coco_malformed_documents(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "c.json"
+    path.write_bytes(content.encode("latin-1"))
+    with pytest.raises(SourceError, match=message):
+        read_coco(path)
+
+
+def test_coco_folder_needs_exactly_one_json(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="exactly one"):
+        read_coco(tmp_path)
+    write_coco(tmp_path / "a.json", {"images": []})
+    write_coco(tmp_path / "b.json", {"images": []})
+    with pytest.raises(SourceError, match="exactly one"):
+        read_coco(tmp_path)
