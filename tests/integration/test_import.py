@@ -220,3 +220,13 @@ def test_parallel_import_matches_serial(studio: Studio, tmp_path: Path) -> None:
     report = run_import(studio, "par", src)["result"]["report"]
     assert report["imported"] == 24 and report["failed"] == []
     assert samples.class_counts(studio, project="par") == {"x": 12, "y": 12}
+
+
+def test_library_projects_turn_folder_names_into_tags(studio: Studio, class_folders: Path) -> None:
+    projects.create_project(studio, name="album", task="library")
+    report = run_import(studio, "album", class_folders)["result"]["report"]
+    assert report["imported"] == 15 and report["classes"] == []
+    assert samples.class_counts(studio, project="album") == {}
+    cats = samples.list_samples(studio, project="album", tag="cat")
+    assert cats["total"] == 6 and cats["items"][0]["labels"] == []
+    assert samples.get_sample(studio, cats["items"][0]["id"])["tags"] == ["cat"]

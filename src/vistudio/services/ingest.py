@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from vistudio.db import Annotation, LabelClass, Sample
+from vistudio.db import Annotation, LabelClass, Sample, SampleTag
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ingest.near_dups import near_duplicate_groups
 from vistudio.ingest.probe import probe_bytes
@@ -150,8 +150,11 @@ def _results(
 class _Writer:
     """Accumulates new samples and writes them in batches, one transaction each."""
 
-    def __init__(self, studio: Studio, project_id: int, mode: str, class_ids: dict[str, int]) -> None:
+    def __init__(
+        self, studio: Studio, project_id: int, mode: str, class_ids: dict[str, int], *, labels_as_tags: bool
+    ) -> None:
         self.studio = studio
+        self.labels_as_tags = labels_as_tags
         self.project_id = project_id
         self.mode = mode
         self.class_ids = class_ids
@@ -169,7 +172,12 @@ class _Writer:
             return
         store = self.studio.store
         with self.studio.sessions.begin() as s:
-            for name in {a.class_name for it, _ in self.pending for a in it.annotations if a.class_name}:
+            for name in {
+                a.class_name
+                for it, _ in self.pending
+                for a in it.annotations
+                if a.class_name and not (self.labels_as_tags and a.kind == "label")
+            }:
                 if name not in self.class_ids:
                     self.class_ids[name] = _ensure_class(s, self.project_id, name)
             for item, pr in self.pending:
@@ -200,6 +208,9 @@ class _Writer:
                 s.add(sample)
                 s.flush()
                 for a in item.annotations:
+                    if self.labels_as_tags and a.kind == "label" and a.class_name:
+                        s.add(SampleTag(sample_id=sample.id, tag=a.class_name[:100]))
+                        continue
                     s.add(
                         Annotation(
                             sample_id=sample.id,
@@ -259,14 +270,17 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
     parsed, work = _read(studio, ctx, source, fmt)
     project_id = ctx.project_id
     with studio.sessions.begin() as s:
-        find_project(s, project_id)
-        class_ids = {name: _ensure_class(s, project_id, name) for name in parsed.classes}
+        # A photo library has no classes: folder names become tags to filter by.
+        labels_as_tags = find_project(s, project_id).task == "library"
+        class_ids = (
+            {} if labels_as_tags else {name: _ensure_class(s, project_id, name) for name in parsed.classes}
+        )
         known = frozenset(s.scalars(select(Sample.sha256).where(Sample.project_id == project_id)))
     failed = [{"path": e.path, "reason": e.reason} for e in parsed.errors]
     duplicates: list[dict[str, str]] = []
     skipped = restored = 0
     seen: dict[str, str] = {}
-    writer = _Writer(studio, project_id, mode, class_ids)
+    writer = _Writer(studio, project_id, mode, class_ids, labels_as_tags=labels_as_tags)
     total = len(parsed.items)
     done = 0
     try:
@@ -310,7 +324,7 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
             "failed": failed[:MAX_REPORTED],
             "failed_count": len(failed),
             "duplicate_items": duplicates[:MAX_REPORTED],
-            "classes": parsed.classes,
+            "classes": [] if labels_as_tags else parsed.classes,
             "near_duplicate_groups": groups,
             "attempt": ctx.attempt,
         }
@@ -321,9 +335,7 @@ def update_near_duplicates(studio: Studio, *, project_id: int) -> int:
     """Recompute near-duplicate groups over the whole project; returns the number of groups."""
     dist = studio.settings.imports.near_duplicate_distance
     with studio.sessions.begin() as s:
-        hashes = dict(
-            s.execute(select(Sample.id, Sample.phash).where(Sample.project_id == project_id)).all()
-        )
+        hashes = dict(s.execute(select(Sample.id, Sample.phash).where(Sample.project_id == project_id)).all())
         groups = near_duplicate_groups(hashes, max_distance=dist)
         s.execute(
             update(Sample)
