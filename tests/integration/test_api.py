@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import make_class_folders, zip_folder
 from fastapi.testclient import TestClient
 
+from conftest import make_class_folders, zip_folder
 from vistudio.api.app import create_app
 from vistudio.jobs.worker import Worker
 from vistudio.studio import Studio

@@ -5,9 +5,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import draw_image, make_class_folders, run_import
 from PIL import Image
 
+from conftest import draw_image, make_class_folders, run_import
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.services import projects, samples
 from vistudio.services.doctor import run_doctor

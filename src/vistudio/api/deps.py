@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 
 from vistudio.studio import Studio
 
 
 def get_studio(request: Request) -> Studio:
-    return request.app.state.studio  # type: ignore[no-any-return]
+    studio: Studio = request.app.state.studio
+    return studio
 
 
 StudioDep = Annotated[Studio, Depends(get_studio)]
 Offset = Annotated[int, Query(ge=0, description="rows to skip")]
 Limit = Annotated[int, Query(ge=1, le=500, description="rows to return")]
+MAX_ID = 2**63 - 1  # database integers are 64-bit
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]

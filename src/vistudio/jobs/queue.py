@@ -8,6 +8,7 @@ belongs to a worker that died: ``reap_expired`` treats that as a transient failu
 
 from __future__ import annotations
 
+import builtins
 import random
 from datetime import datetime, timedelta
 from typing import Any
@@ -96,7 +97,7 @@ class JobQueue:
         project_id: int | None = None,
         offset: int = 0,
         limit: int = 50,
-    ) -> tuple[list[Job], int]:
+    ) -> tuple[builtins.list[Job], int]:
         q = select(Job)
         if status:
             q = q.where(Job.status.in_(status.split(",")))
@@ -150,7 +151,7 @@ class JobQueue:
         return job
 
     # --- workers -------------------------------------------------------------------------
-    def claim(self, worker: str, *, kinds: list[str] | None = None, job_id: int | None = None) -> Job | None:
+    def claim(self, worker: str, *, kinds: builtins.list[str] | None = None, job_id: int | None = None) -> Job | None:
         """Atomically take the next runnable job (or the given one) and lease it to ``worker``."""
         now = utcnow()
         pick = select(Job.id).where(Job.status == "queued", Job.run_after <= now)
@@ -213,7 +214,7 @@ class JobQueue:
         with self.sessions.begin() as s:
             s.add(JobEvent(job_id=job_id, kind=kind, data=data, at=utcnow()))
 
-    def events_after(self, job_id: int, after_id: int = 0, limit: int = 500) -> list[JobEvent]:
+    def events_after(self, job_id: int, after_id: int = 0, limit: int = 500) -> builtins.list[JobEvent]:
         with self.sessions() as s:
             return list(
                 s.scalars(

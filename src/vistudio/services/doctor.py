@@ -39,14 +39,14 @@ def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) 
     with studio.sessions() as s:
         blob_problems = studio.store.scan(s, check_hashes=check_hashes)
         expected = _expected_refs(s)
-        rows = {(a.kind, a.sha256): a for a in s.scalars(select(Artifact))}
+        blobs = {(a.kind, a.sha256): a for a in s.scalars(select(Artifact))}
         active = list(s.execute(select(Job.id, Job.params).where(Job.status.in_(("queued", "running")))))
         running = {j for j, _ in active}
         active_sources = {str((params or {}).get("source")) for _, params in active}
-        missing_refs = [(kind, sha, n) for (kind, sha), n in expected.items() if (kind, sha) not in rows]
+        missing_refs = [(kind, sha, n) for (kind, sha), n in expected.items() if (kind, sha) not in blobs]
         wrong_counts = [
             (a, expected.get(key, 0))
-            for key, a in rows.items()
+            for key, a in blobs.items()
             if a.kind in ("original", "thumbnail") and a.ref_count != expected.get(key, 0)
         ]
         missing_refs_files = {
@@ -54,7 +54,7 @@ def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) 
             for kind, sha, _ in missing_refs
             if studio.store.path(kind, sha, _ext(s, sha, kind)).is_file()
         }
-        reference_missing = [
+        reference_missing: list[dict[str, Any]] = [
             {"sample": sid, "path": p}
             for sid, p in s.execute(select(Sample.id, Sample.path).where(Sample.storage == "reference"))
             if not Path(p).is_file()
@@ -76,8 +76,8 @@ def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) 
                 "expected": n,
             }
         )
-    for r in reference_missing:
-        problems.append({"kind": "reference_missing", **r})
+    for missing in reference_missing:
+        problems.append({"kind": "reference_missing", **missing})
     stale_tmp = [p for p in sorted(studio.tmp.glob("import-*")) if _job_of(p.name) not in running] + [
         p for p in sorted(studio.tmp.glob("upload-*")) if str(p) not in active_sources
     ]

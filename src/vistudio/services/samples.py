@@ -60,7 +60,7 @@ def _filtered(
     dup_group: int | None,
     duplicates_only: bool,
     q: str | None,
-) -> Select[tuple[Sample]]:
+) -> Select[Any]:
     stmt = select(Sample).where(Sample.project_id == project_id)
     if label is not None:
         stmt = stmt.where(
@@ -172,7 +172,9 @@ def list_samples(
         total = s.scalar(select(func.count()).select_from(stmt.with_only_columns(Sample.id).subquery())) or 0
         col = SORTS[sort]
         # id breaks ties so pages never overlap or skip rows
-        ordering = (col.asc(), Sample.id.asc()) if order == "asc" else (col.desc(), Sample.id.desc())
+        ordering: tuple[Any, ...] = (
+            (col.asc(), Sample.id.asc()) if order == "asc" else (col.desc(), Sample.id.desc())
+        )
         if sort == "taken_at":  # undated photos last in both directions
             ordering = (Sample.taken_at.is_(None), *ordering)
         rows = list(s.scalars(stmt.order_by(*ordering).offset(offset).limit(limit)))

@@ -189,7 +189,7 @@ def _find_split(s: Any, project_id: int, name: str) -> Split:
     split = s.scalar(select(Split).where(Split.project_id == project_id, Split.name == name))
     if split is None:
         raise NotFound(f"split {name!r} not found")
-    return split  # type: ignore[no-any-return]
+    return split
 
 
 def list_splits(studio: Studio, *, project: str | int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from vistudio.api.deps import StudioDep
+from vistudio.api.deps import Id, StudioDep
 from vistudio.errors import InvalidInput, TooLarge
 from vistudio.services import ingest
 from vistudio.storage.atomic import atomic_writer
@@ -84,5 +84,5 @@ def upload_import(
 
 
 @router.get("/{job_id}")
-def import_report(studio: StudioDep, job_id: int) -> dict[str, Any]:
+def import_report(studio: StudioDep, job_id: Id) -> dict[str, Any]:
     return ingest.import_report(studio, job_id)

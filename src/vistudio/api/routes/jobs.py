@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from vistudio.api.deps import Limit, Offset, StudioDep
+from vistudio.api.deps import Id, Limit, Offset, StudioDep
 from vistudio.jobs.queue import FINISHED, job_dict
 from vistudio.services.projects import get_project
 
@@ -34,17 +34,17 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(studio: StudioDep, job_id: int) -> dict[str, Any]:
+def get_job(studio: StudioDep, job_id: Id) -> dict[str, Any]:
     return {"job": job_dict(studio.queue.get(job_id))}
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(studio: StudioDep, job_id: int) -> dict[str, Any]:
+def cancel_job(studio: StudioDep, job_id: Id) -> dict[str, Any]:
     return {"job": job_dict(studio.queue.cancel(job_id))}
 
 
 @router.post("/{job_id}/requeue")
-def requeue_job(studio: StudioDep, job_id: int) -> dict[str, Any]:
+def requeue_job(studio: StudioDep, job_id: Id) -> dict[str, Any]:
     return {"job": job_dict(studio.queue.requeue(job_id))}
 
 
@@ -52,7 +52,7 @@ def requeue_job(studio: StudioDep, job_id: int) -> dict[str, Any]:
 async def job_events(
     studio: StudioDep,
     request: Request,
-    job_id: int,
+    job_id: Id,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-sent events: progress, logs and status changes, until the job finishes."""

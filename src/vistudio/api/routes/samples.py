@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
-from vistudio.api.deps import Limit, Offset, StudioDep
+from vistudio.api.deps import Id, Limit, Offset, StudioDep
 from vistudio.services import samples
 
 router = APIRouter(prefix="/samples", tags=["samples"])
@@ -23,7 +23,7 @@ def list_samples(
     has_annotations: bool | None = None,
     taken_from: datetime | None = None,
     taken_to: datetime | None = None,
-    dup_group: int | None = None,
+    dup_group: Annotated[int | None, Query(ge=0, le=2**63 - 1)] = None,
     duplicates: bool = False,
     q: Annotated[str | None, Query(max_length=200)] = None,
     sort: str = "name",
@@ -52,12 +52,12 @@ def list_samples(
 
 
 @router.get("/{sample_id}")
-def get_sample(studio: StudioDep, sample_id: int) -> dict[str, Any]:
+def get_sample(studio: StudioDep, sample_id: Id) -> dict[str, Any]:
     return {"sample": samples.get_sample(studio, sample_id)}
 
 
 @router.get("/{sample_id}/thumbnail", response_class=FileResponse)
-def thumbnail(studio: StudioDep, sample_id: int) -> FileResponse:
+def thumbnail(studio: StudioDep, sample_id: Id) -> FileResponse:
     path, media = samples.sample_file(studio, sample_id, thumbnail=True)
     return FileResponse(
         path, media_type=media, headers={"Cache-Control": "public, max-age=31536000, immutable"}
@@ -65,6 +65,6 @@ def thumbnail(studio: StudioDep, sample_id: int) -> FileResponse:
 
 
 @router.get("/{sample_id}/original", response_class=FileResponse)
-def original(studio: StudioDep, sample_id: int) -> FileResponse:
+def original(studio: StudioDep, sample_id: Id) -> FileResponse:
     path, media = samples.sample_file(studio, sample_id, thumbnail=False)
     return FileResponse(path, media_type=media)

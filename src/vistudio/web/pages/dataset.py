@@ -115,15 +115,15 @@ def dataset_page(
         project = projects.get_project(studio, name)
     except VistudioError as exc:
         return error_fragment(request, exc) if is_htmx(request) else error_page(request, exc)
+    grid_error: VistudioError | None = None
     try:
         grid = _grid_context(studio, project, params, 0)
-        grid_error = None
     except VistudioError as exc:
-        grid, grid_error = {"items": [], "total": 0, "shown": 0, "next_url": None}, exc.message
+        grid, grid_error = {"items": [], "total": 0, "shown": 0, "next_url": None}, exc
     if is_htmx(request):
         # the filter form asks for this page's URL (so it lands in the history) and gets the grid
         if grid_error:
-            return error_fragment(request, InvalidInput(grid_error))
+            return error_fragment(request, grid_error)
         return render(request, "fragments/grid.html", grid)
     subsets = [
         (f"{s['name']}:{sub}", f"{s['name']} · {sub}", n["total"])
@@ -135,7 +135,7 @@ def dataset_page(
         "dataset.html",
         {
             **grid,
-            "grid_error": grid_error,
+            "grid_error": grid_error.message if grid_error else None,
             "project": project,
             "classes": samples.class_counts(studio, project=project["id"]),
             "subsets": subsets,
