@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_shapes_zip, make_tiny_folder, make_yolo_obb, wait_for_job
 
+from conftest import make_shapes_zip, make_tiny_folder, make_yolo_obb, wait_for_job
 from vistudio.services import ingest, projects
 from vistudio.studio import Studio
 
@@ -84,7 +84,9 @@ def test_walk_from_empty_studio_to_locked_split(
     expect(detail).to_contain_text("circle_03.png")
     expect(detail).to_contain_text("48 × 48 px")
     expect(detail.locator(".chip").first).to_have_text("circle")
-    page.wait_for_function("() => { const i = document.querySelector('.stage img'); return i && i.complete && i.naturalWidth > 0 }")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.stage img'); return i && i.complete && i.naturalWidth > 0 }"
+    )
     shot(page, "05-sample-detail", full_page=False)
     page.keyboard.press("Escape")
     expect(detail).to_be_hidden()
@@ -102,13 +104,16 @@ def test_walk_from_empty_studio_to_locked_split(
     preview = page.get_by_test_id("split-preview")
     expect(preview).to_be_visible()
     expect(preview.locator("canvas")).to_be_visible()
-    page.wait_for_function("() => { const c = document.querySelector('canvas[data-chart]'); return c && c._chart }")
+    page.wait_for_function(
+        "() => { const c = document.querySelector('canvas[data-chart]'); return c && c._chart }"
+    )
     totals = [int(preview.get_by_test_id(f"total-{k}").inner_text()) for k in ("train", "val", "test")]
     assert sum(totals) == 24
     page.get_by_test_id("save-split").click()
     expect(page.get_by_test_id("split-saved")).to_be_visible()
     expect(page.get_by_test_id("split-list")).to_contain_text("Locked")
     expect(page.get_by_test_id("split-list")).to_contain_text("default")
+    expect(page.get_by_test_id("project-splits")).to_have_text("1")
     shot(page, "06-split")
     page.get_by_test_id("save-split").click()  # the same name again: a 409, shown inline
     expect(page.locator("#split-result .alert-error")).to_contain_text("immutable")
@@ -131,7 +136,9 @@ def test_walk_from_empty_studio_to_locked_split(
     # narrow screens get one column
     page.set_viewport_size({"width": 600, "height": 900})
     page.goto(base + "/projects/shapes")
-    layout = page.locator(".dataset-layout").evaluate("e => getComputedStyle(e).gridTemplateColumns.split(' ').length")
+    layout = page.locator(".dataset-layout").evaluate(
+        "e => getComputedStyle(e).gridTemplateColumns.split(' ').length"
+    )
     assert layout == 1
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     shot(page, "08-dataset-narrow")
@@ -165,17 +172,23 @@ def test_thousand_samples_paginate_and_long_names_stay_in_their_tile(
     page.goto(base + "/projects/big?sort=name&order=asc")
     long_tile = page.locator(".tile", has_text="a-very-long-file-name")
     expect(long_tile).to_have_count(1)
-    widths = tiles.evaluate_all("els => els.slice(0, 5).map(e => Math.round(e.getBoundingClientRect().width))")
+    widths = tiles.evaluate_all(
+        "els => els.slice(0, 5).map(e => Math.round(e.getBoundingClientRect().width))"
+    )
     assert len(set(widths)) == 1
     box = long_tile.bounding_box()
     assert box is not None and abs(box["width"] - widths[0]) <= 1
     name = long_tile.locator(".tile-name")
-    assert name.evaluate("e => e.scrollWidth > e.clientWidth && getComputedStyle(e).textOverflow === 'ellipsis'")
+    assert name.evaluate(
+        "e => e.scrollWidth > e.clientWidth && getComputedStyle(e).textOverflow === 'ellipsis'"
+    )
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     shot(page, "09-big-grid-long-name", full_page=False)
     long_tile.click()
     expect(page.get_by_test_id("sample-detail")).to_be_visible()
-    assert page.evaluate("() => document.querySelector('dialog').scrollWidth <= document.querySelector('dialog').clientWidth + 1")
+    assert page.evaluate(
+        "() => document.querySelector('dialog').scrollWidth <= document.querySelector('dialog').clientWidth + 1"
+    )
     shot(page, "10-long-name-detail", full_page=False)
 
 

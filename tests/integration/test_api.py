@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import make_class_folders, zip_folder
+from factories import make_class_folders, zip_folder
 from vistudio.api.app import create_app
 from vistudio.jobs.worker import Worker
 from vistudio.studio import Studio

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import draw_image, make_class_folders, run_import
+from factories import draw_image, make_class_folders, run_import
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.services import projects, samples
 from vistudio.services.doctor import run_doctor

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import draw_image, make_class_folders
+from factories import draw_image, make_class_folders
 from vistudio.cli.main import main
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
-from conftest import draw_image, make_class_folders, run_import, tree
+from factories import draw_image, make_class_folders, run_import, tree
 from vistudio.db import Annotation, Artifact, Sample
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.services import projects, samples

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from conftest import make_class_folders
+from factories import make_class_folders
 from vistudio.config import ImportSettings, JobSettings, Settings
 from vistudio.db import Job, Sample
 from vistudio.services import projects

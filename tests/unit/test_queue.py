@@ -49,7 +49,7 @@ def test_priority_then_fifo(studio: Studio) -> None:
 
 
 def test_retry_backoff_then_dead_letter_then_requeue(studio: Studio) -> None:
-    q = studio.queue
+    q = JobQueue(studio.sessions, studio.settings.jobs.model_copy(update={"backoff_base_seconds": 30}))
     job = q.enqueue("noop", {}, max_attempts=2)
     claimed = q.claim("w")
     assert claimed is not None and claimed.attempts == 1

@@ -15,7 +15,7 @@ def get_studio(request: Request) -> Studio:
 
 
 StudioDep = Annotated[Studio, Depends(get_studio)]
-Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+Offset = Annotated[int, Query(ge=0, le=2**62, description="rows to skip")]
 Limit = Annotated[int, Query(ge=1, le=500, description="rows to return")]
 MAX_ID = 2**63 - 1  # database integers are 64-bit
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]

@@ -28,15 +28,18 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
-        # pysqlite's own transaction handling defers BEGIN until the first write, which lets
-        # two writers both read then collide; emit BEGIN IMMEDIATE ourselves for writes.
+        # pysqlite's own transaction handling defers BEGIN until the first write, and a deferred
+        # transaction that read before another connection committed cannot upgrade to a writer
+        # (SQLITE_BUSY at once, busy_timeout does not help). BEGIN IMMEDIATE takes the write lock
+        # up front, so writers queue on busy_timeout instead; WAL readers outside a transaction
+        # are never blocked.
         @event.listens_for(engine, "connect")
         def _no_autobegin(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -45,7 +45,7 @@ def project_dict(p: Project, *, samples: int | None = None, classes: int | None 
 def find_project(session: Session, ref: str | int) -> Project:
     """A project by id or by name."""
     project: Project | None = None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit() and len(ref) <= 18):
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) <= 18):
         project = session.get(Project, int(ref)) if 0 < int(ref) < 2**63 else None
     if project is None and isinstance(ref, str):
         project = session.scalar(select(Project).where(Project.name == ref))

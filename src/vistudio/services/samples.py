@@ -151,7 +151,7 @@ def list_samples(
         raise InvalidInput(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
     if order not in ("asc", "desc"):
         raise InvalidInput("order is 'asc' or 'desc'")
-    if offset < 0 or not 1 <= limit <= MAX_LIMIT:
+    if not 0 <= offset <= 2**62 or not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
     with studio.sessions() as s:
         p = find_project(s, project)

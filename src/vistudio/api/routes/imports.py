@@ -57,7 +57,7 @@ def upload_import(
 ) -> JSONResponse:
     limit = studio.settings.imports.max_upload_bytes
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"upload larger than {limit} bytes (setting VISTUDIO_IMPORTS__MAX_UPLOAD_BYTES)")
     head = file.file.read(4)
     if head not in ZIP_MAGIC:

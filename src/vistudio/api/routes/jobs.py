@@ -57,7 +57,11 @@ async def job_events(
 ) -> StreamingResponse:
     """Server-sent events: progress, logs and status changes, until the job finishes."""
     await run_in_threadpool(studio.queue.get, job_id)  # 404 before the stream starts
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = (
+        int(last_event_id)
+        if last_event_id and last_event_id.isascii() and last_event_id.isdigit() and len(last_event_id) < 19
+        else 0
+    )
 
     async def stream() -> AsyncIterator[str]:
         nonlocal after

@@ -76,12 +76,12 @@ def render(
     status_code: int = 200,
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
-    return templates.TemplateResponse(
-        request, name, context or {}, status_code=status_code, headers=headers
-    )
+    return templates.TemplateResponse(request, name, context or {}, status_code=status_code, headers=headers)
 
 
-def error_fragment(request: Request, exc: VistudioError, *, headers: dict[str, str] | None = None) -> HTMLResponse:
+def error_fragment(
+    request: Request, exc: VistudioError, *, headers: dict[str, str] | None = None
+) -> HTMLResponse:
     """An inline error message for htmx to swap in, with the error's own status."""
     return render(
         request,

@@ -59,7 +59,9 @@ def _filters(params: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _grid_context(studio: Studio, project: dict[str, Any], params: dict[str, str], offset: int) -> dict[str, Any]:
+def _grid_context(
+    studio: Studio, project: dict[str, Any], params: dict[str, str], offset: int
+) -> dict[str, Any]:
     page = samples.list_samples(
         studio, project=project["id"], offset=offset, limit=PAGE_SIZE, **_filters(params)
     )
@@ -67,7 +69,9 @@ def _grid_context(studio: Studio, project: dict[str, Any], params: dict[str, str
     kept = {k: v for k, v in params.items() if v}
     next_url = None
     if shown < page["total"]:
-        next_url = f"/projects/{quote(project['name'], safe='')}/samples?" + urlencode({**kept, "offset": shown})
+        next_url = f"/projects/{quote(project['name'], safe='')}/samples?" + urlencode(
+            {**kept, "offset": shown}
+        )
     return {
         "project": project,
         "items": page["items"],
@@ -80,7 +84,15 @@ def _grid_context(studio: Studio, project: dict[str, Any], params: dict[str, str
 
 
 def _params(
-    label: str, subset: str, annotated: str, taken_from: str, taken_to: str, duplicates: str, q: str, sort: str, order: str
+    label: str,
+    subset: str,
+    annotated: str,
+    taken_from: str,
+    taken_to: str,
+    duplicates: str,
+    q: str,
+    sort: str,
+    order: str,
 ) -> dict[str, str]:
     return {
         "label": label,
@@ -123,7 +135,13 @@ def dataset_page(
     if is_htmx(request):
         # the filter form asks for this page's URL (so it lands in the history) and gets the grid
         if grid_error:
-            return error_fragment(request, grid_error)
+            # still a #grid element, so that the next filter change has something to replace
+            return render(
+                request,
+                "fragments/grid.html",
+                {**grid, "grid_error": grid_error.message},
+                status_code=grid_error.status,
+            )
         return render(request, "fragments/grid.html", grid)
     subsets = [
         (f"{s['name']}:{sub}", f"{s['name']} · {sub}", n["total"])
@@ -168,7 +186,7 @@ def grid_page(
     """One page of tiles (the next 60), for the grid's infinite scroll."""
     params = _params(label, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
     try:
-        if not offset.isdigit():
+        if not (offset.isascii() and offset.isdigit() and len(offset) < 19):
             raise InvalidInput("offset must be a whole number")
         project = projects.get_project(studio, name)
         ctx = _grid_context(studio, project, params, int(offset))
@@ -233,5 +251,7 @@ def import_report(request: Request, studio: StudioDep, name: str, job_id: int) -
     except VistudioError as exc:
         return error_fragment(request, exc)
     return render(
-        request, "fragments/import_report.html", {"project": project, "job": data["job"], "report": data["report"]}
+        request,
+        "fragments/import_report.html",
+        {"project": project, "job": data["job"], "report": data["report"]},
     )

@@ -28,7 +28,9 @@ def _table(studio: Studio, tab: str) -> dict[str, Any]:
     for j in jobs:
         j["project_name"] = names.get(j["project_id"])
         p = j["progress"]
-        j["pct"] = round(100 * p["done"] / p["total"]) if p["total"] else (100 if j["status"] == "succeeded" else 0)
+        j["pct"] = (
+            round(100 * p["done"] / p["total"]) if p["total"] else (100 if j["status"] == "succeeded" else 0)
+        )
     # dead jobs counted separately so the tab can show how many wait in the dead-letter queue
     _, dead = studio.queue.list(status="dead", limit=1)
     return {

@@ -29,9 +29,7 @@ def table(summary: dict[str, Any]) -> dict[str, Any]:
     """Rows of per-class counts per subset, totals, and the chart's datasets (one per subset)."""
     subsets = list(summary)
     classes = sorted({c for entry in summary.values() for c in entry["per_class"]})
-    rows = [
-        {"class": c, "counts": [summary[s]["per_class"].get(c, 0) for s in subsets]} for c in classes
-    ]
+    rows = [{"class": c, "counts": [summary[s]["per_class"].get(c, 0) for s in subsets]} for c in classes]
     for row in rows:
         row["total"] = sum(row["counts"])
     totals = [summary[s]["total"] for s in subsets]
@@ -86,7 +84,11 @@ def preview(
         )
     except VistudioError as exc:
         return error_fragment(request, exc)
-    return render(request, "fragments/split_table.html", {"split": result, "t": table(result["subsets"]), "preview": True})
+    return render(
+        request,
+        "fragments/split_table.html",
+        {"split": result, "t": table(result["subsets"]), "preview": True},
+    )
 
 
 @router.post("/projects/{name}/split/save", response_class=HTMLResponse)
@@ -119,4 +121,8 @@ def split_detail(request: Request, studio: StudioDep, name: str, split_name: str
         result = splits.get_split(studio, project=name, name=split_name)
     except VistudioError as exc:
         return error_fragment(request, exc)
-    return render(request, "fragments/split_table.html", {"split": result, "t": table(result["subsets"]), "preview": False})
+    return render(
+        request,
+        "fragments/split_table.html",
+        {"split": result, "t": table(result["subsets"]), "preview": False},
+    )

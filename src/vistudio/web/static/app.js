@@ -128,7 +128,7 @@ async function refreshCounts(base) {
     const resp = await fetch(location.pathname + location.search);
     if (!resp.ok) return;
     const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
-    for (const sel of [".meta-line", "#f-label", "#f-subset"]) {
+    for (const sel of ["#project-meta", "#f-label", "#f-subset"]) {
       const fresh = doc.querySelector(sel);
       const here = document.querySelector(sel);
       if (fresh && here) here.innerHTML = fresh.innerHTML;
