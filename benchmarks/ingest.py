@@ -293,6 +293,38 @@ class TreeSampler(threading.Thread):
         }
 
 
+def cpu_times() -> dict[str, float]:
+    """System-wide CPU seconds (all cores) from the first line of ``/proc/stat``."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return {
+        "busy": (user + nice + system + irq + softirq) / tick,
+        "idle": idle / tick,
+        "iowait": iowait / tick,
+        "steal": steal / tick,
+    }
+
+
+def machine_load(before: dict[str, float], own_cpu_s: float, seconds: float) -> dict[str, Any]:
+    """How busy the whole machine was during a phase, and how much of that was someone else.
+
+    ``other_cpu_s`` is the machine's busy CPU time minus this phase's own: on a shared machine a
+    large value means the phase competed for the cores and its figures are pessimistic.
+    """
+    after = cpu_times()
+    busy = after["busy"] - before["busy"]
+    return {
+        "machine_busy_cpu_s": round(busy, 1),
+        "other_cpu_s": round(max(0.0, busy - own_cpu_s), 1),
+        "iowait_s": round(after["iowait"] - before["iowait"], 1),
+        "steal_s": round(after["steal"] - before["steal"], 1),
+        "core_utilisation": round(own_cpu_s / (seconds * (os.cpu_count() or 1)), 2),
+        "loadavg_end": os.getloadavg()[0],
+    }
+
+
 def rusage_figures(before_self: Any, before_children: Any) -> dict[str, Any]:
     """CPU seconds since the ``before`` snapshots and ``ru_maxrss`` (KiB on Linux) of self/children."""
     after_self = resource.getrusage(resource.RUSAGE_SELF)
@@ -354,6 +386,7 @@ def phase_baseline(source: Path) -> dict[str, Any]:
             resource.getrusage(resource.RUSAGE_SELF),
             resource.getrusage(resource.RUSAGE_CHILDREN),
         )
+        cpu0 = cpu_times()
         sampler.start()
         start = time.perf_counter()
         failed = 0
@@ -369,6 +402,7 @@ def phase_baseline(source: Path) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         sampler.stop()
         out.update(rusage_figures(ru_self, ru_children))
+        out.update(machine_load(cpu0, out["cpu_s_main"] + out["cpu_s_children"], seconds))
     out.update(sampler.summary())
     out.update(seconds=round(seconds, 2), ips=round(len(files) / seconds, 3), failed=failed)
     return out
@@ -413,12 +447,14 @@ def phase_vistudio(source: Path, workers: int, workdir: Path | None) -> dict[str
             resource.getrusage(resource.RUSAGE_CHILDREN),
         )
         log(f"vistudio: importing {n_files} images with {workers} workers into {home}")
+        cpu0 = cpu_times()
         sampler.start()
         start = time.perf_counter()
         finished = Worker(studio).run_one(job_id=job["id"])
         seconds = time.perf_counter() - start
         sampler.stop()
         out: dict[str, Any] = rusage_figures(ru_self, ru_children)
+        out.update(machine_load(cpu0, out["cpu_s_main"] + out["cpu_s_children"], seconds))
         out.update(sampler.summary())
         report = import_report(studio, job["id"])
         rep = report["report"] or {}

@@ -62,26 +62,18 @@ def _filtered(
     q: str | None,
 ) -> Select[Any]:
     stmt = select(Sample).where(Sample.project_id == project_id)
+    # IN (subquery) rather than a correlated EXISTS: SQLite then walks the small indexed side
+    # once instead of probing it for every sample (seconds → milliseconds at 100,000 samples).
     if label is not None:
-        stmt = stmt.where(
-            exists().where(
-                Annotation.sample_id == Sample.id,
-                Annotation.class_id == LabelClass.id,
-                LabelClass.project_id == project_id,
-                LabelClass.name == label,
-            )
-        )
+        class_ids = select(LabelClass.id).where(LabelClass.project_id == project_id, LabelClass.name == label)
+        stmt = stmt.where(Sample.id.in_(select(Annotation.sample_id).where(Annotation.class_id.in_(class_ids))))
     if tag is not None:
-        stmt = stmt.where(exists().where(SampleTag.sample_id == Sample.id, SampleTag.tag == tag))
+        stmt = stmt.where(Sample.id.in_(select(SampleTag.sample_id).where(SampleTag.tag == tag)))
     if split is not None:
-        member = exists().where(SplitMember.sample_id == Sample.id, SplitMember.split_id == split)
+        members = select(SplitMember.sample_id).where(SplitMember.split_id == split)
         if subset:
-            member = exists().where(
-                SplitMember.sample_id == Sample.id,
-                SplitMember.split_id == split,
-                SplitMember.subset == subset,
-            )
-        stmt = stmt.where(member)
+            members = members.where(SplitMember.subset == subset)
+        stmt = stmt.where(Sample.id.in_(members))
     if has_annotations is not None:
         has = exists().where(Annotation.sample_id == Sample.id)
         stmt = stmt.where(has if has_annotations else ~has)
