@@ -574,6 +574,11 @@ def compare(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     vistudio = run_phase("vistudio", source, args)
     ratio = vistudio["ips"] / baseline["ips"]
     width, height = dimensions(args.megapixels)
+    # Contention-robust secondary figures: CPU time per image, and the ratio the two would reach
+    # if each had its cores to itself (baseline one core, vistudio min(workers, cores)).
+    base_cpu = (baseline["cpu_s_main"] + baseline["cpu_s_children"]) / len(files)
+    vis_cpu = (vistudio["cpu_s_main"] + vistudio["cpu_s_children"]) / len(files)
+    cores = min(args.workers, os.cpu_count() or 1)
     return {
         "benchmark": "ingest",
         "mode": "compare",
@@ -588,6 +593,10 @@ def compare(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "baseline_ips": baseline["ips"],
         "vistudio_ips": vistudio["ips"],
         "ratio": round(ratio, 2),
+        "baseline_cpu_ms_per_image": round(base_cpu * 1000, 1),
+        "vistudio_cpu_ms_per_image": round(vis_cpu * 1000, 1),
+        "cpu_bound_ratio": round(cores * base_cpu / vis_cpu, 2),
+        "other_cpu_s": {"baseline": baseline["other_cpu_s"], "vistudio": vistudio["other_cpu_s"]},
         "baseline_peak_rss_mib": baseline["peak_tree_rss_mib"],
         "peak_rss_mib": vistudio["peak_tree_rss_mib"],
         "samples_in_db": vistudio["samples_in_db"],

@@ -66,7 +66,9 @@ def _filtered(
     # once instead of probing it for every sample (seconds → milliseconds at 100,000 samples).
     if label is not None:
         class_ids = select(LabelClass.id).where(LabelClass.project_id == project_id, LabelClass.name == label)
-        stmt = stmt.where(Sample.id.in_(select(Annotation.sample_id).where(Annotation.class_id.in_(class_ids))))
+        stmt = stmt.where(
+            Sample.id.in_(select(Annotation.sample_id).where(Annotation.class_id.in_(class_ids)))
+        )
     if tag is not None:
         stmt = stmt.where(Sample.id.in_(select(SampleTag.sample_id).where(SampleTag.tag == tag)))
     if split is not None:
@@ -167,9 +169,10 @@ def list_samples(
         ordering: tuple[Any, ...] = (
             (col.asc(), Sample.id.asc()) if order == "asc" else (col.desc(), Sample.id.desc())
         )
-        if sort == "taken_at":  # undated photos last in both directions
-            ordering = (Sample.taken_at.is_(None), *ordering)
-        rows = list(s.scalars(stmt.order_by(*ordering).offset(offset).limit(limit)))
+        if sort == "taken_at":
+            rows = _dated_then_undated(s, stmt, ordering, offset=offset, limit=limit)
+        else:
+            rows = list(s.scalars(stmt.order_by(*ordering).offset(offset).limit(limit)))
         labels = labels_for(s, [r.id for r in rows])
         return {
             "items": [sample_dict(r, labels[r.id]) for r in rows],
@@ -177,6 +180,22 @@ def list_samples(
             "offset": offset,
             "limit": limit,
         }
+
+
+def _dated_then_undated(
+    s: Any, stmt: Select[Any], ordering: tuple[Any, ...], *, offset: int, limit: int
+) -> list[Sample]:
+    """Undated photos go last in both directions. Sorting on ``taken_at IS NULL`` would defeat the
+    (project, taken_at, id) index, so the dated and undated parts are paged separately."""
+    dated = stmt.where(Sample.taken_at.is_not(None))
+    n_dated = s.scalar(select(func.count()).select_from(dated.with_only_columns(Sample.id).subquery())) or 0
+    rows: list[Sample] = []
+    if offset < n_dated:
+        rows = list(s.scalars(dated.order_by(*ordering).offset(offset).limit(limit)))
+    if len(rows) < limit:
+        undated = stmt.where(Sample.taken_at.is_(None)).order_by(Sample.id)
+        rows += s.scalars(undated.offset(max(0, offset - n_dated)).limit(limit - len(rows)))
+    return rows
 
 
 def get_sample(studio: Studio, sample_id: int) -> dict[str, Any]:
