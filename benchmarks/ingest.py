@@ -193,8 +193,27 @@ def _kib(status: str, key: str) -> int:
     return 0
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants, from the parent pids in ``/proc/*/stat``."""
+def _children(pid: int) -> list[int] | None:
+    """Direct children of ``pid`` from ``/proc/<pid>/task/*/children``; None if unsupported."""
+    kids: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids  # exited
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as fh:
+                kids.extend(int(x) for x in fh.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread ended
+            return None  # kernel without CONFIG_PROC_CHILDREN
+        except OSError:
+            continue
+    return kids
+
+
+def _children_by_scan() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -207,11 +226,21 @@ def process_tree(root: int) -> list[int]:
         # The command name may hold spaces or parentheses: the ppid is 2nd after the last ')'.
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (from ``/proc/<pid>/task/*/children``, else ppids)."""
     tree, todo = [], [root]
+    scanned: dict[int, list[int]] | None = None
     while todo:
         pid = todo.pop()
         tree.append(pid)
-        todo.extend(children.get(pid, ()))
+        kids = _children(pid) if scanned is None else None
+        if kids is None:
+            scanned = scanned if scanned is not None else _children_by_scan()
+            kids = scanned.get(pid, [])
+        todo.extend(kids)
     return tree
 
 

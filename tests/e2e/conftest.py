@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import colorsys
 import socket
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image, ImageDraw
+from web_factories import (
+    CHROMIUM,
+    SCREENSHOTS,
+    web_settings,
+)
 
 from vistudio.api.app import create_app
-from vistudio.config import ImportSettings, JobSettings, Settings
 from vistudio.studio import Studio, open_studio
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
-SHAPES = ("circle", "square", "triangle")
-
-
-def web_settings(root: Path, **extra: Any) -> Settings:
-    return Settings(
-        home=root / "ws",
-        import_roots=[root],
-        imports=ImportSettings(workers=1),
-        jobs=JobSettings(poll_seconds=0.05, heartbeat_seconds=0.5),
-        **extra,
-    )
 
 
 @pytest.fixture
@@ -38,60 +25,6 @@ def web_studio(tmp_path: Path) -> Iterator[Studio]:
     studio = open_studio(web_settings(tmp_path))
     yield studio
     studio.close()
-
-
-def draw_shape(path: Path, *, shape: str, index: int, size: int = 48) -> Path:
-    """A small picture of ``shape`` whose colours vary with ``index`` (so every file is distinct)."""
-    hue = (index * 0.123 + SHAPES.index(shape) * 0.31) % 1.0
-    fg = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.8, 0.9))
-    bg = tuple(int(255 * c) for c in colorsys.hsv_to_rgb((hue + 0.5) % 1.0, 0.25, 0.95))
-    im = Image.new("RGB", (size, size), bg)
-    d = ImageDraw.Draw(im)
-    m = 6 + index % 5
-    if shape == "circle":
-        d.ellipse((m, m, size - m, size - m), fill=fg)
-    elif shape == "square":
-        d.rectangle((m, m, size - m, size - m), fill=fg)
-    else:
-        d.polygon([(size / 2, m), (size - m, size - m), (m, size - m)], fill=fg)
-    d.point((index % size, (index * 7) % size), fill=(index % 256, 0, 0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, format="PNG")
-    return path
-
-
-def make_shapes_zip(dest: Path, *, per_class: int = 8) -> Path:
-    """A zip of class folders: circle/, square/, triangle/ with ``per_class`` PNGs each."""
-    work = dest.parent / (dest.stem + "-src")
-    with zipfile.ZipFile(dest, "w") as zf:
-        for shape in SHAPES:
-            for i in range(per_class):
-                p = draw_shape(work / shape / f"{shape}_{i:02d}.png", shape=shape, index=i)
-                zf.write(p, f"{shape}/{p.name}")
-    return dest
-
-
-def make_tiny_folder(dest: Path, *, count: int, long_name: str | None = None) -> Path:
-    """``count`` distinct 8×8 PNGs in one folder (no class folders), plus one with ``long_name``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        colour = (i % 256, (i // 256) * 50 % 256, (i * 37) % 256)
-        Image.new("RGB", (8, 8), colour).save(dest / f"tiny_{i:04d}.png")
-    if long_name:
-        draw_shape(dest / long_name, shape="circle", index=999)
-    return dest
-
-
-def wait_for_job(studio: Studio, job_id: int, timeout: float = 60.0) -> dict[str, Any]:
-    from vistudio.jobs.queue import FINISHED, job_dict
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = studio.queue.get(job_id)
-        if job.status in FINISHED:
-            return job_dict(job)
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -158,22 +91,3 @@ def shot() -> Callable[[Any, str], Path]:
         return path
 
     return take
-
-
-def make_yolo_obb(dest: Path) -> Path:
-    """A YOLO (task: obb) folder with one 160×120 image holding a box, a rotated box and a polygon."""
-    (dest / "images").mkdir(parents=True, exist_ok=True)
-    (dest / "labels").mkdir(parents=True, exist_ok=True)
-    im = Image.new("RGB", (160, 120), (235, 240, 250))
-    d = ImageDraw.Draw(im)
-    d.rectangle((16, 12, 64, 60), fill=(220, 60, 60))
-    d.polygon([(100, 20), (140, 40), (120, 80), (84, 60)], fill=(60, 120, 220))
-    d.polygon([(30, 80), (70, 110), (10, 110)], fill=(60, 180, 90))
-    im.save(dest / "images" / "scene.png")
-    (dest / "data.yaml").write_text("task: obb\nnames: [car, boat]\ntrain: images\n")
-    (dest / "labels" / "scene.txt").write_text(
-        "0 0.25 0.3 0.3 0.4\n"  # box
-        "1 0.625 0.1667 0.875 0.3333 0.75 0.6667 0.525 0.5\n"  # rotated box (8 numbers, obb)
-        "0 0.1875 0.6667 0.4375 0.9167 0.0625 0.9167\n"  # triangle polygon (6 numbers)
-    )
-    return dest

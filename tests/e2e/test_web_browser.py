@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from web_factories import make_shapes_zip, make_tiny_folder, make_yolo_obb, wait_for_job
 
-from conftest import make_shapes_zip, make_tiny_folder, make_yolo_obb, wait_for_job
 from vistudio.services import ingest, projects
 from vistudio.studio import Studio
 
@@ -94,9 +94,11 @@ def test_walk_from_empty_studio_to_locked_split(
     # split: sliders keep their sum at 1, preview draws the chart, save locks it
     page.get_by_role("link", name="Split", exact=True).click()
     expect(page).to_have_url(f"{base}/projects/shapes/split")
+    page.get_by_label("Train").fill("0.71")
+    expect(page.locator("#r-train-out")).to_have_text("0.71")
     page.get_by_label("Train").focus()
-    for _ in range(10):
-        page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")  # the sliders are keyboard-usable
+    expect(page.locator("#r-train-out")).to_have_text("0.70")
     values = [float(page.locator(f"#r-{k}-out").inner_text()) for k in ("train", "val", "test")]
     assert values[0] == pytest.approx(0.7)
     assert sum(values) == pytest.approx(1.0)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from web_factories import make_shapes_zip, make_yolo_obb, web_settings
 
-from conftest import make_shapes_zip, make_yolo_obb, web_settings
 from vistudio.api.app import create_app
 from vistudio.jobs.worker import Worker
 from vistudio.services import ingest, projects, splits
@@ -130,7 +130,7 @@ def test_dataset_grid_filters_and_pages(client: TestClient, shapes: str) -> None
 
 
 def test_pagination_links_to_the_next_sixty(client: TestClient, web_studio: Studio, tmp_path: Path) -> None:
-    from conftest import make_tiny_folder
+    from web_factories import make_tiny_folder
 
     projects.create_project(web_studio, name="many", task="library")
     _import(web_studio, "many", make_tiny_folder(tmp_path / "many", count=130))
@@ -288,3 +288,17 @@ def test_login_sets_cookie_and_refuses_offsite_next(tmp_path: Path) -> None:
 )
 def test_safe_next(value: str | None, expected: str) -> None:
     assert safe_next(value) == expected
+
+
+def test_library_dataset_filters_by_tag(client, studio, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from factories import make_class_folders, run_import
+    from vistudio.services import projects as project_service
+
+    project_service.create_project(studio, name="album", task="library")
+    run_import(studio, "album", make_class_folders(tmp_path / "trip", {"beach": 3, "city": 2}))
+    page = client.get("/projects/album")
+    assert page.status_code == 200
+    assert 'id="f-tag"' in page.text and "beach (3)" in page.text
+    assert 'id="f-label"' not in page.text  # a library has no classes to filter by
+    grid = client.get("/projects/album", params={"tag": "city"}, headers={"HX-Request": "true"})
+    assert grid.status_code == 200 and grid.text.count('data-testid="tile"') == 2

@@ -165,3 +165,10 @@ def test_api_token_required_when_configured(studio: Studio) -> None:
         _error(c.get("/api/v1/projects", headers={"Authorization": "Bearer wrong"}), 401)
         assert c.get("/api/v1/projects", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/metrics").status_code == 401
+
+
+def test_api_explorer_is_served_without_a_cdn(client: TestClient) -> None:
+    html = client.get("/docs").text
+    assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
+    assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/openapi.json").json()["info"]["title"] == "vistudio"

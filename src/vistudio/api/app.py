@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from vistudio import __version__
 from vistudio.api import errors
@@ -33,7 +34,19 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
             if pool:
                 pool.shutdown()
 
-    app = FastAPI(title="vistudio", version=__version__, lifespan=lifespan, docs_url="/docs")
+    app = FastAPI(title="vistudio", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        # the vendored Swagger UI: the API explorer works offline too
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="vistudio API",
+            swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+        )
+
     app.state.studio = studio
     errors.install(app)
     for module in (projects, imports, samples, splits, jobs):

@@ -277,3 +277,19 @@ def class_counts(studio: Studio, *, project: str | int) -> dict[str, int]:
             .order_by(LabelClass.ordinal)
         )
         return {name: int(n) for name, n in rows}
+
+
+def tag_counts(studio: Studio, *, project: str | int, limit: int = 500) -> dict[str, int]:
+    """Number of samples per tag, most used first."""
+    with studio.sessions() as s:
+        p = find_project(s, project)
+        n = func.count(SampleTag.sample_id)
+        rows = s.execute(
+            select(SampleTag.tag, n)
+            .join(Sample, Sample.id == SampleTag.sample_id)
+            .where(Sample.project_id == p.id)
+            .group_by(SampleTag.tag)
+            .order_by(n.desc(), SampleTag.tag)
+            .limit(limit)
+        )
+        return {tag: int(count) for tag, count in rows}

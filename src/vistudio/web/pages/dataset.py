@@ -20,7 +20,7 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
 SORTS = {"name": "Name", "taken_at": "Date taken", "imported_at": "Date imported", "bytes": "File size"}
 Text = Annotated[str, Query(max_length=200)]
-FILTER_KEYS = ("label", "subset", "annotated", "taken_from", "taken_to", "duplicates", "q", "sort", "order")
+FILTER_KEYS = ("label", "tag", "subset", "annotated", "taken_from", "taken_to", "duplicates", "q", "sort", "order")
 
 
 def _date(value: str, field: str, *, end: bool) -> datetime | None:
@@ -38,6 +38,8 @@ def _filters(params: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if params.get("label"):
         out["label"] = params["label"]
+    if params.get("tag"):
+        out["tag"] = params["tag"]
     if params.get("subset"):
         split, _, subset = params["subset"].partition(":")
         out["split"] = split or None
@@ -85,6 +87,7 @@ def _grid_context(
 
 def _params(
     label: str,
+    tag: str,
     subset: str,
     annotated: str,
     taken_from: str,
@@ -96,6 +99,7 @@ def _params(
 ) -> dict[str, str]:
     return {
         "label": label,
+        "tag": tag,
         "subset": subset,
         "annotated": annotated,
         "taken_from": taken_from,
@@ -113,6 +117,7 @@ def dataset_page(
     studio: StudioDep,
     name: str,
     label: Text = "",
+    tag: Text = "",
     subset: Text = "",
     annotated: Text = "",
     taken_from: Text = "",
@@ -122,7 +127,7 @@ def dataset_page(
     sort: Text = "",
     order: Text = "",
 ) -> Response:
-    params = _params(label, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
+    params = _params(label, tag, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
     try:
         project = projects.get_project(studio, name)
     except VistudioError as exc:
@@ -156,6 +161,7 @@ def dataset_page(
             "grid_error": grid_error.message if grid_error else None,
             "project": project,
             "classes": samples.class_counts(studio, project=project["id"]),
+            "tags": samples.tag_counts(studio, project=project["id"]),
             "subsets": subsets,
             "params": params,
             "sorts": SORTS,
@@ -173,6 +179,7 @@ def grid_page(
     studio: StudioDep,
     name: str,
     label: Text = "",
+    tag: Text = "",
     subset: Text = "",
     annotated: Text = "",
     taken_from: Text = "",
@@ -184,7 +191,7 @@ def grid_page(
     offset: Annotated[str, Query(max_length=12)] = "0",
 ) -> Response:
     """One page of tiles (the next 60), for the grid's infinite scroll."""
-    params = _params(label, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
+    params = _params(label, tag, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
     try:
         if not (offset.isascii() and offset.isdigit() and len(offset) < 19):
             raise InvalidInput("offset must be a whole number")
