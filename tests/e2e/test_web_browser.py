@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_factories import make_shapes_zip, make_tiny_folder, make_yolo_obb, wait_for_job
+from web_factories import alpine_ready, make_shapes_zip, make_tiny_folder, make_yolo_obb, wait_for_job
 
 from vistudio.services import ingest, projects
 from vistudio.studio import Studio
@@ -27,6 +27,7 @@ def test_walk_from_empty_studio_to_locked_split(
 
     # projects, empty
     page.goto(base + "/")
+    alpine_ready(page)
     expect(page).to_have_title(re.compile("Projects"))
     expect(page.get_by_text("No projects yet")).to_be_visible()
     shot(page, "01-projects-empty")
@@ -47,6 +48,7 @@ def test_walk_from_empty_studio_to_locked_split(
     # dataset page: upload the zip and follow the progress to the end
     card.get_by_role("link", name="Open").click()
     expect(page).to_have_url(f"{base}/projects/shapes")
+    alpine_ready(page)
     expect(page.get_by_text("No images yet")).to_be_visible()
     page.get_by_test_id("toggle-import").click()
     page.get_by_label("Zip file").set_input_files(str(archive))
@@ -94,6 +96,7 @@ def test_walk_from_empty_studio_to_locked_split(
     # split: sliders keep their sum at 1, preview draws the chart, save locks it
     page.get_by_role("link", name="Split", exact=True).click()
     expect(page).to_have_url(f"{base}/projects/shapes/split")
+    alpine_ready(page)
     page.get_by_label("Train").fill("0.71")
     expect(page.locator("#r-train-out")).to_have_text("0.71")
     page.get_by_label("Train").focus()
@@ -132,12 +135,14 @@ def test_walk_from_empty_studio_to_locked_split(
     page.keyboard.press("Escape")
 
     page.goto(base + "/")
+    alpine_ready(page)
     expect(page.locator("article[data-project='shapes'] [data-testid=sample-count]")).to_have_text("24")
     shot(page, "02-projects")
 
     # narrow screens get one column
     page.set_viewport_size({"width": 600, "height": 900})
     page.goto(base + "/projects/shapes")
+    alpine_ready(page)
     layout = page.locator(".dataset-layout").evaluate(
         "e => getComputedStyle(e).gridTemplateColumns.split(' ').length"
     )
@@ -160,6 +165,7 @@ def test_thousand_samples_paginate_and_long_names_stay_in_their_tile(
     assert done["result"]["report"]["imported"] == 1001
 
     page.goto(base + "/projects/big")
+    alpine_ready(page)
     tiles = page.get_by_test_id("tile")
     expect(tiles).to_have_count(60)
     expect(page.get_by_test_id("grid-total")).to_have_text("1,001")
@@ -172,6 +178,7 @@ def test_thousand_samples_paginate_and_long_names_stay_in_their_tile(
 
     # the 200-character name is cut with an ellipsis inside a tile as wide as its neighbours
     page.goto(base + "/projects/big?sort=name&order=asc")
+    alpine_ready(page)
     long_tile = page.locator(".tile", has_text="a-very-long-file-name")
     expect(long_tile).to_have_count(1)
     widths = tiles.evaluate_all(
@@ -204,6 +211,7 @@ def test_annotations_are_drawn_over_the_image(
     job = ingest.start_import(studio, project="boats", source=make_yolo_obb(root / "yolo"), fmt="yolo")
     assert wait_for_job(studio, job["id"])["status"] == "succeeded"
     page.goto(base + "/projects/boats")
+    alpine_ready(page)
     page.get_by_test_id("tile").first.click()
     overlay = page.locator("svg.overlay")
     expect(overlay.locator("rect")).to_have_count(1)

@@ -99,3 +99,12 @@ def make_yolo_obb(dest: Path) -> Path:
         "0 0.1875 0.6667 0.4375 0.9167 0.0625 0.9167\n"  # triangle polygon (6 numbers)
     )
     return dest
+
+
+def alpine_ready(page: Any) -> None:
+    """Wait until the deferred scripts ran and Alpine bound its components: a click before that
+    would land on an element with no handler yet."""
+    page.wait_for_function(
+        "() => document.readyState === 'complete' && window.Alpine !== undefined"
+        " && [...document.querySelectorAll('[x-data]')].every(el => el._x_dataStack)"
+    )

@@ -20,7 +20,9 @@ def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, 
     return code, json.loads(lines[0])
 
 
-def test_project_import_samples_split_flow(capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_project_import_samples_split_flow(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("VISTUDIO_IMPORTS__WORKERS", "1")
     ws = tmp_path / "ws"
     src = make_class_folders(tmp_path / "src", {"ant": 10, "bee": 10})
@@ -39,7 +41,9 @@ def test_project_import_samples_split_flow(capsys: pytest.CaptureFixture[str], t
     assert out["total"] == 10 and len(out["items"]) == 3
     assert {"id", "sha256", "width", "height", "format", "labels", "taken_at"} <= set(out["items"][0])
 
-    code, out = cli(capsys, ws, "split", "create", "insects", "--ratios", "0.6,0.2,0.2", "--seed", "7", "--preview")
+    code, out = cli(
+        capsys, ws, "split", "create", "insects", "--ratios", "0.6,0.2,0.2", "--seed", "7", "--preview"
+    )
     assert out["split"]["locked"] is False
     code, out = cli(capsys, ws, "split", "create", "insects", "--ratios", "0.6,0.2,0.2", "--seed", "7")
     assert code == 0 and out["split"]["locked"] is True
@@ -107,3 +111,28 @@ def test_human_output_is_rich_text(capsys: pytest.CaptureFixture[str], tmp_path:
     assert main(["--workspace", str(ws), "project", "list"]) == 0
     out = capsys.readouterr().out
     assert "created project nice" in out and "detection" in out
+
+
+def test_samples_filters_and_detail(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    src = make_class_folders(tmp_path / "src", {"ant": 3, "bee": 2})
+    cli(capsys, ws, "project", "create", "p", "--task", "classification")
+    cli(capsys, ws, "import", "p", str(src))
+    code, out = cli(capsys, ws, "samples", "p", "--annotated", "--name", "bee")
+    assert out["total"] == 2
+    code, out = cli(capsys, ws, "samples", "p", "--unannotated")
+    assert out["total"] == 0
+    code, out = cli(capsys, ws, "samples", "p", "--taken-from", "2020-01-01")
+    assert out["total"] == 0  # generated images carry no date
+    code, out = cli(capsys, ws, "samples", "p", "--taken-from", "not-a-date")
+    assert code == 2
+    code, out = cli(capsys, ws, "sample", "1")
+    assert out["sample"]["id"] == 1 and out["sample"]["annotations"][0]["class"] == "ant"
+
+
+def test_serve_refuses_a_public_address_without_a_token(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VISTUDIO_API_TOKEN", raising=False)
+    code, out = cli(capsys, tmp_path / "ws", "serve", "--host", "0.0.0.0")
+    assert code == 1 and "VISTUDIO_API_TOKEN" in out["error"]["message"]

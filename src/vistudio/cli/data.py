@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,10 +56,15 @@ def import_(
         return
     final = wait_for_job(ctx, job["id"])
     if final["status"] != "succeeded":
-        err = final.get("error") or {"message": "cancelled" if final["status"] == "cancelled" else final["status"]}
+        err = final.get("error") or {
+            "message": "cancelled" if final["status"] == "cancelled" else final["status"]
+        }
         raise JobFailed(
             f"import {final['status']}: {err.get('message')}",
-            details={"job": {k: v for k, v in final.items() if k != "error"}, "traceback": err.get("traceback")},
+            details={
+                "job": {k: v for k, v in final.items() if k != "error"},
+                "traceback": err.get("traceback"),
+            },
         )
     emit(ctx, {"job": final, "report": (final.get("result") or {}).get("report")}, _report)
 
@@ -70,7 +76,16 @@ def list_samples(
     tag: Annotated[str | None, typer.Option()] = None,
     split: Annotated[str | None, typer.Option(help="split name (default: the newest)")] = None,
     subset: Annotated[str | None, typer.Option(help="train, val or test")] = None,
+    annotated: Annotated[
+        bool | None, typer.Option("--annotated/--unannotated", help="only samples with / without annotations")
+    ] = None,
+    taken_from: Annotated[
+        datetime | None, typer.Option(help="taken on or after (YYYY-MM-DD[THH:MM:SS])")
+    ] = None,
+    taken_to: Annotated[datetime | None, typer.Option(help="taken on or before")] = None,
+    dup_group: Annotated[int | None, typer.Option(help="one near-duplicate group")] = None,
     duplicates: Annotated[bool, typer.Option("--duplicates", help="only near-duplicate groups")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="file name contains")] = None,
     sort: Annotated[str, typer.Option(help="name, taken_at, imported_at, bytes")] = "name",
     desc: Annotated[bool, typer.Option("--desc")] = False,
     offset: int = 0,
@@ -84,7 +99,12 @@ def list_samples(
         tag=tag,
         split=split,
         subset=subset,
+        has_annotations=annotated,
+        taken_from=taken_from,
+        taken_to=taken_to,
+        dup_group=dup_group,
         duplicates_only=duplicates,
+        q=name,
         sort=sort,
         order="desc" if desc else "asc",
         offset=offset,
@@ -107,6 +127,16 @@ def list_samples(
     emit(ctx, out, render)
 
 
+def show_sample(ctx: typer.Context, sample_id: int) -> None:
+    """Show one sample: metadata, EXIF, annotations, tags and split membership."""
+    emit(
+        ctx,
+        {"sample": samples.get_sample(state(ctx).studio(), sample_id)},
+        lambda d: console.print_json(data=d),
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("import")(import_)
     app.command("samples")(list_samples)
+    app.command("sample")(show_sample)

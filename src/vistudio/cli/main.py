@@ -73,7 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so plainly, keep the traceback for VISTUDIO_DEBUG=1
         if os.environ.get("VISTUDIO_DEBUG"):
             raise
-        _report(VistudioError(f"internal error: {type(exc).__name__}: {exc} (set VISTUDIO_DEBUG=1 for the traceback)"), as_json, code="internal")
+        _report(
+            VistudioError(
+                f"internal error: {type(exc).__name__}: {exc} (set VISTUDIO_DEBUG=1 for the traceback)"
+            ),
+            as_json,
+            code="internal",
+        )
         return 1
     return 0
 
