@@ -214,12 +214,17 @@ def test_import_of_a_missing_zip_source_fails_permanently(studio: Studio, tmp_pa
 
 
 def test_parallel_import_matches_serial(studio: Studio, tmp_path: Path) -> None:
-    src = make_class_folders(tmp_path / "many", {"x": 12, "y": 12})
+    src = make_class_folders(tmp_path / "many", {"x": 20, "y": 20})
+    (src / "x" / "broken.png").write_bytes(b"not a png")
     studio.settings.imports.workers = 2
     projects.create_project(studio, name="par", task="classification")
     report = run_import(studio, "par", src)["result"]["report"]
-    assert report["imported"] == 24 and report["failed"] == []
-    assert samples.class_counts(studio, project="par") == {"x": 12, "y": 12}
+    assert report["imported"] == 40 and [f["path"] for f in report["failed"]] == ["x/broken.png"]
+    assert samples.class_counts(studio, project="par") == {"x": 20, "y": 20}
+    # the pool gets the known hashes once: a re-import skips everything
+    again = run_import(studio, "par", src)["result"]["report"]
+    assert (again["imported"], again["skipped"]) == (0, 40)
+    assert run_doctor(studio)["ok"]
 
 
 def test_library_projects_turn_folder_names_into_tags(studio: Studio, class_folders: Path) -> None:

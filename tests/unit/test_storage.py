@@ -95,3 +95,17 @@ def test_scan_finds_orphans_temp_and_corruption(studio: Studio) -> None:
     assert ("orphan", orphan) in problems
     assert any(kind == "temp" for kind, _ in problems)
     assert not any(sha == good for _, sha in problems)
+
+
+def test_acquire_many_upserts_reference_counts(studio: Studio) -> None:
+    store = studio.store
+    a = store.write_bytes("checkpoint", b"a")
+    b = store.write_bytes("checkpoint", b"b")
+    with studio.sessions.begin() as s:
+        store.acquire(s, "checkpoint", a, size=1)
+    with studio.sessions.begin() as s:
+        store.acquire_many(s, [("checkpoint", a, 1, ""), ("checkpoint", b, 1, ""), ("checkpoint", b, 1, "")])
+        store.acquire_many(s, [])
+    with studio.sessions() as s:
+        counts = dict(s.execute(select(Artifact.sha256, Artifact.ref_count)).all())
+    assert counts == {a: 2, b: 2}

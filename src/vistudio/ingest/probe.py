@@ -81,11 +81,11 @@ def probe_image(path: Path, *, thumb_size: int = 256) -> Probe:
     return probe_bytes(data, thumb_size=thumb_size)
 
 
-def probe_bytes(data: bytes, *, thumb_size: int = 256) -> Probe:
-    """``probe_image`` on bytes already in memory."""
+def probe_bytes(data: bytes, *, thumb_size: int = 256, sha256: str | None = None) -> Probe:
+    """``probe_image`` on bytes already in memory (``sha256``: their hash, when already known)."""
     if thumb_size < 8:
         raise ValueError("thumb_size must be at least 8")
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256 or hashlib.sha256(data).hexdigest()
     im = _open(data)
     try:
         return _probe_open(im, data, sha, thumb_size)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, text
 
 from vistudio.db import Artifact, Job, Sample
+from vistudio.ingest.pool import EXTENSIONS
 from vistudio.studio import Studio
 
 
@@ -121,8 +122,6 @@ def _ext(s: Any, sha: str, kind: str) -> str:
     if kind != "original":
         return ""
     fmt = s.scalar(select(Sample.format).where(Sample.sha256 == sha).limit(1))
-    from vistudio.services.ingest import EXTENSIONS
-
     return EXTENSIONS.get(fmt or "", "bin")
 
 

@@ -10,39 +10,28 @@ is unique.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
-from vistudio.db import Annotation, LabelClass, Sample, SampleTag
+from vistudio.db import Annotation, LabelClass, Sample, SampleTag, utcnow
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ingest.near_dups import near_duplicate_groups
-from vistudio.ingest.probe import probe_bytes
+from vistudio.ingest.pool import init_worker, probe_and_store, probe_task
 from vistudio.ingest.readers import detect_format, known_formats, read_source
-from vistudio.ingest.types import IngestError, ParsedSource, SourceError, SourceItem
+from vistudio.ingest.types import ParsedSource, SourceError, SourceItem
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.services.projects import find_project
-from vistudio.storage.artifacts import ArtifactStore
+from vistudio.storage.blobs import BlobFiles
 from vistudio.studio import Studio
 
 MODES = ("copy", "reference")
-EXTENSIONS = {
-    "JPEG": "jpg",
-    "PNG": "png",
-    "WEBP": "webp",
-    "TIFF": "tif",
-    "BMP": "bmp",
-    "GIF": "gif",
-    "HEIF": "heic",
-}
 MAX_REPORTED = 1000  # failed/duplicate rows kept in a report; the counts stay exact
 
 
@@ -82,63 +71,38 @@ def start_import(
     return job_dict(job)
 
 
-# --- work done in pool processes --------------------------------------------------------------
+# --- probing, in pool processes ----------------------------------------------------------------
 
-
-def _probe_one(args: tuple[str, str, str, int, frozenset[str]]) -> dict[str, Any]:
-    """Probe one file and write its blobs. Runs in a worker process: plain data in, plain data out.
-
-    The file is read once; the same bytes feed the hash, EXIF, perceptual hash, thumbnail and
-    the stored copy.
-    """
-    path_s, mode, home, thumb_size, known = args
-    try:
-        data = Path(path_s).read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        store = ArtifactStore(Path(home), thumb_size=thumb_size)
-        if sha in known and _blobs_present(store, sha, mode):
-            return {"status": "known", "sha256": sha}
-        probe = probe_bytes(data, thumb_size=thumb_size)
-        ext = EXTENSIONS.get(probe.format, "bin")
-        if mode == "copy":
-            store.write_bytes("original", data, ext=ext, key=sha)
-        store.write_bytes("thumbnail", probe.thumbnail, key=sha)
-        if sha in known:  # a sample whose blobs were lost (doctor --fix dropped them): restored
-            return {"status": "known", "sha256": sha, "restored": True}
-        fields = asdict(probe)
-        fields.pop("thumbnail")
-        fields["thumb_size"] = len(probe.thumbnail)
-        fields["ext"] = ext
-        return {"status": "ok", "probe": fields}
-    except IngestError as exc:
-        return {"status": "error", "reason": exc.reason}
-    except OSError as exc:
-        return {"status": "error", "reason": f"cannot read file: {exc.strerror or exc}"}
-    except MemoryError:
-        return {"status": "error", "reason": "not enough memory to decode this image"}
-
-
-def _blobs_present(store: ArtifactStore, sha: str, mode: str) -> bool:
-    if not store.path("thumbnail", sha).is_file():
-        return False
-    return mode != "copy" or any(store.path("original", sha).parent.glob(f"{sha}.*"))
+# Below this many images an import probes in-process: starting pool processes costs about a
+# second, more than probing a few dozen images.
+POOL_MIN_ITEMS = 32
+# Tasks in flight at once per worker process: enough to keep the pool busy, few enough that a
+# million-image import does not queue a million tasks up front.
+WINDOW_PER_WORKER = 64
 
 
 def _results(
     items: list[SourceItem], *, mode: str, studio: Studio, known: frozenset[str]
 ) -> Iterator[tuple[SourceItem, dict[str, Any]]]:
+    """Probe every item (in order), yielding it with its result."""
     cfg = studio.settings.imports
-    args = [(str(it.path), mode, str(studio.home), cfg.thumb_size, known) for it in items]
-    if cfg.workers <= 1 or len(items) < 8:
-        for it, a in zip(items, args, strict=True):
-            yield it, _probe_one(a)
+    home = str(studio.home)
+    if cfg.workers <= 1 or len(items) < POOL_MIN_ITEMS:
+        files = BlobFiles(studio.home, thumb_size=cfg.thumb_size)
+        for it in items:
+            yield it, probe_and_store(it.path, mode=mode, store=files, known=known)
         return
     # spawn: the parent may be a threaded server; forking it could copy held locks
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx) as pool:
+    window = cfg.workers * WINDOW_PER_WORKER
+    with ProcessPoolExecutor(
+        max_workers=cfg.workers, mp_context=ctx, initializer=init_worker, initargs=(known,)
+    ) as pool:
         try:
-            for it, res in zip(items, pool.map(_probe_one, args, chunksize=4), strict=True):
-                yield it, res
+            for lo in range(0, len(items), window):
+                chunk = items[lo : lo + window]
+                args = [(str(it.path), mode, home, cfg.thumb_size) for it in chunk]
+                yield from zip(chunk, pool.map(probe_task, args, chunksize=4), strict=True)
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
@@ -168,6 +132,7 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
+        """Write the pending samples, their annotations or tags, and their blob references."""
         if not self.pending:
             return
         store = self.studio.store
@@ -180,51 +145,78 @@ class _Writer:
             }:
                 if name not in self.class_ids:
                     self.class_ids[name] = _ensure_class(s, self.project_id, name)
-            for item, pr in self.pending:
-                sample = Sample(
-                    project_id=self.project_id,
-                    sha256=pr["sha256"],
-                    name=item.name,
-                    storage=self.mode,
-                    path=(
-                        str(store.path("original", pr["sha256"], pr["ext"]).relative_to(store.root))
-                        if self.mode == "copy"
-                        else str(item.path)
-                    ),
-                    width=pr["width"],
-                    height=pr["height"],
-                    format=pr["format"],
-                    bytes=pr["bytes"],
-                    taken_at=pr["taken_at"],
-                    camera_make=pr["camera_make"],
-                    camera_model=pr["camera_model"],
-                    lens=pr["lens"],
-                    gps_lat=pr["gps_lat"],
-                    gps_lon=pr["gps_lon"],
-                    orientation=pr["orientation"],
-                    phash=pr["phash"],
-                    exif=pr["exif"],
-                )
-                s.add(sample)
-                s.flush()
+            rows = [self._sample_row(item, pr) for item, pr in self.pending]
+            ids = s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows).all()
+            annotations: list[dict[str, Any]] = []
+            tags: list[dict[str, Any]] = []
+            refs: list[tuple[str, str, int, str]] = []
+            for sample_id, (item, pr) in zip(ids, self.pending, strict=True):
                 for a in item.annotations:
                     if self.labels_as_tags and a.kind == "label" and a.class_name:
-                        s.add(SampleTag(sample_id=sample.id, tag=a.class_name[:100]))
-                        continue
-                    s.add(
-                        Annotation(
-                            sample_id=sample.id,
-                            kind=a.kind,
-                            class_id=self.class_ids.get(a.class_name) if a.class_name else None,
-                            geometry=a.geometry,
+                        tags.append({"sample_id": sample_id, "tag": a.class_name[:100]})
+                    else:
+                        class_id = self.class_ids.get(a.class_name) if a.class_name else None
+                        annotations.append(
+                            {
+                                "sample_id": sample_id,
+                                "kind": a.kind,
+                                "class_id": class_id,
+                                "geometry": a.geometry,
+                            }
                         )
-                    )
-                self.annotations += len(item.annotations)
-                store.acquire(s, "thumbnail", pr["sha256"], size=pr["thumb_size"])
+                refs.append(("thumbnail", pr["sha256"], pr["thumb_size"], ""))
                 if self.mode == "copy":
-                    store.acquire(s, "original", pr["sha256"], size=pr["bytes"], ext=pr["ext"])
+                    refs.append(("original", pr["sha256"], pr["bytes"], pr["ext"]))
+            if annotations:
+                s.execute(insert(Annotation), annotations)
+            if tags:
+                s.execute(
+                    insert(SampleTag).prefix_with("OR IGNORE") if _is_sqlite(s) else insert(SampleTag), tags
+                )
+            store.acquire_many(s, refs)
+            self.annotations += len(annotations)
         self.imported += len(self.pending)
         self.pending = []
+
+    def _sample_row(self, item: SourceItem, pr: dict[str, Any]) -> dict[str, Any]:
+        path = (
+            self.studio.store.path("original", pr["sha256"], pr["ext"])
+            .relative_to(self.studio.store.root)
+            .as_posix()
+            if self.mode == "copy"
+            else str(item.path)
+        )
+        return {
+            "project_id": self.project_id,
+            "sha256": pr["sha256"],
+            "name": item.name,
+            "storage": self.mode,
+            "path": path,
+            "imported_at": utcnow(),
+            "dup_group": None,
+            **{k: pr[k] for k in SAMPLE_FIELDS},
+        }
+
+
+SAMPLE_FIELDS = (
+    "width",
+    "height",
+    "format",
+    "bytes",
+    "taken_at",
+    "camera_make",
+    "camera_model",
+    "lens",
+    "gps_lat",
+    "gps_lon",
+    "orientation",
+    "phash",
+    "exif",
+)
+
+
+def _is_sqlite(s: Any) -> bool:
+    return bool(s.get_bind().dialect.name == "sqlite")
 
 
 def _ensure_class(s: Any, project_id: int, name: str) -> int:

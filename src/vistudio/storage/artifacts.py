@@ -1,6 +1,6 @@
 """Content-addressed blob store.
 
-Blobs live at ``<root>/<dir>/<ab>/<sha256><suffix>`` where the folder depends on the kind:
+Files follow ``vistudio.storage.blobs``: blobs live at ``<root>/<dir>/<ab>/<sha256><suffix>`` where the folder depends on the kind:
 originals in ``media/``, thumbnails in ``thumbs/``, everything else in ``artifacts/``. Every blob
 has a row in ``artifacts`` (kind, sha256, size, ref_count); the store writes files, the caller's
 session records references, and ``gc`` removes blobs nobody references any more.
@@ -11,110 +11,41 @@ sample finds its thumbnail without a lookup; ``verify`` therefore checks them by
 
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from vistudio.db import Artifact, utcnow
-from vistudio.storage.atomic import TMP_PREFIX, atomic_writer
+from vistudio.storage.atomic import TMP_PREFIX
+from vistudio.storage.blobs import (
+    DEFAULT_DIR,
+    KIND_DIRS,
+    SHA_RE,
+    BlobError,
+    BlobFiles,
+    BlobProblem,
+    check_sha,
+    sha256_bytes,
+)
 
-SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-KIND_DIRS = {"original": "media", "thumbnail": "thumbs"}
-DEFAULT_DIR = "artifacts"
-CHUNK = 1 << 20
-
-
-class BlobError(Exception):
-    pass
-
-
-def check_sha(sha: str) -> str:
-    if not SHA_RE.match(sha):
-        raise BlobError(f"not a blob id (64 lowercase hex digits): {sha[:80]!r}")
-    return sha
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class BlobProblem:
-    kind: str
-    sha256: str
-    problem: str  # missing | corrupt | orphan | temp
-    path: str
+__all__ = [
+    "KIND_DIRS",
+    "SHA_RE",
+    "ArtifactStore",
+    "BlobError",
+    "BlobFiles",
+    "BlobProblem",
+    "check_sha",
+    "sha256_bytes",
+]
 
 
-class ArtifactStore:
-    def __init__(self, root: Path, *, thumb_size: int = 256) -> None:
-        self.root = root
-        self.thumb_size = thumb_size
+class ArtifactStore(BlobFiles):
+    """Blob files plus their rows in ``artifacts``: references are recorded in the caller's session."""
 
-    # --- paths -------------------------------------------------------------------------
-    def folder(self, kind: str) -> Path:
-        return self.root / KIND_DIRS.get(kind, DEFAULT_DIR)
-
-    def suffix(self, kind: str, ext: str = "") -> str:
-        if kind == "thumbnail":
-            return f"-{self.thumb_size}.webp"
-        return f".{ext}" if ext else ""
-
-    def path(self, kind: str, sha: str, ext: str = "") -> Path:
-        check_sha(sha)
-        return self.folder(kind) / sha[:2] / f"{sha}{self.suffix(kind, ext)}"
-
-    # --- files -------------------------------------------------------------------------
-    def write_bytes(self, kind: str, data: bytes, *, ext: str = "", key: str | None = None) -> str:
-        """Store ``data``; returns its key (its sha256 unless ``key`` is given). Idempotent."""
-        sha = key or sha256_bytes(data)
-        dest = self.path(kind, sha, ext)
-        if not dest.exists():
-            with atomic_writer(dest) as fh:
-                fh.write(data)
-        return sha
-
-    def write_file(self, kind: str, src: Path, *, ext: str = "", expected_sha: str | None = None) -> str:
-        """Copy ``src`` in, hashing while copying; refuses to publish if the hash is not the expected one."""
-        if expected_sha is not None:
-            dest = self.path(kind, expected_sha, ext)
-            if dest.exists():
-                return expected_sha
-        folder = self.folder(kind)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
-        try:
-            h = hashlib.sha256()
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                for chunk in iter(lambda: fin.read(CHUNK), b""):
-                    h.update(chunk)
-                    fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
-            sha = h.hexdigest()
-            if expected_sha is not None and sha != expected_sha:
-                raise BlobError(f"{src} changed while it was copied (hash mismatch)")
-            final = self.path(kind, sha, ext)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return sha
-
-    def open(self, kind: str, sha: str, ext: str = "") -> io.BufferedReader:
-        return open(self.path(kind, sha, ext), "rb")
-
-    # --- references (the caller commits) -------------------------------------------------
     def acquire(self, session: Session, kind: str, sha: str, *, size: int, ext: str = "", n: int = 1) -> None:
         """Record ``n`` more references to a blob already written."""
         check_sha(sha)
@@ -124,6 +55,36 @@ class ArtifactStore:
             session.flush()
         else:
             row.ref_count += n
+
+    def acquire_many(self, session: Session, refs: list[tuple[str, str, int, str]]) -> None:
+        """Record one reference per ``(kind, sha256, size, ext)`` in one statement per blob kind.
+
+        An upsert (insert, or add to ``ref_count`` on conflict) so a batch of thousands of samples
+        costs a few statements, not a SELECT and an INSERT each.
+        """
+        counts = Counter((kind, sha) for kind, sha, _, _ in refs)
+        meta = {(kind, sha): (size, ext) for kind, sha, size, ext in refs}
+        if not counts:
+            return
+        rows = [
+            {
+                "kind": kind,
+                "sha256": check_sha(sha),
+                "size": meta[kind, sha][0],
+                "ext": meta[kind, sha][1],
+                "ref_count": n,
+                "created_at": utcnow(),
+            }
+            for (kind, sha), n in counts.items()
+        ]
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(Artifact)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Artifact.kind, Artifact.sha256],
+            set_={"ref_count": Artifact.ref_count + stmt.excluded.ref_count},
+        )
+        session.execute(stmt, rows)
 
     def release(self, session: Session, kind: str, sha: str, *, n: int = 1) -> None:
         session.execute(
@@ -139,36 +100,6 @@ class ArtifactStore:
             self.path(row.kind, row.sha256, row.ext).unlink(missing_ok=True)
         session.execute(delete(Artifact).where(Artifact.ref_count <= 0))
         return len(rows)
-
-    # --- checks --------------------------------------------------------------------------
-    def iter_files(self) -> Iterator[tuple[str | None, Path]]:
-        """Every file under the store folders, with the kind its folder belongs to (None: artifacts)."""
-        for kind, sub in (("original", "media"), ("thumbnail", "thumbs"), (None, DEFAULT_DIR)):
-            base = self.root / sub
-            if base.is_dir():
-                for p in sorted(base.rglob("*")):
-                    if p.is_file():
-                        yield kind, p
-
-    def verify_blob(self, kind: str, sha: str, ext: str = "") -> str | None:
-        """None when the blob is intact, else ``missing`` or ``corrupt``."""
-        p = self.path(kind, sha, ext)
-        if not p.is_file():
-            return "missing"
-        if kind == "thumbnail":
-            from PIL import Image
-
-            try:
-                with Image.open(p) as im:
-                    im.load()
-            except Exception:
-                return "corrupt"
-            return None
-        h = hashlib.sha256()
-        with open(p, "rb") as fh:
-            for chunk in iter(lambda: fh.read(CHUNK), b""):
-                h.update(chunk)
-        return None if h.hexdigest() == sha else "corrupt"
 
     def scan(self, session: Session, *, check_hashes: bool = True) -> list[BlobProblem]:
         """Compare files on disk with the ``artifacts`` table."""
@@ -190,13 +121,3 @@ class ArtifactStore:
             elif p not in known:
                 problems.append(BlobProblem(kind or DEFAULT_DIR, p.name[:64], "orphan", str(p)))
         return problems
-
-    def remove_file(self, path: Path) -> None:
-        """Delete a stray file, refusing anything outside the store."""
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.root.resolve()):
-            raise BlobError(f"refusing to delete outside the workspace: {path}")
-        if resolved.is_dir():
-            shutil.rmtree(resolved)
-        else:
-            resolved.unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""Work done in import pool processes: read a file once, probe it, write its blobs.
+
+Plain data in, plain data out. This module imports no database or web code, so a spawned pool
+process starts quickly. The set of image hashes already in the project is handed to each process
+once, by the pool initializer, instead of with every task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from vistudio.ingest.probe import probe_bytes
+from vistudio.ingest.types import IngestError
+from vistudio.storage.blobs import BlobFiles
+
+EXTENSIONS = {
+    "JPEG": "jpg",
+    "PNG": "png",
+    "WEBP": "webp",
+    "TIFF": "tif",
+    "BMP": "bmp",
+    "GIF": "gif",
+    "HEIF": "heic",
+}
+
+# Per-process state of a pool worker, set once by ``init_worker``: the hashes the project
+# already holds. (The parent never touches it; ``probe_and_store`` takes it as an argument.)
+_KNOWN: frozenset[str] = frozenset()
+
+
+def init_worker(known: frozenset[str]) -> None:
+    global _KNOWN
+    _KNOWN = known
+
+
+def probe_task(args: tuple[str, str, str, int]) -> dict[str, Any]:
+    """Pool entry point: ``probe_and_store`` with the known hashes given to this process."""
+    path, mode, home, thumb_size = args
+    return probe_and_store(
+        Path(path), mode=mode, store=BlobFiles(Path(home), thumb_size=thumb_size), known=_KNOWN
+    )
+
+
+def _blobs_present(store: BlobFiles, sha: str, mode: str) -> bool:
+    if not store.path("thumbnail", sha).is_file():
+        return False
+    return mode != "copy" or any(store.path("original", sha).parent.glob(f"{sha}.*"))
+
+
+def probe_and_store(path: Path, *, mode: str, store: BlobFiles, known: frozenset[str]) -> dict[str, Any]:
+    """Probe one image and write its original (copy mode) and thumbnail.
+
+    Returns ``{"status": "ok", "probe": {...}}`` for a new image, ``{"status": "known"}`` for one
+    the project has (``"restored": True`` when its lost blobs were written again), or
+    ``{"status": "error", "reason": ...}``. The file is read once; the same bytes feed the hash,
+    EXIF, perceptual hash, thumbnail and the stored copy.
+    """
+    try:
+        data = path.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        if sha in known and _blobs_present(store, sha, mode):
+            return {"status": "known", "sha256": sha}
+        probe = probe_bytes(data, thumb_size=store.thumb_size, sha256=sha)
+        ext = EXTENSIONS.get(probe.format, "bin")
+        if mode == "copy":
+            store.write_bytes("original", data, ext=ext, key=sha)
+        store.write_bytes("thumbnail", probe.thumbnail, key=sha)
+        if sha in known:
+            return {"status": "known", "sha256": sha, "restored": True}
+        fields = asdict(probe)
+        fields.pop("thumbnail")
+        fields["thumb_size"] = len(probe.thumbnail)
+        fields["ext"] = ext
+        return {"status": "ok", "probe": fields}
+    except IngestError as exc:
+        return {"status": "error", "reason": exc.reason}
+    except OSError as exc:
+        return {"status": "error", "reason": f"cannot read file: {exc.strerror or exc}"}
+    except MemoryError:
+        return {"status": "error", "reason": "not enough memory to decode this image"}
