@@ -16,7 +16,7 @@ def _default_home() -> Path:
 
 class JobSettings(BaseSettings):
     lease_seconds: float = 60.0
-    heartbeat_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5
     max_attempts: int = 3
     backoff_base_seconds: float = 2.0

@@ -302,3 +302,40 @@ def test_library_dataset_filters_by_tag(client, studio, tmp_path) -> None:  # ty
     assert 'id="f-label"' not in page.text  # a library has no classes to filter by
     grid = client.get("/projects/album", params={"tag": "city"}, headers={"HX-Request": "true"})
     assert grid.status_code == 200 and grid.text.count('data-testid="tile"') == 2
+
+
+def test_oversized_ids_in_urls_are_refused_not_a_server_error(client: TestClient, shapes: str) -> None:
+    big = "9" * 30  # past SQLite's 64-bit integers
+    for method, url in (
+        ("GET", f"/projects/{shapes}/samples/{big}"),
+        ("GET", f"/projects/{shapes}/imports/{big}"),
+        ("GET", f"/jobs/{big}"),
+        ("POST", f"/jobs/{big}/cancel"),
+        ("POST", f"/jobs/{big}/requeue"),
+    ):
+        r = client.request(method, url, headers=HX)
+        assert r.status_code == 422, (url, r.status_code, r.text[:200])
+
+
+def test_cross_site_form_posts_are_refused(client: TestClient, web_studio: Studio) -> None:
+    # Without an API token any web page could submit a form to 127.0.0.1 (CSRF); browsers
+    # say where such a request comes from, in Origin or Sec-Fetch-Site.
+    projects.create_project(web_studio, name="keep", task="classification")
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://testserver:8080"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
+        r = client.post("/projects/keep/delete", data={"confirm": "keep"}, headers=headers)
+        assert r.status_code == 403, headers
+        r = client.post("/projects", data={"name": "evil", "task": "library"}, headers=headers)
+        assert r.status_code == 403, headers
+    assert [p["name"] for p in projects.list_projects(web_studio)["items"]] == ["keep"]
+    # the page's own requests (same origin) and non-browser clients still work
+    ok = client.post(
+        "/projects", data={"name": "mine", "task": "library"}, headers={"Origin": "http://testserver", **HX}
+    )
+    assert ok.status_code == 200
+    assert client.post("/projects/mine/delete", data={"confirm": "mine"}, headers=HX).status_code == 200
+    assert client.get("/projects", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200

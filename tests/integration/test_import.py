@@ -54,6 +54,7 @@ def test_reference_mode_never_touches_originals(studio: Studio, class_folders: P
     report = run_import(studio, "ref", class_folders, mode="reference")["result"]["report"]
     assert report["imported"] == 15
     assert tree(studio.home / "media") == set()
+    assert list((studio.home / "tmp").iterdir()) == []
     listed = samples.list_samples(studio, project="ref", limit=100)["items"]
     detail = samples.get_sample(studio, listed[0]["id"])
     assert detail["storage"] == "reference" and Path(detail["path"]).is_absolute()

@@ -106,6 +106,13 @@ def _check_bomb(
         raise SourceError(
             f"zip declares {total} uncompressed bytes, more than the limit of {max_total_bytes}"
         )
+    # Many members just under _RATIO_MIN_BYTES escape the per-member test below; the zip as a
+    # whole must not expand past the ratio either.
+    packed = sum(m.compress_size for m in members)
+    if total >= _RATIO_MIN_BYTES and total > max_ratio * max(packed, 1):
+        raise SourceError(
+            f"zip expands {total / max(packed, 1):.0f}:1 in all (limit {max_ratio}:1): possible zip bomb"
+        )
     for m in members:
         if m.file_size >= _RATIO_MIN_BYTES and m.file_size > max_ratio * max(m.compress_size, 1):
             ratio = m.file_size / max(m.compress_size, 1)

@@ -26,6 +26,10 @@ EXTENSIONS = {
     "HEIF": "heic",
 }
 
+# Files are read whole into memory. Anything larger cannot decode within Pillow's pixel limit
+# (89 Mpx of 16-bit RGBA is ~0.7 GB), so it is refused before it is read.
+MAX_IMAGE_BYTES = 1 << 30
+
 # Per-process state of a pool worker, set once by ``init_worker``: the hashes the project
 # already holds. (The parent never touches it; ``probe_and_store`` takes it as an argument.)
 _KNOWN: frozenset[str] = frozenset()
@@ -59,6 +63,9 @@ def probe_and_store(path: Path, *, mode: str, store: BlobFiles, known: frozenset
     EXIF, perceptual hash, thumbnail and the stored copy.
     """
     try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            return {"status": "error", "reason": f"file too large ({size} bytes, limit {MAX_IMAGE_BYTES})"}
         data = path.read_bytes()
         sha = hashlib.sha256(data).hexdigest()
         if sha in known and _blobs_present(store, sha, mode):

@@ -298,10 +298,10 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
     writer.flush()
     ctx.progress(total, total, "grouping near-duplicates", force=True)
     groups = update_near_duplicates(studio, project_id=project_id)
-    if mode == "copy":
-        shutil.rmtree(work, ignore_errors=True)
-        if params.get("uploaded"):
-            source.unlink(missing_ok=True)
+    # originals are in media/ now (a zip is always imported in copy mode): the scratch goes
+    shutil.rmtree(work, ignore_errors=True)
+    if params.get("uploaded"):
+        source.unlink(missing_ok=True)
     return {
         "report": {
             "source": str(source) if not params.get("uploaded") else source.name,

@@ -117,3 +117,16 @@ def test_extract_zip_stops_when_data_exceeds_declared_size(tmp_path: Path) -> No
     with pytest.raises(SourceError):
         extract_zip(path, tmp_path / "out")
     assert not any(p.name == "big.txt" for p in (tmp_path / "out").rglob("*"))
+
+
+def test_extract_zip_bomb_of_many_small_members(tmp_path: Path) -> None:
+    # Each member stays under the 1 MB floor of the per-member ratio test, but together
+    # 40 of them expand ~1000:1; with thousands more a small upload would fill the disk.
+    bomb = tmp_path / "many-small.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(40):
+            archive.writestr(f"z{i}.bin", b"\x00" * (512 << 10))
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(SourceError, match="zip bomb"):
+        extract_zip(bomb, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -153,3 +153,54 @@ def test_coco_folder_needs_exactly_one_json(tmp_path: Path) -> None:
     write_coco(tmp_path / "b.json", {"images": []})
     with pytest.raises(SourceError, match="exactly one"):
         read_coco(tmp_path)
+
+
+def test_coco_size_from_the_image_follows_exif_orientation(tmp_path: Path) -> None:
+    # Stored 64x48 with orientation 6: displayed (and probed) as 48 wide, 64 high. Without
+    # width/height in the JSON the reader must normalise against the displayed size too.
+    from ingest_factories import pattern
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    pattern(64, 48).save(tmp_path / "images" / "r.jpg", exif=exif)
+    doc = {
+        "images": [{"id": 1, "file_name": "r.jpg"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [12, 16, 24, 32]}],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
+    parsed = read_coco(write_coco(tmp_path / "ann.json", doc))
+    assert parsed.errors == []
+    (box,) = parsed.items[0].annotations
+    assert box.geometry == pytest.approx({"x": 0.25, "y": 0.25, "w": 0.5, "h": 0.5})
+
+
+def test_coco_polygon_overflowing_to_infinity_is_refused(tmp_path: Path) -> None:
+    write_image(tmp_path / "a.png")
+    doc = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 1e-300, "height": 1e-300}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[1e10, 1e10, 2e10, 1e10, 1e10, 2e10]]}
+        ],
+        "categories": [{"id": 1, "name": "cat"}],
+    }
+    parsed = read_coco(write_coco(tmp_path / "ann.json", doc))
+    assert parsed.items[0].annotations == []
+    assert [e.reason for e in parsed.errors] == [
+        "malformed polygon: coordinates too large for the image size"
+    ]
+
+
+def test_coco_images_folder_symlinked_outside_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    write_image(outside / "secret.png")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "images").symlink_to(outside, target_is_directory=True)
+    doc = {"images": [{"id": 1, "file_name": "secret.png"}], "annotations": [], "categories": []}
+    parsed = read_coco(write_coco(src / "ann.json", doc))
+    assert parsed.items == []
+    assert ("images", "symlinked folder points outside the source folder") in {
+        (e.path, e.reason) for e in parsed.errors
+    }

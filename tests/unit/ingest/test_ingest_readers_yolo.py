@@ -178,3 +178,25 @@ def test_yolo_write_read_round_trip(boxes: list[tuple[int, float, float, float, 
         assert g["x"] + g["w"] / 2 == pytest.approx(cx, abs=1e-7)
         assert g["y"] + g["h"] / 2 == pytest.approx(cy, abs=1e-7)
         assert g["w"] == pytest.approx(w, abs=1e-7) and g["h"] == pytest.approx(h, abs=1e-7)
+
+
+def test_yolo_yaml_alias_bomb_in_names_is_refused(tmp_path: Path) -> None:
+    # "Billion laughs": each level lists the previous one nine times. safe_load shares the
+    # objects, but str() of a class name made of them would expand 9**6 leaves (and far more
+    # with a few extra levels); class names must be scalars.
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i, name in enumerate("bcdef"):
+        prev = "abcdef"[i]
+        levels.append(f"{name}: &{name} [" + ", ".join(f"*{prev}" for _ in range(9)) + "]")
+    write_text(tmp_path / "data.yaml", "\n".join(levels) + "\nnames: [*f]\ntask: *f\ntrain: images\n")
+    write_image(tmp_path / "images" / "a.jpg")
+    with pytest.raises(SourceError, match="class names must be text"):
+        read_yolo(tmp_path)
+
+
+def test_yolo_oversized_yaml_is_refused(tmp_path: Path) -> None:
+    from vistudio.ingest.readers.yolo import YAML_MAX_BYTES
+
+    write_text(tmp_path / "data.yaml", "names: [car]\n" + "#" * YAML_MAX_BYTES + "\n")
+    with pytest.raises(SourceError, match="larger than"):
+        read_yolo(tmp_path)

@@ -23,6 +23,8 @@ from vistudio.ingest.readers._registry import register_reader
 from vistudio.ingest.safepath import resolve_inside
 from vistudio.ingest.types import Annotation, IngestError, ParsedSource, SourceError, SourceItem
 
+_ORIENTATION = 0x0112
+
 
 @register_reader("coco")
 def read_coco(path: Path) -> ParsedSource:
@@ -50,7 +52,15 @@ def parse_coco(doc: Any, *, json_dir: Path) -> ParsedSource:
         raise SourceError("COCO 'annotations' and 'categories' must be lists")
 
     out = Collector("coco", json_dir)
-    image_roots = [out.root / "images", out.root] if (out.root / "images").is_dir() else [out.root]
+    image_roots = [out.root]
+    if (out.root / "images").is_dir():
+        # resolve_inside only keeps paths inside the root it is given: that root must itself
+        # lie inside the source, or a symlinked images/ would import files from anywhere.
+        real_images = (out.root / "images").resolve()
+        if real_images.is_relative_to(out.root):
+            image_roots.insert(0, real_images)
+        else:
+            out.error("images", "symlinked folder points outside the source folder")
 
     class_by_id: dict[Any, str] = {}
     for index, cat in enumerate(categories):
@@ -128,6 +138,8 @@ def _read_image_entry(
             # Only the header is read: Image.open does not decode pixels.
             with Image.open(path) as im:
                 width, height = im.size
+                if _orientation(im) in (5, 6, 7, 8):
+                    width, height = height, width
         except Exception as exc:
             out.error(file_name, f"cannot read image size: {short(str(exc))}")
             rejected_ids.add(image_id)
@@ -137,6 +149,21 @@ def _read_image_entry(
         rejected_ids.add(image_id)
         return
     by_id[image_id] = (item, float(width), float(height))
+
+
+def _orientation(im: Image.Image) -> int | None:
+    """EXIF orientation, read as the probe reads it; None when absent or unreadable.
+
+    Coordinates are relative to the image as displayed (see ``ingest.types``), as is the
+    probed size: a 90-degree orientation swaps the sides.
+    """
+    if im.format == "PNG" and "exif" not in im.info:
+        return None  # PNG's getexif() would decode every pixel to look past the image data
+    try:
+        value = im.getexif().get(_ORIENTATION)
+    except Exception:  # malformed EXIF: the probe ignores it too
+        return None
+    return value if isinstance(value, int) else None
 
 
 def _locate(image_roots: list[Path], file_name: str) -> Path:
@@ -199,7 +226,11 @@ def _convert(ann: dict[str, Any], class_name: str, width: float, height: float) 
                 raise IngestError("malformed polygon: need an even number (>= 6) of coordinates")
             if not all(_number(v) for v in ring):
                 raise IngestError("malformed polygon: coordinates must be numbers")
-            rings.append([[ring[i] / width, ring[i + 1] / height] for i in range(0, len(ring), 2)])
+            points = [[ring[i] / width, ring[i + 1] / height] for i in range(0, len(ring), 2)]
+            if not all(math.isfinite(v) for point in points for v in point):
+                # a tiny declared width can push huge coordinates to infinity, which JSON cannot carry
+                raise IngestError("malformed polygon: coordinates too large for the image size")
+            rings.append(points)
         result.append(
             Annotation(kind="polygon", class_name=class_name, geometry={"polygons": rings, **extra})
         )

@@ -37,6 +37,8 @@ from vistudio.ingest.types import Annotation, IngestError, ItemError, ParsedSour
 YAML_NAMES = ("data.yaml", "dataset.yaml", "data.yml", "dataset.yml")
 # Exporters round to a few decimals and sometimes overshoot the border slightly.
 COORD_EPSILON = 0.01
+# A data.yaml is a few lines; anything this big is not one (and PyYAML would take ages on it).
+YAML_MAX_BYTES = 4 * 2**20
 _SPLITS = ("train", "val", "test")
 
 
@@ -115,7 +117,8 @@ def read_yolo(path: Path) -> ParsedSource:
     if yaml_path is not None:
         cfg = _load_yaml(yaml_path)
         names = _names(cfg.get("names"))
-        obb = str(cfg.get("task", "")).strip().lower() == "obb"
+        task = cfg.get("task")
+        obb = isinstance(task, str) and task.strip().lower() == "obb"
         if isinstance(cfg.get("path"), str):
             try:
                 candidate = resolve_inside(real_root, cfg["path"])
@@ -170,6 +173,10 @@ def read_yolo(path: Path) -> ParsedSource:
 
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
+        if path.stat().st_size > YAML_MAX_BYTES:
+            raise SourceError(
+                f"{path.name} is larger than {YAML_MAX_BYTES // 2**20} MB: not a YOLO data.yaml"
+            )
         cfg = yaml.safe_load(path.read_bytes().decode("utf-8-sig"))
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise SourceError(f"malformed YAML in {path.name}: {short(str(exc), 300)}") from exc
@@ -180,16 +187,28 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return cfg
 
 
+def _class_name(value: Any) -> str:
+    # Only scalars: str() of a list or mapping built from YAML aliases (a "billion laughs"
+    # document) expands every alias and exhausts memory.
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise SourceError(f"YOLO class names must be text, got a {type(value).__name__}")
+
+
 def _names(value: Any) -> dict[int, str]:
     if isinstance(value, list) and value:
-        return {i: str(v) for i, v in enumerate(value)}
+        return {i: _class_name(v) for i, v in enumerate(value)}
     if isinstance(value, dict) and value:
         names: dict[int, str] = {}
         for key, name in value.items():
+            if not isinstance(key, (int, str)):
+                raise SourceError(f"YOLO class id in 'names' is not an integer: a {type(key).__name__}")
             try:
-                names[int(key)] = str(name)
+                names[int(key)] = _class_name(name)
             except (TypeError, ValueError):
-                raise SourceError(f"YOLO class id {key!r} in 'names' is not an integer") from None
+                raise SourceError(
+                    f"YOLO class id {short(str(key), 40)!r} in 'names' is not an integer"
+                ) from None
         return names
     raise SourceError("YOLO YAML needs 'names' as a list or an {id: name} mapping")
 

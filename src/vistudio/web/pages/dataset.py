@@ -6,7 +6,7 @@ from datetime import date, datetime, time
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from vistudio.api.deps import StudioDep
@@ -14,9 +14,9 @@ from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.ingest.readers import known_formats
 from vistudio.services import ingest, projects, samples, splits
 from vistudio.studio import Studio
-from vistudio.web.pages._common import error_fragment, error_page, is_htmx, render
+from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htmx, render, same_origin
 
-router = APIRouter(tags=["web"], include_in_schema=False)
+router = APIRouter(tags=["web"], include_in_schema=False, dependencies=[Depends(same_origin)])
 PAGE_SIZE = 60
 SORTS = {"name": "Name", "taken_at": "Date taken", "imported_at": "Date imported", "bytes": "File size"}
 Text = Annotated[str, Query(max_length=200)]
@@ -233,7 +233,7 @@ def _annotation_shapes(annotations: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 @router.get("/projects/{name}/samples/{sample_id}", response_class=HTMLResponse)
-def sample_detail(request: Request, studio: StudioDep, name: str, sample_id: int) -> Response:
+def sample_detail(request: Request, studio: StudioDep, name: str, sample_id: RowId) -> Response:
     try:
         project = projects.get_project(studio, name)
         sample = samples.get_sample(studio, sample_id)
@@ -249,7 +249,7 @@ def sample_detail(request: Request, studio: StudioDep, name: str, sample_id: int
 
 
 @router.get("/projects/{name}/imports/{job_id}", response_class=HTMLResponse)
-def import_report(request: Request, studio: StudioDep, name: str, job_id: int) -> Response:
+def import_report(request: Request, studio: StudioDep, name: str, job_id: RowId) -> Response:
     try:
         project = projects.get_project(studio, name)
         data = ingest.import_report(studio, job_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from vistudio.api.deps import StudioDep
@@ -12,9 +12,9 @@ from vistudio.errors import VistudioError
 from vistudio.jobs.queue import job_dict
 from vistudio.services import projects
 from vistudio.studio import Studio
-from vistudio.web.pages._common import ACTIVE_STATUSES, error_fragment, render
+from vistudio.web.pages._common import ACTIVE_STATUSES, RowId, error_fragment, render, same_origin
 
-router = APIRouter(tags=["web"], include_in_schema=False)
+router = APIRouter(tags=["web"], include_in_schema=False, dependencies=[Depends(same_origin)])
 TABS = {"all": None, "active": "queued,running", "failed": "failed", "dead": "dead"}
 PAGE = 100
 Tab = Annotated[str, Query(max_length=20)]
@@ -54,7 +54,7 @@ def jobs_table(request: Request, studio: StudioDep, tab: Tab = "all") -> Respons
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_detail(request: Request, studio: StudioDep, job_id: int) -> Response:
+def job_detail(request: Request, studio: StudioDep, job_id: RowId) -> Response:
     try:
         job = job_dict(studio.queue.get(job_id))
     except VistudioError as exc:
@@ -75,10 +75,10 @@ def _act(request: Request, studio: Studio, job_id: int, tab: str, action: str) -
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)
-def cancel(request: Request, studio: StudioDep, job_id: int, tab: Tab = "all") -> Response:
+def cancel(request: Request, studio: StudioDep, job_id: RowId, tab: Tab = "all") -> Response:
     return _act(request, studio, job_id, tab, "cancel")
 
 
 @router.post("/jobs/{job_id}/requeue", response_class=HTMLResponse)
-def requeue(request: Request, studio: StudioDep, job_id: int, tab: Tab = "all") -> Response:
+def requeue(request: Request, studio: StudioDep, job_id: RowId, tab: Tab = "all") -> Response:
     return _act(request, studio, job_id, tab, "requeue")
