@@ -36,13 +36,15 @@ run: $(STAMP)
 test: $(DEVSTAMP) /usr/bin/chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2 --timeout 600
+	VISTUDIO_TEST_POSTGRES_URL="$${VISTUDIO_TEST_POSTGRES_URL:-$$(bash scripts/pg-test-server.sh)}" \
+		$(BIN)/pytest -n 2 --timeout 600
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/browse.py
 	$(BIN)/python benchmarks/ingest.py
 
 clean:

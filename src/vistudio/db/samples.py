@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vistudio.db.base import Base, utcnow
@@ -24,9 +24,9 @@ class Sample(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     sha256: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(Text)
     storage: Mapped[str] = mapped_column(String(16))
-    path: Mapped[str] = mapped_column(String(4096))
+    path: Mapped[str] = mapped_column(Text)
     width: Mapped[int]
     height: Mapped[int]
     format: Mapped[str] = mapped_column(String(16))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 17:28:40.504933
+Create Date: 2026-11-23 18:18:00.709610
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def upgrade() -> None:
         "classes",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
         sa.Column("ordinal", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["project_id"], ["projects.id"], name=op.f("fk_classes_project_id_projects"), ondelete="CASCADE"
@@ -90,9 +90,9 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("project_id", sa.Integer(), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
-        sa.Column("name", sa.String(length=1024), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
         sa.Column("storage", sa.String(length=16), nullable=False),
-        sa.Column("path", sa.String(length=4096), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
         sa.Column("width", sa.Integer(), nullable=False),
         sa.Column("height", sa.Integer(), nullable=False),
         sa.Column("format", sa.String(length=16), nullable=False),

@@ -1,0 +1,43 @@
+"""The benchmarks keep working: each runs at a toy size and prints its JSON document.
+(Speed is measured by running them for real, never asserted here.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_ingest_benchmark_runs(tmp_path: Path) -> None:
+    result = _run(
+        "benchmarks/ingest.py",
+        "--images",
+        "8",
+        "--megapixels",
+        "0.1",
+        "--workers",
+        "1",
+        "--cache",
+        str(tmp_path),
+    )
+    assert result["samples_in_db"] == 8 and result["failed"] == 0
+    assert result["baseline_ips"] > 0 and result["vistudio_ips"] > 0 and result["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_browse_benchmark_runs() -> None:
+    result = _run("benchmarks/browse.py", "--samples", "300", "--repeat", "2")
+    assert result["samples"] == 300 and len(result["queries"]) == 5
+    assert all(q["vistudio"]["p50_ms"] > 0 and q["ratio_p50"] > 0 for q in result["queries"].values())
