@@ -99,6 +99,9 @@ def test_exact_and_near_duplicates(studio: Studio, tmp_path: Path) -> None:
     names = {s["name"] for s in dups["items"]}
     assert {"a-small.jpg"} <= names and names & {"a.png", "a-copy.png"}
     assert not any(n.startswith("other") for n in names)
+    grouped = samples.list_samples(studio, project="lib", duplicates_only=True, sort="dup_group")["items"]
+    groups = [s["dup_group"] for s in grouped]
+    assert groups == sorted(groups)  # members of a group are listed together
 
 
 def test_bad_images_are_reported_and_the_rest_proceeds(studio: Studio, tmp_path: Path) -> None:

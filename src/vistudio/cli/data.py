@@ -86,7 +86,7 @@ def list_samples(
     dup_group: Annotated[int | None, typer.Option(help="one near-duplicate group")] = None,
     duplicates: Annotated[bool, typer.Option("--duplicates", help="only near-duplicate groups")] = False,
     name: Annotated[str | None, typer.Option("--name", help="file name contains")] = None,
-    sort: Annotated[str, typer.Option(help="name, taken_at, imported_at, bytes")] = "name",
+    sort: Annotated[str, typer.Option(help="name, taken_at, imported_at, bytes, dup_group")] = "name",
     desc: Annotated[bool, typer.Option("--desc")] = False,
     offset: int = 0,
     limit: int = 50,

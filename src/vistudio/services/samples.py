@@ -18,6 +18,7 @@ SORTS = {
     "taken_at": Sample.taken_at,
     "imported_at": Sample.imported_at,
     "bytes": Sample.bytes,
+    "dup_group": Sample.dup_group,  # near-duplicates side by side
     "id": Sample.id,
 }
 MAX_LIMIT = 500

@@ -18,7 +18,13 @@ from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htm
 
 router = APIRouter(tags=["web"], include_in_schema=False, dependencies=[Depends(same_origin)])
 PAGE_SIZE = 60
-SORTS = {"name": "Name", "taken_at": "Date taken", "imported_at": "Date imported", "bytes": "File size"}
+SORTS = {
+    "name": "Name",
+    "taken_at": "Date taken",
+    "imported_at": "Date imported",
+    "bytes": "File size",
+    "dup_group": "Duplicate group",
+}
 Text = Annotated[str, Query(max_length=200)]
 FILTER_KEYS = ("label", "tag", "subset", "annotated", "taken_from", "taken_to", "duplicates", "q", "sort", "order")
 
