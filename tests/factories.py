@@ -61,3 +61,26 @@ def run_import(
 def tree(root: Path) -> set[str]:
     """Every file under root, as relative posix paths."""
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def claim_all_concurrently(studio: Studio, jobs: int, *, threads: int = 4) -> tuple[list[int], list[int]]:
+    """Queue ``jobs`` jobs and let ``threads`` workers claim until none is left.
+    Returns (queued ids, claimed ids) so a test can check every job was claimed exactly once."""
+    import threading
+
+    queue = studio.queue
+    ids = [queue.enqueue("noop", {}).id for _ in range(jobs)]
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def grab(name: str) -> None:
+        while (job := queue.claim(name)) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    workers = [threading.Thread(target=grab, args=(f"w{i}",)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return ids, claimed

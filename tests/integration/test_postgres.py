@@ -5,7 +5,6 @@ skipped otherwise."""
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from factories import draw_image, make_class_folders, run_import
+from factories import claim_all_concurrently, draw_image, make_class_folders, run_import
 from vistudio.config import ImportSettings, JobSettings, Settings
 from vistudio.services import projects, samples, splits
 from vistudio.services.doctor import run_doctor
@@ -73,21 +72,7 @@ def test_import_browse_split_and_doctor(pg_studio: Studio, tmp_path: Path) -> No
 
 
 def test_claim_skips_locked_rows(pg_studio: Studio) -> None:
-    q = pg_studio.queue
-    ids = {q.enqueue("noop", {}).id for _ in range(30)}
-    claimed: list[int] = []
-    lock = threading.Lock()
-
-    def grab(name: str) -> None:
-        while (job := q.claim(name)) is not None:
-            with lock:
-                claimed.append(job.id)
-
-    threads = [threading.Thread(target=grab, args=(f"w{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    ids, claimed = claim_all_concurrently(pg_studio, 30)
     assert sorted(claimed) == sorted(ids)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from factories import claim_all_concurrently
 from vistudio.db import Job, utcnow
 from vistudio.errors import Conflict, NotFound
 from vistudio.jobs.queue import JobQueue
@@ -21,21 +22,7 @@ def _expire_backoff(studio: Studio, job_id: int) -> None:
 
 
 def test_claim_is_atomic_across_threads(studio: Studio) -> None:
-    q = studio.queue
-    ids = {q.enqueue("noop", {}).id for _ in range(20)}
-    claimed: list[int] = []
-    lock = threading.Lock()
-
-    def grab(name: str) -> None:
-        while (job := q.claim(name)) is not None:
-            with lock:
-                claimed.append(job.id)
-
-    threads = [threading.Thread(target=grab, args=(f"w{i}",)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    ids, claimed = claim_all_concurrently(studio, 20)
     assert sorted(claimed) == sorted(ids)  # every job exactly once
 
 
@@ -121,7 +108,7 @@ def test_worker_runs_handler_with_progress_and_cooperative_cancel(studio: Studio
             time.sleep(0.01)
         return {"finished": True}
 
-    monkeypatch.setitem(registry._HANDLERS, "slow-test", slow)
+    monkeypatch.setitem(registry.HANDLERS.entries, "slow-test", slow)
     job = studio.queue.enqueue("slow-test", {})
     worker = Worker(studio, kinds=["slow-test"])
     t = threading.Thread(target=worker.run_one)
@@ -151,8 +138,8 @@ def test_worker_classifies_errors(studio: Studio, monkeypatch: pytest.MonkeyPatc
     def bad(ctx: JobContext) -> dict[str, Any]:
         raise InvalidInput("no such column 'label'")
 
-    monkeypatch.setitem(registry._HANDLERS, "flaky-test", flaky)
-    monkeypatch.setitem(registry._HANDLERS, "bad-test", bad)
+    monkeypatch.setitem(registry.HANDLERS.entries, "flaky-test", flaky)
+    monkeypatch.setitem(registry.HANDLERS.entries, "bad-test", bad)
     w = Worker(studio, kinds=["flaky-test", "bad-test"])
     job = studio.queue.enqueue("flaky-test", {}, max_attempts=3)
     for _ in range(3):

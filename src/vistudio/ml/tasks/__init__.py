@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vistudio.registry import Registry
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -17,25 +19,20 @@ class TaskSpec:
     trainable: bool = True
 
 
-_TASKS: dict[str, TaskSpec] = {}
+TASKS: Registry[TaskSpec] = Registry("task")
 
 
 def register_task(spec: TaskSpec) -> TaskSpec:
-    if spec.name in _TASKS:
-        raise ValueError(f"task {spec.name!r} is already registered")
-    _TASKS[spec.name] = spec
-    return spec
+    return TASKS.add(spec.name, spec)
 
 
 def get_task(name: str) -> TaskSpec:
-    try:
-        return _TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}") from None
+    return TASKS.get(name)
 
 
 def task_names() -> list[str]:
-    return list(_TASKS)
+    """Task names in the order they were registered (the order users see them in)."""
+    return list(TASKS.entries)
 
 
 for _spec in (
