@@ -17,6 +17,7 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(
         home=tmp_path / "ws",
         import_roots=[tmp_path],
+        allowed_hosts=["localhost", "127.0.0.1", "testserver"],  # TestClient's host
         imports=ImportSettings(workers=1, batch_size=8),
         jobs=JobSettings(
             lease_seconds=30, heartbeat_seconds=0.2, poll_seconds=0.05, backoff_base_seconds=0.01

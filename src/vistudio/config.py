@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     api_token: str | None = None
     # Server-side folders the API may import from (paths in request bodies must lie inside one).
     import_roots: list[Path] = Field(default_factory=lambda: [Path.home()])
+    # Host names the server answers to when it has no API token (DNS-rebinding defence).
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
     embedded_workers: int = 1
     jobs: JobSettings = Field(default_factory=JobSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)

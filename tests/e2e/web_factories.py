@@ -22,6 +22,7 @@ def web_settings(root: Path, **extra: Any) -> Settings:
     return Settings(
         home=root / "ws",
         import_roots=[root],
+        allowed_hosts=["localhost", "127.0.0.1", "testserver"],  # TestClient's host
         imports=ImportSettings(workers=1),
         jobs=JobSettings(poll_seconds=0.05, heartbeat_seconds=0.5),
         **extra,

@@ -172,3 +172,21 @@ def test_api_explorer_is_served_without_a_cdn(client: TestClient) -> None:
     assert "/static/vendor/swagger-ui/swagger-ui-bundle.js" in html and "cdn" not in html.lower()
     assert client.get("/static/vendor/swagger-ui/swagger-ui-bundle.js").status_code == 200
     assert client.get("/openapi.json").json()["info"]["title"] == "vistudio"
+
+
+def test_cross_site_requests_and_foreign_hosts_are_refused(client: TestClient, tmp_path: Path) -> None:
+    evil = {"Origin": "https://evil.example"}
+    _error(client.post("/api/v1/projects", json={"name": "x", "task": "library"}, headers=evil), 403, "forbidden")
+    r = client.post(
+        "/api/v1/imports/upload",
+        files={"file": ("x.zip", b"PK\x05\x06" + b"\0" * 18, "application/zip")},
+        data={"project": "x"},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    _error(r, 403, "forbidden")
+    same = {"Origin": "http://testserver"}
+    assert client.post("/api/v1/projects", json={"name": "ok", "task": "library"}, headers=same).status_code == 201
+    assert client.get("/api/v1/projects", headers=evil).status_code == 200  # reads are not state changes
+    # DNS rebinding: a foreign name pointing at 127.0.0.1 gets nothing without a token
+    _error(client.get("/api/v1/projects", headers={"Host": "rebound.evil.example"}), 403, "forbidden")
+    assert client.get("/health", headers={"Host": "127.0.0.1:8000"}).status_code == 200

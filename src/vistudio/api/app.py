@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from vistudio import __version__
 from vistudio.api import errors
 from vistudio.api.errors import error_body
 from vistudio.api.routes import health, imports, jobs, projects, samples, splits
+from vistudio.api.security import host_allowed, is_cross_site, token_matches
 from vistudio.jobs.worker import EmbeddedWorkers
 from vistudio.studio import Studio
 
@@ -57,27 +57,22 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
 
     mount(app)
 
-    token = studio.settings.api_token
+    settings = studio.settings
 
     @app.middleware("http")
-    async def auth(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if token and not request.url.path.startswith(OPEN_PATHS):
-            header = request.headers.get("authorization", "")
-            given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-            given = given or request.cookies.get("vistudio_token", "")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                if request.url.path.startswith("/api/") or request.url.path in (
-                    "/metrics",
-                    "/docs",
-                    "/openapi.json",
-                ):
-                    return JSONResponse(
-                        error_body("unauthorized", "missing or wrong API token (Authorization: Bearer …)"),
-                        status_code=401,
-                    )
-                from fastapi.responses import RedirectResponse
-
-                return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        if not settings.api_token and not host_allowed(request, settings.allowed_hosts):
+            return JSONResponse(error_body("forbidden", "unknown Host header"), status_code=403)
+        if is_cross_site(request):
+            return JSONResponse(error_body("forbidden", "cross-site request refused"), status_code=403)
+        if settings.api_token and not path.startswith(OPEN_PATHS) and not token_matches(request, settings.api_token):
+            if path.startswith("/api/") or path in ("/metrics", "/docs", "/openapi.json"):
+                return JSONResponse(
+                    error_body("unauthorized", "missing or wrong API token (Authorization: Bearer …)"),
+                    status_code=401,
+                )
+            return RedirectResponse(f"/login?next={path}", status_code=303)
         return await call_next(request)
 
     return app

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from vistudio.api.deps import StudioDep
-from vistudio.web.pages._common import render, same_origin
+from vistudio.web.pages._common import render
 
-router = APIRouter(tags=["web"], include_in_schema=False, dependencies=[Depends(same_origin)])
+router = APIRouter(tags=["web"], include_in_schema=False)
 COOKIE = "vistudio_token"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from vistudio.api.deps import StudioDep
@@ -12,9 +12,9 @@ from vistudio.errors import InvalidInput, VistudioError
 from vistudio.ml.tasks import get_task, task_names
 from vistudio.services import projects
 from vistudio.studio import Studio
-from vistudio.web.pages._common import error_fragment, render, same_origin
+from vistudio.web.pages._common import error_fragment, render
 
-router = APIRouter(tags=["web"], include_in_schema=False, dependencies=[Depends(same_origin)])
+router = APIRouter(tags=["web"], include_in_schema=False)
 MAX_LISTED = 500
 
 
