@@ -6,29 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vistudio.ingest.types import ParsedSource
+from vistudio.registry import Registry
 
 Reader = Callable[[Path], ParsedSource]
-
-_READERS: dict[str, Reader] = {}
-
-
-def register_reader(name: str) -> Callable[[Reader], Reader]:
-    """Decorator registering a reader under ``name``; a second reader with that name is refused."""
-
-    def decorate(fn: Reader) -> Reader:
-        if name in _READERS:
-            raise ValueError(f"reader {name!r} is already registered")
-        _READERS[name] = fn
-        return fn
-
-    return decorate
+READERS: Registry[Reader] = Registry("reader")
+register_reader = READERS.register
 
 
 def get_reader(name: str) -> Reader | None:
     """The reader registered as ``name``, or None."""
-    return _READERS.get(name)
+    return READERS.entries.get(name)
 
 
 def known_formats() -> list[str]:
     """Registered format names, sorted."""
-    return sorted(_READERS)
+    return READERS.names()

@@ -6,7 +6,7 @@ from datetime import date, datetime, time
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from vistudio.api.deps import StudioDep
@@ -91,18 +91,19 @@ def _grid_context(
     }
 
 
-def _params(
-    label: str,
-    tag: str,
-    subset: str,
-    annotated: str,
-    taken_from: str,
-    taken_to: str,
-    duplicates: str,
-    q: str,
-    sort: str,
-    order: str,
+def grid_params(
+    label: Text = "",
+    tag: Text = "",
+    subset: Text = "",
+    annotated: Text = "",
+    taken_from: Text = "",
+    taken_to: Text = "",
+    duplicates: Text = "",
+    q: Text = "",
+    sort: Text = "",
+    order: Text = "",
 ) -> dict[str, str]:
+    """The grid's query string, as the filter form sends it (validated by ``_filters``)."""
     return {
         "label": label,
         "tag": tag,
@@ -117,23 +118,16 @@ def _params(
     }
 
 
+GridParams = Annotated[dict[str, str], Depends(grid_params)]
+
+
 @router.get("/projects/{name}", response_class=HTMLResponse)
 def dataset_page(
     request: Request,
     studio: StudioDep,
     name: str,
-    label: Text = "",
-    tag: Text = "",
-    subset: Text = "",
-    annotated: Text = "",
-    taken_from: Text = "",
-    taken_to: Text = "",
-    duplicates: Text = "",
-    q: Text = "",
-    sort: Text = "",
-    order: Text = "",
+    params: GridParams,
 ) -> Response:
-    params = _params(label, tag, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
     try:
         project = projects.get_project(studio, name)
     except VistudioError as exc:
@@ -184,20 +178,10 @@ def grid_page(
     request: Request,
     studio: StudioDep,
     name: str,
-    label: Text = "",
-    tag: Text = "",
-    subset: Text = "",
-    annotated: Text = "",
-    taken_from: Text = "",
-    taken_to: Text = "",
-    duplicates: Text = "",
-    q: Text = "",
-    sort: Text = "",
-    order: Text = "",
+    params: GridParams,
     offset: Annotated[str, Query(max_length=12)] = "0",
 ) -> Response:
     """One page of tiles (the next 60), for the grid's infinite scroll."""
-    params = _params(label, tag, subset, annotated, taken_from, taken_to, duplicates, q, sort, order)
     try:
         if not (offset.isascii() and offset.isdigit() and len(offset) < 19):
             raise InvalidInput("offset must be a whole number")
