@@ -190,3 +190,21 @@ def test_cross_site_requests_and_foreign_hosts_are_refused(client: TestClient, t
     # DNS rebinding: a foreign name pointing at 127.0.0.1 gets nothing without a token
     _error(client.get("/api/v1/projects", headers={"Host": "rebound.evil.example"}), 403, "forbidden")
     assert client.get("/health", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+
+
+def test_runs_api(client: TestClient, studio: Studio, tmp_path: Path) -> None:
+    src = make_class_folders(tmp_path / "in", {"a": 3})
+    body = {"pipeline": {"name": "api-pipe", "stages": [{"name": "load"}]}, "input": str(src), "mode": "production"}
+    r = client.post("/api/v1/runs", json=body)
+    assert r.status_code == 202, r.text
+    job = _run(studio, r.json()["job"]["id"])
+    run_id = job["result"]["run"]["id"]
+    assert client.get("/api/v1/runs").json()["total"] == 1
+    assert client.get(f"/api/v1/runs/{run_id}").json()["run"]["items"] == 3
+    assert client.get("/api/v1/runs/usage").json()["per_mode"]["production"] > 0
+    assert client.get("/api/v1/runs/compare", params={"a": run_id, "b": run_id}).json()["regressions"] == []
+    _error(client.post("/api/v1/runs", json={**body, "input": "/etc"}), 422)
+    _error(client.post("/api/v1/runs", json={**body, "pipeline": "stages: 3"}), 422)
+    _error(client.get("/api/v1/runs/nope"), 404)
+    assert client.post("/api/v1/runs/clean", json={"runs": [run_id]}).json()["runs"] == [run_id]
+    _error(client.post("/api/v1/runs/clean", json={}), 422)

@@ -136,3 +136,35 @@ def test_serve_refuses_a_public_address_without_a_token(
     monkeypatch.delenv("VISTUDIO_API_TOKEN", raising=False)
     code, out = cli(capsys, tmp_path / "ws", "serve", "--host", "0.0.0.0")
     assert code == 1 and "VISTUDIO_API_TOKEN" in out["error"]["message"]
+
+
+def test_run_and_runs_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    src = tmp_path / "in"
+    for i in range(3):
+        draw_image(src / f"p{i}.png", seed=i)
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("name: tiny\nstages:\n  - name: load\n  - name: grayscale\n")
+    code, out = cli(capsys, ws, "run", str(pipeline), "--input", str(src), "--mode", "production", "--tag", "v1.1")
+    assert code == 0, out
+    assert {"id", "status", "items", "failed", "audit_path", "report_path", "outputs_dir"} <= set(out["run"])
+    first = out["run"]["id"]
+    assert out["run"]["items"] == 3 and (ws / out["run"]["report_path"]).is_file()
+    code, out = cli(capsys, ws, "run", str(pipeline), "--input", str(src), "--dry-run")
+    assert code == 0 and out["run"]["dry_run"] is True
+    code, out = cli(capsys, ws, "run", str(pipeline), "--input", str(src))
+    second = out["run"]["id"]
+    code, out = cli(capsys, ws, "runs", "list", "--pipeline", "tiny")
+    assert out["total"] == 2
+    code, out = cli(capsys, ws, "runs", "list", "--slower-than", "100000000")
+    assert out["total"] == 0
+    code, out = cli(capsys, ws, "runs", "show", first)
+    assert [s["stage"] for s in out["run"]["stages"]] == ["load", "grayscale"]
+    code, out = cli(capsys, ws, "runs", "compare", first, second)
+    assert out["regressions"] == [] or all("slower" in r for r in out["regressions"])
+    code, out = cli(capsys, ws, "runs", "clean", "--older-than", "0", "--dry-run")
+    assert out["runs"] == [second]  # tagged runs are kept
+    code, out = cli(capsys, ws, "runs", "clean", second)
+    assert out["runs"] == [second] and not (ws / "runs" / second).exists()
+    code, out = cli(capsys, ws, "run", str(tmp_path / "missing.yaml"), "--input", str(src))
+    assert code == 1 and out["error"]["code"] == "invalid_input"

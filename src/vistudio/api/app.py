@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from vistudio import __version__
 from vistudio.api import errors
 from vistudio.api.errors import error_body
-from vistudio.api.routes import health, imports, jobs, projects, samples, splits
+from vistudio.api.routes import health, imports, jobs, projects, runs, samples, splits
 from vistudio.api.security import host_allowed, is_cross_site, token_matches
 from vistudio.jobs.worker import EmbeddedWorkers
 from vistudio.studio import Studio
@@ -49,7 +49,7 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
 
     app.state.studio = studio
     errors.install(app)
-    for module in (projects, imports, samples, splits, jobs):
+    for module in (projects, imports, samples, splits, jobs, runs):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vistudio.cli import data, jobs, projects, serve, splits
+from vistudio.cli import data, jobs, projects, runs, serve, splits
 
 try:  # recent Typer releases vendor Click
     from typer._click import exceptions as click_exc
@@ -46,7 +46,9 @@ def root(
 app.add_typer(projects.app, name="project")
 app.add_typer(splits.app, name="split")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(runs.app, name="runs")
 data.register(app)
+runs.register(app)
 jobs.register(app)
 serve.register(app)
 

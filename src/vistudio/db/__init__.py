@@ -4,6 +4,7 @@ from vistudio.db.artifacts import Artifact
 from vistudio.db.base import Base, utcnow
 from vistudio.db.jobs import Job, JobEvent
 from vistudio.db.projects import LabelClass, Project
+from vistudio.db.runs import Run, RunOutput, RunStage
 from vistudio.db.samples import Annotation, Sample, SampleTag
 from vistudio.db.splits import Split, SplitMember
 
@@ -15,6 +16,9 @@ __all__ = [
     "JobEvent",
     "LabelClass",
     "Project",
+    "Run",
+    "RunOutput",
+    "RunStage",
     "Sample",
     "SampleTag",
     "Split",

@@ -27,4 +27,5 @@ def handler_kinds() -> list[str]:
 
 def load_handlers() -> None:
     """Import the service modules that define handlers (idempotent)."""
-    import vistudio.services.ingest  # noqa: F401
+    import vistudio.services.ingest
+    import vistudio.services.runs  # noqa: F401

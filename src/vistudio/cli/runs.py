@@ -1,0 +1,202 @@
+"""``vistudio run`` and ``vistudio runs …``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from vistudio.cli.output import console, emit, state, wait_for_job
+from vistudio.errors import JobFailed
+from vistudio.services import runs
+
+app = typer.Typer(help="Pipeline run history: list, show, compare, clean.", no_args_is_help=True)
+
+
+def _summary(run: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "id",
+        "status",
+        "items",
+        "failed",
+        "mistakes",
+        "audit_path",
+        "report_path",
+        "outputs_dir",
+        "duration_ms",
+        "mode",
+        "tag",
+    )
+    return {k: run.get(k) for k in keys}
+
+
+def run(
+    ctx: typer.Context,
+    pipeline: Annotated[Path, typer.Argument(help="the pipeline YAML")],
+    input_dir: Annotated[Path | None, typer.Option("--input", help="a folder of images")] = None,
+    files: Annotated[list[Path] | None, typer.Option("--file", help="an image (repeatable)")] = None,
+    project: Annotated[str | None, typer.Option(help="a project's images")] = None,
+    split: Annotated[str | None, typer.Option(help="with --project: a split (default: newest)")] = None,
+    subset: Annotated[str | None, typer.Option(help="with --project: train, val or test")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="sample | validation | production (default: the YAML's)")
+    ] = None,
+    tag: Annotated[str | None, typer.Option(help="a version tag, e.g. v1.1")] = None,
+    ground_truth: Annotated[Path | None, typer.Option("--ground-truth", help="CSV of path,label")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="run the stages, save nothing")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait")] = False,
+) -> None:
+    """Run a pipeline over a folder, files or a project subset."""
+    studio = state(ctx).studio()
+    job = runs.start_run(
+        studio,
+        pipeline=pipeline,
+        input_dir=input_dir,
+        files=files or None,
+        project=project,
+        split=split,
+        subset=subset,
+        mode=mode,
+        tag=tag,
+        ground_truth=ground_truth,
+        dry_run=dry_run,
+    )
+    if no_wait:
+        emit(ctx, {"job": job}, lambda d: console.print(f"queued run job {d['job']['id']}"))
+        return
+    final = wait_for_job(ctx, job["id"])
+    if final["status"] != "succeeded":
+        err = final.get("error") or {"message": final["status"]}
+        raise JobFailed(f"run {final['status']}: {err.get('message')}", details={"job": final["id"]})
+    result = final["result"]["run"]
+    out = {"run": _summary(result) if not dry_run else {k: v for k, v in result.items() if k != "audit"}}
+
+    def render(d: dict[str, Any]) -> None:
+        r = d["run"]
+        console.print(
+            f"run [bold]{r['id']}[/]: {r['items']} items, [red]{r['failed']}[/] failed"
+            + (f", {r['mistakes']} mistakes" if r.get("mistakes") else "")
+        )
+        if r.get("report_path"):
+            console.print(f"report: {studio.home / r['report_path']}")
+
+    emit(ctx, out, render)
+
+
+def _table(items: list[dict[str, Any]]) -> None:
+    t = Table("id", "pipeline", "version", "tag", "mode", "status", "items", "failed", "ms", "started")
+    for r in items:
+        t.add_row(
+            r["id"],
+            r["pipeline"],
+            r["version_hash"],
+            r["tag"] or "",
+            r["mode"],
+            r["status"],
+            str(r["items"]),
+            str(r["failed"]),
+            f"{r['duration_ms'] or 0:.0f}",
+            r["started_at"][:19],
+        )
+    console.print(t)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    pipeline: Annotated[str | None, typer.Option()] = None,
+    since: Annotated[datetime | None, typer.Option(help="started on or after")] = None,
+    until: Annotated[datetime | None, typer.Option(help="started on or before")] = None,
+    status: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[str | None, typer.Option()] = None,
+    slower_than: Annotated[float | None, typer.Option("--slower-than", help="milliseconds")] = None,
+    metric: Annotated[str | None, typer.Option(help="stage.metric, e.g. edges.edge_fraction")] = None,
+    above: Annotated[float | None, typer.Option(help="with --metric")] = None,
+    below: Annotated[float | None, typer.Option(help="with --metric")] = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> None:
+    """Query the run history."""
+    out = runs.list_runs(
+        state(ctx).studio(),
+        pipeline=pipeline,
+        since=since,
+        until=until,
+        status=status,
+        tag=tag,
+        slower_than_ms=slower_than,
+        metric=metric,
+        metric_above=above,
+        metric_below=below,
+        offset=offset,
+        limit=limit,
+    )
+    emit(ctx, out, lambda d: _table(d["items"]))
+
+
+@app.command("show")
+def show(ctx: typer.Context, run_id: str) -> None:
+    """One run with its stages."""
+    emit(ctx, {"run": runs.get_run(state(ctx).studio(), run_id)}, lambda d: console.print_json(data=d))
+
+
+@app.command("compare")
+def compare(ctx: typer.Context, a: str, b: str, threshold: float = 0.05) -> None:
+    """Metric deltas, stage timings and changed items between two runs; flags regressions."""
+    out = runs.compare_runs(state(ctx).studio(), a, b, threshold=threshold)
+
+    def render(d: dict[str, Any]) -> None:
+        t = Table("metric", "a", "b", "delta", title=f"{a} → {b}")
+        for k, v in d["metrics"].items():
+            t.add_row(k, f"{v['a']}", f"{v['b']}", "" if v["delta"] is None else f"{v['delta']:+.4g}")
+        console.print(t)
+        for r in d["regressions"]:
+            console.print(f"[red]regression:[/] {r}")
+        if not d["regressions"]:
+            console.print("[green]no regression[/]")
+
+    emit(ctx, out, render)
+
+
+@app.command("clean")
+def clean(
+    ctx: typer.Context,
+    run_ids: Annotated[list[str] | None, typer.Argument(help="runs to delete")] = None,
+    older_than: Annotated[float | None, typer.Option("--older-than", help="days")] = None,
+    keep_errors: Annotated[
+        bool, typer.Option("--keep-errors", help="keep runs with failures or mistakes")
+    ] = False,
+    include_tagged: Annotated[
+        bool, typer.Option("--include-tagged", help="tagged runs are kept unless this is set")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+) -> None:
+    """Delete old runs and their outputs; blobs another run still references stay."""
+    out = runs.clean_runs(
+        state(ctx).studio(),
+        older_than_days=older_than,
+        run_ids=run_ids or None,
+        keep_errors=keep_errors,
+        keep_tagged=not include_tagged,
+        dry_run=dry_run,
+    )
+    emit(
+        ctx,
+        out,
+        lambda d: console.print(
+            ("would delete" if d["dry_run"] else "deleted") + f" {len(d['runs'])} runs, {d['bytes']} bytes"
+        ),
+    )
+
+
+@app.command("usage")
+def usage(ctx: typer.Context) -> None:
+    """Disk used by saved outputs, per mode and per run."""
+    emit(ctx, runs.disk_usage(state(ctx).studio()), lambda d: console.print_json(data=d))
+
+
+def register(root: typer.Typer) -> None:
+    root.command("run")(run)

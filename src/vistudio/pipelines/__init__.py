@@ -1,0 +1,1 @@
+"""Multi-stage batch pipelines: stages return outputs, the runner saves them."""
