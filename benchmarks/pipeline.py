@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,7 @@ def job_pass(
     out["mistakes"] = run["mistakes"]
     out["bytes_saved"] = run.get("bytes_saved", 0)
     out["files_saved"] = sum(s.get("outputs_saved", 0) for s in run.get("stages", []))
+    out["job_result_bytes"] = len(json.dumps(done.result, default=str))
     return out
 
 
@@ -258,7 +260,7 @@ def record_parts(spec: PipelineSpec, reports: list[ItemReport], home: Path) -> d
             run_id="bench",
             spec=spec,
             reports=reports,
-            started_at=__import__("datetime").datetime(2026, 1, 1),
+            started_at=datetime(2026, 1, 1),
             duration_ms=0.0,
             peak_memory_mb=0.0,
             tag=None,
@@ -328,8 +330,9 @@ def main() -> None:
             "sample": pipeline("bench-sample", mode="sample", saving=True, max_samples=n, workers=w),
             "production": pipeline("bench-production", mode="production", saving=True, workers=w),
             "validation": pipeline("bench-validation", mode="validation", saving=True, workers=w, label=True),
-            "validation_off": pipeline("bench-validation-off", mode="validation", saving=False, workers=w,
-                                       label=True),
+            "validation_off": pipeline(
+                "bench-validation-off", mode="validation", saving=False, workers=w, label=True
+            ),
         }
         spec_off = load_spec(specs["off"])
         fns = [(resolve_stage(s), dict(s.params)) for s in spec_off.stages]
@@ -340,6 +343,7 @@ def main() -> None:
         log("warm-up …")
         baseline_pass(items[: min(n, 20)], fns)
         runner_pass(runner, items[: min(n, 20)], 1)
+        job_pass(studio, specs["off"], folder=folder, mode="sample", dry_run=True)
 
         passes: dict[str, list[dict[str, Any]]] = {}
         parts: list[dict[str, float]] = []
@@ -348,8 +352,10 @@ def main() -> None:
 
             def keep(name: str, value: dict[str, Any]) -> None:
                 passes.setdefault(name, []).append(value)
-                log(f"  {name:<22} {value['wall_s'] * 1000 / n:8.3f} ms/item  "
-                    f"(other CPU {value['other_cpu_s']:.1f} s)")
+                log(
+                    f"  {name:<22} {value['wall_s'] * 1000 / n:8.3f} ms/item  "
+                    f"(other CPU {value['other_cpu_s']:.1f} s)"
+                )
 
             keep("baseline", baseline_pass(items, fns))
             res, reports = runner_pass(runner, items, w)
@@ -359,13 +365,33 @@ def main() -> None:
                 parts.append(record_parts(spec_off, reports, studio.home))
             keep("job_dry", job_pass(studio, specs["off"], folder=folder, mode="sample", dry_run=True))
             keep("job_sample", job_pass(studio, specs["sample"], folder=folder, mode="sample", dry_run=False))
-            keep("job_production",
-                 job_pass(studio, specs["production"], folder=folder, mode="production", dry_run=False))
-            keep("job_validation_dry", job_pass(studio, specs["validation_off"], folder=folder,
-                                                mode="validation", dry_run=True, ground_truth=gt_csv))
-            keep("job_validation", job_pass(studio, specs["validation"], folder=folder,
-                                            mode="validation", dry_run=False, ground_truth=gt_csv))
-        studio.close() if hasattr(studio, "close") else None
+            keep(
+                "job_production",
+                job_pass(studio, specs["production"], folder=folder, mode="production", dry_run=False),
+            )
+            keep(
+                "job_validation_dry",
+                job_pass(
+                    studio,
+                    specs["validation_off"],
+                    folder=folder,
+                    mode="validation",
+                    dry_run=True,
+                    ground_truth=gt_csv,
+                ),
+            )
+            keep(
+                "job_validation",
+                job_pass(
+                    studio,
+                    specs["validation"],
+                    folder=folder,
+                    mode="validation",
+                    dry_run=False,
+                    ground_truth=gt_csv,
+                ),
+            )
+        studio.close()
 
     def ms_item(name: str) -> float:
         return round(med([p["wall_s"] for p in passes[name]]) * 1000 / n, 4)
@@ -376,8 +402,7 @@ def main() -> None:
 
     base = passes["baseline"]
     per_stage = {
-        s["name"]: round(med([p["per_stage_s"][k] for p in base]) * 1000 / n, 4)
-        for k, s in enumerate(STAGES)
+        s["name"]: round(med([p["per_stage_s"][k] for p in base]) * 1000 / n, 4) for k, s in enumerate(STAGES)
     }
     overhead = ratio("runner", "baseline") - 1
     modes = {}
@@ -393,6 +418,7 @@ def main() -> None:
             "relative_to_reference": ratio(name, ref),
             "relative_to_runner": ratio(name, "runner"),
             "files_saved": last["files_saved"],
+            "job_result_bytes": last["job_result_bytes"],
             "bytes_saved": last["bytes_saved"],
             "mistakes": last["mistakes"],
         }
@@ -431,6 +457,7 @@ def main() -> None:
             "loop_ms_per_item": round(med([p["loop_s"] for p in passes["job_dry"]]) * 1000 / n, 4),
             "relative_to_runner": ratio("job_dry", "runner"),
             "overhead_pct_vs_baseline": round((ratio("job_dry", "baseline") - 1) * 100, 2),
+            "job_result_bytes": passes["job_dry"][-1]["job_result_bytes"],
             "bookkeeping_s_no_saving": {k: round(v, 4) for k, v in parts[0].items()},
         },
         "validation_ground_truth_disagreeing": disagree,

@@ -32,6 +32,7 @@ from vistudio.pipelines.stage import Item, StepOutput
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.storage.blobs import BlobFiles
 
+IMAGE_TOLERANCE = 1.0  # mean absolute difference, in 0-255 steps, still counted as equal
 MODE_ROOTS = {"sample": "runs", "validation": "validation", "production": "production"}
 SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -62,14 +63,30 @@ class ItemResult:
     error: str | None = None
     prediction: Any = None
 
+    _difference: float | None = field(default=None, repr=False)
+
     @property
     def mistaken(self) -> bool:
-        """Failed, or its prediction disagrees with its ground truth (validation)."""
+        """Failed, or its prediction disagrees with its ground truth (validation): a label, or an
+        expected image (``item.meta["expected_image"]``) compared pixel by pixel."""
         if self.error is not None:
             return True
+        if self.item.meta.get("expected_image"):
+            return self.image_difference() > IMAGE_TOLERANCE
         if self.item.ground_truth is None:
             return False
         return label_of(self.prediction) != self.item.ground_truth
+
+    def image_difference(self) -> float:
+        """Mean absolute difference (0-255) between the final image and the expected one;
+        infinite when they cannot be compared (not an image, other size)."""
+        if self._difference is None:
+            self._difference = float("inf")
+            expected = _expected_array(self.item.meta["expected_image"])
+            got = self.prediction
+            if isinstance(got, np.ndarray) and expected is not None and got.shape[:2] == expected.shape[:2]:
+                self._difference = float(np.abs(_grey(got) - _grey(expected)).mean())
+        return self._difference
 
 
 def label_of(prediction: Any) -> str | None:
@@ -141,17 +158,12 @@ class OutputSaver:
                         )
                     )
         if self.mode == "validation" and result.mistaken and not self.dry_run:
-            side = self._side_by_side(result)
-            if side is not None:
-                saved.append(
-                    self._file(
-                        self.run_dir / "errors" / f"{key}_compare.png",
-                        side,
-                        result.item.key,
-                        self.last,
-                        "compare",
+            errors = self.run_dir / "errors"
+            for name, png in (("compare", self._side_by_side(result)), ("diff", difference_image(result))):
+                if png is not None:
+                    saved.append(
+                        self._file(errors / f"{key}_{name}.png", png, result.item.key, self.last, name)
                     )
-                )
         return saved
 
     def _write_output(self, folder: Path, key: str, stage: str, name: str, obj: Any, ext: str) -> list[Saved]:
@@ -228,6 +240,40 @@ class OutputSaver:
 
 
 # --- encoders ------------------------------------------------------------------------------
+
+
+def _grey(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.mean(axis=2) if a.ndim == 3 else a
+
+
+def _expected_array(path: str) -> np.ndarray | None:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def difference_image(result: ItemResult) -> bytes | None:
+    """Colour-coded difference with the expected image: grey where equal, red where the output
+    is brighter, blue where it is darker (the stronger the colour, the larger the difference)."""
+    path = result.item.meta.get("expected_image")
+    if not path or not isinstance(result.prediction, np.ndarray):
+        return None
+    expected = _expected_array(path)
+    if expected is None or expected.shape[:2] != result.prediction.shape[:2]:
+        return None
+    want = _grey(expected)
+    delta = _grey(result.prediction) - want
+    base = (want * 0.5 + 64).clip(0, 255)
+    strength = np.maximum(base, np.clip(np.abs(delta) * 3, 0, 255))
+    rgb = np.stack([base, base, base], axis=-1)
+    rgb[..., 0] = np.where(delta > IMAGE_TOLERANCE, strength, rgb[..., 0])
+    rgb[..., 2] = np.where(delta < -IMAGE_TOLERANCE, strength, rgb[..., 2])
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def is_image_array(a: np.ndarray) -> bool:

@@ -99,16 +99,34 @@ def start_run(
 
 
 def _ground_truth_csv(path: Path) -> dict[str, str]:
-    """``path,label`` rows → {resolved path: label}, paths relative to the CSV's folder."""
+    """``path,label`` rows → {resolved path: label}, paths relative to the CSV's folder. A label
+    that names an image inside that folder (``path,expected``) becomes ``image:<resolved path>``:
+    the run's final image is compared with it."""
     from vistudio.ingest.readers.csv import parse_csv_text
+    from vistudio.ingest.safepath import is_image_name, resolve_inside
+    from vistudio.ingest.types import IngestError
 
     parsed = parse_csv_text(path.read_text(encoding="utf-8-sig", errors="replace"), root=path.parent)
     truth: dict[str, str] = {}
     for it in parsed.items:
         label = next((a.class_name for a in it.annotations if a.kind == "label" and a.class_name), None)
-        if label is not None:
-            truth[str(it.path.resolve())] = label
+        if label is None:
+            continue
+        if is_image_name(label):
+            try:
+                expected: Path | None = resolve_inside(path.parent, label)
+            except IngestError:
+                expected = None
+            if expected is not None and expected.is_file():
+                label = f"image:{expected}"
+        truth[str(it.path.resolve())] = label
     return truth
+
+
+def _item(key: str, path: Path, truth: str | None, **extra: Any) -> Item:
+    if truth is not None and truth.startswith("image:"):
+        return Item(key=key, path=path, meta={"expected_image": truth.removeprefix("image:")}, **extra)
+    return Item(key=key, path=path, ground_truth=truth, **extra)
 
 
 def _items(studio: Studio, source: dict[str, Any]) -> tuple[list[Item], list[dict[str, str]]]:
@@ -127,7 +145,7 @@ def _items(studio: Studio, source: dict[str, Any]) -> tuple[list[Item], list[dic
     seen: set[str] = set()
     for name, path in named:
         key = _unique(safe_name(Path(name).with_suffix("").as_posix(), 80), seen)
-        items.append(Item(key=key, path=path, ground_truth=truth.get(str(path.resolve()))))
+        items.append(_item(key, path, truth.get(str(path.resolve()))))
     return items, errors
 
 

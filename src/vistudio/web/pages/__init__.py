@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from vistudio.web.pages import auth, dataset, jobs, projects, split
+    from vistudio.web.pages import auth, dataset, jobs, projects, runs, split
 
     # split before dataset: "/projects/{name}/split" must not be read as a sample route
-    return [auth.router, projects.router, split.router, dataset.router, jobs.router]
+    return [auth.router, projects.router, split.router, dataset.router, jobs.router, runs.router]

@@ -175,13 +175,16 @@ def runs_page(request: Request, studio: StudioDep, params: FilterParams) -> Resp
     )
 
 
-def _compare_ids(a: str, b: str, run: list[str]) -> tuple[str, str]:
+def _compare_ids(studio: Studio, a: str, b: str, run: list[str]) -> tuple[str, str]:
     """Two run ids from ``a``/``b`` or from the list page's two checkboxes (older one first)."""
     if not (a and b):
         picked = [r for r in run if r]
         if len(picked) != 2:
             raise InvalidInput("pick two runs to compare")
-        a, b = sorted(picked)  # ids start with their start time: the older run is the baseline
+        if picked[0] != picked[1]:  # the older run is the baseline
+            found = sorted((runs.get_run(studio, r) for r in picked), key=lambda r: (r["started_at"], r["id"]))
+            picked = [r["id"] for r in found]
+        a, b = picked
     if a == b:
         raise InvalidInput("pick two different runs to compare")
     return a, b
@@ -211,7 +214,7 @@ def compare_page(
     run: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006 - FastAPI copies defaults
 ) -> Response:
     try:
-        ida, idb = _compare_ids(a, b, run)
+        ida, idb = _compare_ids(studio, a, b, run)
         cmp = runs.compare_runs(studio, ida, idb)
     except VistudioError as exc:
         return error_page(request, exc)
