@@ -52,7 +52,7 @@ td.msg{max-width:420px;word-break:break-word}
 <div class="card"><table><thead><tr><th>item</th><th>stage</th><th>truth</th><th>prediction</th><th>message</th></tr></thead><tbody>
 {% for e in errors %}<tr><td>{{ e.item }}</td><td>{{ e.stage }}</td><td>{{ e.truth or "" }}</td><td>{{ e.prediction or "" }}</td><td class="msg bad">{{ e.message or "" }}</td></tr>{% endfor %}
 </tbody></table></div>{% endif %}
-{% if a.errors.confusion %}<h2>Confusion of mistakes</h2><div class="card"><table><thead><tr><th>truth</th><th>predicted as</th></tr></thead><tbody>
+{% if a.mode == "validation" and a.errors.confusion %}<h2>Confusion of mistakes</h2><div class="card"><table><thead><tr><th>truth</th><th>predicted as</th></tr></thead><tbody>
 {% for t, preds in a.errors.confusion.items() %}<tr><td>{{ t }}</td><td>{% for p, n in preds.items() %}{{ p }} × {{ n }}{% if not loop.last %}, {% endif %}{% endfor %}</td></tr>{% endfor %}
 </tbody></table></div>{% endif %}
 <h2>Saved images{% if images|length >= max_images %} (first {{ max_images }}){% endif %}</h2>
