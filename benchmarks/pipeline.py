@@ -311,6 +311,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON result here")
     args = ap.parse_args()
     n, nstages = args.items, len(STAGES)
+    host = machine()  # before the work: its load average is the starting one
 
     with tempfile.TemporaryDirectory(prefix="vistudio-bench-pipeline-", dir=args.workdir) as tmp:
         root = Path(tmp)
@@ -424,7 +425,7 @@ def main() -> None:
         }
     result = {
         "benchmark": "pipeline",
-        "machine": machine(),
+        "machine": host,
         "items": n,
         "size": args.size,
         "workers": w,

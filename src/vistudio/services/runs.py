@@ -533,8 +533,12 @@ def clean_runs(
             found = {r.id for r in runs}
             missing = [r for r in run_ids if r not in found]
             raise NotFound(f"runs not found or still running: {', '.join(missing)}")
+    named = set(run_ids or ())
+    # tags and errors protect runs from age-based cleaning; a run named explicitly is deleted
     chosen = [
-        r for r in runs if not (keep_tagged and r.tag) and not (keep_errors and (r.failed or r.mistakes))
+        r
+        for r in runs
+        if r.id in named or not ((keep_tagged and r.tag) or (keep_errors and (r.failed or r.mistakes)))
     ]
     freed = sum(r.bytes_saved for r in chosen)
     if dry_run:

@@ -73,7 +73,14 @@ def filter_params(
     slower: Text = "",
 ) -> dict[str, str]:
     """The list's query string, as the filter form sends it (validated by ``_filters``)."""
-    return {"pipeline": pipeline, "status": status, "tag": tag, "since": since, "until": until, "slower": slower}
+    return {
+        "pipeline": pipeline,
+        "status": status,
+        "tag": tag,
+        "since": since,
+        "until": until,
+        "slower": slower,
+    }
 
 
 FilterParams = Annotated[dict[str, str], Depends(filter_params)]
@@ -182,7 +189,9 @@ def _compare_ids(studio: Studio, a: str, b: str, run: list[str]) -> tuple[str, s
         if len(picked) != 2:
             raise InvalidInput("pick two runs to compare")
         if picked[0] != picked[1]:  # the older run is the baseline
-            found = sorted((runs.get_run(studio, r) for r in picked), key=lambda r: (r["started_at"], r["id"]))
+            found = sorted(
+                (runs.get_run(studio, r) for r in picked), key=lambda r: (r["started_at"], r["id"])
+            )
             picked = [r["id"] for r in found]
         a, b = picked
     if a == b:
@@ -311,7 +320,7 @@ def delete_run(request: Request, studio: StudioDep, run_id: RunId) -> Response:
     try:
         _get(studio, run_id)
         # the user asked for this one run: a tag does not protect it here
-        done = runs.clean_runs(studio, run_ids=[run_id], keep_tagged=False)
+        done = runs.clean_runs(studio, run_ids=[run_id])
         if run_id not in done["runs"]:
             raise NotFound(f"run {run_id!r} could not be deleted")
     except VistudioError as exc:
