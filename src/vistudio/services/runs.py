@@ -34,6 +34,9 @@ from vistudio.services.samples import labels_for
 from vistudio.studio import Studio
 
 ARTIFACT_KIND = "pipeline_artifact"
+# A stage is flagged slower only past the relative threshold AND this many ms per item: timings
+# of sub-millisecond stages jitter by more than any sensible threshold.
+MIN_SLOWDOWN_MS = 0.5
 
 
 def new_run_id() -> str:
@@ -428,8 +431,10 @@ def list_runs(
 def compare_runs(studio: Studio, a: str, b: str, *, threshold: float = 0.05) -> dict[str, Any]:
     """Metric deltas, per-stage timing deltas and per-item differences of two runs.
 
-    A regression is a metric or a stage's mean time that got worse by more than ``threshold``
-    (relative), or an item that succeeded in ``a`` and failed (or became a mistake) in ``b``.
+    A regression is a stage's mean time that got worse by more than ``threshold`` (relative) and
+    ``MIN_SLOWDOWN_MS``, more failed items or mistakes, or an item that succeeded in ``a`` and
+    failed (or became a mistake) in ``b``. Metric deltas are reported, not judged: whether higher
+    is better depends on the metric.
     """
     ra, rb = get_run(studio, a), get_run(studio, b)
     audits = [_audit(studio, r) for r in (ra, rb)]
@@ -449,7 +454,9 @@ def compare_runs(studio: Studio, a: str, b: str, *, threshold: float = 0.05) -> 
                 "a_ms": y["mean_ms"],
                 "b_ms": x["mean_ms"],
                 "relative": rel,
-                "regression": rel is not None and rel > threshold,
+                "regression": rel is not None
+                and rel > threshold
+                and x["mean_ms"] - y["mean_ms"] > MIN_SLOWDOWN_MS,
             }
     items_a = {i["item"]: i for i in audits[0].get("per_item", [])}
     items = []
