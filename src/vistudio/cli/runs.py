@@ -72,7 +72,7 @@ def run(
         err = final.get("error") or {"message": final["status"]}
         raise JobFailed(f"run {final['status']}: {err.get('message')}", details={"job": final["id"]})
     result = final["result"]["run"]
-    out = {"run": _summary(result) if not dry_run else {k: v for k, v in result.items() if k != "audit"}}
+    out = {"run": result if dry_run else _summary(result)}
 
     def render(d: dict[str, Any]) -> None:
         r = d["run"]

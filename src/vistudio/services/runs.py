@@ -259,8 +259,8 @@ def run_pipeline(ctx: JobContext) -> dict[str, Any]:
         "dry_run": dry_run,
         "duration_ms": round(duration_ms, 1),
     }
-    if dry_run:
-        return {"run": {**summary, "audit": audit}}
+    if dry_run:  # the job's result is all a dry run leaves: its summary, not every item's record
+        return {"run": {**summary, "stages": audit["stages"], "errors": audit["errors"]}}
     _record(studio, run_id=run_id, spec=spec, saver=saver, reports=reports, audit=audit, status=status)
     if status == "cancelled":
         raise JobCancelled()
