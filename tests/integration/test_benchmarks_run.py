@@ -41,3 +41,10 @@ def test_browse_benchmark_runs() -> None:
     result = _run("benchmarks/browse.py", "--samples", "300", "--repeat", "2")
     assert result["samples"] == 300 and len(result["queries"]) == 5
     assert all(q["vistudio"]["p50_ms"] > 0 and q["ratio_p50"] > 0 for q in result["queries"].values())
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_runs() -> None:
+    result = _run("benchmarks/pipeline.py", "--items", "12", "--size", "32", "--rounds", "1", "--threads", "2")
+    text = json.dumps(result)
+    assert "overhead" in text and result["items"] == 12

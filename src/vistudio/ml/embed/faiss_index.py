@@ -1,0 +1,529 @@
+"""FAISS vector index: exact inner product when small, HNSW when large; tombstones; atomic files.
+
+Layout: the FAISS index stores *rows* (labels 0..rows-1, in insertion order); ``_row_ids`` maps a
+row to its sample id and ``_id_to_row`` maps a live id back to its row. Removing or replacing an
+id tombstones its row (HNSW cannot delete); searches exclude dead rows through an
+``IDSelectorBitmap`` of live rows, so a search still returns ``k`` live results without
+over-fetching, and once dead rows exceed ``rebuild_ratio`` of all rows the index is rebuilt
+from its own stored vectors (``IndexFlat`` storage, read back zero-copy) — no encoder needed.
+The exact backend uses the same row layout over an ``IndexFlatIP``, so both kinds share one
+id map, one filter path and one file format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from vistudio.ml.embed.index import (
+    DimensionMismatch,
+    FloatArray,
+    IdArray,
+    IndexFileError,
+    VectorIndexError,
+    as_ids,
+    as_unit_vectors,
+)
+
+log = logging.getLogger(__name__)
+
+FILE_FORMAT = "vistudio-faiss-index"
+FILE_VERSION = 1
+IndexKind = Literal["exact", "hnsw"]
+
+
+class _RWLock:
+    """Many readers or one writer; a waiting writer blocks new readers (no writer starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class FaissVectorIndex:
+    """A ``VectorIndex`` backed by FAISS (cosine similarity on L2-normalised float32 vectors).
+
+    Below ``hnsw_threshold`` live vectors it is an exact ``IndexFlatIP``; the ``add`` that reaches
+    the threshold rebuilds it as ``IndexHNSWFlat(M=hnsw_m)`` built with ``ef_construction`` and
+    searched with ``ef_search``. A filter (``allowed``) of fewer than ``exact_filter_max`` live ids
+    is answered by an exact scan of just those vectors; larger filters go through an
+    ``IDSelectorBatch`` in the FAISS search (HNSW's ``efSearch`` is raised in proportion to how
+    selective the filter is, and a query that still finds too few is redone exactly).
+
+    Mutations hold an exclusive lock; searches share a lock and run concurrently.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        hnsw_threshold: int = 50_000,
+        hnsw_m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 128,
+        rebuild_ratio: float = 0.2,
+        exact_filter_max: int = 2_000,
+    ) -> None:
+        if dim <= 0:
+            raise VectorIndexError(f"dimension must be positive, got {dim}")
+        if not 0.0 < rebuild_ratio <= 1.0:
+            raise VectorIndexError("rebuild_ratio must be in (0, 1]")
+        self._dim = int(dim)
+        self.hnsw_threshold = int(hnsw_threshold)
+        self.hnsw_m = int(hnsw_m)
+        self.ef_construction = int(ef_construction)
+        self.ef_search = int(ef_search)
+        self.rebuild_ratio = float(rebuild_ratio)
+        self.exact_filter_max = int(exact_filter_max)
+        self.fingerprint = ""
+        self._lock = _RWLock()
+        self._kind: IndexKind = "exact"
+        self._index: faiss.Index = self._new_index("exact")
+        self._row_ids: IdArray = np.empty(0, dtype=np.int64)
+        self._live = np.empty(0, dtype=bool)
+        self._id_to_row: dict[int, int] = {}
+        self._bitmap: npt.NDArray[np.uint8] | None = None  # packed live rows, cached
+        self.rebuilds = 0
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d`` of the vectors."""
+        return self._dim
+
+    @property
+    def kind(self) -> IndexKind:
+        """``"exact"`` (IndexFlatIP) or ``"hnsw"`` (IndexHNSWFlat)."""
+        return self._kind
+
+    @property
+    def rows(self) -> int:
+        """Rows in the FAISS index, dead ones included."""
+        return int(self._row_ids.shape[0])
+
+    @property
+    def tombstones(self) -> int:
+        """Dead rows waiting for the next rebuild."""
+        return self.rows - len(self._id_to_row)
+
+    def __len__(self) -> int:
+        return len(self._id_to_row)
+
+    def __contains__(self, id_: object) -> bool:
+        try:
+            return int(id_) in self._id_to_row  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return False
+
+    def __repr__(self) -> str:
+        return (
+            f"FaissVectorIndex(dim={self._dim}, kind={self._kind!r}, live={len(self)}, "
+            f"tombstones={self.tombstones})"
+        )
+
+    def nbytes(self) -> int:
+        """Approximate memory of the index: FAISS structure plus the id map arrays (bytes)."""
+        with self._lock.read():
+            blob = faiss.serialize_index(self._index)
+            return int(blob.nbytes + self._row_ids.nbytes + self._live.nbytes)
+
+    # -- mutations -------------------------------------------------------------------------
+
+    def add(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        """Add ``vectors`` (n, d) under ``ids`` (n,); present ids are replaced.
+
+        Within one call a repeated id keeps its last vector. The add that brings the live count
+        to ``hnsw_threshold`` switches the index to HNSW (a rebuild from the stored vectors).
+        """
+        id_arr = as_ids(ids)
+        vecs = as_unit_vectors(vectors, self._dim)
+        if vecs.shape[0] != id_arr.shape[0]:
+            raise VectorIndexError(f"{id_arr.shape[0]} ids for {vecs.shape[0]} vectors")
+        if id_arr.size == 0:
+            return
+        # keep the last occurrence of each id
+        _, last_from_end = np.unique(id_arr[::-1], return_index=True)
+        keep = np.sort(id_arr.size - 1 - last_from_end)
+        if keep.size != id_arr.size:
+            id_arr, vecs = id_arr[keep], vecs[keep]
+        with self._lock.write():
+            self._tombstone(id_arr)
+            if self._kind == "exact" and len(self) + id_arr.size >= self.hnsw_threshold:
+                live_rows = np.flatnonzero(self._live)
+                all_ids = np.concatenate([self._row_ids[live_rows], id_arr])
+                all_vecs = np.concatenate([self._vectors()[live_rows], vecs])
+                self._build("hnsw", all_ids, all_vecs)
+            else:
+                start = self.rows
+                self._index.add(vecs)
+                self._row_ids = np.concatenate([self._row_ids, id_arr])
+                self._live = np.concatenate([self._live, np.ones(id_arr.size, dtype=bool)])
+                self._id_to_row.update(zip(id_arr.tolist(), range(start, start + id_arr.size), strict=True))
+                self._bitmap = None
+            self._maybe_rebuild()
+
+    def remove(self, ids: npt.ArrayLike) -> int:
+        """Tombstone ``ids`` (n,); unknown ids are ignored. Returns how many were live.
+
+        Rebuilds the index when dead rows exceed ``rebuild_ratio`` of all rows.
+        """
+        id_arr = as_ids(ids)
+        with self._lock.write():
+            removed = self._tombstone(np.unique(id_arr))
+            self._maybe_rebuild()
+        return removed
+
+    def rebuild(self) -> None:
+        """Rebuild from the live stored vectors, dropping tombstones; the kind follows the size."""
+        with self._lock.write():
+            self._rebuild()
+
+    def _tombstone(self, ids: IdArray) -> int:
+        rows = [r for r in map(self._id_to_row.pop, ids.tolist(), [None] * ids.size) if r is not None]
+        if rows:
+            self._live[np.asarray(rows, dtype=np.int64)] = False
+            self._bitmap = None
+        return len(rows)
+
+    def _maybe_rebuild(self) -> None:
+        if self.tombstones and self.tombstones > self.rebuild_ratio * self.rows:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        live_rows = np.flatnonzero(self._live)
+        ids = self._row_ids[live_rows]
+        vecs = self._vectors()[live_rows]  # a copy: the old index is freed below
+        kind: IndexKind = "hnsw" if ids.size >= self.hnsw_threshold else "exact"
+        self._build(kind, ids, vecs)
+
+    def _build(self, kind: IndexKind, ids: IdArray, vecs: FloatArray) -> None:
+        index = self._new_index(kind)
+        if ids.size:
+            index.add(np.ascontiguousarray(vecs))
+        self._index = index
+        self._kind = kind
+        self._row_ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self._live = np.ones(ids.size, dtype=bool)
+        self._id_to_row = dict(zip(ids.tolist(), range(ids.size), strict=True))
+        self._bitmap = None
+        self.rebuilds += 1
+        log.debug("built %s index of %d vectors", kind, ids.size)
+
+    def _new_index(self, kind: IndexKind) -> faiss.Index:
+        if kind == "exact":
+            return faiss.IndexFlatIP(self._dim)
+        index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.ef_construction
+        index.hnsw.efSearch = self.ef_search
+        return index
+
+    def _vectors(self) -> FloatArray:
+        """Zero-copy view (rows, d) of the stored vectors; valid until the next mutation."""
+        n = int(self._index.ntotal)
+        if n == 0:
+            return np.empty((0, self._dim), dtype=np.float32)
+        flat = self._index if self._kind == "exact" else faiss.downcast_index(self._index.storage)
+        view: FloatArray = faiss.rev_swig_ptr(flat.get_xb(), n * self._dim).reshape(n, self._dim)
+        return view
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def ids(self) -> IdArray:
+        """The live ids (n,), in insertion order."""
+        with self._lock.read():
+            return self._row_ids[self._live].copy()
+
+    def get(self, ids: npt.ArrayLike) -> FloatArray:
+        """Stored unit vectors (n, d) of live ``ids`` (n,); ``KeyError`` names a missing id."""
+        id_arr = as_ids(ids)
+        with self._lock.read():
+            try:
+                rows = np.fromiter((self._id_to_row[i] for i in id_arr.tolist()), np.int64, id_arr.size)
+            except KeyError as exc:
+                raise KeyError(f"id {exc.args[0]} is not in the index") from None
+            return self._vectors()[rows].copy()
+
+    def search(
+        self, query: npt.ArrayLike, k: int, *, allowed: npt.ArrayLike | None = None
+    ) -> tuple[FloatArray, IdArray]:
+        """Top ``k`` live ids for ``query`` (d,) or (q, d) → ``(scores (q, k), ids (q, k))``.
+
+        Scores are cosine similarities, best first; missing results are ``-1`` / ``-inf``.
+        ``allowed`` (m,) restricts results to those ids (unknown or removed ids are ignored).
+        """
+        if k < 1:
+            raise VectorIndexError(f"k must be at least 1, got {k}")
+        q = as_unit_vectors(query, self._dim)
+        scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        out_ids = np.full((q.shape[0], k), -1, dtype=np.int64)
+        if q.shape[0] == 0:
+            return scores, out_ids
+        with self._lock.read():
+            if allowed is None:
+                rows_d, rows_i = self._search_all(q, k)
+            else:
+                allowed_ids = np.unique(as_ids(allowed))
+                rows = np.fromiter(
+                    (r for r in map(self._id_to_row.get, allowed_ids.tolist()) if r is not None), np.int64
+                )
+                if rows.size == 0:
+                    return scores, out_ids
+                if rows.size <= self.exact_filter_max or rows.size * 2 >= len(self) and self._kind == "exact":
+                    rows_d, rows_i = self._search_rows_exact(q, k, rows)
+                else:
+                    rows_d, rows_i = self._search_selected(q, k, rows)
+            found = rows_i >= 0
+            kk = rows_i.shape[1]
+            scores[:, :kk] = np.where(found, rows_d, -np.inf)
+            out_ids[:, :kk] = np.where(found, self._row_ids[np.where(found, rows_i, 0)], -1)
+        return scores, out_ids
+
+    def _search_all(self, q: FloatArray, k: int) -> tuple[FloatArray, IdArray]:
+        live = len(self)
+        if live == 0:
+            return np.empty((q.shape[0], 0), np.float32), np.empty((q.shape[0], 0), np.int64)
+        kk = min(k, live)
+        params = self._params(max(self.ef_search, kk))
+        if self.tombstones:
+            bitmap = self._live_bitmap()
+            sel = faiss.IDSelectorBitmap(self.rows, faiss.swig_ptr(bitmap))
+            params.sel = sel  # the selector only borrows the bitmap: both stay referenced here
+        d, i = self._index.search(q, kk, params=params)
+        return d, i
+
+    def _search_selected(self, q: FloatArray, k: int, rows: IdArray) -> tuple[FloatArray, IdArray]:
+        kk = min(k, rows.size)
+        ef = max(self.ef_search, kk)
+        if self._kind == "hnsw":
+            # HNSW only returns members among the ~ef nodes it explores: widen the beam as the
+            # filter gets more selective (capped; too-short answers are redone exactly below).
+            ef = min(int(np.ceil(ef * len(self) / rows.size)), max(ef, 2048))
+        params = self._params(ef)
+        sel = faiss.IDSelectorBatch(rows)
+        params.sel = sel
+        d, i = self._index.search(q, kk, params=params)
+        short = np.flatnonzero((i >= 0).sum(axis=1) < kk)
+        if short.size:
+            d[short], i[short] = self._search_rows_exact(q[short], k, rows)
+        return d, i
+
+    def _search_rows_exact(self, q: FloatArray, k: int, rows: IdArray) -> tuple[FloatArray, IdArray]:
+        """Exact top-k over just ``rows`` (m,): (q, min(k, m)) scores and rows."""
+        sub = self._vectors()[rows]
+        sims = q @ sub.T  # (q, m)
+        kk = min(k, rows.size)
+        if kk < rows.size:
+            part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        else:
+            part = np.broadcast_to(np.arange(rows.size), (q.shape[0], rows.size))
+        top = np.take_along_axis(sims, part, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        best = np.take_along_axis(part, order, axis=1)
+        return np.take_along_axis(top, order, axis=1).astype(np.float32), rows[best]
+
+    def _params(self, ef: int) -> Any:
+        if self._kind == "hnsw":
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = int(ef)
+            return params
+        return faiss.SearchParameters()
+
+    def _live_bitmap(self) -> npt.NDArray[np.uint8]:
+        bitmap = self._bitmap
+        if bitmap is None:
+            bitmap = np.packbits(self._live, bitorder="little")  # FAISS reads bit (i & 7) of byte i >> 3
+            self._bitmap = bitmap
+        return bitmap
+
+    # -- persistence -----------------------------------------------------------------------
+
+    def save(self, path: str | Path, *, fingerprint: str = "") -> None:
+        """Write the index to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+        The file is an uncompressed ``.npz`` (no pickle): the serialised FAISS index, the row ids,
+        the live mask and a JSON meta (dim, metric, kind, count, fingerprint, parameters).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock.read():
+            meta = {
+                "format": FILE_FORMAT,
+                "version": FILE_VERSION,
+                "dim": self._dim,
+                "metric": "inner_product",
+                "kind": self._kind,
+                "count": len(self),
+                "rows": self.rows,
+                "fingerprint": fingerprint,
+                "params": self._param_dict(),
+                "faiss": faiss.__version__,
+            }
+            arrays = {
+                "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                "index": faiss.serialize_index(self._index),
+                "row_ids": self._row_ids,
+                "live": self._live,
+            }
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.savez(fh, allow_pickle=False, **arrays)  # type: ignore[arg-type]
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        _fsync_dir(path.parent)
+        self.fingerprint = fingerprint
+
+    def _param_dict(self) -> dict[str, Any]:
+        return {
+            "hnsw_threshold": self.hnsw_threshold,
+            "hnsw_m": self.hnsw_m,
+            "ef_construction": self.ef_construction,
+            "ef_search": self.ef_search,
+            "rebuild_ratio": self.rebuild_ratio,
+            "exact_filter_max": self.exact_filter_max,
+        }
+
+    @classmethod
+    def load(cls, path: str | Path) -> FaissVectorIndex:
+        """Read an index written by ``save``; ``IndexFileError`` if missing, truncated or corrupt."""
+        path = Path(path)
+        if not path.is_file():
+            raise IndexFileError(f"vector index file {path} does not exist")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                meta = json.loads(bytes(npz["meta"]).decode())
+                blob = np.ascontiguousarray(npz["index"], dtype=np.uint8)
+                row_ids = np.ascontiguousarray(npz["row_ids"], dtype=np.int64)
+                live = np.ascontiguousarray(npz["live"], dtype=bool)
+        except Exception as exc:  # zipfile, numpy and json raise many kinds for a damaged file
+            raise IndexFileError(f"vector index file {path} is corrupt or truncated: {exc}") from exc
+        if not isinstance(meta, dict) or meta.get("format") != FILE_FORMAT:
+            raise IndexFileError(f"{path} is not a vistudio vector index file")
+        if meta.get("version") != FILE_VERSION:
+            raise IndexFileError(f"{path}: unsupported index file version {meta.get('version')}")
+        try:
+            index = faiss.deserialize_index(blob)
+        except Exception as exc:
+            raise IndexFileError(f"vector index file {path}: FAISS index unreadable: {exc}") from exc
+        dim, kind = int(meta["dim"]), meta["kind"]
+        expected_type = faiss.IndexFlatIP if kind == "exact" else faiss.IndexHNSWFlat
+        problems = []
+        if index.d != dim:
+            problems.append(f"index dimension {index.d} != meta dimension {dim}")
+        if not isinstance(index, expected_type):
+            problems.append(f"index type {type(index).__name__} does not match kind {kind!r}")
+        if not (index.ntotal == row_ids.size == live.size == meta["rows"]):
+            problems.append(f"row counts differ: index {index.ntotal}, ids {row_ids.size}, live {live.size}")
+        if int(live.sum()) != meta["count"]:
+            problems.append(f"live count {int(live.sum())} != meta count {meta['count']}")
+        live_ids = row_ids[live]
+        if np.unique(live_ids).size != live_ids.size:
+            problems.append("duplicate live ids")
+        if problems:
+            raise IndexFileError(f"vector index file {path} is inconsistent: " + "; ".join(problems))
+        self = cls(dim, **meta.get("params", {}))
+        self._index = index
+        self._kind = kind
+        self._row_ids = row_ids
+        self._live = live
+        live_rows = np.flatnonzero(live)
+        self._id_to_row = dict(zip(live_ids.tolist(), live_rows.tolist(), strict=True))
+        self.fingerprint = str(meta.get("fingerprint", ""))
+        return self
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_or_rebuild(
+    path: str | Path,
+    *,
+    fingerprint: str,
+    vectors_provider: Callable[[], tuple[npt.ArrayLike, npt.ArrayLike]],
+    dim: int,
+    **options: Any,
+) -> FaissVectorIndex:
+    """The stored index at ``path`` if its fingerprint and dimension match, else a fresh one.
+
+    The database is the source of truth and the file a cache: when the file is missing, corrupt,
+    of another dimension or carries another ``fingerprint`` (e.g. ``"model@version:count:max_id"``),
+    the index is rebuilt from ``vectors_provider() -> (ids (n,), vectors (n, dim))`` and saved.
+    ``options`` are ``FaissVectorIndex`` keyword arguments for a rebuilt index.
+    """
+    try:
+        stored = FaissVectorIndex.load(path)
+    except IndexFileError as exc:
+        log.info("rebuilding vector index %s: %s", path, exc)
+    else:
+        if stored.fingerprint == fingerprint and stored.dim == dim:
+            return stored
+        log.info(
+            "rebuilding vector index %s: fingerprint %r (dim %d) != %r (dim %d)",
+            path, stored.fingerprint, stored.dim, fingerprint, dim,
+        )
+    ids, vectors = vectors_provider()
+    index = FaissVectorIndex(dim, **options)
+    id_arr = as_ids(ids)
+    if id_arr.size:
+        index.add(id_arr, vectors)
+    elif np.asarray(vectors).size:
+        raise DimensionMismatch("vectors_provider returned vectors without ids")
+    index.save(path, fingerprint=fingerprint)
+    return index
