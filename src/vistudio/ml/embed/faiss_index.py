@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 FILE_FORMAT = "vistudio-faiss-index"
 FILE_VERSION = 1
 IndexKind = Literal["exact", "hnsw"]
+_FAISS: Any = faiss  # the type stubs shipped with faiss-cpu miss SearchParametersHNSW and others
 
 
 class _RWLock:
@@ -120,7 +121,7 @@ class FaissVectorIndex:
         self.fingerprint = ""
         self._lock = _RWLock()
         self._kind: IndexKind = "exact"
-        self._index: faiss.Index = self._new_index("exact")
+        self._index: Any = self._new_index("exact")  # faiss's partial type stubs lack most members
         self._row_ids: IdArray = np.empty(0, dtype=np.int64)
         self._live = np.empty(0, dtype=bool)
         self._id_to_row: dict[int, int] = {}
@@ -165,10 +166,13 @@ class FaissVectorIndex:
         )
 
     def nbytes(self) -> int:
-        """Approximate memory of the index: FAISS structure plus the id map arrays (bytes)."""
+        """Memory of the index in bytes: vectors, HNSW links and the row arrays (not the id dict)."""
         with self._lock.read():
-            blob = faiss.serialize_index(self._index)
-            return int(blob.nbytes + self._row_ids.nbytes + self._live.nbytes)
+            total = int(self._index.ntotal) * self._dim * 4 + self._row_ids.nbytes + self._live.nbytes
+            if self._kind == "hnsw":
+                hnsw = self._index.hnsw
+                total += hnsw.neighbors.size() * 4 + hnsw.levels.size() * 4 + hnsw.offsets.size() * 8
+            return total
 
     # -- mutations -------------------------------------------------------------------------
 
@@ -252,10 +256,10 @@ class FaissVectorIndex:
         self.rebuilds += 1
         log.debug("built %s index of %d vectors", kind, ids.size)
 
-    def _new_index(self, kind: IndexKind) -> faiss.Index:
+    def _new_index(self, kind: IndexKind) -> Any:
         if kind == "exact":
             return faiss.IndexFlatIP(self._dim)
-        index = faiss.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index = _FAISS.IndexHNSWFlat(self._dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self.ef_construction
         index.hnsw.efSearch = self.ef_search
         return index
@@ -265,7 +269,7 @@ class FaissVectorIndex:
         n = int(self._index.ntotal)
         if n == 0:
             return np.empty((0, self._dim), dtype=np.float32)
-        flat = self._index if self._kind == "exact" else faiss.downcast_index(self._index.storage)
+        flat: Any = self._index if self._kind == "exact" else faiss.downcast_index(self._index.storage)
         view: FloatArray = faiss.rev_swig_ptr(flat.get_xb(), n * self._dim).reshape(n, self._dim)
         return view
 
@@ -311,7 +315,7 @@ class FaissVectorIndex:
                 )
                 if rows.size == 0:
                     return scores, out_ids
-                if rows.size <= self.exact_filter_max or rows.size * 2 >= len(self) and self._kind == "exact":
+                if rows.size <= self.exact_filter_max:
                     rows_d, rows_i = self._search_rows_exact(q, k, rows)
                 else:
                     rows_d, rows_i = self._search_selected(q, k, rows)
@@ -366,7 +370,7 @@ class FaissVectorIndex:
 
     def _params(self, ef: int) -> Any:
         if self._kind == "hnsw":
-            params = faiss.SearchParametersHNSW()
+            params = _FAISS.SearchParametersHNSW()
             params.efSearch = int(ef)
             return params
         return faiss.SearchParameters()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -13,7 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from vistudio import __version__
-from vistudio.errors import VistudioError
+from vistudio.errors import InvalidInput, VistudioError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -105,3 +106,14 @@ def error_page(request: Request, exc: VistudioError) -> HTMLResponse:
         {"message": exc.message, "code": exc.code, "status": exc.status},
         status_code=exc.status,
     )
+
+
+def form_date(value: str, field: str, *, end: bool) -> datetime | None:
+    """A date from a filter form (``YYYY-MM-DD``): the start of that day, or its end."""
+    if not value:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{field} must be a date like 2024-05-31 (got {value[:40]!r})") from None
+    return datetime.combine(day, time.max if end else time.min)

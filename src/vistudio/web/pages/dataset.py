@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, time
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -14,7 +13,7 @@ from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.ingest.readers import known_formats
 from vistudio.services import ingest, projects, samples, splits
 from vistudio.studio import Studio
-from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htmx, render
+from vistudio.web.pages._common import RowId, error_fragment, error_page, form_date, is_htmx, render
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
@@ -26,17 +25,18 @@ SORTS = {
     "dup_group": "Duplicate group",
 }
 Text = Annotated[str, Query(max_length=200)]
-FILTER_KEYS = ("label", "tag", "subset", "annotated", "taken_from", "taken_to", "duplicates", "q", "sort", "order")
-
-
-def _date(value: str, field: str, *, end: bool) -> datetime | None:
-    if not value:
-        return None
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{field} must be a date like 2024-05-31 (got {value[:40]!r})") from None
-    return datetime.combine(day, time.max if end else time.min)
+FILTER_KEYS = (
+    "label",
+    "tag",
+    "subset",
+    "annotated",
+    "taken_from",
+    "taken_to",
+    "duplicates",
+    "q",
+    "sort",
+    "order",
+)
 
 
 def _filters(params: dict[str, str]) -> dict[str, Any]:
@@ -55,8 +55,8 @@ def _filters(params: dict[str, str]) -> dict[str, Any]:
         raise InvalidInput("annotations filter is 'yes', 'no' or empty")
     if annotated:
         out["has_annotations"] = annotated == "yes"
-    out["taken_from"] = _date(params.get("taken_from", ""), "from date", end=False)
-    out["taken_to"] = _date(params.get("taken_to", ""), "to date", end=True)
+    out["taken_from"] = form_date(params.get("taken_from", ""), "from date", end=False)
+    out["taken_to"] = form_date(params.get("taken_to", ""), "to date", end=True)
     if out["taken_from"] and out["taken_to"] and out["taken_from"] > out["taken_to"]:
         raise InvalidInput("the 'from' date is after the 'to' date")
     out["duplicates_only"] = params.get("duplicates") in ("1", "on", "true", "yes")

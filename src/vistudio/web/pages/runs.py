@@ -4,7 +4,6 @@ the side-by-side comparison of two runs (metric and timing deltas, regressions, 
 from __future__ import annotations
 
 import mimetypes
-from datetime import date, datetime, time
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.services import runs
 from vistudio.studio import Studio
-from vistudio.web.pages._common import error_fragment, error_page, is_htmx, render, templates
+from vistudio.web.pages._common import error_fragment, error_page, form_date, is_htmx, render, templates
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE = 100  # runs listed at once
@@ -86,16 +85,6 @@ def filter_params(
 FilterParams = Annotated[dict[str, str], Depends(filter_params)]
 
 
-def _date(value: str, field: str, *, end: bool) -> datetime | None:
-    if not value:
-        return None
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{field} must be a date like 2024-05-31 (got {value[:40]!r})") from None
-    return datetime.combine(day, time.max if end else time.min)
-
-
 def _filters(params: dict[str, str]) -> dict[str, Any]:
     """The query string as list_runs keyword arguments (raising InvalidInput)."""
     out: dict[str, Any] = {}
@@ -106,8 +95,8 @@ def _filters(params: dict[str, str]) -> dict[str, Any]:
         if params["status"] not in STATUSES:
             raise InvalidInput(f"status is one of {', '.join(STATUSES)}")
         out["status"] = params["status"]
-    out["since"] = _date(params.get("since", ""), "'since' date", end=False)
-    out["until"] = _date(params.get("until", ""), "'until' date", end=True)
+    out["since"] = form_date(params.get("since", ""), "'since' date", end=False)
+    out["until"] = form_date(params.get("until", ""), "'until' date", end=True)
     if out["since"] and out["until"] and out["since"] > out["until"]:
         raise InvalidInput("the 'since' date is after the 'until' date")
     if params.get("slower"):
