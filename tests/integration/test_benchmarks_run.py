@@ -48,3 +48,9 @@ def test_pipeline_benchmark_runs() -> None:
     result = _run("benchmarks/pipeline.py", "--items", "12", "--size", "32", "--rounds", "1", "--threads", "2")
     text = json.dumps(result)
     assert "overhead" in text and result["items"] == 12
+
+
+@pytest.mark.slow
+def test_search_benchmark_runs() -> None:
+    result = _run("benchmarks/search.py", "--sizes", "3000", "--dim", "16", "--queries", "20")
+    assert result["benchmark"] and result["results"]
