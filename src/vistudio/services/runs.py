@@ -153,12 +153,12 @@ def _items(studio: Studio, source: dict[str, Any]) -> tuple[list[Item], list[dic
 
 
 def _project_items(studio: Studio, source: dict[str, Any]) -> list[Item]:
-    from vistudio.services.samples import _filtered, _resolve_split
+    from vistudio.services.samples import filtered_query, resolve_split
 
     with studio.sessions() as s:
         pid = source["project_id"]
-        split_id = _resolve_split(s, pid, source.get("split"), source.get("subset"))
-        stmt = _filtered(
+        split_id = resolve_split(s, pid, source.get("split"), source.get("subset"))
+        stmt = filtered_query(
             pid,
             label=None,
             tag=None,

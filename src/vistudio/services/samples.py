@@ -48,7 +48,7 @@ def sample_dict(s: Sample, labels: list[str]) -> dict[str, Any]:
     }
 
 
-def _filtered(
+def filtered_query(
     project_id: int,
     *,
     label: str | None,
@@ -93,7 +93,7 @@ def _filtered(
     return stmt
 
 
-def _resolve_split(s: Any, project_id: int, split: str | None, subset: str | None) -> int | None:
+def resolve_split(s: Any, project_id: int, split: str | None, subset: str | None) -> int | None:
     if split is None and subset is None:
         return None
     stmt = select(Split).where(Split.project_id == project_id)
@@ -150,8 +150,8 @@ def list_samples(
         raise InvalidInput(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
     with studio.sessions() as s:
         p = find_project(s, project)
-        split_id = _resolve_split(s, p.id, split, subset)
-        stmt = _filtered(
+        split_id = resolve_split(s, p.id, split, subset)
+        stmt = filtered_query(
             p.id,
             label=label,
             tag=tag,
