@@ -13,7 +13,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vistudio.config import JobSettings
@@ -294,7 +294,3 @@ class JobQueue:
                 delay=0,  # the job did nothing wrong: its worker vanished, so retry at once
             )
         return len(expired)
-
-    def purge_events(self, job_id: int) -> None:
-        with self.sessions.begin() as s:
-            s.execute(delete(JobEvent).where(JobEvent.job_id == job_id))

@@ -47,10 +47,6 @@ class ItemReport:
     stages: list[StageRecord]
     saved: list[Saved]
 
-    @property
-    def error(self) -> str | None:
-        return next((s.error for s in self.stages if s.error), None)
-
 
 class Runner:
     def __init__(self, spec: PipelineSpec, saver: OutputSaver) -> None:

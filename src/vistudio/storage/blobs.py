@@ -10,7 +10,6 @@ processes use it to write blobs.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -102,9 +101,6 @@ class BlobFiles:
             Path(tmp).unlink(missing_ok=True)
             raise
         return sha
-
-    def open(self, kind: str, sha: str, ext: str = "") -> io.BufferedReader:
-        return open(self.path(kind, sha, ext), "rb")
 
     def iter_files(self) -> Iterator[tuple[str | None, Path]]:
         """Every file under the store folders, with the kind its folder belongs to (None: artifacts)."""
