@@ -108,6 +108,14 @@ def _results(
             raise
 
 
+def probe_items(
+    items: list[SourceItem], *, mode: str, studio: Studio, known: frozenset[str]
+) -> Iterator[tuple[SourceItem, dict[str, Any]]]:
+    """Probe and store every item, in order, with the import's pool (public entry for other jobs:
+    the library scan). Each result is ``probe_and_store``'s: ok, known or error."""
+    return _results(items, mode=mode, studio=studio, known=known)
+
+
 # --- the job -----------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.ingest.readers import known_formats
-from vistudio.services import ingest, projects, samples, splits
+from vistudio.services import ingest, library, projects, samples, splits
 from vistudio.studio import Studio
 from vistudio.web.pages._common import RowId, error_fragment, error_page, form_date, is_htmx, render
 
@@ -148,6 +148,7 @@ def dataset_page(
                 status_code=grid_error.status,
             )
         return render(request, "fragments/grid.html", grid)
+    extra = {"library": _library_context(studio, project)} if project["task"] == library.LIBRARY_TASK else {}
     subsets = [
         (f"{s['name']}:{sub}", f"{s['name']} · {sub}", n["total"])
         for s in splits.list_splits(studio, project=project["id"])["items"]
@@ -169,8 +170,32 @@ def dataset_page(
             "import_roots": [str(r) for r in studio.settings.import_roots],
             "tab": "dataset",
             "nav": "projects",
+            **extra,
         },
     )
+
+
+def _library_context(studio: Studio, project: dict[str, Any]) -> dict[str, Any]:
+    """The library panel: the folders, the last scan, and the scan to follow if one is running."""
+    scan = library.latest_scan(studio, project=project["id"])
+    active = scan["job"] if scan and scan["job"]["status"] in ("queued", "running") else None
+    return {
+        "import_roots": [str(r) for r in studio.settings.import_roots],
+        "roots": library.list_roots(studio, project=project["id"])["items"],
+        "scan": scan,
+        "active": {"id": active["id"], "status": active["status"]} if active else None,
+    }
+
+
+@router.get("/projects/{name}/library", response_class=HTMLResponse)
+def library_panel(request: Request, studio: StudioDep, name: str) -> Response:
+    """The library panel's body (folders and last scan), swapped in after each action."""
+    try:
+        project = projects.get_project(studio, name)
+        ctx = _library_context(studio, project)
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return render(request, "fragments/library_panel.html", {"project": project, **ctx})
 
 
 @router.get("/projects/{name}/samples", response_class=HTMLResponse)
