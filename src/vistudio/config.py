@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,21 @@ class ImportSettings(BaseSettings):
     max_upload_bytes: int = 4 * 2**30
 
 
+class EmbedSettings(BaseModel):
+    """CLIP embeddings for semantic search (a plain model: only ``VISTUDIO_EMBED__*`` is read)."""
+
+    model: str = "ViT-B-32"  # an open_clip architecture
+    pretrained: str = "laion2b_s34b_b79k"  # an open_clip tag; "none" = untrained (benchmarks only)
+    checkpoint: Path | None = None  # a local weights file; overrides ``pretrained``
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    workers: int = Field(default_factory=lambda: min(4, max(0, (os.cpu_count() or 1) - 1)), ge=0)
+    download: bool = False  # fetch weights missing from the local cache (needs network)
+    cache_dir: Path | None = None  # open_clip / Hugging Face cache (default: theirs)
+    idle_ttl_seconds: float = 600.0  # a loaded model is freed after this long unused
+    max_upload_bytes: int = 20 * 2**20  # largest image accepted by image search
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISTUDIO_", env_nested_delimiter="__", extra="ignore")
 
@@ -44,6 +59,7 @@ class Settings(BaseSettings):
     embedded_workers: int = 1
     jobs: JobSettings = Field(default_factory=JobSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    embed: EmbedSettings = Field(default_factory=EmbedSettings)
 
     @property
     def db_url(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vistudio.config import Settings
 from vistudio.db.session import make_engine, make_session_factory, upgrade
 from vistudio.jobs.queue import JobQueue
+from vistudio.ml.inference.cache import ModelCache
 from vistudio.storage.artifacts import ArtifactStore
 
 WORKSPACE_DIRS = (
@@ -34,6 +35,8 @@ class Studio:
     sessions: sessionmaker[Session]
     store: ArtifactStore
     queue: JobQueue
+    # lazily loaded models and vector indexes, freed when idle (see ml/inference/cache.py)
+    cache: ModelCache = field(default_factory=ModelCache)
 
     @property
     def home(self) -> Path:
@@ -44,6 +47,7 @@ class Studio:
         return self.settings.home / "tmp"
 
     def close(self) -> None:
+        self.cache.close()
         self.engine.dispose()
 
 
@@ -63,4 +67,5 @@ def open_studio(settings: Settings | None = None) -> Studio:
         sessions=sessions,
         store=ArtifactStore(home, thumb_size=settings.imports.thumb_size),
         queue=JobQueue(sessions, settings.jobs),
+        cache=ModelCache(idle_ttl=settings.embed.idle_ttl_seconds),
     )

@@ -1,4 +1,5 @@
-"""Schemathesis against the OpenAPI schema: whatever the input, the API never answers 5xx."""
+"""Schemathesis against the OpenAPI schema: whatever the input, the API never answers 5xx, save
+the documented 503 ``model_unavailable`` of features whose weights are not on this machine."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ def test_api_never_answers_5xx(studio: Studio) -> None:
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: schemathesis.Case) -> None:
             response = case.call()
-            assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
+            unavailable = response.status_code == 503 and "model_unavailable" in response.text
+            assert response.status_code < 500 or unavailable, (
+                f"{case.method} {case.formatted_path}: {response.text}"
+            )
             if response.status_code >= 400:
                 assert set(response.json()["error"]) == {"code", "message", "details"}
 

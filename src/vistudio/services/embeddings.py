@@ -1,0 +1,624 @@
+"""Embeddings: embed a project's images with a CLIP model (a job), track each project's embedding
+sets, and keep the per-model vector indexes in step with the database.
+
+- ``start_embedding`` checks that the model's weights can be had (``model_unavailable`` otherwise)
+  and queues an ``embed`` job; the job embeds every sample that has no vector for that model yet,
+  a batch per transaction (a rerun after a crash or a cancel does only what is left, and the
+  ``(sample, model)`` key leaves exactly one vector each).
+- A project searches with its *active* model. The active model changes only when a job completes
+  a set with a new model, in the same transaction that marks the set complete: a re-embed with
+  another model never shows a half-embedded set. A project that has no complete set yet searches
+  the set being built, so images appear as soon as their batch is stored.
+- Vector indexes live in ``<workspace>/indexes/<model>/project-<id>.npz`` and are a cache of the
+  ``embeddings`` table: each carries a fingerprint of the rows it holds (count, sum of ids,
+  newest row), and a stale or damaged file is rebuilt from the stored vectors. In memory, an
+  index is brought up to date with the rows added or removed since it was loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vistudio.config import Settings
+from vistudio.db import Job, Sample, utcnow
+from vistudio.db.embeddings import ActiveEmbedding, Embedding, EmbeddingModel, EmbeddingSet
+from vistudio.errors import BadRequest, Conflict, NotFound
+from vistudio.jobs.queue import job_dict
+from vistudio.jobs.registry import job_handler
+from vistudio.jobs.worker import JobContext, PermanentJobError
+from vistudio.ml.embed.clip import Described, OpenClipEncoder, describe, load_open_clip, resolve_device
+from vistudio.ml.embed.encoder import ModelInfo, ModelSpec
+from vistudio.ml.embed.faiss_index import FaissVectorIndex, load_or_rebuild
+from vistudio.services.projects import find_project
+from vistudio.studio import Studio
+
+log = logging.getLogger(__name__)
+
+KIND = "embed"
+MAX_REPORTED = 1000  # failed items listed in a report; the count stays exact
+CHUNK = 50_000  # samples handed to one DataLoader (bounds memory: workers get a copy)
+FETCH = 2_000  # ids per IN (...) when reading vectors
+INDEX_SAVE_INTERVAL = 60.0  # seconds between index file saves from searches (the job always saves)
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+def spec_from(
+    settings: Settings,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    checkpoint: str | Path | None = None,
+) -> ModelSpec:
+    """The model a request names; what it leaves out comes from the ``embed`` settings.
+
+    ``--checkpoint`` or ``--pretrained`` name the weights (not both); ``--model`` alone takes the
+    configured pretrained tag; nothing at all is the configured model.
+    """
+    cfg = settings.embed
+    if pretrained and checkpoint:
+        raise BadRequest("give a pretrained tag or a checkpoint, not both")
+    if checkpoint:
+        return ModelSpec(name=model or cfg.model, checkpoint=Path(checkpoint).expanduser())
+    if pretrained:
+        return ModelSpec(name=model or cfg.model, pretrained=pretrained)
+    if model:
+        return ModelSpec(name=model, pretrained=cfg.pretrained)
+    if cfg.checkpoint:
+        return ModelSpec(name=cfg.model, checkpoint=Path(cfg.checkpoint).expanduser())
+    return ModelSpec(name=cfg.model, pretrained=cfg.pretrained)
+
+
+def configured_spec(settings: Settings) -> ModelSpec:
+    return spec_from(settings)
+
+
+def describe_spec(studio: Studio, spec: ModelSpec) -> Described:
+    """``describe`` with the checkpoint hash remembered per (path, size, mtime)."""
+    cfg = studio.settings.embed
+    sha = None
+    if spec.checkpoint is not None:
+        try:
+            st = Path(spec.checkpoint).expanduser().stat()
+        except OSError:
+            pass  # describe names the missing file
+        else:
+            from vistudio.ml.embed.clip import file_sha256
+
+            path = Path(spec.checkpoint).expanduser().resolve()
+            sha = studio.cache.get(
+                ("sha256", str(path), st.st_size, st.st_mtime_ns), lambda: file_sha256(path), ttl=86_400
+            )
+    return describe(spec, cache_dir=cfg.cache_dir, allow_download=cfg.download, sha256=sha)
+
+
+def encoder_for(studio: Studio, spec: ModelSpec, *, described: Described | None = None) -> OpenClipEncoder:
+    """The loaded encoder for ``spec`` on the configured device (cached, freed when idle)."""
+    cfg = studio.settings.embed
+    d = described or describe_spec(studio, spec)
+    device = resolve_device(cfg.device)
+
+    def load() -> OpenClipEncoder:
+        t = time.monotonic()
+        enc = load_open_clip(
+            spec, device=device, cache_dir=cfg.cache_dir, allow_download=cfg.download, described=d
+        )
+        log.info("loaded %s@%s on %s in %.1f s", d.name, d.version[:16], device, time.monotonic() - t)
+        return enc
+
+    return studio.cache.get(("encoder", d.name, d.version, device), load)
+
+
+def model_dict(m: EmbeddingModel, *, device: str | None = None) -> dict[str, Any]:
+    untrained = m.version == "untrained-seed0"
+    d: dict[str, Any] = {
+        "id": m.id,
+        "name": m.name,
+        "pretrained": m.pretrained,
+        "version": m.version,
+        "checkpoint": m.checkpoint,
+        "dim": m.dim,
+        "device": device or m.device,
+        "untrained": untrained,
+        "created_at": m.created_at.isoformat() + "Z",
+    }
+    if untrained:
+        d["warning"] = (
+            "untrained weights (random, seeded): similarities are meaningless except for benchmarks"
+        )
+    return d
+
+
+def model_spec(m: EmbeddingModel) -> ModelSpec:
+    return ModelSpec(
+        name=m.name, pretrained=m.pretrained, checkpoint=Path(m.checkpoint) if m.checkpoint else None
+    )
+
+
+def _ensure_model(s: Session, info: ModelInfo) -> EmbeddingModel:
+    stmt = select(EmbeddingModel).where(
+        EmbeddingModel.name == info.name, EmbeddingModel.version == info.version
+    )
+    row = s.scalar(stmt)
+    if row is not None:
+        return row
+    try:
+        with s.begin_nested():
+            row = EmbeddingModel(
+                name=info.name,
+                pretrained=info.pretrained,
+                version=info.version,
+                checkpoint=info.checkpoint,
+                dim=info.dim,
+                device=info.device,
+            )
+            s.add(row)
+    except IntegrityError:  # another worker registered it first
+        row = s.scalar(stmt)
+        assert row is not None
+    return row
+
+
+def model_slug(m: EmbeddingModel) -> str:
+    """The model's index folder name: readable, and unique through the row id."""
+    version = m.version[:16] if re.fullmatch(r"[0-9a-f]{64}", m.version) else m.version
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{m.name}-{version}")[:80].strip("._") or "model"
+    return f"{safe}-m{m.id}"
+
+
+# --- starting and running the job --------------------------------------------------------------
+
+
+def _open_jobs(s: Session, project_id: int) -> list[Job]:
+    return list(
+        s.scalars(
+            select(Job)
+            .where(Job.project_id == project_id, Job.kind == KIND, Job.status.in_(("queued", "running")))
+            .order_by(Job.id)
+        )
+    )
+
+
+def start_embedding(
+    studio: Studio,
+    *,
+    project: str | int,
+    model: str | None = None,
+    pretrained: str | None = None,
+    checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
+    """Check the model can be had and queue an ``embed`` job for ``project``. Returns the job.
+
+    An embed job of the same model already queued or running for the project is returned
+    instead of a second one; one of another model is a ``Conflict``.
+    """
+    spec = spec_from(studio.settings, model=model, pretrained=pretrained, checkpoint=checkpoint)
+    with studio.sessions() as s:
+        project_id = find_project(s, project).id  # an unknown project is a 404 before anything else
+    d = describe_spec(studio, spec)
+    with studio.sessions() as s:
+        p = find_project(s, project_id)
+        for job in _open_jobs(s, project_id):
+            if (job.params or {}).get("version") == d.version and (job.params or {}).get("name") == d.name:
+                return job_dict(job)
+            other = (job.params or {}).get("name")
+            raise Conflict(
+                f"project {p.name!r} is already being embedded with {other} (job {job.id}); "
+                "cancel it or wait for it to finish",
+                details={"job": job.id},
+            )
+    spec_d = spec.to_dict()
+    spec_d["name"] = d.name
+    if d.checkpoint:
+        spec_d["checkpoint"] = str(d.checkpoint)
+    explicit = spec != configured_spec(studio.settings)
+    job = studio.queue.enqueue(
+        KIND,
+        {"model": spec_d, "name": d.name, "version": d.version, "explicit": explicit},
+        project_id=project_id,
+    )
+    return job_dict(job)
+
+
+def _vector_bytes(v: npt.NDArray[np.float32]) -> bytes:
+    return np.ascontiguousarray(v, dtype="<f4").tobytes()
+
+
+def _insert_ignore(s: Session) -> Any:
+    dialect = s.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(Embedding).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(Embedding).on_conflict_do_nothing()
+    return insert(Embedding)  # pragma: no cover - other databases are not supported
+
+
+def _sample_file(home: Path, storage: str, path: str) -> Path:
+    return home / path if storage == "copy" else Path(path)
+
+
+@job_handler(KIND)
+def run_embed(ctx: JobContext) -> dict[str, Any]:
+    from vistudio.ml.embed.batch import ImageItem, embed_images
+
+    studio = ctx.studio
+    if ctx.project_id is None:
+        raise PermanentJobError("the project of this embedding job was deleted")
+    project_id = ctx.project_id
+    spec = ModelSpec.from_dict(ctx.params["model"])
+    d = describe_spec(studio, spec)  # ModelUnavailable fails the job for good: retrying cannot help
+    if d.version != ctx.params.get("version"):
+        raise PermanentJobError(
+            f"the checkpoint {spec.checkpoint} changed since this job was queued; start a new one"
+        )
+    ctx.progress(0, None, f"loading {d.name}", force=True)
+    encoder = encoder_for(studio, spec, described=d)
+    info = encoder.info
+    cfg = studio.settings.embed
+    with studio.sessions.begin() as s:
+        model = _ensure_model(s, info)
+        model_id = model.id
+        total = s.scalar(select(func.count()).where(Sample.project_id == project_id)) or 0
+        done_before = _count_embedded(s, project_id, model_id)
+        es = s.get(EmbeddingSet, (project_id, model_id))
+        if es is None:
+            es = EmbeddingSet(project_id=project_id, model_id=model_id, status="building")
+            s.add(es)
+        if done_before < total or es.status != "complete":
+            es.status = "building"
+        es.job_id, es.device, es.total = ctx.job_id, info.device, total
+        es.explicit = bool(ctx.params.get("explicit", False))
+        previous = s.get(ActiveEmbedding, project_id)
+        previous_id = previous.model_id if previous else None
+    todo_total = max(0, total - done_before)
+    embedded = 0
+    failures: list[dict[str, Any]] = []
+    failed = 0
+    done = 0
+    last_id = 0
+    ctx.progress(0, todo_total, f"embedding with {info.name}", force=True)
+    while True:
+        with studio.sessions() as s:
+            has = select(Embedding.sample_id).where(
+                Embedding.model_id == model_id, Embedding.project_id == project_id
+            )
+            rows = s.execute(
+                select(Sample.id, Sample.storage, Sample.path)
+                .where(Sample.project_id == project_id, Sample.id > last_id, Sample.id.not_in(has))
+                .order_by(Sample.id)
+                .limit(CHUNK)
+            ).all()
+        if not rows:
+            break
+        last_id = rows[-1][0]
+        items = [ImageItem(sid, _sample_file(studio.home, storage, path)) for sid, storage, path in rows]
+        for batch in embed_images(encoder, items, batch_size=cfg.batch_size, workers=cfg.workers):
+            ctx.check_cancelled()
+            if batch.ids.size:
+                now = utcnow()
+                values = [
+                    {
+                        "sample_id": int(sid),
+                        "model_id": model_id,
+                        "project_id": project_id,
+                        "vector": _vector_bytes(vec),
+                        "created_at": now,
+                    }
+                    for sid, vec in zip(batch.ids.tolist(), batch.vectors, strict=True)
+                ]
+                with studio.sessions.begin() as s:
+                    s.execute(_insert_ignore(s), values)
+            embedded += int(batch.ids.size)
+            failed += len(batch.failures)
+            for sid, reason in batch.failures:
+                if len(failures) < MAX_REPORTED:
+                    failures.append({"sample_id": sid, "reason": reason})
+            done += int(batch.ids.size) + len(batch.failures)
+            ctx.progress(done, todo_total, f"embedding with {info.name}")
+    with studio.sessions.begin() as s:
+        model = s.get_one(EmbeddingModel, model_id)
+        count = _count_embedded(s, project_id, model_id)
+        total = s.scalar(select(func.count()).where(Sample.project_id == project_id)) or 0
+        es = s.get_one(EmbeddingSet, (project_id, model_id))
+        es.status, es.embedded, es.failed, es.total = "complete", count, failed, total
+        es.completed_at = utcnow()
+        active = s.get(ActiveEmbedding, project_id)
+        if active is None:
+            s.add(ActiveEmbedding(project_id=project_id, model_id=model_id))
+        elif active.model_id != model_id:  # the switch: one row, in the transaction that completes the set
+            active.model_id, active.switched_at = model_id, utcnow()
+        previous_model = (
+            s.get(EmbeddingModel, previous_id) if previous_id and previous_id != model_id else None
+        )
+        model_info = model_dict(model, device=info.device)
+        previous_info = model_dict(previous_model) if previous_model else None
+    ctx.progress(todo_total, todo_total, "indexing", force=True)
+    sync_index(studio, project_id, model_id, save=True)
+    return {
+        "report": {
+            "embedded": embedded,
+            "skipped": done_before,
+            "failed": failed,
+            "failed_items": failures,
+            "total": total,
+            "pending": max(0, total - count),
+            "model": model_info,
+            "active": True,
+            "replaced": previous_info,
+            "attempt": ctx.attempt,
+        }
+    }
+
+
+def _count_embedded(s: Session, project_id: int, model_id: int) -> int:
+    return int(
+        s.scalar(
+            select(func.count()).where(Embedding.model_id == model_id, Embedding.project_id == project_id)
+        )
+        or 0
+    )
+
+
+# --- vector indexes ----------------------------------------------------------------------------
+
+
+@dataclass
+class _LiveIndex:
+    """An index in memory with the database state it reflects."""
+
+    index: FaissVectorIndex
+    fingerprint: str
+    newest: datetime | None
+    path: Path
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    saved_at: float = field(default_factory=time.monotonic)
+    dirty: bool = False
+
+
+def index_path(studio: Studio, model: EmbeddingModel, project_id: int) -> Path:
+    return studio.home / "indexes" / model_slug(model) / f"project-{project_id}.npz"
+
+
+def _fingerprint(s: Session, model: EmbeddingModel, project_id: int) -> tuple[str, datetime | None]:
+    count, total, newest = s.execute(
+        select(
+            func.count(), func.coalesce(func.sum(Embedding.sample_id), 0), func.max(Embedding.created_at)
+        ).where(Embedding.model_id == model.id, Embedding.project_id == project_id)
+    ).one()
+    stamp = newest.isoformat() if newest else "-"
+    return f"{model.name}@{model.version}:{count}:{total}:{stamp}", newest
+
+
+def _read_vectors(
+    s: Session, model: EmbeddingModel, project_id: int, ids: npt.NDArray[np.int64] | None = None
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Stored vectors of the project (or of just ``ids``): (n,) int64 ids and (n, d) float32."""
+    base = select(Embedding.sample_id, Embedding.vector).where(
+        Embedding.model_id == model.id, Embedding.project_id == project_id
+    )
+    rows: list[tuple[int, bytes]] = []
+    if ids is None:
+        rows = [(int(i), v) for i, v in s.execute(base.order_by(Embedding.sample_id))]
+    else:
+        for lo in range(0, ids.size, FETCH):
+            chunk = ids[lo : lo + FETCH].tolist()
+            rows += [(int(i), v) for i, v in s.execute(base.where(Embedding.sample_id.in_(chunk)))]
+    out_ids = np.fromiter((i for i, _ in rows), dtype=np.int64, count=len(rows))
+    vecs = np.empty((len(rows), model.dim), dtype=np.float32)
+    for j, (_, blob) in enumerate(rows):
+        vecs[j] = np.frombuffer(blob, dtype="<f4", count=model.dim)
+    return out_ids, vecs
+
+
+def _load_live(studio: Studio, model: EmbeddingModel, project_id: int) -> _LiveIndex:
+    path = index_path(studio, model, project_id)
+    with studio.sessions() as s:
+        fp, newest = _fingerprint(s, model, project_id)
+
+    def provider() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        with studio.sessions() as s:
+            return _read_vectors(s, model, project_id)
+
+    index = load_or_rebuild(path, fingerprint=fp, vectors_provider=provider, dim=model.dim)
+    return _LiveIndex(index=index, fingerprint=fp, newest=newest, path=path)
+
+
+def _sync(studio: Studio, live: _LiveIndex, model: EmbeddingModel, project_id: int) -> bool:
+    """Bring ``live`` to the database's rows; returns whether anything changed."""
+    with studio.sessions() as s:
+        fp, newest = _fingerprint(s, model, project_id)
+        if fp == live.fingerprint:
+            return False
+        db_ids = np.fromiter(
+            s.scalars(
+                select(Embedding.sample_id).where(
+                    Embedding.model_id == model.id, Embedding.project_id == project_id
+                )
+            ),
+            dtype=np.int64,
+        )
+        # a row newer than the last sync may reuse the id of a deleted sample: re-read those too
+        recent = (
+            np.fromiter(
+                s.scalars(
+                    select(Embedding.sample_id).where(
+                        Embedding.model_id == model.id,
+                        Embedding.project_id == project_id,
+                        Embedding.created_at >= live.newest,
+                    )
+                ),
+                dtype=np.int64,
+            )
+            if live.newest is not None
+            else np.empty(0, dtype=np.int64)
+        )
+        have = live.index.ids()
+        gone = np.setdiff1d(have, db_ids, assume_unique=True)
+        wanted = np.union1d(np.setdiff1d(db_ids, have, assume_unique=True), recent)
+        ids, vecs = _read_vectors(s, model, project_id, wanted) if wanted.size else (wanted, None)
+    if gone.size:
+        live.index.remove(gone)
+    if ids.size and vecs is not None:
+        live.index.add(ids, vecs)
+    live.fingerprint, live.newest, live.dirty = fp, newest, True
+    return True
+
+
+def project_index(studio: Studio, project_id: int, model: EmbeddingModel) -> FaissVectorIndex:
+    """The project's index for ``model``, in step with the database (loaded or rebuilt on first use)."""
+    live = _live(studio, project_id, model)
+    with live.lock:
+        _sync(studio, live, model, project_id)
+        if live.dirty and time.monotonic() - live.saved_at > INDEX_SAVE_INTERVAL:
+            _save(live)
+    return live.index
+
+
+def _live(studio: Studio, project_id: int, model: EmbeddingModel) -> _LiveIndex:
+    key = ("index", project_id, model.id, model.version)
+    live: _LiveIndex = studio.cache.get(key, lambda: _load_live(studio, model, project_id))
+    return live
+
+
+def _save(live: _LiveIndex) -> None:
+    live.index.save(live.path, fingerprint=live.fingerprint)
+    live.saved_at, live.dirty = time.monotonic(), False
+
+
+def sync_index(studio: Studio, project_id: int, model_id: int, *, save: bool = False) -> FaissVectorIndex:
+    """Bring the project's index for ``model_id`` up to date; ``save`` writes its file too."""
+    with studio.sessions() as s:
+        model = s.get(EmbeddingModel, model_id)
+        if model is None:
+            raise NotFound(f"embedding model {model_id} not found")
+    live = _live(studio, project_id, model)
+    with live.lock:
+        _sync(studio, live, model, project_id)
+        if save and (live.dirty or not live.path.exists()):
+            _save(live)
+    return live.index
+
+
+# --- queries -------------------------------------------------------------------------------------
+
+
+def search_model(s: Session, project_id: int) -> tuple[EmbeddingModel, bool] | None:
+    """The model a project searches with and whether its set is the complete active one.
+
+    The active model when there is one; before any set completed, the set being built most
+    recently (so that images appear as soon as they are embedded); ``None`` without any set.
+    """
+    active = s.get(ActiveEmbedding, project_id)
+    if active is not None:
+        return s.get_one(EmbeddingModel, active.model_id), True
+    es = s.scalar(
+        select(EmbeddingSet)
+        .where(EmbeddingSet.project_id == project_id)
+        .order_by(EmbeddingSet.started_at.desc(), EmbeddingSet.model_id.desc())
+        .limit(1)
+    )
+    if es is None:
+        return None
+    return s.get_one(EmbeddingModel, es.model_id), False
+
+
+def project_vectors(
+    studio: Studio, project_id: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], dict[str, Any]] | None:
+    """The project's vectors of its complete active embedding set, for other features.
+
+    Returns ``(sample_ids (n,) int64 ascending, vectors (n, d) float32 L2-normalised, model_info)``,
+    or ``None`` when the project has no complete active set (never embedded, or only partly).
+    It opens its own sessions: call it before a session of yours has run a statement (on SQLite
+    every transaction takes the write lock, so a nested one would wait for it).
+    """
+    with studio.sessions() as s:
+        active = s.get(ActiveEmbedding, project_id)
+        if active is None:
+            return None
+        model = s.get_one(EmbeddingModel, active.model_id)
+    index = project_index(studio, project_id, model)
+    ids = np.sort(index.ids())
+    vectors = index.get(ids) if ids.size else np.empty((0, model.dim), dtype=np.float32)
+    return ids.astype(np.int64), np.ascontiguousarray(vectors, dtype=np.float32), model_dict(model)
+
+
+def embedding_status(studio: Studio, *, project: str | int) -> dict[str, Any]:
+    """A project's embedding sets, the model searches use, open jobs and the configured model."""
+    with studio.sessions() as s:
+        p = find_project(s, project)
+        samples = s.scalar(select(func.count()).where(Sample.project_id == p.id)) or 0
+        active = s.get(ActiveEmbedding, p.id)
+        sets: list[dict[str, Any]] = []
+        for es, m in s.execute(
+            select(EmbeddingSet, EmbeddingModel)
+            .join(EmbeddingModel, EmbeddingModel.id == EmbeddingSet.model_id)
+            .where(EmbeddingSet.project_id == p.id)
+            .order_by(EmbeddingSet.started_at.desc())
+        ):
+            embedded = _count_embedded(s, p.id, m.id)
+            sets.append(
+                {
+                    "model": model_dict(m, device=es.device),
+                    "status": es.status,
+                    "active": active is not None and active.model_id == m.id,
+                    "embedded": embedded,
+                    "failed": es.failed,
+                    "pending": max(0, samples - embedded),
+                    "started_at": es.started_at.isoformat() + "Z",
+                    "completed_at": es.completed_at.isoformat() + "Z" if es.completed_at else None,
+                    "job_id": es.job_id,
+                }
+            )
+        chosen = search_model(s, p.id)
+        jobs = [job_dict(j) for j in _open_jobs(s, p.id)]
+        last = s.scalar(
+            select(Job).where(Job.project_id == p.id, Job.kind == KIND).order_by(Job.id.desc()).limit(1)
+        )
+        name = p.name
+    searching = next((x for x in sets if chosen and x["model"]["id"] == chosen[0].id), None)
+    return {
+        "project": name,
+        "samples": samples,
+        "searching": searching,
+        "complete": bool(chosen and chosen[1]),
+        "embedded": searching["embedded"] if searching else 0,
+        "pending": searching["pending"] if searching else samples,
+        "sets": sets,
+        "jobs": jobs,
+        "last_job": job_dict(last) if last is not None else None,
+        "configured": configured_model(studio),
+    }
+
+
+def configured_model(studio: Studio) -> dict[str, Any]:
+    """The configured model, and whether its weights can be had (with the reason if not)."""
+    from vistudio.errors import VistudioError
+
+    spec = configured_spec(studio.settings)
+    out: dict[str, Any] = {**spec.to_dict(), "untrained": spec.untrained}
+    try:
+        d = describe_spec(studio, spec)
+    except VistudioError as exc:
+        out.update(available=False, error={"code": exc.code, "message": exc.message})
+    else:
+        out.update(available=True, name=d.name, version=d.version)
+    return out
