@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, func, select
 
 from vistudio.db import Annotation, LabelClass, Sample, SampleTag, Split, SplitMember
+from vistudio.db.duplicates import HiddenSample
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
@@ -61,8 +62,12 @@ def filtered_query(
     dup_group: int | None,
     duplicates_only: bool,
     q: str | None,
+    include_hidden: bool = True,
 ) -> Select[Any]:
     stmt = select(Sample).where(Sample.project_id == project_id)
+    if not include_hidden:  # hidden by a duplicate review ("hide others"): out of browsing
+        hidden = select(HiddenSample.sample_id).where(HiddenSample.project_id == project_id)
+        stmt = stmt.where(Sample.id.not_in(hidden))
     # IN (subquery) rather than a correlated EXISTS: SQLite then walks the small indexed side
     # once instead of probing it for every sample (seconds → milliseconds at 100,000 samples).
     if label is not None:
@@ -141,6 +146,7 @@ def list_samples(
     order: str = "asc",
     offset: int = 0,
     limit: int = 60,
+    include_hidden: bool = False,
 ) -> dict[str, Any]:
     if sort not in SORTS:
         raise InvalidInput(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
@@ -163,6 +169,7 @@ def list_samples(
             dup_group=dup_group,
             duplicates_only=duplicates_only,
             q=q,
+            include_hidden=include_hidden,
         )
         total = s.scalar(select(func.count()).select_from(stmt.with_only_columns(Sample.id).subquery())) or 0
         col = SORTS[sort]
