@@ -132,6 +132,9 @@ def delete_project(studio: Studio, ref: str | int) -> dict[str, Any]:
         )
         if running:
             raise Conflict(f"project {p.name!r} has {running} queued or running job(s); cancel them first")
+        from vistudio.services.experiments import release_project_experiments
+
+        release_project_experiments(studio, s, p.id)  # checkpoints and other per-experiment blobs
         refs = s.execute(select(Sample.sha256, Sample.storage).where(Sample.project_id == p.id)).all()
         for sha, storage in refs:
             studio.store.release(s, "thumbnail", sha)

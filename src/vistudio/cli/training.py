@@ -1,0 +1,328 @@
+"""``vistudio train``, ``vistudio experiments``, ``vistudio experiment …`` and ``vistudio models``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from vistudio.cli.output import console, emit, state, wait_for_job
+from vistudio.errors import BadRequest, JobFailed
+from vistudio.services import experiments
+
+app = typer.Typer(help="One experiment: show, metrics, compare, stop, delete.", no_args_is_help=True)
+
+SHOWN = ("val_accuracy", "val_f1_macro", "val_loss", "train_loss")
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+def _summary(exp: dict[str, Any]) -> dict[str, Any]:
+    """What ``train`` prints: the experiment's outcome and where its checkpoints are."""
+    return {
+        "id": exp["id"],
+        "name": exp["name"],
+        "project": exp.get("project"),
+        "status": exp["status"],
+        "split": exp["split"],
+        "model": exp["model"],
+        "epochs_done": exp["epochs_done"],
+        "best_metrics": exp["best_metrics"],
+        "final_metrics": exp["final_metrics"],
+        "checkpoints": exp.get("checkpoints", []),
+        "error": exp["error"],
+    }
+
+
+def _render_experiment(d: dict[str, Any]) -> None:
+    e = d["experiment"]
+    colour = {"succeeded": "green", "failed": "red", "stopped": "yellow"}.get(e["status"], "blue")
+    console.print(
+        f"experiment [bold]{e['name']}[/] ({e['model']}, split {e['split']}): [{colour}]{e['status']}[/]"
+        f", {e['epochs_done']} epoch(s)"
+    )
+    best = {k: v for k, v in (e.get("best_metrics") or {}).items() if isinstance(v, float)}
+    if best:
+        t = Table("metric", "best", "final", title=f"best epoch {e['best_metrics'].get('epoch')}")
+        for k, v in best.items():
+            t.add_row(k, _num(v), _num((e.get("final_metrics") or {}).get(k)))
+        console.print(t)
+    for c in e.get("checkpoints") or []:
+        console.print(f"{c['kind']} checkpoint (epoch {c['epoch']}, step {c['step']}): {c['path']}")
+    if e.get("error"):
+        console.print(f"[red]error:[/] {e['error'].splitlines()[0]}")
+
+
+def _config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadRequest(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise BadRequest(f"config file {path} is not valid JSON/YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"config file {path} must hold a mapping of config keys")
+    return data
+
+
+def train(
+    ctx: typer.Context,
+    project: str,
+    model: Annotated[str | None, typer.Option(help="a model of the catalog (vistudio models)")] = None,
+    split: Annotated[str | None, typer.Option(help="split name (default: the newest)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="default 10")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="default 32")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate, default 0.001")] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", help="input side in pixels, default 224")
+    ] = None,
+    pretrained: Annotated[
+        bool | None,
+        typer.Option(
+            "--pretrained/--no-pretrained", help="ImageNet weights from the local cache (default: no)"
+        ),
+    ] = None,
+    weights: Annotated[Path | None, typer.Option(help="start from a weights file (a state dict)")] = None,
+    freeze_backbone: Annotated[
+        bool, typer.Option("--freeze-backbone", help="train only the new head")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="experiment name (default: MODEL-N)")] = None,
+    seed: Annotated[int | None, typer.Option(help="default 42")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    precision: Annotated[str | None, typer.Option(help="auto | 32 | bf16 | 16")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw | sgd")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="cosine | step | none")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay")] = None,
+    label_smoothing: Annotated[float | None, typer.Option("--label-smoothing")] = None,
+    class_weights: Annotated[
+        str | None, typer.Option("--class-weights", help="none | balanced (for imbalanced classes)")
+    ] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="all train-time augmentation on/off")
+    ] = None,
+    patience: Annotated[int | None, typer.Option(help="early-stopping patience in epochs")] = None,
+    no_early_stopping: Annotated[bool, typer.Option("--no-early-stopping")] = False,
+    num_workers: Annotated[int | None, typer.Option("--num-workers", help="data loader processes")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="a JSON/YAML file of config keys (options override it)")
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the training and print its job")] = False,
+) -> None:
+    """Train a model on a project's split; waits with a progress bar unless --no-wait."""
+    cfg: dict[str, Any] = _config_file(config) if config else {}
+    options: dict[str, Any] = {
+        "model": model,
+        "split": split,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "image_size": image_size,
+        "pretrained": str(weights.expanduser().resolve()) if weights else pretrained,
+        "seed": seed,
+        "device": device,
+        "precision": precision,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "class_weights": class_weights,
+        "patience": patience,
+        "num_workers": num_workers,
+    }
+    cfg.update({k: v for k, v in options.items() if v is not None})
+    if freeze_backbone:
+        cfg["freeze_backbone"] = True
+    if no_early_stopping:
+        cfg["early_stopping"] = False
+    if augment is False:
+        cfg["augment"] = {"crop": False, "flip": False, "rotate": False, "color": False}
+    elif augment:
+        cfg["augment"] = {**cfg.get("augment", {}), "crop": True, "flip": True}
+    studio = state(ctx).studio()
+    started = experiments.start_experiment(studio, project=project, config=cfg, name=name)
+    if no_wait:
+        emit(
+            ctx,
+            started,
+            lambda d: console.print(
+                f"queued experiment {d['experiment']['name']} (job {d['job']['id']}); "
+                f"follow it with: vistudio experiment show {project!r} {d['experiment']['name']!r}"
+            ),
+        )
+        return
+    exp_name = started["experiment"]["name"]
+    final = wait_for_job(ctx, started["job"]["id"])
+    exp = experiments.get_experiment(studio, project=project, experiment=started["experiment"]["id"])
+    if final["status"] not in ("succeeded", "cancelled") or exp["status"] == "failed":
+        message = (
+            exp.get("error") or (final.get("error") or {}).get("message") or final["status"]
+        ).splitlines()[0]
+        raise JobFailed(
+            f"training of {exp_name} {exp['status']}: {message}",
+            details={"job": final["id"], "experiment": exp_name, "error": exp.get("error")},
+        )
+    emit(ctx, {"experiment": _summary(exp)}, _render_experiment)
+
+
+def list_experiments(
+    ctx: typer.Context,
+    project: str,
+    status: Annotated[str | None, typer.Option(help="e.g. running or succeeded,stopped")] = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> None:
+    """A project's experiments with their status and best metrics."""
+    out = experiments.list_experiments(
+        state(ctx).studio(), project=project, status=status, offset=offset, limit=limit
+    )
+
+    def render(d: dict[str, Any]) -> None:
+        t = Table("name", "model", "status", "epochs", *SHOWN)
+        for e in d["items"]:
+            best = e["best_metrics"]
+            t.add_row(
+                e["name"],
+                e["model"],
+                e["status"],
+                f"{e['epochs_done']}/{e['epochs']}",
+                *(_num(best.get(k)) for k in SHOWN),
+            )
+        console.print(t)
+        if not d["items"]:
+            console.print(f"no experiments yet: vistudio train {project!r} --model resnet18")
+
+    emit(ctx, out, render)
+
+
+@app.command("show")
+def show(ctx: typer.Context, project: str, experiment: str) -> None:
+    """One experiment: config, status, best and final metrics, checkpoints."""
+    exp = experiments.get_experiment(state(ctx).studio(), project=project, experiment=experiment)
+    emit(ctx, {"experiment": exp}, _render_experiment)
+
+
+@app.command("metrics")
+def metrics(
+    ctx: typer.Context,
+    project: str,
+    experiment: str,
+    name: Annotated[list[str] | None, typer.Option("--name", help="a metric (repeatable)")] = None,
+) -> None:
+    """Per-epoch (and per-step) metric series."""
+    out = experiments.experiment_metrics(
+        state(ctx).studio(), project=project, experiment=experiment, names=name
+    )
+
+    def render(d: dict[str, Any]) -> None:
+        series = d["series"]
+        keys = (
+            name
+            or [k for k in SHOWN if k in series]
+            or [k for k in series if not k.endswith("_step") and k != "lr"]
+        )
+        epoch_level = {k: series[k] for k in keys if k in series}
+        t = Table("epoch", *epoch_level)
+        rows: dict[int, dict[str, float]] = {}
+        for k, v in epoch_level.items():
+            for ep, val in zip(v["epoch"], v["value"], strict=True):
+                rows.setdefault(ep, {})[k] = val
+        for ep in sorted(rows):
+            t.add_row(str(ep), *(_num(rows[ep].get(k)) for k in epoch_level))
+        console.print(t)
+
+    emit(ctx, out, render)
+
+
+@app.command("compare")
+def compare(
+    ctx: typer.Context,
+    project: str,
+    experiment: Annotated[list[str], typer.Argument(help="two or more experiments")],
+) -> None:
+    """Best metrics of several experiments side by side (every metric and the curves with --json)."""
+    out = experiments.compare_experiments(state(ctx).studio(), project=project, experiments=experiment)
+
+    def render(d: dict[str, Any]) -> None:
+        names = [n for n in SHOWN if any(n in row["best"] for row in d["table"])]
+        t = Table("experiment", "model", "status", "best epoch", *names)
+        for row in d["table"]:
+            t.add_row(
+                row["experiment"],
+                row["model"],
+                row["status"],
+                _num(row["best_epoch"]),
+                *(_num(row["best"].get(n)) for n in names),
+            )
+        console.print(t)
+
+    emit(ctx, out, render)
+
+
+@app.command("stop")
+def stop(ctx: typer.Context, project: str, experiment: str) -> None:
+    """Stop a training gracefully (its last checkpoint is kept)."""
+    exp = experiments.stop_experiment(state(ctx).studio(), project=project, experiment=experiment)
+    emit(
+        ctx,
+        {"experiment": exp},
+        lambda d: console.print(
+            f"experiment {d['experiment']['name']}: "
+            + (
+                "stopped"
+                if d["experiment"]["status"] == "stopped"
+                else "stopping (after the batch in flight)"
+            )
+        ),
+    )
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    project: str,
+    experiment: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
+) -> None:
+    """Delete an experiment, its metrics and checkpoints."""
+    if not yes and (state(ctx).json or not typer.confirm(f"Delete experiment {experiment!r}?")):
+        raise BadRequest("not deleted: confirm with --yes")
+    out = experiments.delete_experiment(state(ctx).studio(), project=project, experiment=experiment)
+    emit(
+        ctx,
+        out,
+        lambda d: console.print(f"deleted experiment {d['deleted']} ({d['checkpoints']} checkpoints)"),
+    )
+
+
+def models(ctx: typer.Context) -> None:
+    """The model catalog."""
+
+    def render(d: dict[str, Any]) -> None:
+        t = Table("name", "family", "params (M)", "default size", "pretrained weights cached")
+        for m in d["items"]:
+            t.add_row(
+                m["name"],
+                m["family"],
+                str(m["params_millions"]),
+                str(m["default_image_size"]),
+                "yes" if m["pretrained_cached"] else "no",
+            )
+        console.print(t)
+
+    emit(ctx, experiments.model_catalog(), render)
+
+
+def register(root: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    root.command("train")(train)
+    root.command("experiments")(list_experiments)
+    root.command("models")(models)
+    root.add_typer(app, name="experiment")

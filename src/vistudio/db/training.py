@@ -1,0 +1,133 @@
+"""Training tables: experiments, their per-step metrics and checkpoints, evaluations, exports.
+
+An experiment's ``config`` is frozen when it starts; each experiment has one training execution,
+at most one evaluation (1:1) and any number of exports. Checkpoints and exported files are blobs in
+the artifact store (content-addressed); these rows point at them by sha256.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vistudio.db.base import Base, utcnow
+
+EXPERIMENT_STATUSES = ("draft", "queued", "running", "succeeded", "stopped", "failed")
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    split_id: Mapped[int | None] = mapped_column(ForeignKey("splits.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(Text)
+    task: Mapped[str] = mapped_column(String(32))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    classes: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="draft", index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    best_metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    final_metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    epochs_done: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class EpochMetric(Base):
+    """One scalar at one point of training: ``epoch`` and global ``step``; ``name`` e.g. train_loss."""
+
+    __tablename__ = "epoch_metrics"
+    __table_args__ = (Index("ix_epoch_metrics_experiment_name_step", "experiment_id", "name", "step"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    epoch: Mapped[int]
+    step: Mapped[int]
+    name: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Checkpoint(Base):
+    """``kind`` best (by the monitored metric) or last; one row per kind, updated as training goes."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("experiment_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    epoch: Mapped[int]
+    step: Mapped[int]
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), unique=True)
+    checkpoint_kind: Mapped[str] = mapped_column(String(16))
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64))
+    subsets: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    confusion: Mapped[list[Any]] = mapped_column(default=list)
+    classes: Mapped[list[Any]] = mapped_column(default=list)
+    results_path: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class EvalResult(Base):
+    """One image's prediction in an evaluation. ``topk`` is ``[[class_index, probability], …]``."""
+
+    __tablename__ = "eval_results"
+    __table_args__ = (
+        UniqueConstraint("evaluation_id", "sample_id"),
+        Index("ix_eval_results_eval_correct", "evaluation_id", "correct", "confidence"),
+        Index("ix_eval_results_eval_confidence", "evaluation_id", "confidence"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    subset: Mapped[str] = mapped_column(String(16))
+    true_index: Mapped[int]
+    pred_index: Mapped[int]
+    confidence: Mapped[float]
+    topk: Mapped[list[Any]] = mapped_column(default=list)
+    correct: Mapped[bool]
+
+
+class ModelExport(Base):
+    """An exported model file (ONNX or TorchScript) with its validation against PyTorch."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    checkpoint_kind: Mapped[str] = mapped_column(String(16))
+    format: Mapped[str] = mapped_column(String(16))
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    path: Mapped[str | None] = mapped_column(Text)
+    validation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -1,0 +1,68 @@
+"""vistudio checkpoints: a model's weights plus everything needed to use it again.
+
+A checkpoint is a plain ``torch.save`` of ``{"format", "state_dict", "meta"}`` where ``meta`` holds
+only JSON-like values (model name, task, class names, preprocessing, config, epoch, step, metrics),
+so it loads with ``torch.load(weights_only=True)`` — no pickled code ever runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vistudio.errors import InvalidInput
+from vistudio.ml.models import build_model
+
+FORMAT = "vistudio-checkpoint/1"
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write atomically (temp file in the same folder → fsync → rename). ``meta`` needs
+    ``model`` (catalog name), ``classes`` and ``preprocess``."""
+    for key in ("model", "classes", "preprocess"):
+        if key not in meta:
+            raise ValueError(f"checkpoint meta needs {key!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": FORMAT, "state_dict": state, "meta": meta}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, loaded safely; a foreign or damaged file is a clear 422."""
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InvalidInput(f"not a loadable checkpoint: {Path(path).name}: {exc}") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise InvalidInput(f"not a vistudio checkpoint: {Path(path).name}")
+    return obj
+
+
+def load_checkpoint(
+    path: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model from the catalog, load the weights, return ``(model in eval mode, meta)``."""
+    obj = read_checkpoint(path)
+    meta = obj["meta"]
+    model, _ = build_model(meta["model"], len(meta["classes"]), pretrained=False)
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as exc:
+        raise InvalidInput(f"checkpoint weights do not fit model {meta['model']}: {exc}") from exc
+    return model.to(device).eval(), meta

@@ -1,0 +1,203 @@
+"""Model catalog: ``@register_model`` builders with their weights metadata.
+
+A builder makes a torchvision backbone with a fresh head for ``num_classes``. Pretrained weights are
+never downloaded here: they come from torch hub's local cache (``$TORCH_HOME/hub/checkpoints``) or a
+file the user names; when neither has them the build fails with ``model_unavailable``. ``pretrained
+False`` (random initialisation) always works. Normalisation (mean/std) always comes from the
+weights' metadata, so a model trained from scratch and one fine-tuned from ImageNet see the same
+input statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from vistudio.errors import BadRequest, ModelUnavailable
+from vistudio.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    weights: Any  # a torchvision WeightsEnum member: the pretrained weights and their metadata
+    head: Callable[[nn.Module], tuple[nn.Module, str]]  # → (parent module, attribute of the head)
+    default_image_size: int = 224
+
+    @property
+    def mean(self) -> list[float]:
+        return [float(v) for v in self.weights.transforms().mean]
+
+    @property
+    def std(self) -> list[float]:
+        return [float(v) for v in self.weights.transforms().std]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "weights": str(self.weights),
+            "params_millions": round(self.weights.meta.get("num_params", 0) / 1e6, 1),
+            "default_image_size": self.default_image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "pretrained_cached": cached_weights_path(self) is not None,
+        }
+
+
+@dataclass
+class ModelInfo:
+    """What a built model needs to be used again: name, classes, input statistics, weights source."""
+
+    name: str
+    num_classes: int
+    mean: list[float]
+    std: list[float]
+    pretrained: str | None = None
+    frozen_backbone: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    return MODELS.add(spec.name, spec)
+
+
+def model_names() -> list[str]:
+    return list(MODELS.entries)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS.get(name)
+    except KeyError:
+        raise BadRequest(
+            f"unknown model {name!r}; known: {', '.join(model_names())}", details={"models": model_names()}
+        ) from None
+
+
+def _fc(model: nn.Module) -> tuple[nn.Module, str]:
+    return model, "fc"
+
+
+def _classifier_last(model: nn.Module) -> tuple[nn.Module, str]:
+    classifier = model.classifier
+    assert isinstance(classifier, nn.Sequential)
+    return classifier, str(len(classifier) - 1)
+
+
+for _name, _family, _builder, _weights, _head in (
+    ("resnet18", "resnet", tvm.resnet18, tvm.ResNet18_Weights.DEFAULT, _fc),
+    ("resnet34", "resnet", tvm.resnet34, tvm.ResNet34_Weights.DEFAULT, _fc),
+    ("resnet50", "resnet", tvm.resnet50, tvm.ResNet50_Weights.DEFAULT, _fc),
+    (
+        "efficientnet_b0",
+        "efficientnet",
+        tvm.efficientnet_b0,
+        tvm.EfficientNet_B0_Weights.DEFAULT,
+        _classifier_last,
+    ),
+    (
+        "efficientnet_b3",
+        "efficientnet",
+        tvm.efficientnet_b3,
+        tvm.EfficientNet_B3_Weights.DEFAULT,
+        _classifier_last,
+    ),
+    (
+        "mobilenet_v3_small",
+        "mobilenet",
+        tvm.mobilenet_v3_small,
+        tvm.MobileNet_V3_Small_Weights.DEFAULT,
+        _classifier_last,
+    ),
+    (
+        "mobilenet_v3_large",
+        "mobilenet",
+        tvm.mobilenet_v3_large,
+        tvm.MobileNet_V3_Large_Weights.DEFAULT,
+        _classifier_last,
+    ),
+):
+    register_model(ModelSpec(_name, _family, _builder, _weights, _head))
+
+
+def cached_weights_path(spec: ModelSpec) -> Path | None:
+    """The pretrained weights file in torch hub's cache, if it is there (nothing is downloaded)."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.weights.url).name
+    return path if path.is_file() else None
+
+
+def _resolve_weights(spec: ModelSpec, pretrained: bool | str | Path) -> Path | None:
+    if pretrained is False or pretrained is None:
+        return None
+    if pretrained is True:
+        path = cached_weights_path(spec)
+        if path is None:
+            raise ModelUnavailable(
+                f"pretrained weights for {spec.name} are not in the local cache "
+                f"({Path(torch.hub.get_dir()) / 'checkpoints'}) and cannot be downloaded here; "
+                "train from scratch (--no-pretrained / pretrained: false) or give a weights file "
+                "(--pretrained PATH)",
+                details={"model": spec.name, "expected_file": Path(spec.weights.url).name},
+            )
+        return path
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise ModelUnavailable(f"pretrained weights file not found: {path}", details={"model": spec.name})
+    return path
+
+
+def build_model(
+    name: str,
+    num_classes: int,
+    *,
+    pretrained: bool | str | Path = False,
+    freeze_backbone: bool = False,
+) -> tuple[nn.Module, ModelInfo]:
+    """A catalog model with a ``num_classes`` head; backbone weights from cache/file when asked."""
+    if num_classes < 2:
+        raise BadRequest(f"a classifier needs at least 2 classes, got {num_classes}")
+    spec = get_model_spec(name)
+    weights_file = _resolve_weights(spec, pretrained)
+    if weights_file is None:
+        model = spec.builder(weights=None, num_classes=num_classes)
+    else:
+        model = spec.builder(weights=None)
+        try:
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+                state = state["state_dict"]
+            model.load_state_dict(state)
+        except Exception as exc:  # a wrong or damaged file: say which and why
+            raise ModelUnavailable(
+                f"cannot load pretrained weights for {name} from {weights_file}: {exc}",
+                details={"model": name},
+            ) from exc
+        parent, attr = spec.head(model)
+        old = getattr(parent, attr)
+        setattr(parent, attr, nn.Linear(old.in_features, num_classes))
+    if freeze_backbone:
+        parent, attr = spec.head(model)
+        head_params = {id(p) for p in getattr(parent, attr).parameters()}
+        for p in model.parameters():
+            p.requires_grad = id(p) in head_params
+    info = ModelInfo(
+        name=name,
+        num_classes=num_classes,
+        mean=spec.mean,
+        std=spec.std,
+        pretrained=str(weights_file) if weights_file else None,
+        frozen_backbone=freeze_backbone,
+    )
+    return model, info

@@ -1,0 +1,227 @@
+"""The trainer factory and :func:`train`, the one entry point that runs an experiment's training.
+
+``train`` takes plain data (a :class:`TrainSpec`: task name, config dict, class names,
+``(path, target)`` pairs, a work folder) and reports through
+:class:`~vistudio.ml.training.callbacks.TrainingCallbacks`. It writes nothing outside the work
+folder: Lightning's progress bar, logger, model summary and own checkpoints are all off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from vistudio.errors import BadRequest
+from vistudio.ml.preprocess import preprocess_meta
+from vistudio.ml.tasks import get_training
+from vistudio.ml.training.callbacks import Reporter, TrainingCallbacks
+from vistudio.ml.training.config import TrainConfig, validate_config
+from vistudio.ml.training.data import ImageDataModule, auto_workers
+from vistudio.ml.training.module import TaskModule
+from vistudio.ml.training.task import TrainingTask
+
+
+@dataclass
+class TrainSpec:
+    """Everything one training run needs, as plain picklable data."""
+
+    task: str
+    config: dict[str, Any]
+    classes: list[str]
+    train: list[tuple[str, Any]]
+    val: list[tuple[str, Any]]
+    workdir: str
+    meta: dict[str, Any] = field(default_factory=dict)  # extra checkpoint meta (experiment, project)
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | early_stopped | stopped
+    epochs: int
+    step: int
+    best: dict[str, Any] | None
+    last: dict[str, Any] | None
+    final_metrics: dict[str, float]
+    seconds: float
+
+
+def resolve_accelerator(device: str) -> str:
+    """``auto``/``cpu``/``cuda`` → Lightning's ``gpu`` or ``cpu``; asking for absent CUDA is a 400."""
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise BadRequest(
+            "device 'cuda' was asked for, but CUDA is not available on this machine "
+            "(torch.cuda.is_available() is False); use device 'auto' or 'cpu'",
+            details={"device": device},
+        )
+    if device == "cpu" or (device == "auto" and not has_cuda):
+        return "cpu"
+    return "gpu"
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``auto``: bf16 mixed precision on a GPU that has it, else fp16 mixed on GPU, 32-bit on CPU."""
+    if precision == "auto":
+        if accelerator == "gpu":
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "32-true"
+    if precision == "16" and accelerator != "gpu":
+        raise BadRequest("precision '16' (float16 mixed) needs a GPU; use 'bf16' or '32' on CPU")
+    return {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}[precision]
+
+
+def resolve_monitor(task_cls: type[TrainingTask], config: TrainConfig) -> tuple[str, str]:
+    monitor = config.monitor or task_cls.default_monitor
+    if monitor not in task_cls.metric_names():
+        raise BadRequest(
+            f"monitor {monitor!r} is not a metric of this task; use one of {', '.join(task_cls.metric_names())}",
+            details={"metrics": task_cls.metric_names()},
+        )
+    return monitor, task_cls.monitor_mode(monitor)
+
+
+def build_trainer(
+    config: TrainConfig, *, workdir: Path, callbacks: list[L.Callback], accelerator: str
+) -> L.Trainer:
+    """A Lightning Trainer from the experiment config: quiet, deterministic, no files of its own."""
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=resolve_precision(config.precision, accelerator),  # type: ignore[arg-type]
+        max_epochs=config.epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        # some CUDA kernels have no deterministic version: warn there instead of failing
+        deterministic=True if accelerator == "cpu" else "warn",
+        benchmark=False,
+        gradient_clip_val=config.gradient_clip or None,
+        log_every_n_steps=config.log_every_n_steps,
+        default_root_dir=str(workdir),
+        callbacks=callbacks,
+    )
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Lightning's info lines and advice warnings off; global torch state restored afterwards."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    levels = [lg.level for lg in loggers]
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*Consider setting `persistent_workers=True`.*")
+            warnings.filterwarnings(
+                "ignore", message=".*number of training batches.*is smaller than the logging interval.*"
+            )
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            warnings.filterwarnings(
+                "ignore", message=".*is supported for historical reasons but its usage is discouraged.*"
+            )
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainResult:
+    """Run one training to the end, an early stop, or a stop asked for by ``callbacks``.
+
+    Raises ``BadRequest`` for a config that cannot run here (unknown model, CUDA absent…),
+    ``ModelUnavailable`` when pretrained weights are missing, anything else on a crash.
+    """
+    started = time.perf_counter()
+    callbacks = callbacks or TrainingCallbacks()
+    task_cls = get_training(spec.task)
+    config = validate_config(task_cls.config_model, spec.config)
+    if len(spec.classes) < 2:
+        raise BadRequest("training needs at least two classes")
+    if not spec.train:
+        raise BadRequest("the training subset is empty")
+    if not spec.val:
+        raise BadRequest("the validation subset is empty")
+    monitor, mode = resolve_monitor(task_cls, config)
+    accelerator = resolve_accelerator(config.device)
+    workdir = Path(spec.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with _quiet():
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        task = task_cls(classes=spec.classes, config=config)
+        model, info = task.build_model()
+        preprocess = preprocess_meta(config.image_size, info.mean, info.std)
+        data = ImageDataModule(
+            task=task,
+            preprocess=preprocess,
+            train=spec.train,
+            val=spec.val,
+            batch_size=config.batch_size,
+            num_workers=auto_workers(config.num_workers, accelerator=accelerator),
+            seed=config.seed,
+            pin_memory=accelerator == "gpu",
+        )
+        module = TaskModule(task=task, model=model, loss=task.build_loss(data.train_targets), config=config)
+        meta = {
+            **spec.meta,
+            **task.checkpoint_meta(),
+            "model": config.model,
+            "task": spec.task,
+            "classes": list(spec.classes),
+            "preprocess": preprocess,
+            "config": config.model_dump(mode="json"),
+            "pretrained": info.pretrained,
+        }
+        reporter = Reporter(
+            callbacks,
+            workdir=workdir,
+            meta=meta,
+            monitor=monitor,
+            mode=mode,
+            patience=config.patience if config.early_stopping else None,
+            log_every_n_steps=config.log_every_n_steps,
+        )
+        trainer = build_trainer(config, workdir=workdir, callbacks=[reporter], accelerator=accelerator)
+        steps_per_epoch = len(data.train_dataloader())
+        callbacks.on_start(
+            {
+                "train_images": len(data.train_items),
+                "val_images": len(data.val_items),
+                "steps_per_epoch": steps_per_epoch,
+                "total_steps": steps_per_epoch * config.epochs,
+                "epochs": config.epochs,
+                "accelerator": accelerator,
+                "precision": resolve_precision(config.precision, accelerator),
+                "monitor": monitor,
+                "mode": mode,
+                "preprocess": preprocess,
+            }
+        )
+        trainer.fit(module, datamodule=data)
+        reporter.finish(trainer, module)
+    # a stop asked for while the last epoch was ending (no step left to notice it) still counts
+    stopped = reporter.stop_requested or callbacks.should_stop()
+    status = "stopped" if stopped else "early_stopped" if reporter.early_stopped else "completed"
+    return TrainResult(
+        status=status,
+        epochs=reporter.epochs_done,
+        step=trainer.global_step,
+        best=reporter.best,
+        last=reporter.last,
+        final_metrics=reporter.final_metrics,
+        seconds=time.perf_counter() - started,
+    )

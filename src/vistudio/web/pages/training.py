@@ -1,0 +1,253 @@
+"""Train page: the experiment form, the live experiment (curves over SSE), the experiment list,
+stop/delete, and the comparison of several experiments (overlaid curves, table of best metrics)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+
+from vistudio.api.deps import StudioDep
+from vistudio.errors import BadRequest, InvalidInput, VistudioError
+from vistudio.services import experiments, projects, splits
+from vistudio.studio import Studio
+from vistudio.web.pages._common import error_fragment, error_page, is_htmx, render
+
+router = APIRouter(tags=["web"], include_in_schema=False)
+LISTED = 100  # experiments in the list
+ExpName = Annotated[str, PathParam(min_length=1, max_length=200)]
+# The form's fields: (form name, config key, kind). Checkboxes send "on" only when ticked.
+NUMBERS = (
+    ("epochs", "epochs", int),
+    ("batch_size", "batch_size", int),
+    ("lr", "lr", float),
+    ("image_size", "image_size", int),
+    ("weight_decay", "weight_decay", float),
+    ("seed", "seed", int),
+    ("patience", "patience", int),
+    ("label_smoothing", "label_smoothing", float),
+    ("gradient_clip", "gradient_clip", float),
+    ("num_workers", "num_workers", int),
+    ("log_every_n_steps", "log_every_n_steps", int),
+)
+CHOICES = ("model", "split", "optimizer", "scheduler", "precision", "device", "class_weights")
+AUGMENT = ("crop", "flip", "rotate", "color")
+LABELS = {
+    "epochs": "Epochs",
+    "batch_size": "Batch size",
+    "lr": "Learning rate",
+    "image_size": "Image size",
+    "weight_decay": "Weight decay",
+    "seed": "Seed",
+    "patience": "Patience",
+    "label_smoothing": "Label smoothing",
+    "gradient_clip": "Gradient clipping",
+    "num_workers": "Loader workers",
+    "log_every_n_steps": "Log every N steps",
+    "name": "Name",
+}
+DEFAULTS: dict[str, Any] = {
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 0.001,
+    "image_size": 224,
+    "weight_decay": 0.0001,
+    "seed": 42,
+    "patience": 5,
+    "label_smoothing": 0.0,
+    "gradient_clip": 0.0,
+    "num_workers": -1,
+    "log_every_n_steps": 10,
+}
+
+
+def form_config(form: FormData) -> tuple[dict[str, Any], str | None]:
+    """The form's fields → (training config, experiment name); bad numbers are one 400 listing each."""
+    config: dict[str, Any] = {}
+    errors = []
+    for field, key, kind in NUMBERS:
+        raw = str(form.get(field) or "").strip()
+        if not raw:
+            continue
+        try:
+            config[key] = kind(raw)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            errors.append({"key": key, "message": f"must be {what} (got {raw[:20]!r})"})
+    if errors:
+        first = errors[0]
+        raise BadRequest(
+            f"invalid training config: {first['key']}: {first['message']}", details={"errors": errors}
+        )
+    for key in CHOICES:
+        raw = str(form.get(key) or "").strip()
+        if raw:
+            config[key] = raw
+    config["pretrained"] = form.get("pretrained") == "on"
+    config["freeze_backbone"] = form.get("freeze_backbone") == "on"
+    config["early_stopping"] = form.get("early_stopping") == "on"
+    config["augment"] = {k: form.get(f"augment_{k}") == "on" for k in AUGMENT}
+    name = str(form.get("name") or "").strip() or None
+    return config, name
+
+
+def _context(studio: Studio, name: str) -> dict[str, Any]:
+    project = projects.get_project(studio, name)
+    return {
+        "project": project,
+        "splits": splits.list_splits(studio, project=project["id"])["items"],
+        "tab": "train",
+        "nav": "projects",
+    }
+
+
+def _detail(studio: Studio, project: str, experiment: str | int) -> dict[str, Any]:
+    exp = experiments.get_experiment(studio, project=project, experiment=experiment)
+    series = experiments.experiment_metrics(studio, project=project, experiment=exp["id"])["series"]
+    return {"exp": exp, "series": series}
+
+
+def _listing(studio: Studio, project: str) -> dict[str, Any]:
+    out = experiments.list_experiments(studio, project=project, limit=LISTED)
+    return {"experiments": out["items"], "total": out["total"]}
+
+
+@router.get("/projects/{name}/train", response_class=HTMLResponse)
+def train_page(
+    request: Request, studio: StudioDep, name: str, experiment: Annotated[str, Query(max_length=200)] = ""
+) -> Response:
+    try:
+        ctx = _context(studio, name)
+        listing = _listing(studio, name)
+        trainable = True
+        try:
+            from vistudio.ml.tasks import get_training
+
+            get_training(ctx["project"]["task"])
+        except BadRequest:
+            trainable = False
+        chosen: str | int | None = experiment or None
+        if chosen is None and listing["experiments"]:
+            active = [e for e in listing["experiments"] if e["status"] in experiments.ACTIVE]
+            chosen = (active or listing["experiments"])[0]["id"]
+        detail = _detail(studio, name, chosen) if chosen is not None else None
+    except VistudioError as exc:
+        return error_page(request, exc)
+    return render(
+        request,
+        "train.html",
+        {
+            **ctx,
+            **listing,
+            "detail": detail,
+            "trainable": trainable,
+            "models": experiments.model_catalog()["items"] if trainable else [],
+            "defaults": DEFAULTS,
+        },
+    )
+
+
+@router.post("/projects/{name}/train/start", response_class=HTMLResponse)
+async def start(request: Request, studio: StudioDep, name: str) -> Response:
+    form = await request.form()
+    try:
+        config, exp_name = form_config(form)
+        started = await run_in_threadpool(
+            experiments.start_experiment, studio, project=name, config=config, name=exp_name
+        )
+        detail = await run_in_threadpool(_detail, studio, name, started["experiment"]["id"])
+        listing = await run_in_threadpool(_listing, studio, name)
+        project = await run_in_threadpool(projects.get_project, studio, name)
+    except VistudioError as exc:
+        errors = (exc.details or {}).get("errors") or []
+        return render(
+            request,
+            "fragments/train_errors.html",
+            {"message": exc.message, "code": exc.code, "errors": errors, "labels": LABELS},
+            status_code=exc.status,
+            headers={"HX-Retarget": "#train-errors", "HX-Reswap": "innerHTML"},
+        )
+    return render(
+        request,
+        "fragments/train_detail.html",
+        {**detail, **listing, "project": project, "oob_list": True},
+        headers={"HX-Trigger": "training-started"},
+    )
+
+
+@router.get("/projects/{name}/train/list", response_class=HTMLResponse)
+def experiment_list(request: Request, studio: StudioDep, name: str) -> Response:
+    try:
+        listing = _listing(studio, name)
+        project = projects.get_project(studio, name)
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return render(request, "fragments/train_list.html", {**listing, "project": project})
+
+
+@router.get("/projects/{name}/train/experiments/{exp}", response_class=HTMLResponse)
+def experiment_detail(request: Request, studio: StudioDep, name: str, exp: ExpName) -> Response:
+    try:
+        detail = _detail(studio, name, exp)
+        project = projects.get_project(studio, name)
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    if not is_htmx(request):
+        return RedirectResponse(f"/projects/{name}/train?experiment={exp}", status_code=303)
+    return render(request, "fragments/train_detail.html", {**detail, "project": project})
+
+
+@router.post("/projects/{name}/train/experiments/{exp}/stop", response_class=HTMLResponse)
+def stop(request: Request, studio: StudioDep, name: str, exp: ExpName) -> Response:
+    try:
+        experiments.stop_experiment(studio, project=name, experiment=exp)
+        detail = _detail(studio, name, exp)
+        project = projects.get_project(studio, name)
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    return render(request, "fragments/train_detail.html", {**detail, "project": project})
+
+
+@router.post("/projects/{name}/train/experiments/{exp}/delete")
+def delete(request: Request, studio: StudioDep, name: str, exp: ExpName) -> Response:
+    try:
+        experiments.delete_experiment(studio, project=name, experiment=exp)
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    target = f"/projects/{name}/train"
+    if is_htmx(request):
+        return Response(status_code=204, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)
+
+
+@router.get("/projects/{name}/train/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    studio: StudioDep,
+    name: str,
+    exp: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006 - FastAPI copies defaults
+) -> Response:
+    try:
+        ctx = _context(studio, name)
+        picked = [e for e in exp if e]
+        if len(picked) < 2:
+            raise InvalidInput("tick two or more experiments to compare")
+        cmp = experiments.compare_experiments(studio, project=name, experiments=picked)
+    except VistudioError as exc:
+        return error_page(request, exc)
+    shown = [m for m in ("val_accuracy", "val_f1_macro", "val_loss", "train_loss") if m in cmp["series"]]
+    shown += [m for m in cmp["metrics"] if m not in shown]
+    best: dict[str, float] = {}
+    for m in shown:
+        values = [row["best"][m] for row in cmp["table"] if m in row["best"]]
+        if values:
+            best[m] = min(values) if m.endswith("loss") else max(values)
+    return render(
+        request,
+        "train_compare.html",
+        {**ctx, "cmp": cmp, "shown": shown, "charted": shown[:4], "best": best},
+    )

@@ -1,0 +1,51 @@
+"""The training benchmark keeps working: a toy run prints its JSON with both sides and the ratio.
+(Speed is measured by running it for real, never asserted here.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_train_benchmark_runs(tmp_path: Path) -> None:
+    args = [
+        "--images",
+        "48",
+        "--image-size",
+        "16",
+        "--source-size",
+        "48",
+        "--batch-size",
+        "8",
+        "--warmup",
+        "1",
+    ]
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/train.py",
+            *args,
+            "--cache",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert result == json.loads((tmp_path / "r.json").read_text())
+    assert result["model"] == "resnet18" and result["device"] == "cpu" and result["images"] == 48
+    assert result["baseline_ips"] > 0 and result["vistudio_ips"] > 0 and result["loader_only_ips"] > 0
+    assert result["ratio"] == pytest.approx(result["vistudio_ips"] / result["baseline_ips"], rel=1e-2)
+    assert len(list(tmp_path.rglob("*.jpg"))) == 48
