@@ -102,6 +102,14 @@ def make_yolo_obb(dest: Path) -> Path:
     return dest
 
 
+def htmx_settled(page: Any) -> None:
+    """Wait until htmx finished its requests and swaps: it wires swapped-in content only after its
+    settle delay, so a change made before that would reach a form with no trigger yet."""
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+    )
+
+
 def alpine_ready(page: Any) -> None:
     """Wait until the deferred scripts ran and Alpine bound its components: a click before that
     would land on an element with no handler yet."""

@@ -387,6 +387,8 @@ class OnnxClassifier:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     class_names: tuple[str, ...] | None
+    # vistudio's own exports embed their exact preprocessing (ml/preprocess) as JSON: used when present
+    preprocess: dict[str, Any] | None = None
 
 
 def _import_onnxruntime() -> Any:
@@ -433,6 +435,16 @@ def _open_classifier(path: Path) -> OnnxClassifier:
         if not isinstance(parsed, list) or not parsed:
             raise StageError(f"classify_onnx: {path.name}: metadata 'class_names' must be a JSON list")
         names = tuple(str(n) for n in parsed)
+    preprocess: dict[str, Any] | None = None
+    if "preprocess" in props:
+        try:
+            preprocess = json.loads(props["preprocess"])
+        except json.JSONDecodeError as exc:
+            raise StageError(f"classify_onnx: {path.name}: metadata 'preprocess' is not JSON") from exc
+        if not isinstance(preprocess, dict) or not {"input_size", "mean", "std", "scale"} <= set(preprocess):
+            raise StageError(
+                f"classify_onnx: {path.name}: metadata 'preprocess' lacks input_size/mean/std/scale"
+            )
     model_input = session.get_inputs()[0]
     dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
     return OnnxClassifier(
@@ -443,6 +455,7 @@ def _open_classifier(path: Path) -> OnnxClassifier:
         mean=_floats3(path, "mean", props.get("mean")),
         std=_floats3(path, "std", props.get("std")),
         class_names=names,
+        preprocess=preprocess,
     )
 
 
@@ -510,6 +523,8 @@ def classify_onnx(item: Item, data: Any, *, model: str, top_k: int = 5) -> StepO
 
     Preprocessing comes from the model's metadata props (``input_size`` "H,W", ``mean`` and ``std``
     "r,g,b", ``class_names`` JSON list): bilinear resize to H×W, /255, (x - mean) / std, 1×3×H×W.
+    Models exported by vistudio also carry ``preprocess`` (JSON), applied through
+    ``vistudio.ml.preprocess`` exactly as evaluation and ``vistudio predict`` apply it.
     With no previous data the image is read from ``item.path``. Returns ``{"label", "confidence",
     "top_k": [[name, p], ...]}``; metrics ``confidence`` (and ``correct`` when the item has a
     ground truth).
@@ -524,13 +539,18 @@ def classify_onnx(item: Item, data: Any, *, model: str, top_k: int = 5) -> StepO
     img = _image("classify_onnx", data)
     clf = OnnxSessionCache.get(model)
     rgb = np.repeat(img[:, :, np.newaxis], 3, axis=2) if img.ndim == 2 else img
-    h, w = clf.input_size
-    # Bilinear (antialiased in Pillow) matches torchvision's default Resize used at training time.
-    resized = _to_array(_to_pil(rgb).resize((w, h), Image.Resampling.BILINEAR))
-    x = (resized.astype(np.float32) / 255.0 - np.asarray(clf.mean, np.float32)) / np.asarray(
-        clf.std, np.float32
-    )
-    batch = x.transpose(2, 0, 1)[np.newaxis].astype(clf.input_dtype)
+    if clf.preprocess is not None:  # exactly what vistudio's evaluation and `vistudio predict` do
+        from vistudio.ml.preprocess import eval_array
+
+        batch = eval_array(_to_pil(rgb), clf.preprocess)[np.newaxis].astype(clf.input_dtype)
+    else:
+        h, w = clf.input_size
+        # Bilinear (antialiased in Pillow) matches torchvision's default Resize used at training time.
+        resized = _to_array(_to_pil(rgb).resize((w, h), Image.Resampling.BILINEAR))
+        x = (resized.astype(np.float32) / 255.0 - np.asarray(clf.mean, np.float32)) / np.asarray(
+            clf.std, np.float32
+        )
+        batch = x.transpose(2, 0, 1)[np.newaxis].astype(clf.input_dtype)
     try:
         logits = np.asarray(clf.session.run(None, {clf.input_name: batch})[0])
     except Exception as exc:  # onnxruntime's own error types: shape or type mismatch

@@ -1,0 +1,152 @@
+"""API: evaluations (one per experiment) and model exports."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from vistudio.api.deps import Id, Limit, Offset, StudioDep
+from vistudio.ml.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from vistudio.services import evaluation, exports
+
+router = APIRouter(tags=["evaluation"])
+ProjectRef = Annotated[str, Path(min_length=1, max_length=200, description="project name or id")]
+ExperimentRef = Annotated[str, Path(min_length=1, max_length=200, description="experiment name or id")]
+ClassName = Annotated[str | None, Query(max_length=200)]
+
+
+Subset = Literal["train", "val", "test"]
+
+
+def _test_subset() -> list[Subset]:
+    return ["test"]
+
+
+class EvaluateRequest(BaseModel):
+    project: str = Field(min_length=1, max_length=200)
+    experiment: str = Field(min_length=1, max_length=200)
+    checkpoint: Literal["best", "last"] = "best"
+    subsets: list[Subset] = Field(default_factory=_test_subset, min_length=1, max_length=3)
+    batch_size: int = Field(default=64, ge=1, le=evaluation.MAX_BATCH)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ExportRequest(BaseModel):
+    project: str = Field(min_length=1, max_length=200)
+    experiment: str = Field(min_length=1, max_length=200)
+    format: Literal["onnx", "torchscript"] = "onnx"
+    checkpoint: Literal["best", "last"] = "best"
+    opset: int = Field(default=DEFAULT_OPSET, ge=MIN_OPSET, le=MAX_OPSET)
+
+
+@router.post("/evaluations", status_code=202)
+def start_evaluation(studio: StudioDep, body: EvaluateRequest) -> dict[str, Any]:
+    """Queue the evaluation of an experiment's checkpoint (replacing any previous evaluation)."""
+    return evaluation.start_evaluation(
+        studio,
+        project=body.project,
+        experiment=body.experiment,
+        checkpoint=body.checkpoint,
+        subsets=list(body.subsets),
+        batch_size=body.batch_size,
+        device=body.device,
+    )
+
+
+@router.get("/evaluations/{project}/{experiment}")
+def get_evaluation(studio: StudioDep, project: ProjectRef, experiment: ExperimentRef) -> dict[str, Any]:
+    return {"evaluation": evaluation.get_evaluation(studio, project=project, experiment=experiment)}
+
+
+@router.get("/evaluations/{project}/{experiment}/results")
+def list_results(
+    studio: StudioDep,
+    project: ProjectRef,
+    experiment: ExperimentRef,
+    subset: Literal["train", "val", "test"] | None = None,
+    correct: bool | None = None,
+    true: ClassName = None,
+    pred: ClassName = None,
+    sort: Literal["confidence", "-confidence"] | None = None,
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """Per-image results: filter by subset, correctness, true and predicted class; sort by confidence."""
+    return evaluation.list_results(
+        studio,
+        project=project,
+        experiment=experiment,
+        subset=subset,
+        correct=correct,
+        true=true,
+        pred=pred,
+        sort=sort,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.get("/evaluations/{project}/{experiment}/results/{sample_id}")
+def get_result(
+    studio: StudioDep, project: ProjectRef, experiment: ExperimentRef, sample_id: Id
+) -> dict[str, Any]:
+    return {
+        "result": evaluation.get_result(studio, project=project, experiment=experiment, sample_id=sample_id)
+    }
+
+
+@router.get("/evaluations/{project}/{experiment}/confusion.png", response_class=FileResponse)
+def confusion_png(studio: StudioDep, project: ProjectRef, experiment: ExperimentRef) -> FileResponse:
+    path = evaluation.confusion_png(studio, project=project, experiment=experiment)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
+
+
+@router.delete("/evaluations/{project}/{experiment}")
+def reset_evaluation(studio: StudioDep, project: ProjectRef, experiment: ExperimentRef) -> dict[str, Any]:
+    """Delete the evaluation at once: its results, its files, and its job if it still runs."""
+    return evaluation.reset_evaluation(studio, project=project, experiment=experiment)
+
+
+@router.post("/exports", status_code=202)
+def start_export(studio: StudioDep, body: ExportRequest) -> dict[str, Any]:
+    """Queue an ONNX or TorchScript export of an experiment's checkpoint, validated against PyTorch."""
+    return exports.start_export(
+        studio,
+        project=body.project,
+        experiment=body.experiment,
+        format=body.format,
+        checkpoint=body.checkpoint,
+        opset=body.opset,
+    )
+
+
+@router.get("/exports")
+def list_exports(
+    studio: StudioDep,
+    project: Annotated[str, Query(min_length=1, max_length=200)],
+    experiment: Annotated[str | None, Query(max_length=200)] = None,
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    return exports.list_exports(
+        studio, project=project, experiment=experiment or None, offset=offset, limit=limit
+    )
+
+
+@router.get("/exports/{export_id}")
+def get_export(studio: StudioDep, export_id: Id) -> dict[str, Any]:
+    return {"export": exports.get_export(studio, export_id)}
+
+
+@router.get("/exports/{export_id}/download", response_class=FileResponse)
+def download_export(studio: StudioDep, export_id: Id) -> FileResponse:
+    path, filename = exports.export_file(studio, export_id)
+    return FileResponse(path, media_type="application/octet-stream", filename=filename)
+
+
+@router.delete("/exports/{export_id}")
+def delete_export(studio: StudioDep, export_id: Id) -> dict[str, Any]:
+    return exports.delete_export(studio, export_id)

@@ -1,0 +1,486 @@
+"""Model exports: ONNX or TorchScript files of an experiment's checkpoint, validated against PyTorch.
+
+An export is a job (kind ``export``). It rebuilds the model from the checkpoint, writes the file
+with its metadata embedded, runs the same real images of the split (up to ``PARITY_IMAGES`` test
+images, through :mod:`vistudio.ml.preprocess`) through the exported file and through eager PyTorch,
+and records the largest logit/probability difference and the top-1 agreement. The file lands at
+``<workspace>/exports/<project>/<experiment>/<name>.onnx|.pt`` beside ``<name>.json`` (metadata and
+validation), and is also kept as an artifact blob (kind ``export``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from vistudio.db import Project, utcnow
+from vistudio.db.training import Checkpoint, Experiment, ModelExport
+from vistudio.errors import BadRequest, Conflict, NotFound
+from vistudio.jobs.queue import FINISHED, job_dict
+from vistudio.jobs.registry import job_handler
+from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
+from vistudio.ml.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+from vistudio.pipelines.saver import safe_name
+from vistudio.services.experiments import checkpoint_path, find_experiment, register_cleanup, split_items
+from vistudio.services.projects import find_project
+from vistudio.storage.atomic import atomic_write_bytes
+from vistudio.studio import Studio
+
+EXPORT_KIND = "export"  # artifact kind of exported model blobs
+CHECKPOINT_KINDS = ("best", "last")
+ACTIVE_EXPERIMENT = ("draft", "queued", "running")
+PARITY_IMAGES = 64
+
+
+# --- shared with services.evaluation --------------------------------------------------------------
+
+
+def experiment_dir(studio: Studio, project: str, experiment: str) -> Path:
+    """``<workspace>/exports/<project>/<experiment>/``: readable names, made safe for any filesystem."""
+    return studio.home / "exports" / safe_name(project, 100) / safe_name(experiment, 100)
+
+
+def resolve(session: Session, project: str | int, experiment: str | int) -> tuple[Project, Experiment]:
+    """The project (name or id) and its experiment (name or id)."""
+    p = find_project(session, project)
+    ref = str(experiment)
+    if ref.isdigit() and not (ref.isascii() and len(ref) <= 18):
+        # not a database id (too long, or non-ASCII digits like "²"): look it up by name only
+        row = session.scalar(select(Experiment).where(Experiment.project_id == p.id, Experiment.name == ref))
+        if row is None:
+            raise NotFound(f"experiment {ref[:80]!r} not found in this project")
+        return p, row
+    return p, find_experiment(session, p.id, experiment)
+
+
+def ready_checkpoint(session: Session, exp: Experiment, kind: str) -> Checkpoint:
+    """The experiment's ``kind`` checkpoint, or a 409 saying why it cannot be used yet."""
+    if kind not in CHECKPOINT_KINDS:
+        raise BadRequest(f"checkpoint must be 'best' or 'last', got {kind[:40]!r}")
+    if exp.status in ACTIVE_EXPERIMENT:
+        raise Conflict(
+            f"experiment {exp.name!r} is {exp.status}: wait until its training has finished "
+            "(or stop it) before evaluating or exporting it",
+            details={"experiment": exp.name, "status": exp.status},
+        )
+    rows = {c.kind: c for c in session.scalars(select(Checkpoint).where(Checkpoint.experiment_id == exp.id))}
+    if not rows:
+        raise Conflict(
+            f"experiment {exp.name!r} has no checkpoint (its training saved none)",
+            details={"experiment": exp.name, "status": exp.status},
+        )
+    if kind not in rows:
+        raise Conflict(
+            f"experiment {exp.name!r} has no {kind} checkpoint; it has: {', '.join(sorted(rows))}",
+            details={"experiment": exp.name, "checkpoints": sorted(rows)},
+        )
+    return rows[kind]
+
+
+def checkpoint_file(studio: Studio, ckpt: Checkpoint) -> Path:
+    path = checkpoint_path(studio, ckpt.sha256)
+    if not path.is_file():
+        raise Conflict(
+            f"the {ckpt.kind} checkpoint file is missing from the workspace ({path.name}); "
+            "run `vistudio doctor`",
+            details={"sha256": ckpt.sha256},
+        )
+    return path
+
+
+def checkpoints_of(studio: Studio, experiment_id: int) -> list[dict[str, Any]]:
+    """The experiment's checkpoints whose files exist (for pickers)."""
+    with studio.sessions() as s:
+        rows = list(
+            s.scalars(
+                select(Checkpoint).where(Checkpoint.experiment_id == experiment_id).order_by(Checkpoint.kind)
+            )
+        )
+    return [
+        {"kind": c.kind, "epoch": c.epoch, "step": c.step, "metrics": c.metrics, "size": c.size}
+        for c in rows
+        if checkpoint_path(studio, c.sha256).is_file()
+    ]
+
+
+def finished_experiments(studio: Studio, project: str | int) -> list[dict[str, Any]]:
+    """Experiments that finished training and kept at least one checkpoint, newest first."""
+    with studio.sessions() as s:
+        p = find_project(s, project)
+        with_ckpt = select(Checkpoint.experiment_id).distinct()
+        rows = list(
+            s.scalars(
+                select(Experiment)
+                .where(
+                    Experiment.project_id == p.id,
+                    Experiment.status.not_in(ACTIVE_EXPERIMENT),
+                    Experiment.id.in_(with_ckpt),
+                )
+                .order_by(Experiment.created_at.desc(), Experiment.id.desc())
+            )
+        )
+    return [
+        {
+            "id": e.id,
+            "name": e.name,
+            "status": e.status,
+            "model": (e.config or {}).get("model"),
+            "classes": len(e.classes or []),
+            "best_metrics": e.best_metrics,
+            "finished_at": e.finished_at.isoformat() + "Z" if e.finished_at else None,
+        }
+        for e in rows
+    ]
+
+
+# --- exports ----------------------------------------------------------------------------------------
+
+
+def export_dict(row: ModelExport, *, project: str, experiment: str) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "project": project,
+        "experiment": experiment,
+        "experiment_id": row.experiment_id,
+        "format": row.format,
+        "checkpoint": row.checkpoint_kind,
+        "options": row.options,
+        "status": row.status,
+        "job_id": row.job_id,
+        "path": row.path,
+        "metadata_path": str(Path(row.path).with_suffix(".json")) if row.path else None,
+        "filename": Path(row.path).name if row.path else None,
+        "sha256": row.sha256,
+        "size": row.size,
+        "validation": row.validation,
+        "error": row.error,
+        "download_url": f"/api/v1/exports/{row.id}/download",
+        "created_at": row.created_at.isoformat() + "Z",
+        "finished_at": row.finished_at.isoformat() + "Z" if row.finished_at else None,
+    }
+
+
+def start_export(
+    studio: Studio,
+    *,
+    project: str,
+    experiment: str,
+    format: str = "onnx",
+    checkpoint: str = "best",
+    opset: int = DEFAULT_OPSET,
+) -> dict[str, Any]:
+    """Check the request and queue the export job; returns ``{"job", "export"}``."""
+    if format not in FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(FORMATS)}, got {format[:40]!r}")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise BadRequest(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
+    with studio.sessions() as s:
+        p, exp = resolve(s, project, experiment)
+        checkpoint_file(studio, ready_checkpoint(s, exp, checkpoint))
+        exp_id, exp_name, pname = exp.id, exp.name, p.name
+    options: dict[str, Any] = {"opset": opset} if format == "onnx" else {}
+    with studio.sessions.begin() as s:
+        row = ModelExport(
+            experiment_id=exp_id,
+            checkpoint_kind=checkpoint,
+            format=format,
+            options=options,
+            status="queued",
+            created_at=utcnow(),
+        )
+        s.add(row)
+        s.flush()
+        export_id = row.id
+    job = studio.queue.enqueue("export", {"export_id": export_id}, project_id=p.id, max_attempts=2)
+    with studio.sessions.begin() as s:
+        queued = s.get(ModelExport, export_id)
+        if queued is None:  # deleted in the meantime: the job will find nothing and stop
+            raise NotFound(f"export {export_id} was deleted")
+        queued.job_id = job.id
+        s.flush()
+        out = export_dict(queued, project=pname, experiment=exp_name)
+    return {"job": job_dict(job), "export": out}
+
+
+def _file_name(studio: Studio, row: ModelExport, exp: Experiment, folder: Path) -> str:
+    """A readable file name that no other export of the experiment uses (``-2``, ``-3``… if taken)."""
+    opts = f"-opset{row.options.get('opset')}" if row.format == "onnx" else "-torchscript"
+    base = safe_name(f"{exp.name}-{row.checkpoint_kind}{opts}", 120)
+    ext = FORMATS[row.format]
+    with studio.sessions() as s:
+        taken = set(
+            s.scalars(
+                select(ModelExport.path).where(
+                    ModelExport.experiment_id == exp.id,
+                    ModelExport.id != row.id,
+                    ModelExport.path.is_not(None),
+                )
+            )
+        )
+    name, n = base, 1
+    while (folder / f"{name}.{ext}").relative_to(studio.home).as_posix() in taken:
+        n += 1
+        name = f"{base}-{n}"
+    return f"{name}.{ext}"
+
+
+def _parity_items(studio: Studio, exp: Experiment) -> list[str]:
+    """Up to PARITY_IMAGES real images of the split: test first, then val, then train."""
+    if exp.split_id is None:
+        return []
+    paths: list[str] = []
+    with studio.sessions() as s:
+        for subset in ("test", "val", "train"):
+            for it in split_items(studio, s, exp.split_id, [subset], list(exp.classes)):
+                if Path(it.path).is_file():
+                    paths.append(it.path)
+                if len(paths) >= PARITY_IMAGES:
+                    return paths
+    return paths
+
+
+def _set(studio: Studio, export_id: int, **values: Any) -> None:
+    with studio.sessions.begin() as s:
+        row = s.get(ModelExport, export_id)
+        if row is not None:
+            for k, v in values.items():
+                setattr(row, k, v)
+
+
+@job_handler("export")
+def run_export(ctx: JobContext) -> dict[str, Any]:
+    studio = ctx.studio
+    export_id = ctx.params.get("export_id")
+    with studio.sessions() as s:
+        row = s.get(ModelExport, export_id) if export_id else None
+        if row is None or row.job_id not in (None, ctx.job_id):
+            raise PermanentJobError("this export was deleted before it ran")
+        exp = s.get(Experiment, row.experiment_id)
+        assert exp is not None
+        project = s.get(Project, exp.project_id)
+        assert project is not None
+        ckpt = ready_checkpoint(s, exp, row.checkpoint_kind)
+        s.expunge_all()
+    _set(studio, row.id, status="running", error=None, job_id=ctx.job_id)
+    try:
+        result = _export(ctx, row, exp, project, ckpt)
+    except JobCancelled:
+        _set(studio, row.id, status="cancelled", finished_at=utcnow())
+        raise
+    except Exception as exc:
+        _set(studio, row.id, status="failed", error=getattr(exc, "message", None) or str(exc)[:2000])
+        raise
+    return {"export": result}
+
+
+def _export(
+    ctx: JobContext, row: ModelExport, exp: Experiment, project: Project, ckpt: Checkpoint
+) -> dict[str, Any]:
+    import numpy as np
+
+    from vistudio.ml.checkpoint import load_checkpoint
+    from vistudio.ml.export.models import (
+        export_onnx,
+        export_torchscript,
+        onnx_logits,
+        parity,
+        torchscript_logits,
+    )
+    from vistudio.ml.inference.onnx import metadata_props
+    from vistudio.ml.inference.pytorch import eager_logits
+    from vistudio.ml.preprocess import eval_array, open_rgb
+
+    studio = ctx.studio
+    ctx.progress(0, 4, "loading the checkpoint", force=True)
+    model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device="cpu")
+    pre = meta["preprocess"]
+    size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
+    folder = experiment_dir(studio, project.name, exp.name)
+    filename = _file_name(studio, row, exp, folder)
+    dest = folder / filename
+    props = metadata_props(
+        model=meta["model"],
+        classes=list(meta["classes"]),
+        preprocess=pre,
+        task=meta.get("task", "classification"),
+        extra={
+            "project": project.name,
+            "experiment": exp.name,
+            "checkpoint": ckpt.kind,
+            "checkpoint_sha256": ckpt.sha256,
+            "epoch": str(ckpt.epoch),
+            "exported_at": utcnow().isoformat() + "Z",
+            "exporter": "vistudio",
+        },
+    )
+    ctx.check_cancelled()
+    ctx.progress(1, 4, f"exporting to {row.format}", force=True)
+    if row.format == "onnx":
+        export_onnx(model, dest, input_size=size, props=props, opset=int(row.options.get("opset", 17)))
+    else:
+        export_torchscript(model, dest, input_size=size, props=props)
+    ctx.check_cancelled()
+    ctx.progress(2, 4, "validating against PyTorch", force=True)
+    arrays = []
+    for path in _parity_items(studio, exp):
+        try:
+            arrays.append(eval_array(open_rgb(path, draft_size=max(size)), pre))
+        except Exception:  # an unreadable image is simply not used for the check
+            continue
+    source = "split images"
+    if not arrays:  # no readable image in the split: check on seeded noise rather than not at all
+        rng = np.random.default_rng(0)
+        arrays = list(rng.standard_normal((8, 3, *size)).astype(np.float32))
+        source = "random inputs (the split has no readable images)"
+    batch = np.stack(arrays)
+    reference = np.concatenate([eager_logits(model, batch[i : i + 32]) for i in range(0, len(batch), 32)])
+    run = onnx_logits if row.format == "onnx" else torchscript_logits
+    exported = np.concatenate([run(dest, batch[i : i + 32]) for i in range(0, len(batch), 32)])
+    validation = {
+        **parity(reference, exported),
+        "source": source,
+        "against": "PyTorch (eager, CPU)",
+        "runtime": "onnxruntime (CPU)" if row.format == "onnx" else "torch.jit (CPU)",
+    }
+    ctx.progress(3, 4, "storing", force=True)
+    sha = studio.store.write_file(EXPORT_KIND, dest, ext=FORMATS[row.format])
+    size_bytes = dest.stat().st_size
+    rel = dest.relative_to(studio.home).as_posix()
+    side = {
+        "format": row.format,
+        "file": filename,
+        "sha256": sha,
+        "size": size_bytes,
+        "options": row.options,
+        "metadata": {k: _maybe_json(v) for k, v in props.items()},
+        "validation": validation,
+    }
+    atomic_write_bytes(dest.with_suffix(".json"), json.dumps(side, indent=2, sort_keys=True).encode())
+    with studio.sessions.begin() as s:
+        current = s.get(ModelExport, row.id)
+        if current is None:  # deleted while it ran: leave nothing behind
+            dest.unlink(missing_ok=True)
+            dest.with_suffix(".json").unlink(missing_ok=True)
+            raise JobCancelled()
+        if current.sha256 != sha:  # a retried job does not take a second reference
+            if current.sha256:
+                studio.store.release(s, EXPORT_KIND, current.sha256)
+            studio.store.acquire(s, EXPORT_KIND, sha, size=size_bytes, ext=FORMATS[row.format])
+        current.sha256, current.size, current.path = sha, size_bytes, rel
+        current.validation = validation
+        current.status, current.error, current.finished_at = "succeeded", None, utcnow()
+        s.flush()
+        out = export_dict(current, project=project.name, experiment=exp.name)
+    ctx.progress(4, 4, "done", force=True)
+    return out
+
+
+def _maybe_json(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+# --- queries ----------------------------------------------------------------------------------------
+
+
+def list_exports(
+    studio: Studio,
+    *,
+    project: str | int,
+    experiment: str | int | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> dict[str, Any]:
+    with studio.sessions() as s:
+        p = find_project(s, project)
+        q = select(ModelExport, Experiment.name).join(Experiment, Experiment.id == ModelExport.experiment_id)
+        q = q.where(Experiment.project_id == p.id)
+        if experiment is not None:
+            q = q.where(Experiment.id == find_experiment(s, p.id, experiment).id)
+        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+        rows = s.execute(q.order_by(ModelExport.id.desc()).offset(offset).limit(limit)).all()
+        return {"items": [export_dict(r, project=p.name, experiment=n) for r, n in rows], "total": total}
+
+
+def get_export(studio: Studio, export_id: int) -> dict[str, Any]:
+    with studio.sessions() as s:
+        row = s.get(ModelExport, export_id)
+        if row is None:
+            raise NotFound(f"export {export_id} not found")
+        exp = s.get(Experiment, row.experiment_id)
+        assert exp is not None
+        project = s.get(Project, exp.project_id)
+        assert project is not None
+        out = export_dict(row, project=project.name, experiment=exp.name)
+    out["job"] = None
+    if out["job_id"]:  # after the session: on SQLite every session holds the write lock
+        with contextlib.suppress(NotFound):
+            out["job"] = job_dict(studio.queue.get(out["job_id"]))
+    return out
+
+
+def export_file(studio: Studio, export_id: int) -> tuple[Path, str]:
+    """The exported file (its readable copy, else its blob) and the file name to download it as."""
+    with studio.sessions() as s:
+        row = s.get(ModelExport, export_id)
+        if row is None:
+            raise NotFound(f"export {export_id} not found")
+        if row.status != "succeeded" or not row.path or not row.sha256:
+            raise Conflict(f"export {export_id} is {row.status}: there is no file to download yet")
+        readable = studio.home / row.path
+        name = Path(row.path).name
+        if readable.is_file() and readable.stat().st_size == row.size:
+            return readable, name
+        blob = studio.store.path(EXPORT_KIND, row.sha256, FORMATS[row.format])
+        if blob.is_file():
+            return blob, name
+        raise NotFound(f"the file of export {export_id} is missing from the workspace")
+
+
+def delete_export(studio: Studio, export_id: int) -> dict[str, Any]:
+    """Delete an export: its row, its readable files and its blob reference (the blob goes when
+    nothing references it). A running export is cancelled first."""
+    with studio.sessions.begin() as s:
+        row = s.get(ModelExport, export_id)
+        if row is None:
+            raise NotFound(f"export {export_id} not found")
+        job_id, path, sha, fmt = row.job_id, row.path, row.sha256, row.format
+        if sha:
+            studio.store.release(s, EXPORT_KIND, sha)
+        s.delete(row)
+    if job_id:
+        job = studio.queue.get(job_id)
+        if job.status not in FINISHED:
+            studio.queue.cancel(job_id)
+    if path:
+        for p in (studio.home / path, (studio.home / path).with_suffix(".json")):
+            if p.is_file():
+                studio.store.remove_file(p)
+    with studio.sessions.begin() as s:
+        removed = studio.store.gc(s)
+    return {"deleted": export_id, "format": fmt, "blobs_removed": removed}
+
+
+@register_cleanup("evaluation-and-exports")
+def release_experiment_files(studio: Studio, session: Session, exp: Experiment) -> None:
+    """When an experiment (or its project) is deleted: release its export blobs and remove the
+    readable files of its exports and of its evaluation (their rows go by cascade)."""
+    project = session.get(Project, exp.project_id)
+    for row in session.scalars(select(ModelExport).where(ModelExport.experiment_id == exp.id)):
+        if row.sha256:
+            studio.store.release(session, EXPORT_KIND, row.sha256)
+        if row.path:
+            for p in (studio.home / row.path, (studio.home / row.path).with_suffix(".json")):
+                if p.is_file():
+                    studio.store.remove_file(p)
+    if project is not None:
+        folder = experiment_dir(studio, project.name, exp.name) / "evaluation"
+        if folder.is_dir():
+            studio.store.remove_file(folder)
