@@ -43,9 +43,15 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/browse.py
-	$(BIN)/python benchmarks/ingest.py
+	mkdir -p bench-results
+	set -e; for b in $(BENCHMARKS); do \
+		echo "== benchmarks/$$b.py" >&2; \
+		$(BIN)/python benchmarks/$$b.py > bench-results/$$b.json; \
+	done
+	@echo "results (one JSON per benchmark) in bench-results/"
 
 clean:
 	rm -rf $(VENV) $(WORKSPACE)

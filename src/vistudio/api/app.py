@@ -12,7 +12,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from vistudio import __version__
 from vistudio.api import errors
 from vistudio.api.errors import error_body
-from vistudio.api.routes import health, imports, jobs, projects, runs, samples, splits
+from vistudio.api.routes import (
+    duplicates,
+    evaluation,
+    experiments,
+    health,
+    imports,
+    jobs,
+    library,
+    projects,
+    runs,
+    samples,
+    search,
+    splits,
+)
 from vistudio.api.security import host_allowed, is_cross_site, token_matches
 from vistudio.jobs.worker import EmbeddedWorkers
 from vistudio.studio import Studio
@@ -49,7 +62,19 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
 
     app.state.studio = studio
     errors.install(app)
-    for module in (projects, imports, samples, splits, jobs, runs):
+    for module in (
+        projects,
+        imports,
+        samples,
+        splits,
+        jobs,
+        runs,
+        experiments,
+        evaluation,
+        library,
+        search,
+        duplicates,
+    ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
 
@@ -66,7 +91,11 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
             return JSONResponse(error_body("forbidden", "unknown Host header"), status_code=403)
         if is_cross_site(request):
             return JSONResponse(error_body("forbidden", "cross-site request refused"), status_code=403)
-        if settings.api_token and not path.startswith(OPEN_PATHS) and not token_matches(request, settings.api_token):
+        if (
+            settings.api_token
+            and not path.startswith(OPEN_PATHS)
+            and not token_matches(request, settings.api_token)
+        ):
             if path.startswith("/api/") or path in ("/metrics", "/docs", "/openapi.json"):
                 return JSONResponse(
                     error_body("unauthorized", "missing or wrong API token (Authorization: Bearer …)"),

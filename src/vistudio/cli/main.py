@@ -9,7 +9,19 @@ from typing import Annotated
 
 import typer
 
-from vistudio.cli import data, jobs, projects, runs, serve, splits
+from vistudio.cli import (
+    data,
+    duplicates,
+    evaluation,
+    jobs,
+    library,
+    projects,
+    runs,
+    search,
+    serve,
+    splits,
+    training,
+)
 
 try:  # recent Typer releases vendor Click
     from typer._click import exceptions as click_exc
@@ -51,6 +63,11 @@ data.register(app)
 runs.register(app)
 jobs.register(app)
 serve.register(app)
+training.register(app)
+evaluation.register(app)
+library.register(app)
+search.register(app)
+duplicates.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,5 +27,11 @@ def handler_kinds() -> list[str]:
 
 def load_handlers() -> None:
     """Import the service modules that define handlers (idempotent)."""
+    import vistudio.services.duplicates
+    import vistudio.services.embeddings
+    import vistudio.services.evaluation
+    import vistudio.services.experiments
+    import vistudio.services.exports
     import vistudio.services.ingest
+    import vistudio.services.library
     import vistudio.services.runs  # noqa: F401

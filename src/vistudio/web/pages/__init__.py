@@ -6,7 +6,29 @@ from fastapi import APIRouter
 
 
 def routers() -> list[APIRouter]:
-    from vistudio.web.pages import auth, dataset, jobs, projects, runs, split
+    from vistudio.web.pages import (
+        auth,
+        dataset,
+        duplicates,
+        evaluation,
+        jobs,
+        projects,
+        runs,
+        search,
+        split,
+        training,
+    )
 
     # split before dataset: "/projects/{name}/split" must not be read as a sample route
-    return [auth.router, projects.router, split.router, dataset.router, jobs.router, runs.router]
+    return [
+        auth.router,
+        projects.router,
+        split.router,
+        training.router,
+        evaluation.router,
+        search.router,
+        duplicates.router,
+        dataset.router,
+        jobs.router,
+        runs.router,
+    ]
