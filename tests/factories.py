@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+import os
 import random
+import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image, ImageDraw
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from vistudio.studio import Studio
+from vistudio.config import ImportSettings, JobSettings, Settings
+from vistudio.studio import Studio, open_studio
+
+POSTGRES_URL = os.environ.get("VISTUDIO_TEST_POSTGRES_URL")
+POSTGRES_MARKS = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not POSTGRES_URL, reason="set VISTUDIO_TEST_POSTGRES_URL to run against PostgreSQL"),
+]
+
+
+@contextmanager
+def postgres_studio(home: Path, *, batch_size: int) -> Iterator[Studio]:
+    """A studio on a throwaway database created on the server of VISTUDIO_TEST_POSTGRES_URL."""
+    assert POSTGRES_URL
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"vistudio_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    studio = open_studio(
+        Settings(
+            home=home,
+            database_url=url,
+            imports=ImportSettings(workers=1, batch_size=batch_size),
+            jobs=JobSettings(heartbeat_seconds=0.2, backoff_base_seconds=0.01),
+        )
+    )
+    try:
+        yield studio
+    finally:
+        studio.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def draw_image(path: Path, *, seed: int, size: tuple[int, int] = (64, 48), fmt: str | None = None) -> Path:

@@ -85,6 +85,18 @@ def test_embed_job_records_vectors_once_and_a_rerun_skips_them(pets: Studio) -> 
     assert status["configured"]["available"] and status["jobs"] == []
 
 
+def test_deleting_the_project_removes_its_index_files(pets: Studio, tmp_path: Path) -> None:
+    projects.create_project(pets, name="other", task="classification")
+    run_import(pets, "other", make_class_folders(tmp_path / "other", {"owl": 3}, start_seed=900))
+    run_embedding(pets, "pets")
+    run_embedding(pets, "other")
+    search.search(pets, project="pets", text="a cat")  # loads the index into memory
+    assert [f.name for f in _index_files(pets)] == ["project-1.npz", "project-2.npz"]
+    projects.delete_project(pets, "pets")
+    assert [f.name for f in _index_files(pets)] == ["project-2.npz"]
+    assert len(search.search(pets, project="other", text="an owl")["items"]) == 3
+
+
 def test_project_vectors_contract(pets: Studio) -> None:
     assert embeddings.project_vectors(pets, 1) is None  # never embedded
     assert embeddings.project_vectors(pets, 999) is None

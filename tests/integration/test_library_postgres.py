@@ -4,49 +4,24 @@ may create databases on; skipped otherwise)."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from factories import draw_image
-from vistudio.config import ImportSettings, JobSettings, Settings
+from factories import POSTGRES_MARKS, draw_image, postgres_studio
 from vistudio.jobs.worker import Worker
 from vistudio.services import library, projects, samples
 from vistudio.services.doctor import run_doctor
-from vistudio.studio import Studio, open_studio
+from vistudio.studio import Studio
 
-URL = os.environ.get("VISTUDIO_TEST_POSTGRES_URL")
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not URL, reason="set VISTUDIO_TEST_POSTGRES_URL to run against PostgreSQL"),
-]
+pytestmark = POSTGRES_MARKS
 
 
 @pytest.fixture
 def pg_studio(tmp_path: Path) -> Iterator[Studio]:
-    assert URL
-    admin = create_engine(URL, isolation_level="AUTOCOMMIT")
-    name = f"vistudio_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(URL).set(database=name).render_as_string(hide_password=False)
-    studio = open_studio(
-        Settings(
-            home=tmp_path / "ws",
-            database_url=url,
-            imports=ImportSettings(workers=1, batch_size=2),
-            jobs=JobSettings(heartbeat_seconds=0.2, backoff_base_seconds=0.01),
-        )
-    )
-    yield studio
-    studio.close()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_studio(tmp_path / "ws", batch_size=2) as studio:
+        yield studio
 
 
 def _scan(studio: Studio) -> dict:  # type: ignore[type-arg]

@@ -4,49 +4,30 @@ skipped otherwise."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from factories import claim_all_concurrently, draw_image, make_class_folders, run_import
-from vistudio.config import ImportSettings, JobSettings, Settings
+from factories import (
+    POSTGRES_MARKS,
+    claim_all_concurrently,
+    draw_image,
+    make_class_folders,
+    postgres_studio,
+    run_import,
+)
 from vistudio.services import projects, samples, splits
 from vistudio.services.doctor import run_doctor
-from vistudio.studio import Studio, open_studio
+from vistudio.studio import Studio
 
-URL = os.environ.get("VISTUDIO_TEST_POSTGRES_URL")
-pytestmark = [
-    pytest.mark.postgres,
-    pytest.mark.skipif(not URL, reason="set VISTUDIO_TEST_POSTGRES_URL to run against PostgreSQL"),
-]
+pytestmark = POSTGRES_MARKS
 
 
 @pytest.fixture
 def pg_studio(tmp_path: Path) -> Iterator[Studio]:
-    assert URL
-    admin = create_engine(URL, isolation_level="AUTOCOMMIT")
-    name = f"vistudio_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(URL).set(database=name).render_as_string(hide_password=False)
-    studio = open_studio(
-        Settings(
-            home=tmp_path / "ws",
-            database_url=url,
-            imports=ImportSettings(workers=1, batch_size=8),
-            jobs=JobSettings(heartbeat_seconds=0.2, backoff_base_seconds=0.01),
-        )
-    )
-    yield studio
-    studio.close()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_studio(tmp_path / "ws", batch_size=8) as studio:
+        yield studio
 
 
 def test_import_browse_split_and_doctor(pg_studio: Studio, tmp_path: Path) -> None:

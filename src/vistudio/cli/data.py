@@ -9,8 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vistudio.cli.output import console, emit, state, wait_for_job
-from vistudio.errors import JobFailed
+from vistudio.cli.output import console, emit, state, wait_for_success
 from vistudio.services import ingest, samples
 
 
@@ -54,18 +53,7 @@ def import_(
     if no_wait:
         emit(ctx, {"job": job}, lambda d: console.print(f"queued import job {d['job']['id']}"))
         return
-    final = wait_for_job(ctx, job["id"])
-    if final["status"] != "succeeded":
-        err = final.get("error") or {
-            "message": "cancelled" if final["status"] == "cancelled" else final["status"]
-        }
-        raise JobFailed(
-            f"import {final['status']}: {err.get('message')}",
-            details={
-                "job": {k: v for k, v in final.items() if k != "error"},
-                "traceback": err.get("traceback"),
-            },
-        )
+    final = wait_for_success(ctx, job["id"], "import")
     emit(ctx, {"job": final, "report": (final.get("result") or {}).get("report")}, _report)
 
 

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vistudio.cli.output import console, emit, state, wait_for_job
-from vistudio.errors import InvalidInput, JobFailed
+from vistudio.cli.output import console, emit, state, wait_for_success
+from vistudio.errors import InvalidInput
 from vistudio.ml.export import DEFAULT_OPSET
 
 # imported here (they load no torch) so that their job handlers and experiment-cleanup hook are
@@ -91,10 +91,7 @@ def evaluate(
             lambda d: console.print(f"queued evaluation job {d['job']['id']}"),
         )
         return
-    final = wait_for_job(ctx, started["job"]["id"])
-    if final["status"] != "succeeded":
-        err = final.get("error") or {"message": final["status"]}
-        raise JobFailed(f"evaluation {final['status']}: {err.get('message')}", details={"job": final["id"]})
+    wait_for_success(ctx, started["job"]["id"], "evaluation")
     ev = evaluation.get_evaluation(studio, project=project, experiment=experiment)
     emit(ctx, {"evaluation": _evaluation_out(ctx, ev)}, _render_evaluation)
 
@@ -193,10 +190,7 @@ def export(
             lambda d: console.print(f"queued export job {d['job']['id']}"),
         )
         return
-    final = wait_for_job(ctx, started["job"]["id"])
-    if final["status"] != "succeeded":
-        err = final.get("error") or {"message": final["status"]}
-        raise JobFailed(f"export {final['status']}: {err.get('message')}", details={"job": final["id"]})
+    wait_for_success(ctx, started["job"]["id"], "export")
     out = exports.get_export(studio, started["export"]["id"])
     out["job"] = _brief_job(out.get("job"))
 

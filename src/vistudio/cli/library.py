@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vistudio.cli.output import console, emit, state, wait_for_job
-from vistudio.errors import JobFailed
+from vistudio.cli.output import console, emit, state, wait_for_success
 from vistudio.services import library
 
 app = typer.Typer(
@@ -112,18 +111,7 @@ def scan(
     if no_wait:
         emit(ctx, {"job": job}, lambda d: console.print(f"queued scan job {d['job']['id']}"))
         return
-    final = wait_for_job(ctx, job["id"])
-    if final["status"] != "succeeded":
-        err = final.get("error") or {
-            "message": "cancelled" if final["status"] == "cancelled" else final["status"]
-        }
-        raise JobFailed(
-            f"library scan {final['status']}: {err.get('message')}",
-            details={
-                "job": {k: v for k, v in final.items() if k != "error"},
-                "traceback": err.get("traceback"),
-            },
-        )
+    final = wait_for_success(ctx, job["id"], "library scan")
     emit(ctx, {"job": final, "report": (final.get("result") or {}).get("report")}, _report)
 
 

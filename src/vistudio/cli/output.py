@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vistudio.config import Settings
 from vistudio.db import utcnow
-from vistudio.errors import VistudioError
+from vistudio.errors import JobFailed, ModelUnavailable, VistudioError
 from vistudio.jobs.queue import FINISHED, job_dict
 from vistudio.studio import Studio, open_studio
 
@@ -95,3 +95,16 @@ def wait_for_job(ctx: typer.Context, job_id: int) -> dict[str, Any]:
         runner.join()
     runner.join(timeout=5)
     return job_dict(studio.queue.get(job_id))
+
+
+def wait_for_success(ctx: typer.Context, job_id: int, what: str) -> dict[str, Any]:
+    """``wait_for_job``, then the final job if it succeeded; otherwise a ``JobFailed`` (or the
+    job's ``ModelUnavailable``) saying ``what`` ended how, with the job and its traceback."""
+    final = wait_for_job(ctx, job_id)
+    if final["status"] == "succeeded":
+        return final
+    err = final.get("error") or {"message": final["status"]}
+    details = {"job": {k: v for k, v in final.items() if k != "error"}, "traceback": err.get("traceback")}
+    if err.get("type") == "ModelUnavailable":
+        raise ModelUnavailable(err.get("message", "model unavailable"), details=details)
+    raise JobFailed(f"{what} {final['status']}: {err.get('message')}", details=details)

@@ -9,8 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vistudio.cli.output import console, emit, state, wait_for_job
-from vistudio.errors import JobFailed
+from vistudio.cli.output import console, emit, state, wait_for_success
 from vistudio.services import runs
 
 app = typer.Typer(help="Pipeline run history: list, show, compare, clean.", no_args_is_help=True)
@@ -67,10 +66,7 @@ def run(
     if no_wait:
         emit(ctx, {"job": job}, lambda d: console.print(f"queued run job {d['job']['id']}"))
         return
-    final = wait_for_job(ctx, job["id"])
-    if final["status"] != "succeeded":
-        err = final.get("error") or {"message": final["status"]}
-        raise JobFailed(f"run {final['status']}: {err.get('message')}", details={"job": final["id"]})
+    final = wait_for_success(ctx, job["id"], "run")
     result = final["result"]["run"]
     out = {"run": result if dry_run else _summary(result)}
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vistudio.cli.output import console, emit, err_console, state, wait_for_job
-from vistudio.errors import InvalidInput, JobFailed, ModelUnavailable, NotFound, TooLarge
+from vistudio.cli.output import console, emit, err_console, state, wait_for_success
+from vistudio.errors import InvalidInput, NotFound, TooLarge
 from vistudio.services import embeddings, search
 
 
@@ -52,15 +52,7 @@ def embed(
     if no_wait:
         emit(ctx, {"job": job}, lambda d: console.print(f"queued embedding job {d['job']['id']}"))
         return
-    final = wait_for_job(ctx, job["id"])
-    if final["status"] != "succeeded":
-        err = final.get("error") or {
-            "message": "cancelled" if final["status"] == "cancelled" else final["status"]
-        }
-        details = {"job": {k: v for k, v in final.items() if k != "error"}, "traceback": err.get("traceback")}
-        if err.get("type") == "ModelUnavailable":
-            raise ModelUnavailable(err.get("message", "model unavailable"), details=details)
-        raise JobFailed(f"embedding {final['status']}: {err.get('message')}", details=details)
+    final = wait_for_success(ctx, job["id"], "embedding")
     report = (final.get("result") or {}).get("report") or {}
 
     def render(d: dict[str, Any]) -> None:

@@ -397,6 +397,18 @@ def index_path(studio: Studio, model: EmbeddingModel, project_id: int) -> Path:
     return studio.home / "indexes" / model_slug(model) / f"project-{project_id}.npz"
 
 
+def drop_project_indexes(studio: Studio, project_id: int) -> int:
+    """Forget a deleted project's indexes: out of memory and off the disk. Returns files removed."""
+    with studio.sessions() as s:
+        for m in s.scalars(select(EmbeddingModel)):
+            studio.cache.evict(("index", project_id, m.id, m.version))
+    removed = 0
+    for f in (studio.home / "indexes").glob(f"*/project-{project_id}.npz"):
+        f.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def _fingerprint(s: Session, model: EmbeddingModel, project_id: int) -> tuple[str, datetime | None]:
     count, total, newest = s.execute(
         select(

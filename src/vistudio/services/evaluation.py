@@ -29,7 +29,7 @@ from vistudio.errors import BadRequest, Conflict, InvalidInput, NotFound
 from vistudio.jobs.queue import FINISHED, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
-from vistudio.services.experiments import split_items
+from vistudio.services.experiments import split_items, update_row
 from vistudio.services.exports import checkpoint_file, experiment_dir, ready_checkpoint, resolve
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
@@ -143,14 +143,6 @@ def _job_active(studio: Studio, job_id: int | None) -> bool:
         return False
 
 
-def _set(studio: Studio, eval_id: int, **values: Any) -> None:
-    with studio.sessions.begin() as s:
-        ev = s.get(Evaluation, eval_id)
-        if ev is not None:
-            for k, v in values.items():
-                setattr(ev, k, v)
-
-
 @job_handler("evaluate")
 def run_evaluation(ctx: JobContext) -> dict[str, Any]:
     studio = ctx.studio
@@ -164,16 +156,22 @@ def run_evaluation(ctx: JobContext) -> dict[str, Any]:
         project = s.get(Project, exp.project_id)
         assert project is not None
         s.expunge_all()
-    _set(studio, ev.id, status="running", error=None, job_id=ctx.job_id)
+    update_row(studio, Evaluation, ev.id, status="running", error=None, job_id=ctx.job_id)
     try:
         summary = _evaluate(ctx, ev, exp, project)
     except JobCancelled:
         with studio.sessions.begin() as s:
             s.execute(delete(EvalResult).where(EvalResult.evaluation_id == ev.id))
-        _set(studio, ev.id, status="cancelled", finished_at=utcnow())
+        update_row(studio, Evaluation, ev.id, status="cancelled", finished_at=utcnow())
         raise
     except Exception as exc:
-        _set(studio, ev.id, status="failed", error=(getattr(exc, "message", None) or str(exc))[:2000])
+        update_row(
+            studio,
+            Evaluation,
+            ev.id,
+            status="failed",
+            error=(getattr(exc, "message", None) or str(exc))[:2000],
+        )
         raise
     return {"evaluation": summary}
 

@@ -64,6 +64,15 @@ def find_checkpoint(session: Session, experiment: Experiment, kind: str) -> Chec
     return row
 
 
+def update_row(studio: Studio, model: type[Any], row_id: int, **values: Any) -> None:
+    """Set columns of one row in its own transaction; a row deleted meanwhile is left alone."""
+    with studio.sessions.begin() as s:
+        row = s.get(model, row_id)
+        if row is not None:
+            for k, v in values.items():
+                setattr(row, k, v)
+
+
 def checkpoint_path(studio: Studio, sha256: str) -> Path:
     return studio.store.path(CHECKPOINT_KIND, sha256, CHECKPOINT_EXT)
 

@@ -26,7 +26,13 @@ from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.ml.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 from vistudio.pipelines.saver import safe_name
-from vistudio.services.experiments import checkpoint_path, find_experiment, register_cleanup, split_items
+from vistudio.services.experiments import (
+    checkpoint_path,
+    find_experiment,
+    register_cleanup,
+    split_items,
+    update_row,
+)
 from vistudio.services.projects import find_project
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
@@ -244,14 +250,6 @@ def _parity_items(studio: Studio, exp: Experiment) -> list[str]:
     return paths
 
 
-def _set(studio: Studio, export_id: int, **values: Any) -> None:
-    with studio.sessions.begin() as s:
-        row = s.get(ModelExport, export_id)
-        if row is not None:
-            for k, v in values.items():
-                setattr(row, k, v)
-
-
 @job_handler("export")
 def run_export(ctx: JobContext) -> dict[str, Any]:
     studio = ctx.studio
@@ -266,14 +264,20 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
         assert project is not None
         ckpt = ready_checkpoint(s, exp, row.checkpoint_kind)
         s.expunge_all()
-    _set(studio, row.id, status="running", error=None, job_id=ctx.job_id)
+    update_row(studio, ModelExport, row.id, status="running", error=None, job_id=ctx.job_id)
     try:
         result = _export(ctx, row, exp, project, ckpt)
     except JobCancelled:
-        _set(studio, row.id, status="cancelled", finished_at=utcnow())
+        update_row(studio, ModelExport, row.id, status="cancelled", finished_at=utcnow())
         raise
     except Exception as exc:
-        _set(studio, row.id, status="failed", error=getattr(exc, "message", None) or str(exc)[:2000])
+        update_row(
+            studio,
+            ModelExport,
+            row.id,
+            status="failed",
+            error=(getattr(exc, "message", None) or str(exc))[:2000],
+        )
         raise
     return {"export": result}
 

@@ -140,9 +140,12 @@ def delete_project(studio: Studio, ref: str | int) -> dict[str, Any]:
             studio.store.release(s, "thumbnail", sha)
             if storage == "copy":
                 studio.store.release(s, "original", sha)
-        name = p.name
+        name, project_id = p.name, p.id
         s.delete(p)
     # Blobs go in a second transaction: a crash in between leaves zero-ref rows that gc collects.
     with studio.sessions.begin() as s:
         removed = studio.store.gc(s)
+    from vistudio.services.embeddings import drop_project_indexes
+
+    drop_project_indexes(studio, project_id)
     return {"deleted": name, "samples": len(refs), "blobs_removed": removed}

@@ -6,13 +6,12 @@ function apiError(body, status) {
   return "Request failed (HTTP " + status + ")";
 }
 
-/* Import panel: upload a zip or name a server folder, then follow the job over SSE. */
-function importer(opts) {
+/* A job's live state for Alpine components: busy, status, done/total, message, error; track()
+   follows the job's server-sent events, send() calls the API and keeps its error message. */
+function jobFollower() {
   return {
-    panel: false,
     busy: false,
     error: "",
-    job: null,
     status: "",
     done: 0,
     total: 0,
@@ -22,6 +21,67 @@ function importer(opts) {
       if (!this.total) return this.busy ? 100 : 0;
       return Math.min(100, Math.round((100 * this.done) / this.total));
     },
+    track(jobId, on) {
+      on = on || {};
+      if (this.source) this.source.close();
+      this.busy = true;
+      const es = new EventSource("/api/v1/jobs/" + jobId + "/events");
+      this.source = es;
+      es.addEventListener("progress", (e) => {
+        const d = JSON.parse(e.data);
+        this.done = d.done || 0;
+        this.total = d.total || 0;
+        this.message = d.message || "";
+        if (on.progress) on.progress(d);
+      });
+      es.addEventListener("status", (e) => {
+        const d = JSON.parse(e.data);
+        if (d.status) this.status = d.status;
+        if (d.error) this.message = d.error;
+      });
+      es.addEventListener("end", (e) => {
+        const job = JSON.parse(e.data);
+        es.close();
+        this.source = null;
+        this.busy = false;
+        this.status = job.status;
+        if (job.progress && job.progress.total != null) {
+          this.done = job.progress.done;
+          this.total = job.progress.total;
+        }
+        this.message = job.status === "succeeded" ? "done" : (job.error && job.error.message) || job.status;
+        if (job.status === "failed" || job.status === "dead") this.error = this.message;
+        if (on.end) on.end(job);
+      });
+      es.onerror = () => {
+        // the browser reconnects on its own unless the stream was closed for good
+        if (es.readyState === EventSource.CLOSED) {
+          this.busy = false;
+          this.error = "Lost the connection to the progress stream; see the Jobs page.";
+        }
+      };
+    },
+    async send(url, init) {
+      this.error = "";
+      try {
+        const resp = await fetch(url, init);
+        let body = null;
+        try { body = await resp.json(); } catch (e) { body = null; }
+        if (!resp.ok) { this.error = apiError(body, resp.status); return null; }
+        return body;
+      } catch (e) {
+        this.error = "Could not reach the server: " + e;
+        return null;
+      }
+    },
+  };
+}
+
+/* Import panel: upload a zip or name a server folder, then follow the job over SSE. */
+function importer(opts) {
+  return Object.assign(jobFollower(), {
+    panel: false,
+    job: null,
     reset() {
       this.error = "";
       this.job = null;
@@ -36,23 +96,23 @@ function importer(opts) {
       this.reset();
       this.busy = true;
       this.status = "sending";
-      try {
-        const resp = await fetch(url, init);
-        let body = null;
-        try { body = await resp.json(); } catch (e) { body = null; }
-        if (!resp.ok || !body || !body.job) {
-          this.error = apiError(body, resp.status);
-          this.busy = false;
-          this.status = "";
-          return;
-        }
-        this.job = body.job;
-        this.status = body.job.status;
-        this.follow(body.job.id);
-      } catch (e) {
-        this.error = "Could not reach the server: " + e;
+      const body = await this.send(url, init);
+      if (!body || !body.job) {
+        if (body) this.error = apiError(body, 200);
         this.busy = false;
+        this.status = "";
+        return;
       }
+      this.job = body.job;
+      this.status = body.job.status;
+      this.track(body.job.id, {
+        end: () => {
+          htmx.ajax("GET", opts.base + "/imports/" + body.job.id, { target: "#import-report", swap: "innerHTML" });
+          // the filter form reloads the grid (and its counts) with the current filters
+          htmx.ajax("GET", location.pathname + location.search, { target: "#grid", swap: "outerHTML" });
+          refreshCounts(opts.base);
+        },
+      });
     },
     upload(ev) {
       const form = ev.target;
@@ -80,46 +140,7 @@ function importer(opts) {
         body: JSON.stringify(body),
       });
     },
-    follow(jobId) {
-      if (this.source) this.source.close();
-      const es = new EventSource("/api/v1/jobs/" + jobId + "/events");
-      this.source = es;
-      es.addEventListener("progress", (e) => {
-        const d = JSON.parse(e.data);
-        this.done = d.done || 0;
-        this.total = d.total || 0;
-        this.message = d.message || "";
-      });
-      es.addEventListener("status", (e) => {
-        const d = JSON.parse(e.data);
-        if (d.status) this.status = d.status;
-        if (d.error) this.message = d.error;
-      });
-      es.addEventListener("end", (e) => {
-        const d = JSON.parse(e.data);
-        es.close();
-        this.source = null;
-        this.busy = false;
-        this.status = d.status;
-        if (d.progress && d.progress.total != null) {
-          this.done = d.progress.done;
-          this.total = d.progress.total;
-        }
-        this.message = d.status === "succeeded" ? "done" : (d.error && d.error.message) || d.status;
-        htmx.ajax("GET", opts.base + "/imports/" + jobId, { target: "#import-report", swap: "innerHTML" });
-        // the filter form reloads the grid (and its counts) with the current filters
-        htmx.ajax("GET", location.pathname + location.search, { target: "#grid", swap: "outerHTML" });
-        refreshCounts(opts.base);
-      });
-      es.onerror = () => {
-        // the browser reconnects on its own unless the stream was closed for good
-        if (es.readyState === EventSource.CLOSED) {
-          this.busy = false;
-          this.error = "Lost the connection to the progress stream; see the Jobs page.";
-        }
-      };
-    },
-  };
+  });
 }
 
 /* After an import the header counts and the class filter change: fetch the page and copy them over. */

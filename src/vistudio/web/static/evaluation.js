@@ -1,76 +1,6 @@
 /* Evaluate and Export pages: start jobs through the API, follow them over SSE, swap results in. */
 "use strict";
 
-function evalApiError(body, status) {
-  if (body && body.error && body.error.message) return body.error.message;
-  return "Request failed (HTTP " + status + ")";
-}
-
-/* Follow a job's server-sent events; calls back on progress and at the end. */
-function followJob(jobId, onProgress, onEnd) {
-  const es = new EventSource("/api/v1/jobs/" + jobId + "/events");
-  es.addEventListener("progress", (e) => onProgress(JSON.parse(e.data)));
-  es.addEventListener("status", (e) => {
-    const d = JSON.parse(e.data);
-    if (d.status) onProgress({ status: d.status });
-  });
-  es.addEventListener("end", (e) => {
-    es.close();
-    onEnd(JSON.parse(e.data));
-  });
-  return es;
-}
-
-function jobState() {
-  return {
-    busy: false,
-    error: "",
-    status: "",
-    done: 0,
-    total: 0,
-    message: "",
-    source: null,
-    pct() {
-      if (!this.total) return this.busy ? 100 : 0;
-      return Math.min(100, Math.round((100 * this.done) / this.total));
-    },
-    track(jobId, onEnd) {
-      if (this.source) this.source.close();
-      this.busy = true;
-      this.source = followJob(
-        jobId,
-        (d) => {
-          if (d.status) this.status = d.status;
-          if (d.done !== undefined) { this.done = d.done || 0; this.total = d.total || 0; }
-          if (d.message) this.message = d.message;
-        },
-        (job) => {
-          this.source = null;
-          this.busy = false;
-          this.status = job.status;
-          if (job.progress && job.progress.total != null) { this.done = job.progress.done; this.total = job.progress.total; }
-          this.message = job.status === "succeeded" ? "done" : (job.error && job.error.message) || job.status;
-          if (job.status === "failed" || job.status === "dead") this.error = this.message;
-          onEnd(job);
-        },
-      );
-    },
-    async send(url, init) {
-      this.error = "";
-      try {
-        const resp = await fetch(url, init);
-        let body = null;
-        try { body = await resp.json(); } catch (e) { body = null; }
-        if (!resp.ok) { this.error = evalApiError(body, resp.status); return null; }
-        return body;
-      } catch (e) {
-        this.error = "Could not reach the server: " + e;
-        return null;
-      }
-    },
-  };
-}
-
 /* The experiment list shows each one's accuracy: fetch the page again and copy the list over. */
 async function refreshSidebar() {
   try {
@@ -85,12 +15,12 @@ async function refreshSidebar() {
 
 /* The evaluation form: start, reset, and live progress; the results panel is swapped in after. */
 function evaluator(opts) {
-  return Object.assign(jobState(), {
+  return Object.assign(jobFollower(), {
     evaluated: !!opts.evaluated,
     init() {
       if (opts.jobId) {
         this.status = opts.status || "running";
-        this.track(opts.jobId, () => this.refresh());
+        this.track(opts.jobId, { end: () => this.refresh() });
       }
     },
     refresh() {
@@ -117,7 +47,7 @@ function evaluator(opts) {
       this.evaluated = true;
       this.status = body.job.status;
       this.refresh();
-      this.track(body.job.id, () => this.refresh());
+      this.track(body.job.id, { end: () => this.refresh() });
     },
     async reset() {
       if (!window.confirm("Delete this evaluation (its results and files)?")) return;
@@ -132,7 +62,7 @@ function evaluator(opts) {
 
 /* The export form: experiment → checkpoints, format → opset, start and follow the job. */
 function exporter(opts) {
-  return Object.assign(jobState(), {
+  return Object.assign(jobFollower(), {
     format: "onnx",
     exportId: null,
     async start(form) {
@@ -154,9 +84,11 @@ function exporter(opts) {
       this.status = body.job.status;
       const resultUrl = opts.base + "/export/" + body.export.id;
       htmx.ajax("GET", opts.base + "/export/list", { target: "#export-list", swap: "innerHTML" });
-      this.track(body.job.id, () => {
-        htmx.ajax("GET", resultUrl, { target: "#export-result", swap: "innerHTML" });
-        htmx.ajax("GET", opts.base + "/export/list", { target: "#export-list", swap: "innerHTML" });
+      this.track(body.job.id, {
+        end: () => {
+          htmx.ajax("GET", resultUrl, { target: "#export-result", swap: "innerHTML" });
+          htmx.ajax("GET", opts.base + "/export/list", { target: "#export-list", swap: "innerHTML" });
+        },
       });
     },
   });
