@@ -282,7 +282,8 @@ def test_search_by_sample_and_by_upload(pets: Studio, tmp_path: Path) -> None:
 
     # a sample imported after the embedding: not in results yet (pending), but searchable by
     make_class_folders(tmp_path / "more", {"owl": 1}, start_seed=500)
-    run_import(pets, "pets", tmp_path / "more")
+    follow_up = run_import(pets, "pets", tmp_path / "more")["result"]["report"]["embedding"]
+    assert set(follow_up) == {"job"}  # the new image is queued for embedding with the same model
     with pets.sessions() as s:
         new_id = s.scalar(select(func.max(Sample.id)))
     fresh = search.search(pets, project="pets", sample_id=new_id, k=50)

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from vistudio.config import Settings
 from vistudio.db import Job, Sample, utcnow
 from vistudio.db.embeddings import ActiveEmbedding, Embedding, EmbeddingModel, EmbeddingSet
-from vistudio.errors import BadRequest, Conflict, NotFound
+from vistudio.errors import BadRequest, Conflict, NotFound, VistudioError
 from vistudio.jobs.queue import job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobContext, PermanentJobError
@@ -232,6 +232,36 @@ def start_embedding(
         project_id=project_id,
     )
     return job_dict(job)
+
+
+def embed_new_samples(studio: Studio, project_id: int) -> dict[str, Any] | None:
+    """After an import or a scan added samples: queue embedding them with the model the project
+    searches with, so that search keeps up with the library. Only for a project that has
+    embeddings (its first embedding is asked for explicitly: it may take hours on a CPU) and only
+    with the same kind of choice its set was made with (a set made with the configured model of
+    the time waits for the re-embedding a configuration change starts instead). Returns
+    ``{"job": id}``, ``{"error": message}`` when the model cannot be had now, or ``None``."""
+    with studio.sessions() as s:
+        found = search_model(s, project_id)
+        if found is None:
+            return None
+        model = found[0]
+        es = s.get(EmbeddingSet, (project_id, model.id))
+        explicit = bool(es is not None and es.explicit)
+    spec = model_spec(model)
+    if (spec.to_dict() != configured_spec(studio.settings).to_dict()) != explicit:
+        return None
+    try:
+        job = start_embedding(
+            studio,
+            project=project_id,
+            model=spec.name,
+            pretrained=None if spec.checkpoint else spec.pretrained,
+            checkpoint=spec.checkpoint,
+        )
+    except VistudioError as exc:
+        return {"error": exc.message}
+    return {"job": job["id"]}
 
 
 def _vector_bytes(v: npt.NDArray[np.float32]) -> bytes:

@@ -306,6 +306,9 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
     writer.flush()
     ctx.progress(total, total, "grouping near-duplicates", force=True)
     groups = update_near_duplicates(studio, project_id=project_id)
+    from vistudio.services.embeddings import embed_new_samples
+
+    embedding = embed_new_samples(studio, project_id) if writer.imported else None
     # originals are in media/ now (a zip is always imported in copy mode): the scratch goes
     shutil.rmtree(work, ignore_errors=True)
     if params.get("uploaded"):
@@ -326,6 +329,7 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
             "duplicate_items": duplicates[:MAX_REPORTED],
             "classes": [] if labels_as_tags else parsed.classes,
             "near_duplicate_groups": groups,
+            "embedding": embedding,
             "attempt": ctx.attempt,
         }
     }

@@ -866,6 +866,9 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
     changed = scan.totals["samples_added"] or scan.totals["samples_removed"]
     groups = update_near_duplicates(studio, project_id=project_id) if changed else None
     t = scan.totals
+    from vistudio.services.embeddings import embed_new_samples
+
+    embedding = embed_new_samples(studio, project_id) if t["samples_added"] else None
     return {
         "report": {
             **{
@@ -887,6 +890,7 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
             "duplicate_files": duplicates,
             "blobs_removed": blobs,
             "near_duplicate_groups": groups,
+            "embedding": embedding,
             "attempt": ctx.attempt,
             "seconds": round(time.monotonic() - started, 3),
         }
