@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from vistudio.cli.output import console, emit, state, wait_for_success
+from vistudio.cli.output import console, emit, print_embedding_follow_up, state, wait_for_success
 from vistudio.services import ingest, samples
 
 
@@ -33,6 +33,7 @@ def _report(d: dict[str, Any]) -> None:
         console.print(t)
         if r["failed_count"] > 50:
             console.print(f"… and {r['failed_count'] - 50} more (use --json for the full list)")
+    print_embedding_follow_up(r)
 
 
 def import_(

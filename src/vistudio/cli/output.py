@@ -108,3 +108,14 @@ def wait_for_success(ctx: typer.Context, job_id: int, what: str) -> dict[str, An
     if err.get("type") == "ModelUnavailable":
         raise ModelUnavailable(err.get("message", "model unavailable"), details=details)
     raise JobFailed(f"{what} {final['status']}: {err.get('message')}", details=details)
+
+
+def print_embedding_follow_up(report: dict[str, Any]) -> None:
+    """The line an import or scan prints when it queued embedding of its new images."""
+    follow_up = report.get("embedding") or {}
+    if "job" in follow_up:
+        console.print(
+            f"new images queued for embedding: job {follow_up['job']} (runs on a server's workers or `vistudio embed`)"
+        )
+    elif "error" in follow_up:
+        console.print(f"[yellow]new images not queued for embedding:[/] {follow_up['error']}")
