@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -135,14 +134,16 @@ def test_export_page_fragments(site: tuple[TestClient, Studio]) -> None:
     assert f'data-export-id="{started["export"]["id"]}" data-status="queued"' in listed
     assert run_job(studio, started["job"]["id"])["status"] == "succeeded"
     result = c.get(f"/projects/digits/export/{started['export']['id']}").text
-    assert (
-        'id="export-download"' in result
-        and "top-1 agreement" in result
-        and "fresh-last-torchscript.pt" in result
-    )
+    projects.create_project(studio, name="elsewhere", task="classification")
+    theirs = f"/projects/elsewhere/export/{started['export']['id']}"
+    # another project's export is reachable through neither its page nor its delete
+    assert c.get(theirs).status_code == 404 and c.post(f"{theirs}/delete").status_code == 404
+    done = exports.get_export(studio, started["export"]["id"])
+    assert done["filename"] == f"fresh-last-torchscript-{done['id']}.pt"
+    assert 'id="export-download"' in result and "top-1 agreement" in result and done["filename"] in result
     listed = c.get("/projects/digits/export/list").text
     assert 'data-status="succeeded"' in listed and "100%" in listed
     gone = c.post(f"/projects/digits/export/{started['export']['id']}/delete")
     assert gone.status_code == 200 and "No exports yet" in gone.text
     assert c.post(f"/projects/digits/export/{started['export']['id']}/delete").status_code == 404
-    assert not Path(studio.home / "exports/digits/fresh/fresh-last-torchscript.pt").exists()
+    assert not (studio.home / done["path"]).exists()

@@ -109,6 +109,19 @@ def test_doctor_finds_and_fixes_problems(studio: Studio, tmp_path: Path) -> None
     assert run_doctor(studio)["ok"]
 
 
+def test_doctor_removes_temporary_folders_of_jobs_that_no_longer_run(studio: Studio) -> None:
+    live = studio.queue.enqueue("train", {"experiment_id": 1})
+    names = ["import-999999", "train-3-job999999-a1", f"train-3-job{live.id}-a2", "other"]
+    for name in names:
+        (studio.tmp / name).mkdir(parents=True)
+    report = run_doctor(studio)
+    stale = sorted(Path(p["path"]).name for p in report["problems"] if p["kind"] == "stale_temp")
+    assert stale == ["import-999999", "train-3-job999999-a1"]
+    run_doctor(studio, fix=True)
+    assert sorted(p.name for p in studio.tmp.iterdir() if p.name in names) == sorted(names[2:])
+    studio.queue.cancel(live.id)
+
+
 def test_integrity_check_runs_on_sqlite(studio: Studio) -> None:
     con = sqlite3.connect(studio.home / "vistudio.db")
     assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)

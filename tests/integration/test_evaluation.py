@@ -82,7 +82,7 @@ def test_metrics_equal_scikit_learn_on_the_stored_predictions(ws: Studio) -> Non
 def test_readable_files_hold_the_same_results(ws: Studio) -> None:
     ev = evaluate(ws, "exp1")
     folder = ws.home / Path(ev["results_path"]).parent
-    assert folder == ws.home / "exports" / "digits" / "exp1" / "evaluation"
+    assert folder == ws.home / "exports" / "digits" / f"exp1-{ev['experiment_id']}" / "evaluation"
     table = pq.read_table(ws.home / ev["results_path"]).to_pylist()
     assert [r["sample_id"] for r in table] == sorted(r["sample_id"] for r in table)
     assert len(table) == ev["metrics"]["samples"] == 12
@@ -133,6 +133,25 @@ def test_reset_deletes_rows_and_files_at_once(ws: Studio) -> None:
     assert evaluation.find_evaluation(ws, project="digits", experiment="raw") is None
     with pytest.raises(NotFound):
         evaluation.reset_evaluation(ws, project="digits", experiment="raw")
+
+
+def test_renaming_the_experiment_keeps_its_evaluation_files_reachable(ws: Studio) -> None:
+    from vistudio.services import experiments
+
+    ev = evaluate(ws, "raw")
+    folder = ws.home / Path(ev["results_path"]).parent
+    experiments.update_experiment(ws, project="digits", experiment="raw", name="renamed")
+    try:
+        (folder / "confusion_matrix.png").unlink()
+        png = evaluation.confusion_png(ws, project="digits", experiment="renamed")
+        assert png == folder / "confusion_matrix.png" and png.is_file()  # drawn again in place
+        assert evaluation.get_evaluation(ws, project="digits", experiment="renamed")["results_path"] == ev[
+            "results_path"
+        ]
+        evaluation.reset_evaluation(ws, project="digits", experiment="renamed")
+        assert not folder.exists()
+    finally:
+        experiments.update_experiment(ws, project="digits", experiment="renamed", name="raw")
 
 
 def test_reset_of_a_queued_evaluation_cancels_its_job(ws: Studio) -> None:

@@ -61,7 +61,8 @@ def test_evaluation_lifecycle(client: tuple[TestClient, Studio]) -> None:
     assert ev["status"] == "succeeded" and ev["device"] == "cpu" and ev["batch_size"] == 7
     assert {"accuracy", "macro_f1", "micro_f1", "per_class"} <= set(ev["metrics"])
     assert len(ev["confusion_matrix"]) == 3 and ev["classes"] == ["0", "1", "2"]
-    assert ev["results_path"].startswith("exports/digits/small/evaluation/")  # relative: no server paths
+    # relative: no server paths
+    assert ev["results_path"].startswith(f"exports/digits/small-{ev['experiment_id']}/evaluation/")
 
     res = c.get(f"{API}/evaluations/digits/small/results", params={"limit": 500}).json()
     assert res["total"] == 24 and len(res["items"]) == 24
@@ -126,7 +127,7 @@ def test_export_lifecycle_and_download(client: tuple[TestClient, Studio]) -> Non
     assert c.get(f"{API}/exports", params={"project": "digits", "experiment": "empty"}).json()["total"] == 0
     dl = c.get(out["download_url"])
     assert dl.status_code == 200
-    assert 'filename="small-best-opset17.onnx"' in dl.headers["content-disposition"]
+    assert f'filename="small-best-opset17-{export_id}.onnx"' in dl.headers["content-disposition"]
     assert dl.content == (studio.home / out["path"]).read_bytes()
     import onnx
 

@@ -126,7 +126,7 @@ def test_export_and_list(cli: Any) -> None:
         and Path(e["path"]).suffix == ".pt"
     )
     code, out = cli("export", "digits", "small", "--opset", "18")
-    assert code == 0 and Path(out["export"]["path"]).name == "small-best-opset18.onnx"
+    assert code == 0 and Path(out["export"]["path"]).name == f"small-best-opset18-{out['export']['id']}.onnx"
     code, listed = cli("exports", "digits", "small")
     assert code == 0 and listed["total"] == 2 and all(Path(x["path"]).is_absolute() for x in listed["items"])
     code, queued = cli("export", "digits", "small", "--no-wait")

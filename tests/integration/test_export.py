@@ -58,8 +58,9 @@ def test_onnx_export_matches_pytorch_and_carries_its_metadata(ws: Studio) -> Non
     assert v["source"] == "split images" and v["images"] == 60  # 12 test + 12 val + 36 train ≤ 64
     assert v["max_abs_diff"] < 1e-4 and v["max_abs_diff_probs"] < 1e-4 and v["top1_agreement"] == 1.0
     path = ws.home / out["path"]
-    assert out["path"] == "exports/digits/exp1/exp1-best-opset17.onnx" and path.is_file()
-    assert out["filename"] == "exp1-best-opset17.onnx" and out["size"] == path.stat().st_size
+    assert out["filename"] == f"exp1-best-opset17-{out['id']}.onnx" and path.is_file()
+    assert out["path"] == f"exports/digits/exp1-{out['experiment_id']}/{out['filename']}"
+    assert out["size"] == path.stat().st_size
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == 17
     props = {p.key: p.value for p in proto.metadata_props}
@@ -89,7 +90,7 @@ def test_torchscript_export_matches_eager_pytorch(ws: Studio) -> None:
     out = export(ws, format="torchscript", checkpoint="last")
     v = out["validation"]
     assert v["max_abs_diff"] < 1e-4 and v["top1_agreement"] == 1.0 and v["images"] == 60
-    assert out["filename"] == "exp1-last-torchscript.pt"
+    assert out["filename"] == f"exp1-last-torchscript-{out['id']}.pt"
     _, props = load_torchscript(ws.home / out["path"])
     assert props["model"] == "resnet18" and json.loads(props["class_names"]) == ["0", "1", "2"]
     assert json.loads((ws.home / out["metadata_path"]).read_text())["validation"] == v
@@ -162,7 +163,8 @@ def test_predict_cli_reports_bad_files_and_bad_models(
 def test_names_stay_unique_and_delete_removes_files_and_blob(ws: Studio) -> None:
     first = export(ws, format="onnx", opset=13)
     second = export(ws, format="onnx", opset=13)
-    assert first["filename"] == "exp1-best-opset13.onnx" and second["filename"] == "exp1-best-opset13-2.onnx"
+    assert first["filename"] == f"exp1-best-opset13-{first['id']}.onnx"
+    assert second["filename"] == f"exp1-best-opset13-{second['id']}.onnx"
     assert (ws.home / first["path"]).is_file() and (ws.home / second["path"]).is_file()
     assert first["validation"]["top1_agreement"] == 1.0
     out = exports.delete_export(ws, first["id"])
@@ -176,6 +178,44 @@ def test_names_stay_unique_and_delete_removes_files_and_blob(ws: Studio) -> None
         exports.get_export(ws, first["id"])
     with pytest.raises(NotFound):
         exports.delete_export(ws, first["id"])
+
+
+def test_a_failed_export_leaves_no_file(ws: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vistudio.ml.export.models as export_models
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise BadRequest("the comparison broke")  # a permanent failure: no retry
+
+    monkeypatch.setattr(export_models, "parity", broken)  # after the file is written
+    started = exports.start_export(ws, project="digits", experiment="exp1", format="torchscript")
+    job = run_job(ws, started["job"]["id"])
+    assert job["status"] == "failed"
+    out = exports.get_export(ws, started["export"]["id"])
+    assert out["status"] == "failed" and "comparison broke" in out["error"]
+    assert not (ws.home / out["path"]).exists() and not (ws.home / out["metadata_path"]).exists()
+    with pytest.raises(Conflict, match="failed"):
+        exports.export_file(ws, out["id"])
+    exports.delete_export(ws, out["id"])
+
+
+def test_experiments_whose_names_make_the_same_folder_name_stay_apart(ws: Studio) -> None:
+    """Both names make the safe folder name "x": the experiment's id keeps their files apart, and
+    a download is the validated file even if the readable copy was changed."""
+    outs = []
+    for name in ("日本", "中文"):
+        make_experiment(ws, project="digits", name=name, kinds=("last",))
+        started = exports.start_export(
+            ws, project="digits", experiment=name, format="torchscript", checkpoint="last"
+        )
+        assert run_job(ws, started["job"]["id"])["status"] == "succeeded"
+        outs.append(exports.get_export(ws, started["export"]["id"]))
+    assert outs[0]["path"] != outs[1]["path"]
+    assert Path(outs[0]["path"]).parent.name.startswith("x-") and all(
+        (ws.home / o["path"]).is_file() for o in outs
+    )
+    (ws.home / outs[0]["path"]).write_bytes(b"changed by hand")
+    served, name = exports.export_file(ws, outs[0]["id"])
+    assert name == outs[0]["filename"] and served.read_bytes() != b"changed by hand"
 
 
 def test_hostile_export_requests(ws: Studio) -> None:
@@ -205,11 +245,11 @@ def test_deleting_the_experiment_removes_its_exports_and_evaluation_files(ws: St
     out = export(ws, format="onnx")
     started = evaluation.start_evaluation(ws, project="digits", experiment="exp1")
     assert run_job(ws, started["job"]["id"])["status"] == "succeeded"
-    folder = ws.home / "exports" / "digits" / "exp1"
+    folder = (ws.home / out["path"]).parent
     assert (folder / "evaluation" / "results.csv").is_file() and (ws.home / out["path"]).is_file()
     experiments.delete_experiment(ws, project="digits", experiment="exp1")
     assert not (folder / "evaluation").exists()
     assert not any(folder.glob("*.onnx")) and not any(folder.glob("*.pt")) and not any(folder.glob("*.json"))
     assert blob_refs(ws, out["sha256"]) is None
     assert not ws.store.path("export", out["sha256"], "onnx").exists()
-    assert exports.list_exports(ws, project="digits")["total"] == 0
+    assert all(x["experiment"] != "exp1" for x in exports.list_exports(ws, project="digits")["items"])

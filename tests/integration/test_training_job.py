@@ -135,7 +135,7 @@ def test_crash_and_kill_end_failed_with_the_reason(studio: Studio, tmp_path: Pat
     exp = _exp(studio, "ref", "broken")
     assert job["status"] == "failed" and job["attempts"] == 1  # a crash is not retried
     assert exp["status"] == "failed" and "cannot read training image" in exp["error"]
-    assert "Traceback" in exp["error"] and exp["checkpoints"] == []
+    assert "File \"" in exp["error"] and exp["checkpoints"] == []  # the tail of the traceback
 
     # the training process killed from outside (as the OOM killer would): failed, with the signal
     killed = experiments.start_experiment(
@@ -184,6 +184,18 @@ def test_a_retry_after_a_dead_worker_restarts_cleanly(studio: Studio, tmp_path: 
     assert {c["sha256"] for c in again["checkpoints"]} == {c["sha256"] for c in first["checkpoints"]}
     refs = _checkpoint_refs(studio)
     assert refs == {c["sha256"]: 1 for c in again["checkpoints"]}
+    # stopped, then its worker died before it could stop: the retry ends "stopped" at once and
+    # keeps what the experiment had saved, rather than training again from epoch 0
+    with studio.sessions.begin() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.status, job.worker, job.lease_until, job.finished_at = "running", "gone", job.created_at, None
+        job.cancel_requested, job.max_attempts = True, 5
+    assert studio.queue.reap_expired() == 1
+    assert run_job(studio, job_id)["status"] == "cancelled"
+    kept = _exp(studio, "shapes", "again")
+    assert kept["status"] == "stopped" and kept["checkpoints"] == again["checkpoints"]
+    assert sorted(_metric_rows(studio, exp_id)) == rows_first
     # deleting releases the blobs
     files = [Path(c["path"]) for c in again["checkpoints"]]
     out = experiments.delete_experiment(studio, project="shapes", experiment="again")
@@ -217,6 +229,10 @@ def test_what_is_refused_before_training_starts(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     with pytest.raises(ModelUnavailable, match="--no-pretrained"):
         experiments.start_experiment(studio, project="shapes", config={**TINY, "pretrained": True})
+    with pytest.raises(ModelUnavailable, match="weights file not found"):  # not an OSError: too long
+        experiments.start_experiment(studio, project="shapes", config={**TINY, "pretrained": "w" * 1000})
+    with pytest.raises(InvalidInput, match="class_weights has 5 values but project 'shapes' has"):
+        experiments.start_experiment(studio, project="shapes", config={**TINY, "class_weights": [1.0] * 5})
     with pytest.raises(InvalidInput, match="experiment name"):
         experiments.start_experiment(studio, project="shapes", config=TINY, name="../etc")
     projects.create_project(studio, name="boxes", task="detection")

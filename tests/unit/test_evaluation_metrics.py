@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from vistudio.ml.inference.confusion import render_confusion_png
+from vistudio.ml.inference.confusion import MAX_DRAWN, render_confusion_png
 from vistudio.ml.inference.metrics import classification_metrics, confusion_matrix, softmax, top_k
 
 
@@ -111,3 +111,15 @@ def test_confusion_png_is_a_readable_heatmap(n: int) -> None:
         assert any(r > b + 30 for r, _, b in colours)  # red mistakes
     with pytest.raises(ValueError, match="does not match"):
         render_confusion_png(cm, names[:-1])
+
+
+def test_confusion_png_of_a_thousand_classes_draws_the_most_confused() -> None:
+    n = 1000
+    cm = np.diag(np.full(n, 20))
+    cm[7, 900] = 9  # the classes worth seeing: 7 and 900 confused
+    png = render_confusion_png(cm, [f"c{i}" for i in range(n)], title="t")
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.width < 60 * MAX_DRAWN + 600 and im.height < 60 * MAX_DRAWN + 600
+        px = im.convert("RGB")
+        colours = {px.getpixel((x, y)) for x in range(0, im.width, 3) for y in range(0, im.height, 3)}
+    assert any(r > b + 30 for r, _, b in colours)  # the 7 → 900 mistake is among those drawn

@@ -216,6 +216,28 @@ def test_loss_weights_smoothing_and_metric_summary() -> None:
     assert set(scalars) <= set(ClassificationTask.metric_names())
     with pytest.raises(ValueError, match="outside"):
         task.encode_target(2)
+    with pytest.raises(BadRequest, match="above 0"):
+        validate_config(ClassificationConfig, {"class_weights": [0.0, 0.0]})
+
+
+def test_validation_metrics_use_the_evaluation_definitions_for_an_absent_class() -> None:
+    """A class with no validation image that is never predicted counts as 0 in the macro
+    averages, as in the evaluation (scikit-learn, zero_division=0) — not left out."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    task = ClassificationTask(classes=["a", "b", "c"], config=ClassificationConfig())
+    metrics = task.build_metrics("val")
+    y_true, y_pred = [0, 0, 1, 1, 1], [0, 1, 1, 1, 0]
+    logits = torch.nn.functional.one_hot(torch.tensor(y_pred), 3).float()
+    metrics.update(logits, torch.tensor(y_true))
+    scalars, details = task.summarise("val", metrics.compute())
+    p, r, f, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=[0, 1, 2], average="macro", zero_division=0
+    )
+    assert scalars["val_precision_macro"] == pytest.approx(p)
+    assert scalars["val_recall_macro"] == pytest.approx(r)
+    assert scalars["val_f1_macro"] == pytest.approx(f) and f < 0.6  # (2/3 + 2/3 + 0) / 3
+    assert details["per_class"]["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0}
 
 
 def test_eval_transform_is_exactly_the_shared_preprocessing(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vistudio.config import Settings
 from vistudio.db import utcnow
-from vistudio.errors import JobFailed, ModelUnavailable, VistudioError
+from vistudio.errors import Conflict, JobFailed, ModelUnavailable, VistudioError
 from vistudio.jobs.queue import FINISHED, job_dict
 from vistudio.studio import Studio, open_studio
 
@@ -90,9 +91,12 @@ def wait_for_job(ctx: typer.Context, job_id: int) -> dict[str, Any]:
                     runner.start()
                 runner.join(timeout=0.2)
     except KeyboardInterrupt:
-        studio.queue.cancel(job_id)
+        with contextlib.suppress(Conflict):  # it finished just now
+            studio.queue.cancel(job_id)
         err_console.print("cancelling… (press Ctrl-C again to leave it running)")
-        runner.join()
+        # the job may run in this process or on another worker: wait for its outcome either way
+        while studio.queue.get(job_id).status not in FINISHED:
+            runner.join(timeout=0.2)
     runner.join(timeout=5)
     return job_dict(studio.queue.get(job_id))
 

@@ -58,15 +58,6 @@ _MAX_EXIF_TAGS = 200
 _DATE_FORMATS = ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y-%m-%dT%H:%M:%S")
 
 
-def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (for files too large to hold in memory)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def probe_image(path: Path, *, thumb_size: int = 256) -> Probe:
     """Read ``path`` once and return its ``Probe``; raise ``IngestError`` if it is not usable.
 

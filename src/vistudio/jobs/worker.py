@@ -43,6 +43,8 @@ class JobContext:
         self.attempt = job.attempts
         self.worker = worker
         self.cancel_requested = threading.Event()
+        if job.cancel_requested:  # asked while an earlier attempt ran, before its worker died
+            self.cancel_requested.set()
         self.lease_lost = threading.Event()
         self._last_progress = 0.0
 

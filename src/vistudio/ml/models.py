@@ -153,9 +153,19 @@ def _resolve_weights(spec: ModelSpec, pretrained: bool | str | Path) -> Path | N
             )
         return path
     path = Path(pretrained).expanduser()
-    if not path.is_file():
-        raise ModelUnavailable(f"pretrained weights file not found: {path}", details={"model": spec.name})
+    if not weights_file_exists(path):
+        raise ModelUnavailable(
+            f"pretrained weights file not found: {str(path)[:300]}", details={"model": spec.name}
+        )
     return path
+
+
+def weights_file_exists(path: Path) -> bool:
+    """``path.is_file()``, but a name too long or otherwise unusable is simply not a file."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def build_model(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -79,7 +80,8 @@ def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) 
         )
     for missing in reference_missing:
         problems.append({"kind": "reference_missing", **missing})
-    stale_tmp = [p for p in sorted(studio.tmp.glob("import-*")) if _job_of(p.name) not in running] + [
+    job_tmp = sorted([*studio.tmp.glob("import-*"), *studio.tmp.glob("train-*")])
+    stale_tmp = [p for p in job_tmp if _job_of(p.name) not in running] + [
         p for p in sorted(studio.tmp.glob("upload-*")) if str(p) not in active_sources
     ]
     for p in stale_tmp:
@@ -125,8 +127,10 @@ def _ext(s: Any, sha: str, kind: str) -> str:
     return EXTENSIONS.get(fmt or "", "bin")
 
 
+JOB_TMP = re.compile(r"^(?:import-(\d+)|train-\d+-job(\d+)-a\d+)$")
+
+
 def _job_of(name: str) -> int:
-    try:
-        return int(name.removeprefix("import-"))
-    except ValueError:
-        return -1
+    """The job that owns a temporary folder (``import-<job>``, ``train-<exp>-job<job>-a<n>``), or -1."""
+    m = JOB_TMP.match(name)
+    return int(m.group(1) or m.group(2)) if m else -1

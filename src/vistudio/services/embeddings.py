@@ -97,11 +97,11 @@ def describe_spec(studio: Studio, spec: ModelSpec) -> Described:
         except OSError:
             pass  # describe names the missing file
         else:
-            from vistudio.ml.embed.clip import file_sha256
+            from vistudio.storage.blobs import sha256_file
 
             path = Path(spec.checkpoint).expanduser().resolve()
             sha = studio.cache.get(
-                ("sha256", str(path), st.st_size, st.st_mtime_ns), lambda: file_sha256(path), ttl=86_400
+                ("sha256", str(path), st.st_size, st.st_mtime_ns), lambda: sha256_file(path), ttl=86_400
             )
     return describe(spec, cache_dir=cfg.cache_dir, allow_download=cfg.download, sha256=sha)
 

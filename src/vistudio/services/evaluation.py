@@ -3,7 +3,7 @@
 The job (kind ``evaluate``) runs the checkpoint over the labelled images of the chosen subsets with
 the shared evaluation preprocessing, stores one ``EvalResult`` per image (prediction, confidence,
 top-k, correct, subset) in batches, then computes the metrics over the pooled subsets and writes
-readable files to ``<workspace>/exports/<project>/<experiment>/evaluation/``: ``results.parquet``,
+readable files to ``<workspace>/exports/<project>/<experiment>-<id>/evaluation/``: ``results.parquet``,
 ``results.csv``, ``metrics.json`` and ``confusion_matrix.png``.
 
 A rerun of the same job (a retry after a crash) resumes: images that already have a result are
@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from vistudio.db import Project, Sample, utcnow
 from vistudio.db.training import EvalResult, Evaluation, Experiment
 from vistudio.errors import BadRequest, Conflict, InvalidInput, NotFound
-from vistudio.jobs.queue import FINISHED, job_dict
+from vistudio.jobs.queue import FINISHED, LeaseLost, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.services.experiments import split_items, update_row
@@ -57,8 +57,11 @@ def parse_subsets(subsets: str | list[str] | tuple[str, ...] | None) -> list[str
     return [x for x in SUBSETS if x in names]
 
 
-def eval_dir(studio: Studio, project: str, experiment: str) -> Path:
-    return experiment_dir(studio, project, experiment) / FOLDER
+def eval_dir(studio: Studio, ev: Evaluation) -> Path:
+    """The evaluation's readable files: decided when it was started and stored on its row
+    (``results_path``), so renaming the experiment or its project moves nothing."""
+    assert ev.results_path, "an evaluation's folder is set when it is started"
+    return (studio.home / ev.results_path).parent
 
 
 # --- start, run ---------------------------------------------------------------------------------------
@@ -100,13 +103,14 @@ def start_evaluation(
         old_active = old is not None and old.status in ACTIVE
         old_job = old.job_id if old is not None else None
         pname, ename, exp_id, sha = p.name, exp.name, exp.id, ckpt.sha256
+        results = (experiment_dir(studio, p, exp) / FOLDER / "results.parquet").relative_to(studio.home)
     if old_active and _job_active(studio, old_job):
         raise Conflict(
             f"experiment {ename!r} is being evaluated now (job {old_job}); "
             "wait for it or reset the evaluation first",
             details={"job": old_job},
         )
-    _delete(studio, exp_id, pname, ename)
+    _delete(studio, exp_id)
     with studio.sessions.begin() as s:
         ev = Evaluation(
             experiment_id=exp_id,
@@ -115,6 +119,7 @@ def start_evaluation(
             subsets=chosen,
             status="queued",
             classes=[],
+            results_path=results.as_posix(),
             created_at=utcnow(),
         )
         s.add(ev)
@@ -163,6 +168,8 @@ def run_evaluation(ctx: JobContext) -> dict[str, Any]:
         with studio.sessions.begin() as s:
             s.execute(delete(EvalResult).where(EvalResult.evaluation_id == ev.id))
         update_row(studio, Evaluation, ev.id, status="cancelled", finished_at=utcnow())
+        raise
+    except LeaseLost:  # another worker runs it now: its row is theirs to update
         raise
     except Exception as exc:
         update_row(
@@ -264,7 +271,7 @@ def _finish(
     metrics = classification_metrics(cm, classes)
     metrics["skipped"] = len(skipped)
     metrics["skipped_items"] = [{k: v for k, v in x.items() if k != "path"} for x in skipped[:100]]
-    folder = eval_dir(studio, project.name, exp.name)
+    folder = eval_dir(studio, ev)
     folder.mkdir(parents=True, exist_ok=True)
     table = _result_table(studio, ev.id, classes)
     _write_parquet(folder / "results.parquet", table)
@@ -289,7 +296,6 @@ def _finish(
         row.metrics = metrics
         row.confusion = cm.tolist()
         row.classes = classes
-        row.results_path = (folder / "results.parquet").relative_to(studio.home).as_posix()
         row.status, row.error, row.finished_at = "succeeded", None, utcnow()
     return get_evaluation(studio, project=project.id, experiment=exp.id)
 
@@ -379,7 +385,7 @@ def evaluation_dict(
     studio: Studio, ev: Evaluation, p: Project, exp: Experiment, job: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The evaluation as the API shows it (``job``: its job's dict, fetched outside the session)."""
-    folder = eval_dir(studio, p.name, exp.name).relative_to(studio.home).as_posix()
+    folder = eval_dir(studio, ev).relative_to(studio.home).as_posix()
     done = ev.status == "succeeded"
     params = (job or {}).get("params") or {}
     return {
@@ -396,7 +402,7 @@ def evaluation_dict(
         "metrics": ev.metrics,
         "confusion_matrix": ev.confusion,
         "classes": ev.classes or list(exp.classes),
-        "results_path": ev.results_path,
+        "results_path": ev.results_path if done else None,
         "csv_path": f"{folder}/results.csv" if done else None,
         "confusion_png_path": f"{folder}/confusion_matrix.png" if done else None,
         "error": ev.error,
@@ -530,17 +536,18 @@ def confusion_png(studio: Studio, *, project: str | int, experiment: str | int) 
     from vistudio.ml.inference.confusion import render_confusion_png
 
     with studio.sessions() as s:
-        p, exp, ev = _find(s, project, experiment)
+        _, exp, ev = _find(s, project, experiment)
     if ev.status != "succeeded":
         raise Conflict(f"the evaluation of {exp.name!r} is {ev.status}: no confusion matrix yet")
-    path = eval_dir(studio, p.name, exp.name) / "confusion_matrix.png"
+    path = eval_dir(studio, ev) / "confusion_matrix.png"
     if not path.is_file():
         atomic_write_bytes(path, render_confusion_png(ev.confusion, list(ev.classes)))
     return path
 
 
-def _delete(studio: Studio, experiment_id: int, project: str, experiment: str) -> bool:
+def _delete(studio: Studio, experiment_id: int) -> bool:
     """Delete the experiment's evaluation (rows, then its folder); cancel its job if it runs."""
+    folder = None
     with studio.sessions.begin() as s:
         ev = s.scalar(select(Evaluation).where(Evaluation.experiment_id == experiment_id))
         if ev is None:
@@ -548,13 +555,13 @@ def _delete(studio: Studio, experiment_id: int, project: str, experiment: str) -
             job_id = None
         else:
             found, job_id = True, ev.job_id
+            folder = eval_dir(studio, ev) if ev.results_path else None
             s.execute(delete(EvalResult).where(EvalResult.evaluation_id == ev.id))
             s.delete(ev)
     if job_id is not None and _job_active(studio, job_id):
         with contextlib.suppress(Conflict):  # it finished in the meantime
             studio.queue.cancel(job_id)
-    folder = eval_dir(studio, project, experiment)
-    if folder.is_dir():
+    if folder is not None and folder.is_dir():
         studio.store.remove_file(folder)
     return found
 
@@ -564,7 +571,7 @@ def reset_evaluation(studio: Studio, *, project: str | int, experiment: str | in
     with studio.sessions() as s:
         p, exp = resolve(s, project, experiment)
         pname, ename, exp_id = p.name, exp.name, exp.id
-    found = _delete(studio, exp_id, pname, ename)
+    found = _delete(studio, exp_id)
     if not found:
         raise NotFound(f"experiment {ename!r} has not been evaluated")
     return {"reset": True, "project": pname, "experiment": ename}

@@ -298,7 +298,7 @@ def check_name(name: str) -> str:
 def validate_experiment_config(task: str, raw: dict[str, Any] | None) -> TrainConfig:
     """The task's config model applied to ``raw`` plus what can be checked before training:
     model name, monitored metric, device and precision, pretrained weights present."""
-    from vistudio.ml.models import cached_weights_path, get_model_spec
+    from vistudio.ml.models import cached_weights_path, get_model_spec, weights_file_exists
     from vistudio.ml.tasks import get_training
     from vistudio.ml.training.config import validate_config
     from vistudio.ml.training.trainer import resolve_accelerator, resolve_monitor, resolve_precision
@@ -316,9 +316,9 @@ def validate_experiment_config(task: str, raw: dict[str, Any] | None) -> TrainCo
             "file (--weights PATH)",
             details={"model": spec.name},
         )
-    if isinstance(config.pretrained, str) and not Path(config.pretrained).expanduser().is_file():
+    if isinstance(config.pretrained, str) and not weights_file_exists(Path(config.pretrained).expanduser()):
         raise ModelUnavailable(
-            f"pretrained weights file not found: {config.pretrained}", details={"model": spec.name}
+            f"pretrained weights file not found: {config.pretrained[:300]}", details={"model": spec.name}
         )
     return config.model_copy(update={"monitor": monitor})
 
@@ -352,6 +352,13 @@ def start_experiment(
         classes = sorted(s.scalars(select(LabelClass.name).where(LabelClass.project_id == p.id)))
         if len(classes) < 2:
             raise BadRequest(f"project {p.name!r} needs at least two classes to train a classifier")
+        weights = getattr(cfg, "class_weights", None)
+        if isinstance(weights, list) and len(weights) != len(classes):
+            raise InvalidInput(
+                f"class_weights has {len(weights)} values but project {p.name!r} has {len(classes)} "
+                f"classes; give one weight per class, in this order: {', '.join(classes)[:500]}",
+                details={"classes": classes[:1000]},
+            )
         counts = {sub: len(split_items(studio, s, split.id, [sub], classes)) for sub in ("train", "val")}
         if not counts["train"]:
             raise BadRequest(f"split {split.name!r} has no labelled training images")
@@ -573,8 +580,8 @@ def delete_experiment(studio: Studio, *, project: str | int, experiment: str | i
 # --- the training job -----------------------------------------------------------------------------
 
 POLL_SECONDS = 0.25
-STOP_GRACE_SECONDS = 300.0
-MAX_CONFUSION_CLASSES = 100  # a stop waits this long for the batch in flight and the last checkpoint
+STOP_GRACE_SECONDS = 300.0  # a stop waits this long for the batch in flight and the last checkpoint
+MAX_CONFUSION_CLASSES = 100  # a larger per-epoch confusion matrix is not stored in the metrics row
 
 
 def _reset_attempt(studio: Studio, exp_id: int) -> None:
@@ -729,8 +736,14 @@ def _finish(studio: Studio, exp_id: int, status: str, *, error: str | None = Non
         )
 
 
+ERROR_CHARS = 4000
+
+
 def _error_text(error: dict[str, Any]) -> str:
-    return f"{error['message']}\n\n{error.get('traceback') or ''}".strip()[-4000:]
+    """The error's message (its start) and the tail of its traceback, within ERROR_CHARS."""
+    message = str(error.get("message") or "")[:1000]
+    tail = (error.get("traceback") or "")[-(ERROR_CHARS - len(message) - 2) :]
+    return f"{message}\n\n{tail}".strip()
 
 
 @job_handler("train")
@@ -741,6 +754,12 @@ def run_training(ctx: JobContext) -> dict[str, Any]:
 
     studio = ctx.studio
     exp_id = int(ctx.params["experiment_id"])
+    for stale in studio.tmp.glob(f"train-{exp_id}-*"):  # an earlier attempt's working files
+        shutil.rmtree(stale, ignore_errors=True)
+    if ctx.cancel_requested.is_set():
+        # stopped before its worker died: a retry would start over; keep what was saved instead
+        _finish(studio, exp_id, "stopped")
+        raise JobCancelled()
     _reset_attempt(studio, exp_id)
     with studio.sessions.begin() as s:
         exp = s.get(Experiment, exp_id)

@@ -4,8 +4,9 @@ An export is a job (kind ``export``). It rebuilds the model from the checkpoint,
 with its metadata embedded, runs the same real images of the split (up to ``PARITY_IMAGES`` test
 images, through :mod:`vistudio.ml.preprocess`) through the exported file and through eager PyTorch,
 and records the largest logit/probability difference and the top-1 agreement. The file lands at
-``<workspace>/exports/<project>/<experiment>/<name>.onnx|.pt`` beside ``<name>.json`` (metadata and
-validation), and is also kept as an artifact blob (kind ``export``).
+``<workspace>/exports/<project>/<experiment>-<id>/<name>.onnx|.pt`` beside ``<name>.json`` (metadata
+and validation), and is also kept as an artifact blob (kind ``export``). The path is stored on the
+export's row: renaming the experiment later moves nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vistudio.db import Project, utcnow
-from vistudio.db.training import Checkpoint, Experiment, ModelExport
+from vistudio.db.training import Checkpoint, Evaluation, Experiment, ModelExport
 from vistudio.errors import BadRequest, Conflict, NotFound
-from vistudio.jobs.queue import FINISHED, job_dict
+from vistudio.jobs.queue import FINISHED, LeaseLost, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.ml.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
@@ -35,6 +36,7 @@ from vistudio.services.experiments import (
 )
 from vistudio.services.projects import find_project
 from vistudio.storage.atomic import atomic_write_bytes
+from vistudio.storage.blobs import sha256_file
 from vistudio.studio import Studio
 
 EXPORT_KIND = "export"  # artifact kind of exported model blobs
@@ -46,9 +48,11 @@ PARITY_IMAGES = 64
 # --- shared with services.evaluation --------------------------------------------------------------
 
 
-def experiment_dir(studio: Studio, project: str, experiment: str) -> Path:
-    """``<workspace>/exports/<project>/<experiment>/``: readable names, made safe for any filesystem."""
-    return studio.home / "exports" / safe_name(project, 100) / safe_name(experiment, 100)
+def experiment_dir(studio: Studio, project: Project, exp: Experiment) -> Path:
+    """``<workspace>/exports/<project>/<experiment>-<id>/``: readable names, made safe for any
+    filesystem; the experiment's id keeps two experiments whose safe names agree ("a b", "a-b",
+    two non-Latin names) apart. Callers store the path they write to, so a rename moves nothing."""
+    return studio.home / "exports" / safe_name(project.name, 100) / f"{safe_name(exp.name, 100)}-{exp.id}"
 
 
 def resolve(session: Session, project: str | int, experiment: str | int) -> tuple[Project, Experiment]:
@@ -213,26 +217,14 @@ def start_export(
     return {"job": job_dict(job), "export": out}
 
 
-def _file_name(studio: Studio, row: ModelExport, exp: Experiment, folder: Path) -> str:
-    """A readable file name that no other export of the experiment uses (``-2``, ``-3``… if taken)."""
+def export_path(studio: Studio, row: ModelExport, exp: Experiment, project: Project) -> Path:
+    """Where the export's file goes: a readable name that ends with the export's id, so that two
+    exports of the same checkpoint and format (even running at once) never share a file."""
+    if row.path:  # decided by an earlier attempt
+        return studio.home / row.path
     opts = f"-opset{row.options.get('opset')}" if row.format == "onnx" else "-torchscript"
-    base = safe_name(f"{exp.name}-{row.checkpoint_kind}{opts}", 120)
-    ext = FORMATS[row.format]
-    with studio.sessions() as s:
-        taken = set(
-            s.scalars(
-                select(ModelExport.path).where(
-                    ModelExport.experiment_id == exp.id,
-                    ModelExport.id != row.id,
-                    ModelExport.path.is_not(None),
-                )
-            )
-        )
-    name, n = base, 1
-    while (folder / f"{name}.{ext}").relative_to(studio.home).as_posix() in taken:
-        n += 1
-        name = f"{base}-{n}"
-    return f"{name}.{ext}"
+    name = safe_name(f"{exp.name}-{row.checkpoint_kind}{opts}", 120)
+    return experiment_dir(studio, project, exp) / f"{name}-{row.id}.{FORMATS[row.format]}"
 
 
 def _parity_items(studio: Studio, exp: Experiment) -> list[str]:
@@ -264,26 +256,28 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
         assert project is not None
         ckpt = ready_checkpoint(s, exp, row.checkpoint_kind)
         s.expunge_all()
-    update_row(studio, ModelExport, row.id, status="running", error=None, job_id=ctx.job_id)
+    dest = export_path(studio, row, exp, project)
+    rel = dest.relative_to(studio.home).as_posix()
+    update_row(studio, ModelExport, row.id, status="running", error=None, job_id=ctx.job_id, path=rel)
     try:
-        result = _export(ctx, row, exp, project, ckpt)
-    except JobCancelled:
-        update_row(studio, ModelExport, row.id, status="cancelled", finished_at=utcnow())
+        result = _export(ctx, row, exp, project, ckpt, dest)
+    except LeaseLost:  # another worker runs it now, into the same file: leave it alone
         raise
-    except Exception as exc:
-        update_row(
-            studio,
-            ModelExport,
-            row.id,
-            status="failed",
-            error=(getattr(exc, "message", None) or str(exc))[:2000],
-        )
+    except BaseException as exc:
+        # a failed or cancelled export leaves no half-written or unvalidated file behind
+        for leftover in (dest, dest.with_suffix(".json")):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, JobCancelled):
+            update_row(studio, ModelExport, row.id, status="cancelled", finished_at=utcnow())
+        elif isinstance(exc, Exception):
+            message = (getattr(exc, "message", None) or str(exc))[:2000]
+            update_row(studio, ModelExport, row.id, status="failed", error=message)
         raise
     return {"export": result}
 
 
 def _export(
-    ctx: JobContext, row: ModelExport, exp: Experiment, project: Project, ckpt: Checkpoint
+    ctx: JobContext, row: ModelExport, exp: Experiment, project: Project, ckpt: Checkpoint, dest: Path
 ) -> dict[str, Any]:
     import numpy as np
 
@@ -304,9 +298,7 @@ def _export(
     model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device="cpu")
     pre = meta["preprocess"]
     size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
-    folder = experiment_dir(studio, project.name, exp.name)
-    filename = _file_name(studio, row, exp, folder)
-    dest = folder / filename
+    filename = dest.name
     props = metadata_props(
         model=meta["model"],
         classes=list(meta["classes"]),
@@ -367,9 +359,7 @@ def _export(
     atomic_write_bytes(dest.with_suffix(".json"), json.dumps(side, indent=2, sort_keys=True).encode())
     with studio.sessions.begin() as s:
         current = s.get(ModelExport, row.id)
-        if current is None:  # deleted while it ran: leave nothing behind
-            dest.unlink(missing_ok=True)
-            dest.with_suffix(".json").unlink(missing_ok=True)
+        if current is None:  # deleted while it ran: run_export removes the files
             raise JobCancelled()
         if current.sha256 != sha:  # a retried job does not take a second reference
             if current.sha256:
@@ -413,16 +403,22 @@ def list_exports(
         return {"items": [export_dict(r, project=p.name, experiment=n) for r, n in rows], "total": total}
 
 
-def get_export(studio: Studio, export_id: int) -> dict[str, Any]:
+def _owned(s: Session, export_id: int, project: str | int | None) -> tuple[ModelExport, Experiment, Project]:
+    """The export with its experiment and project; 404 if it is not ``project``'s (when given)."""
+    row = s.get(ModelExport, export_id)
+    exp = s.get(Experiment, row.experiment_id) if row is not None else None
+    owner = s.get(Project, exp.project_id) if exp is not None else None
+    if row is None or exp is None or owner is None or (
+        project is not None and owner.id != find_project(s, project).id
+    ):
+        raise NotFound(f"export {export_id} not found")
+    return row, exp, owner
+
+
+def get_export(studio: Studio, export_id: int, *, project: str | int | None = None) -> dict[str, Any]:
     with studio.sessions() as s:
-        row = s.get(ModelExport, export_id)
-        if row is None:
-            raise NotFound(f"export {export_id} not found")
-        exp = s.get(Experiment, row.experiment_id)
-        assert exp is not None
-        project = s.get(Project, exp.project_id)
-        assert project is not None
-        out = export_dict(row, project=project.name, experiment=exp.name)
+        row, exp, owner = _owned(s, export_id, project)
+        out = export_dict(row, project=owner.name, experiment=exp.name)
     out["job"] = None
     if out["job_id"]:  # after the session: on SQLite every session holds the write lock
         with contextlib.suppress(NotFound):
@@ -440,21 +436,19 @@ def export_file(studio: Studio, export_id: int) -> tuple[Path, str]:
             raise Conflict(f"export {export_id} is {row.status}: there is no file to download yet")
         readable = studio.home / row.path
         name = Path(row.path).name
-        if readable.is_file() and readable.stat().st_size == row.size:
-            return readable, name
         blob = studio.store.path(EXPORT_KIND, row.sha256, FORMATS[row.format])
-        if blob.is_file():
+        if blob.is_file():  # the blob is named by its content: it is the file that was validated
             return blob, name
+        if readable.is_file() and sha256_file(readable) == row.sha256:
+            return readable, name
         raise NotFound(f"the file of export {export_id} is missing from the workspace")
 
 
-def delete_export(studio: Studio, export_id: int) -> dict[str, Any]:
+def delete_export(studio: Studio, export_id: int, *, project: str | int | None = None) -> dict[str, Any]:
     """Delete an export: its row, its readable files and its blob reference (the blob goes when
     nothing references it). A running export is cancelled first."""
     with studio.sessions.begin() as s:
-        row = s.get(ModelExport, export_id)
-        if row is None:
-            raise NotFound(f"export {export_id} not found")
+        row, _, _ = _owned(s, export_id, project)
         job_id, path, sha, fmt = row.job_id, row.path, row.sha256, row.format
         if sha:
             studio.store.release(s, EXPORT_KIND, sha)
@@ -476,7 +470,6 @@ def delete_export(studio: Studio, export_id: int) -> dict[str, Any]:
 def release_experiment_files(studio: Studio, session: Session, exp: Experiment) -> None:
     """When an experiment (or its project) is deleted: release its export blobs and remove the
     readable files of its exports and of its evaluation (their rows go by cascade)."""
-    project = session.get(Project, exp.project_id)
     for row in session.scalars(select(ModelExport).where(ModelExport.experiment_id == exp.id)):
         if row.sha256:
             studio.store.release(session, EXPORT_KIND, row.sha256)
@@ -484,7 +477,7 @@ def release_experiment_files(studio: Studio, session: Session, exp: Experiment) 
             for p in (studio.home / row.path, (studio.home / row.path).with_suffix(".json")):
                 if p.is_file():
                     studio.store.remove_file(p)
-    if project is not None:
-        folder = experiment_dir(studio, project.name, exp.name) / "evaluation"
-        if folder.is_dir():
+    for results in session.scalars(select(Evaluation.results_path).where(Evaluation.experiment_id == exp.id)):
+        folder = (studio.home / results).parent if results else None
+        if folder is not None and folder.is_dir():
             studio.store.remove_file(folder)

@@ -11,8 +11,9 @@ from ingest_factories import bilevel_png, jpeg_bytes, pattern, write_image
 from PIL import Image, TiffImagePlugin
 
 from vistudio.ingest.near_dups import hamming
-from vistudio.ingest.probe import probe_image, sha256_file
+from vistudio.ingest.probe import probe_image
 from vistudio.ingest.types import IngestError
+from vistudio.storage.blobs import sha256_file
 
 
 def pixel(image: Image.Image, xy: tuple[int, int]) -> tuple[int, ...]:

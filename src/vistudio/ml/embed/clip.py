@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import logging
 import os
 import pickle
@@ -33,6 +32,7 @@ import numpy as np
 
 from vistudio.errors import InvalidInput, ModelUnavailable
 from vistudio.ml.embed.encoder import UNTRAINED_VERSION, FloatArray, ModelInfo, ModelSpec, l2_normalise
+from vistudio.storage.blobs import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,6 @@ class Described:
     version: str
     checkpoint: Path | None
     weights: Path | None  # the local weights file (None: untrained, or to be downloaded)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve_device(device: str | None) -> str:
@@ -184,7 +176,7 @@ def describe(
             if not name or _known_config(name) is None:
                 raise _unknown_model(name)
         name = name or spec.name or "custom"
-        return Described(name, None, sha256 or file_sha256(path), path, path)
+        return Described(name, None, sha256 or sha256_file(path), path, path)
     name = spec.name or ""
     if _known_config(name) is None:
         raise _unknown_model(spec.name)

@@ -3,7 +3,10 @@
 Rows are true classes, columns predicted classes; each cell shows its count and is shaded by the
 share of its row (so a rare class's mistakes are as visible as a common one's); the diagonal is
 blue, mistakes are red. Long class names are shortened with an ellipsis; with many classes the
-cells shrink down to a readable minimum and the counts get a smaller font.
+cells shrink down to a readable minimum and the counts get a smaller font. Above ``MAX_DRAWN``
+classes (a 1,000-class heatmap would be a 22,000-pixel square nobody can read) only the
+``MAX_DRAWN`` classes with the most mistakes, made or received, are drawn, and the title says so;
+the full matrix stays in ``metrics.json`` and the API.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 MAX_LABEL_CHARS = 24
+MAX_DRAWN = 60
 
 
 def _font(size: int) -> Any:
@@ -43,6 +47,13 @@ def render_confusion_png(cm: Any, classes: list[str], *, title: str = "Confusion
     n = len(classes)
     if counts.shape != (n, n):
         raise ValueError(f"confusion matrix shape {counts.shape} does not match {n} classes")
+    if n > MAX_DRAWN:
+        mistakes = counts.sum(axis=0) + counts.sum(axis=1) - 2 * np.diag(counts)
+        keep = np.sort(np.argsort(-mistakes, kind="stable")[:MAX_DRAWN])
+        counts = counts[np.ix_(keep, keep)]
+        classes = [classes[i] for i in keep]
+        title = f"{title} · the {MAX_DRAWN} most confused of {n} classes"
+        n = MAX_DRAWN
     cell = 56 if n <= 8 else 40 if n <= 16 else 30 if n <= 40 else 22
     label_font = _font(13 if n <= 16 else 11)
     count_font = _font(14 if cell >= 40 else 11 if cell >= 30 else 9)

@@ -1,8 +1,10 @@
 """Single-label image classification: the training parts of the ``classification`` task.
 
 Model from the catalog (``ml/models.build_model``), cross-entropy with optional label smoothing
-and class weights, torchmetrics for accuracy, macro/micro precision, recall and F1, per-class
-values and the confusion matrix. Validation and test images go through the shared evaluation
+and class weights, torchmetrics for accuracy and the confusion matrix; macro/micro precision,
+recall and F1 and the per-class values are derived from that confusion matrix with the evaluation's
+definitions (``ml/inference/metrics``), so a validation score and an evaluation of the same
+checkpoint on the same images agree. Validation and test images go through the shared evaluation
 preprocessing (``ml/preprocess``) so that training, evaluation, ONNX and ``predict`` see the same
 input; training images get the augmentation toggles first.
 """
@@ -21,13 +23,11 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
-    MulticlassF1Score,
-    MulticlassPrecision,
-    MulticlassRecall,
 )
 from torchvision.transforms import v2
 
 from vistudio.errors import BadRequest
+from vistudio.ml.inference.metrics import classification_metrics
 from vistudio.ml.models import ModelInfo, build_model
 from vistudio.ml.preprocess import eval_array
 from vistudio.ml.tasks import register_training
@@ -55,6 +55,8 @@ class ClassificationConfig(TrainConfig):
                 raise ValueError("give one weight per class")
             if any(not (0 <= w <= 1e6) for w in v):
                 raise ValueError("class weights must be between 0 and 1e6")
+            if not sum(v) > 0:
+                raise ValueError("at least one class weight must be above 0")
         return v
 
 
@@ -136,18 +138,11 @@ class ClassificationTask(TrainingTask):
 
     def build_metrics(self, prefix: str) -> MetricCollection:
         n = self.num_classes
-        if prefix == "train":  # cheap: accuracy only while training
-            return MetricCollection({"accuracy": MulticlassAccuracy(n, average="micro")})
         metrics: dict[str, Any] = {"accuracy": MulticlassAccuracy(n, average="micro")}
-        for name, cls in (
-            ("precision", MulticlassPrecision),
-            ("recall", MulticlassRecall),
-            ("f1", MulticlassF1Score),
-        ):
-            for avg in ("macro", "micro"):
-                metrics[f"{name}_{avg}"] = cls(n, average=avg)
-            metrics[f"{name}_per_class"] = cls(n, average="none")
-        metrics["confusion"] = MulticlassConfusionMatrix(n)
+        if prefix != "train":  # cheap while training: accuracy only
+            # precision/recall/F1 come from the confusion matrix in summarise(), with the
+            # evaluation's definitions (a class absent from truth and predictions counts as 0)
+            metrics["confusion"] = MulticlassConfusionMatrix(n)
         return MetricCollection(metrics)
 
     def encode_target(self, target: Any) -> int:
@@ -172,18 +167,16 @@ class ClassificationTask(TrainingTask):
     def summarise(
         self, prefix: str, computed: dict[str, torch.Tensor]
     ) -> tuple[dict[str, float], dict[str, Any]]:
-        scalars: dict[str, float] = {}
+        scalars = {f"{prefix}_{k}": float(v) for k, v in computed.items() if k != "confusion"}
         details: dict[str, Any] = {}
-        per_class: dict[str, dict[str, float]] = {}
-        for key, value in computed.items():
-            if key == "confusion":
-                details["confusion"] = value.long().tolist()
-            elif key.endswith("_per_class"):
-                metric = key.removesuffix("_per_class")
-                for name, v in zip(self.classes, value.tolist(), strict=True):
-                    per_class.setdefault(name, {})[metric] = round(float(v), 6)
-            else:
-                scalars[f"{prefix}_{key}"] = float(value)
-        if per_class:
-            details["per_class"] = per_class
+        if "confusion" in computed:
+            cm = computed["confusion"].long().cpu().numpy()
+            m = classification_metrics(cm, self.classes)
+            for name in AVERAGED:
+                for avg in ("macro", "micro"):
+                    scalars[f"{prefix}_{name}_{avg}"] = m[f"{avg}_{name}"]
+            details["confusion"] = cm.tolist()
+            details["per_class"] = {
+                row["class"]: {name: round(row[name], 6) for name in AVERAGED} for row in m["per_class"]
+            }
         return scalars, details

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 import time
 import traceback
@@ -82,6 +83,9 @@ def _exit_with_parent() -> None:
 
 
 def _child_main(spec: TrainSpec, conn: multiprocessing.connection.Connection, stop: Any) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the parent turns it into a graceful
+    # stop (the Event), so the child must not die of it mid-batch and be recorded as failed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     from vistudio.ml.training.trainer import train
 

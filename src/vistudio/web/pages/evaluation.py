@@ -301,8 +301,7 @@ def export_list(request: Request, studio: StudioDep, name: str) -> Response:
 @router.get("/projects/{name}/export/{export_id}", response_class=HTMLResponse)
 def export_result(request: Request, studio: StudioDep, name: str, export_id: RowId) -> Response:
     try:
-        projects.get_project(studio, name)
-        e = exports.get_export(studio, export_id)
+        e = exports.get_export(studio, export_id, project=name)
     except VistudioError as exc:
         return error_fragment(request, exc)
     return render(request, "export_result.html", {"e": e})
@@ -312,7 +311,7 @@ def export_result(request: Request, studio: StudioDep, name: str, export_id: Row
 def export_delete(request: Request, studio: StudioDep, name: str, export_id: RowId) -> Response:
     try:
         project = projects.get_project(studio, name)
-        exports.delete_export(studio, export_id)
+        exports.delete_export(studio, export_id, project=project["id"])
         listed = exports.list_exports(studio, project=project["id"], limit=100)
     except VistudioError as exc:
         return error_fragment(request, exc)
