@@ -129,6 +129,13 @@ def test_hostile_requests_get_clear_errors(client: TestClient, tiny: Studio) -> 
         assert upload(_png(size=(40, 30))) == 422  # 1,200 px > 2 × 100: a decompression bomb
     finally:
         Image.MAX_IMAGE_PIXELS = saved
+    import vistudio.services.search as search_service
+
+    cap, search_service.MAX_UPLOAD_PIXELS = search_service.MAX_UPLOAD_PIXELS, 1000
+    try:
+        assert upload(_png(size=(40, 30))) == 422  # 1,200 px: under Pillow's limit, over the search cap
+    finally:
+        search_service.MAX_UPLOAD_PIXELS = cap
     assert upload(_png()) == 200
     r = client.post(
         "/api/v1/search/image",

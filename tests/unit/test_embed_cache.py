@@ -110,3 +110,29 @@ def test_zero_ttl_caches_nothing_and_the_sweeper_thread_evicts() -> None:
         time.sleep(0.02)
     assert "m" not in live and value.closed
     live.close()
+
+
+def test_a_held_value_is_neither_swept_nor_closed_until_released() -> None:
+    """A long job (an embedding run) holds its encoder: idle sweeps pass it by, and an explicit
+    eviction closes it only when the job lets go."""
+    clock = Clock()
+    cache = ModelCache(idle_ttl=10, clock=clock)
+    value = Closable()
+    with cache.hold("enc", lambda: value) as held:
+        assert held is value
+        with cache.hold("enc", lambda: Closable()) as again:  # a second holder shares it
+            assert again is value
+        clock.now = 100
+        assert cache.sweep() == 0 and not value.closed and "enc" in cache
+    clock.now = 105
+    assert cache.sweep() == 0  # released at 100: idle for 5 s only
+    clock.now = 111
+    assert cache.sweep() == 1 and value.closed
+
+    other = Closable()
+    with cache.hold("enc", lambda: other):
+        assert cache.evict("enc") and "enc" not in cache and not other.closed
+        cache.clear()
+        assert not other.closed
+    assert other.closed  # its last holder let go
+    cache.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,6 +168,19 @@ def test_embed_images_in_batches_with_failures_reported(tiny: str, tmp_path: Pat
     alone = next(embed_images(enc, [items[0]], batch_size=1)).vectors[0]
     np.testing.assert_allclose(alone, vecs[0], atol=1e-5)
 
+    # a non-finite vector (an fp16 overflow on some GPUs) is a failure of its image, not stored
+    real = enc.encode_images
+
+    def overflowing(batch: Any) -> Any:
+        out = real(batch)
+        out[1] = np.nan
+        return out
+
+    enc.encode_images = overflowing  # type: ignore[method-assign]
+    first = next(embed_images(enc, items[:3], batch_size=3))
+    assert first.ids.tolist() == [1, 3] and np.isfinite(first.vectors).all()
+    assert first.failures == [(2, "the model produced a non-finite vector for this image")]
+
 
 @pytest.mark.slow
 def test_dataloader_workers_decode_in_spawned_processes(
@@ -179,6 +193,8 @@ def test_dataloader_workers_decode_in_spawned_processes(
         p = tmp_path / f"{i}.jpg"
         Image.new("RGB", (64, 48), (0, i * 40, 0)).save(p)
         items.append(ImageItem(i + 1, p))
+    # workers receive the transform alone, never a copy of the model's weights
+    assert len(pickle.dumps(enc.preprocess)) < 20_000
     with_workers = list(embed_images(enc, items, batch_size=4, workers=1))
     inline = list(embed_images(enc, items, batch_size=4, workers=0))
     assert [b.ids.tolist() for b in with_workers] == [[1, 2, 3, 4], [5, 6]]

@@ -17,10 +17,12 @@ sets, and keep the per-model vector indexes in step with the database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import func, insert, select
+from sqlalchemy import exists, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -108,6 +110,19 @@ def describe_spec(studio: Studio, spec: ModelSpec) -> Described:
 
 def encoder_for(studio: Studio, spec: ModelSpec, *, described: Described | None = None) -> OpenClipEncoder:
     """The loaded encoder for ``spec`` on the configured device (cached, freed when idle)."""
+    return studio.cache.get(*_encoder_entry(studio, spec, described))
+
+
+@contextlib.contextmanager
+def held_encoder(studio: Studio, spec: ModelSpec, *, described: Described) -> Iterator[OpenClipEncoder]:
+    """``encoder_for`` for a long task: the cache does not free the model while the block runs."""
+    with studio.cache.hold(*_encoder_entry(studio, spec, described)) as encoder:
+        yield encoder
+
+
+def _encoder_entry(
+    studio: Studio, spec: ModelSpec, described: Described | None
+) -> tuple[tuple[str, ...], Callable[[], OpenClipEncoder]]:
     cfg = studio.settings.embed
     d = described or describe_spec(studio, spec)
     device = resolve_device(cfg.device)
@@ -120,7 +135,7 @@ def encoder_for(studio: Studio, spec: ModelSpec, *, described: Described | None 
         log.info("loaded %s@%s on %s in %.1f s", d.name, d.version[:16], device, time.monotonic() - t)
         return enc
 
-    return studio.cache.get(("encoder", d.name, d.version, device), load)
+    return ("encoder", d.name, d.version, device), load
 
 
 def model_dict(m: EmbeddingModel, *, device: str | None = None) -> dict[str, Any]:
@@ -287,8 +302,6 @@ def _sample_file(home: Path, storage: str, path: str) -> Path:
 
 @job_handler(KIND)
 def run_embed(ctx: JobContext) -> dict[str, Any]:
-    from vistudio.ml.embed.batch import ImageItem, embed_images
-
     studio = ctx.studio
     if ctx.project_id is None:
         raise PermanentJobError("the project of this embedding job was deleted")
@@ -300,7 +313,14 @@ def run_embed(ctx: JobContext) -> dict[str, Any]:
             f"the checkpoint {spec.checkpoint} changed since this job was queued; start a new one"
         )
     ctx.progress(0, None, f"loading {d.name}", force=True)
-    encoder = encoder_for(studio, spec, described=d)
+    with held_encoder(studio, spec, described=d) as encoder:
+        return _embed_project(ctx, encoder, project_id)
+
+
+def _embed_project(ctx: JobContext, encoder: OpenClipEncoder, project_id: int) -> dict[str, Any]:
+    from vistudio.ml.embed.batch import ImageItem, embed_images
+
+    studio = ctx.studio
     info = encoder.info
     cfg = studio.settings.embed
     with studio.sessions.begin() as s:
@@ -327,12 +347,11 @@ def run_embed(ctx: JobContext) -> dict[str, Any]:
     ctx.progress(0, todo_total, f"embedding with {info.name}", force=True)
     while True:
         with studio.sessions() as s:
-            has = select(Embedding.sample_id).where(
-                Embedding.model_id == model_id, Embedding.project_id == project_id
-            )
+            # NOT EXISTS (an anti-join), not NOT IN: PostgreSQL rescans a large NOT IN subquery
+            has = exists().where(Embedding.sample_id == Sample.id, Embedding.model_id == model_id)
             rows = s.execute(
                 select(Sample.id, Sample.storage, Sample.path)
-                .where(Sample.project_id == project_id, Sample.id > last_id, Sample.id.not_in(has))
+                .where(Sample.project_id == project_id, Sample.id > last_id, ~has)
                 .order_by(Sample.id)
                 .limit(CHUNK)
             ).all()
@@ -480,7 +499,9 @@ def _load_live(studio: Studio, model: EmbeddingModel, project_id: int) -> _LiveI
             return _read_vectors(s, model, project_id)
 
     index = load_or_rebuild(path, fingerprint=fp, vectors_provider=provider, dim=model.dim)
-    return _LiveIndex(index=index, fingerprint=fp, newest=newest, path=path)
+    # the fingerprint and the vectors were read apart: rows written and deleted in between would
+    # leave the fingerprint equal and the index wrong, so the first sync compares ids in full
+    return _LiveIndex(index=index, fingerprint="", newest=newest, path=path)
 
 
 def _sync(studio: Studio, live: _LiveIndex, model: EmbeddingModel, project_id: int) -> bool:
@@ -504,7 +525,7 @@ def _sync(studio: Studio, live: _LiveIndex, model: EmbeddingModel, project_id: i
                     select(Embedding.sample_id).where(
                         Embedding.model_id == model.id,
                         Embedding.project_id == project_id,
-                        Embedding.created_at >= live.newest,
+                        Embedding.created_at > live.newest,
                     )
                 ),
                 dtype=np.int64,
@@ -520,8 +541,10 @@ def _sync(studio: Studio, live: _LiveIndex, model: EmbeddingModel, project_id: i
         live.index.remove(gone)
     if ids.size and vecs is not None:
         live.index.add(ids, vecs)
-    live.fingerprint, live.newest, live.dirty = fp, newest, True
-    return True
+    # after a load ("" fingerprint) an index that needed no change matches its file already
+    changed = bool(gone.size or ids.size) or live.fingerprint != ""
+    live.fingerprint, live.newest, live.dirty = fp, newest, live.dirty or changed
+    return changed
 
 
 def project_index(studio: Studio, project_id: int, model: EmbeddingModel) -> FaissVectorIndex:

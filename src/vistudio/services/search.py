@@ -39,6 +39,7 @@ from vistudio.studio import Studio
 MAX_K = 500
 MAX_OFFSET = 1500
 MAX_TEXT = 1000
+MAX_UPLOAD_PIXELS = 50_000_000  # a search image is shrunk to ~224 px: more is only a memory risk
 FILTER_KEYS = ("label", "tag", "from", "to", "year", "name")
 _ALIASES = {"class": "label", "taken_from": "from", "taken_to": "to", "q": "name"}
 
@@ -201,11 +202,14 @@ def decode_upload(data: bytes, *, min_side: int = 224) -> Any:
     if not data:
         raise InvalidInput("the uploaded image is empty")
     try:
-        return open_image(io.BytesIO(data), min_side=min_side)
+        return open_image(io.BytesIO(data), min_side=min_side, max_pixels=MAX_UPLOAD_PIXELS)
     except UnidentifiedImageError:
         raise InvalidInput("the upload is not an image (JPEG, PNG, WebP, TIFF, BMP, GIF…)") from None
     except Image.DecompressionBombError:
-        raise InvalidInput("the uploaded image has too many pixels (decompression bomb limit)") from None
+        raise InvalidInput(
+            f"the uploaded image has too many pixels ({MAX_UPLOAD_PIXELS // 1_000_000} megapixels at most, "
+            "after JPEG shrink-on-load)"
+        ) from None
     except Exception as exc:  # Pillow raises many kinds for a bad file
         raise InvalidInput(f"the upload is not a readable image: {str(exc)[:200]}") from None
 

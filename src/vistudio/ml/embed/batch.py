@@ -44,9 +44,12 @@ class EmbeddedBatch:
     failures: list[tuple[int, str]] = field(default_factory=list)  # (id, reason)
 
 
-def open_image(source: str | Path | IO[bytes], *, min_side: int) -> Image.Image:
+def open_image(
+    source: str | Path | IO[bytes], *, min_side: int, max_pixels: int | None = None
+) -> Image.Image:
     """Decode ``source`` as RGB at no less than ``min_side`` px on its short side where the format
-    allows a reduced decode (JPEG), EXIF orientation applied. Raises on unreadable input."""
+    allows a reduced decode (JPEG), EXIF orientation applied. Raises on unreadable input, and
+    ``DecompressionBombError`` when the decode would exceed ``max_pixels`` (checked before it)."""
     with Image.open(source) as im:
         if im.format == "JPEG" and min_side > 0:
             w, h = im.size
@@ -55,6 +58,8 @@ def open_image(source: str | Path | IO[bytes], *, min_side: int) -> Image.Image:
                 # draft keeps each side >= the requested size: ask for the scaled aspect
                 scale = min_side / short
                 im.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+        if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
+            raise Image.DecompressionBombError(f"{im.size[0]}×{im.size[1]} pixels is over {max_pixels:,}")
         im.load()
         out = ImageOps.exif_transpose(im)
         if out.mode != "RGB":
@@ -136,11 +141,17 @@ def embed_images(
     it = iter(loader)
     try:
         for ids, images, failures in it:
+            id_arr = np.asarray(ids, dtype=np.int64)
             if images is None:
                 vectors = np.empty((0, dim), dtype=np.float32)
             else:
                 vectors = encoder.encode_images(images)
-            yield EmbeddedBatch(np.asarray(ids, dtype=np.int64), vectors, failures)
+                finite = np.isfinite(vectors).all(axis=1)
+                if not finite.all():  # an fp16 overflow: one bad vector must not poison the index
+                    reason = "the model produced a non-finite vector for this image"
+                    failures = [*failures, *((int(i), reason) for i in id_arr[~finite])]
+                    id_arr, vectors = id_arr[finite], vectors[finite]
+            yield EmbeddedBatch(id_arr, vectors, failures)
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)
         if callable(shutdown):

@@ -240,9 +240,11 @@ class OpenClipEncoder:
     def info(self) -> ModelInfo:
         return self._info
 
-    def preprocess(self, image: Any) -> Any:
-        """A PIL image → the normalised input tensor (3, S, S)."""
-        return self._transform(image)
+    @property
+    def preprocess(self) -> Any:
+        """A PIL image → the normalised input tensor (3, S, S): the transform alone (picklable
+        without the model, for data loader workers)."""
+        return self._transform
 
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:

@@ -9,6 +9,7 @@ tag, the checkpoint's sha256, or ``untrained-seed0`` for deliberately untrained 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -86,8 +87,12 @@ class ImageTextEncoder(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    def preprocess(self, image: Any) -> Any:
-        """A PIL RGB image → the model's input tensor (3, H, W) (resize, crop, normalise)."""
+    @property
+    def preprocess(self) -> Callable[[Any], Any]:
+        """A PIL RGB image → the model's input tensor (3, H, W) (resize, crop, normalise).
+
+        A plain picklable transform, not a bound method: data loader workers receive it without
+        a copy of the model."""
         ...
 
     def encode_images(self, batch: Any) -> FloatArray:

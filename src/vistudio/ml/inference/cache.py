@@ -5,7 +5,8 @@ of the same key wait for that one load instead of loading twice — and remember
 was last used. Entries unused for longer than their idle TTL are evicted by ``sweep()``, which a
 daemon thread runs while the cache holds anything (started on first insert, stopped by ``close``).
 An evicted value's ``close()`` is called when it has one; dropping the last reference frees the
-rest (torch modules, FAISS indexes).
+rest (torch modules, FAISS indexes). ``with cache.hold(key, loader) as value:`` keeps an entry
+from being swept or closed while a long task (an embedding job) uses it.
 
 One cache belongs to one ``Studio`` (``studio.cache``): no module-level state.
 """
@@ -16,7 +17,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ class _Entry:
     last_used: float
     loading: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    holders: int = 0  # ``hold`` blocks using the value: it is neither swept nor closed meanwhile
 
 
 class ModelCache:
@@ -52,6 +54,7 @@ class ModelCache:
         self._sweep_interval = sweep_interval
         self._lock = threading.Lock()
         self._entries: dict[Hashable, _Entry] = {}
+        self._held: dict[int, _Entry] = {}  # id(value) → its entry, while ``hold`` blocks use it
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self.loads = 0
@@ -76,6 +79,29 @@ class ModelCache:
         A loader that raises caches nothing: the error reaches every caller that waited for that
         load, and the next ``get`` tries again.
         """
+        return self._get(key, loader, ttl, hold=False)
+
+    @contextlib.contextmanager
+    def hold(self, key: Hashable, loader: Callable[[], T], *, ttl: float | None = None) -> Iterator[T]:
+        """``get``, with the entry kept (not swept, not closed) until the block ends. An entry
+        evicted meanwhile (``evict``, ``clear``) is closed when its last holder lets go."""
+        value = self._get(key, loader, ttl, hold=True)
+        try:
+            yield value
+        finally:
+            with self._lock:
+                entry = self._held.pop(id(value), None)
+                orphan = False
+                if entry is not None:
+                    entry.holders -= 1
+                    entry.last_used = self._clock()
+                    if entry.holders:
+                        self._held[id(value)] = entry
+                    orphan = entry.holders == 0 and self._entries.get(key) is not entry
+            if orphan:
+                self._close(value)
+
+    def _get(self, key: Hashable, loader: Callable[[], T], ttl: float | None, *, hold: bool) -> T:
         ttl = self.idle_ttl if ttl is None else float(ttl)
         if ttl <= 0:
             return loader()
@@ -91,17 +117,24 @@ class ModelCache:
                     if entry.loading.is_set():
                         if entry.error is None:
                             entry.last_used = self._clock()
+                            if hold:
+                                self._take(entry)
                             value: T = entry.value
                             return value
                         del self._entries[key]  # a failed load: retry below
                         continue
             if owner:
-                return self._load(key, entry, loader)
+                return self._load(key, entry, loader, hold=hold)
             entry.loading.wait()
             if entry.error is not None:
                 raise entry.error
 
-    def _load(self, key: Hashable, entry: _Entry, loader: Callable[[], T]) -> T:
+    def _take(self, entry: _Entry) -> None:
+        """Count one more holder of ``entry`` (called with the lock held)."""
+        entry.holders += 1
+        self._held[id(entry.value)] = entry
+
+    def _load(self, key: Hashable, entry: _Entry, loader: Callable[[], T], *, hold: bool = False) -> T:
         try:
             value = loader()
         except BaseException as exc:
@@ -114,6 +147,8 @@ class ModelCache:
         with self._lock:
             entry.value = value
             entry.last_used = self._clock()
+            if hold:
+                self._take(entry)
             self.loads += 1
             self._start_sweeper()
         entry.loading.set()
@@ -134,7 +169,9 @@ class ModelCache:
             if entry is None or not entry.loading.is_set():
                 return False
             del self._entries[key]
-        self._close(entry.value)
+            held = entry.holders > 0  # closed by its last holder instead
+        if not held:
+            self._close(entry.value)
         self.evictions += 1
         return True
 
@@ -145,7 +182,7 @@ class ModelCache:
             stale = [
                 k
                 for k, e in self._entries.items()
-                if e.loading.is_set() and e.error is None and now - e.last_used > e.ttl
+                if e.loading.is_set() and e.error is None and not e.holders and now - e.last_used > e.ttl
             ]
             values = [self._entries.pop(k).value for k in stale]
         for v in values:
@@ -158,7 +195,11 @@ class ModelCache:
     def clear(self) -> None:
         """Evict everything."""
         with self._lock:
-            values = [e.value for e in self._entries.values() if e.loading.is_set() and e.error is None]
+            values = [
+                e.value
+                for e in self._entries.values()
+                if e.loading.is_set() and e.error is None and not e.holders
+            ]
             self._entries.clear()
         for v in values:
             self._close(v)
