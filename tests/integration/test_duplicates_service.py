@@ -179,6 +179,37 @@ def test_keep_hide_remove_and_undo(studio: Studio, photos: Any, tmp_path: Path) 
     assert _perceptual(studio)["total"] == 2 and tree_digest(src) == before
 
 
+def test_a_removal_in_a_library_holds_across_rescans_until_undone(studio: Studio, tmp_path: Path) -> None:
+    src = make_photos(tmp_path / "lib")
+    before = tree_digest(src)
+    projects.create_project(studio, name="shots", task="library")
+    library.add_roots(studio, project="shots", paths=[src])
+
+    def scan() -> dict[str, Any]:
+        job = library.start_scan(studio, project="shots")
+        done = Worker(studio).run_one(job_id=job["id"])
+        assert done is not None and done.status == "succeeded"
+        return dict(studio.queue.get(job["id"]).result["report"])
+
+    assert scan()["added"] == 7
+    ids = ids_by_name(studio, "shots")
+    astro = next(
+        g
+        for g in duplicates.list_groups(studio, project="shots", level="perceptual")["items"]
+        if g["keeper"] == ids["astronaut.png"]
+    )
+    removed = duplicates.decide(studio, project="shots", group=astro["id"], action="remove")
+    assert len(removed["decision"]["affected"]) == 2
+    again = scan()  # the files are still in the folder: the user's decision holds
+    assert again["excluded"] == 2 and again["added"] == 0 and again["unchanged"] == 5
+    assert len(ids_by_name(studio, "shots")) == 5
+    duplicates.undo(studio, project="shots", decision=removed["decision"]["id"])
+    assert ids_by_name(studio, "shots") == ids
+    after = scan()
+    assert after["excluded"] == 0 and after["unchanged"] == 7 and after["added"] == 0
+    assert tree_digest(src) == before
+
+
 def test_removed_samples_cannot_come_back_once_collected(studio: Studio, photos: Any) -> None:
     _, ids = photos
     group = next(g for g in _perceptual(studio)["items"] if g["keeper"] == ids["coffee-mirror.jpg"])

@@ -85,6 +85,12 @@ def test_cli_json_contract(
     code, out = cli(capsys, ws, "library", "scan")
     assert code == 2 and out["error"]["code"] == "usage"
 
+    # the human output shows names that look like markup as they are
+    odd = _photos(tmp_path / "a[" / "b]", 1)
+    assert main(["--workspace", str(ws), "library", "add", "album", str(odd)]) == 0
+    assert main(["--workspace", str(ws), "library", "roots", "album"]) == 0
+    assert "never" in capsys.readouterr().out  # the table was printed, not a markup error
+
 
 @pytest.fixture
 def client(studio: Studio) -> Iterator[TestClient]:
@@ -118,6 +124,9 @@ def test_api(client: TestClient, studio: Studio, tmp_path: Path) -> None:
     err = _error(client.post(url + "/roots", json={"paths": ["/usr"]}), 422, "invalid_input")
     assert "VISTUDIO_IMPORT_ROOTS" in err["message"] and err["details"]["import_roots"] == [str(tmp_path)]
     _error(client.post(url + "/roots", json={"paths": [str(photos) + "\x00x"]}), 422)
+    _error(client.post(url + "/roots", json={"paths": ["~no-such-user-here/photos"]}), 422, "invalid_input")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    _error(client.post(url + "/roots", json={"paths": [str(tmp_path / "loop" / "x")]}), 422)
     _error(client.post(url + "/roots", json={"paths": []}), 422)
     _error(client.post(url + "/roots", json={"path": str(photos)}), 422)
     _error(client.post("/api/v1/library/pets/roots", json={"paths": [str(photos)]}), 409, "conflict")

@@ -347,3 +347,63 @@ def test_a_file_whose_sample_was_deleted_comes_back(studio: Studio, lib: Path) -
     assert r["updated"] == 1 and r["unchanged"] == 6 and r["samples_added"] == 1
     assert files(studio)["2023/img_3.png"].sample_id is not None
     assert run_doctor(studio)["ok"]
+
+
+def test_a_read_error_is_retried_and_keeps_the_sample(
+    studio: Studio, lib: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that cannot be read this time (a drive unplugged mid-read, permissions) is reported,
+    keeps its sample and is read again by the next scan; a decode error is remembered instead."""
+    import vistudio.services.ingest as ingest_service
+
+    scan(studio)
+    before = files(studio)["2023/img_2.png"]
+    draw_image(lib / "2023" / "img_2.png", seed=42)  # edited: the scan must read it again
+    bump(lib / "2023" / "img_2.png")
+    real = ingest_service.probe_and_store
+
+    def flaky(path: Path, **kw: Any) -> dict[str, Any]:
+        if path.name == "img_2.png":
+            return {"status": "error", "reason": "cannot read file: Input/output error", "transient": True}
+        return real(path, **kw)
+
+    monkeypatch.setattr(ingest_service, "probe_and_store", flaky)
+    r = scan(studio)["report"]
+    assert r["failed_count"] == 1 and "Input/output" in r["failed"][0]["error"]
+    after = files(studio)["2023/img_2.png"]
+    assert (after.sample_id, after.sha256, after.mtime, after.error) == (
+        before.sample_id,
+        before.sha256,
+        before.mtime,
+        None,
+    )
+    monkeypatch.setattr(ingest_service, "probe_and_store", real)
+    r = scan(studio)["report"]
+    assert r["updated"] == 1 and r["failed_count"] == 0 and r["samples_added"] == 1
+    assert run_doctor(studio)["ok"]
+
+
+def test_a_photo_edited_in_place_keeps_its_tags_and_labels(studio: Studio, lib: Path) -> None:
+    from vistudio.db import Annotation, LabelClass, SampleTag
+
+    scan(studio)
+    old = files(studio)["2024/trip/beach.jpg"].sample_id
+    with studio.sessions.begin() as s:
+        cls = LabelClass(project_id=s.get_one(Sample, old).project_id, name="holiday")
+        s.add(cls)
+        s.flush()
+        s.add_all(
+            [
+                SampleTag(sample_id=old, tag="favourite"),
+                Annotation(sample_id=old, kind="label", class_id=cls.id),
+            ]
+        )
+    draw_image(lib / "2024" / "trip" / "beach.jpg", seed=77, fmt="JPEG")  # a rating written into it
+    bump(lib / "2024" / "trip" / "beach.jpg")
+    r = scan(studio)["report"]
+    assert r["updated"] == 1 and r["samples_added"] == 1 and r["samples_removed"] == 1
+    new = files(studio)["2024/trip/beach.jpg"].sample_id
+    assert new != old
+    got = samples.get_sample(studio, new)
+    assert got["tags"] == ["favourite"] and got["labels"] == ["holiday"]
+    assert run_doctor(studio)["ok"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vistudio.cli.output import console, emit, print_embedding_follow_up, state, wait_for_success
@@ -29,7 +30,7 @@ def _report(d: dict[str, Any]) -> None:
     if r["failed"]:
         t = Table("path", "reason", title="failed items")
         for f in r["failed"][:50]:
-            t.add_row(f["path"], f["reason"])
+            t.add_row(escape(f["path"]), escape(f["reason"]))
         console.print(t)
         if r["failed_count"] > 50:
             console.print(f"… and {r['failed_count'] - 50} more (use --json for the full list)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vistudio.cli.output import console, emit, state, wait_for_success
@@ -57,10 +58,10 @@ def _render_evaluation(d: dict[str, Any]) -> None:
     classes = ev["classes"]
     cm = Table("true \\ predicted", *classes, title="confusion matrix")
     for name, row in zip(classes, ev["confusion_matrix"], strict=True):
-        cm.add_row(name, *(str(v) for v in row))
+        cm.add_row(escape(name), *(str(v) for v in row))
     console.print(cm)
     if ev.get("results_path"):
-        console.print(f"results: {ev['results_path']}")
+        console.print(f"results: {escape(ev['results_path'])}")
 
 
 def evaluate(
@@ -196,7 +197,7 @@ def export(
 
     def render(d: dict[str, Any]) -> None:
         e, v = d["export"], d["export"]["validation"]
-        console.print(f"[bold]{e['format']}[/] export: {e['path']}")
+        console.print(f"[bold]{e['format']}[/] export: {escape(e['path'])}")
         console.print(
             f"validated on {v['images']} images ({v['source']}): max |Δlogit| {v['max_abs_diff']:.2e}, "
             f"top-1 agreement {v['top1_agreement']:.0%}"
@@ -269,10 +270,10 @@ def predict(
         t = Table("image", "label", "confidence", "top-k")
         for p in d["predictions"]:
             top = ", ".join(f"{x['label']}: {x['probability']:.2f}" for x in p["top_k"][1:])
-            t.add_row(p["path"], p["label"], f"{p['confidence']:.3f}", top)
+            t.add_row(escape(p["path"]), escape(p["label"]), f"{p['confidence']:.3f}", escape(top))
         console.print(t)
         for e in d["errors"]:
-            console.print(f"[red]skipped[/] {e['path']}: {e['reason']}")
+            console.print(f"[red]skipped[/] {escape(e['path'])}: {escape(e['reason'])}")
 
     emit(ctx, out, render)
 

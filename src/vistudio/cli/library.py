@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vistudio.cli.output import console, emit, print_embedding_follow_up, state, wait_for_success
@@ -23,7 +24,7 @@ def _roots_table(items: list[dict[str, Any]], title: str | None = None) -> None:
         problem = r.get("problem")
         t.add_row(
             str(r["id"]),
-            r["path"] + (f" [red]({problem})[/]" if problem else ""),
+            escape(r["path"]) + (f" [red]({escape(problem)})[/]" if problem else ""),
             str(r["files"]),
             str(r["failed"]),
             (r["last_scan_at"] or "never")[:19].replace("T", " "),
@@ -43,7 +44,7 @@ def add(
     )
 
     def render(d: dict[str, Any]) -> None:
-        console.print(f"added {len(d['added'])} folder(s); run [bold]vistudio library scan {project}[/]")
+        console.print(f"added {len(d['added'])} folder(s); run [bold]vistudio library scan {escape(project)}[/]")
         _roots_table(d["roots"])
 
     emit(ctx, out, render)
@@ -71,7 +72,7 @@ def remove(
         ctx,
         out,
         lambda d: console.print(
-            f"removed {d['removed']['path']} ({d['removed']['files']} files, "
+            f"removed {escape(d['removed']['path'])} ({d['removed']['files']} files, "
             f"{d['samples_removed']} samples left the project)"
         ),
     )
@@ -90,7 +91,7 @@ def _report(d: dict[str, Any]) -> None:
     if r["failed"]:
         t = Table("path", "error", title="failed files")
         for f in r["failed"][:50]:
-            t.add_row(f["path"], f["error"])
+            t.add_row(escape(f["path"]), escape(f["error"]))
         console.print(t)
         if r["failed_count"] > 50:
             console.print(f"… and {r['failed_count'] - 50} more (use --json for the full list)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from vistudio.cli import (
     data,
@@ -112,7 +113,7 @@ def _report(exc: VistudioError, as_json: bool, *, code: str | None = None) -> No
             body["error"]["code"] = code
         sys.stdout.write(json.dumps(body) + "\n")
     else:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from vistudio.config import Settings
@@ -58,7 +59,7 @@ def fail(ctx: typer.Context | None, error: VistudioError, *, code: int = 1) -> N
     if as_json:
         sys.stdout.write(json.dumps(error.to_dict()) + "\n")
     else:
-        err_console.print(f"[bold red]error:[/] {error.message}")
+        err_console.print(f"[bold red]error:[/] {escape(error.message)}")
     raise typer.Exit(code)
 
 
@@ -122,4 +123,4 @@ def print_embedding_follow_up(report: dict[str, Any]) -> None:
             f"new images queued for embedding: job {follow_up['job']} (runs on a server's workers or `vistudio embed`)"
         )
     elif "error" in follow_up:
-        console.print(f"[yellow]new images not queued for embedding:[/] {follow_up['error']}")
+        console.print(f"[yellow]new images not queued for embedding:[/] {escape(follow_up['error'])}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vistudio.cli.output import console, emit, state, wait_for_success
@@ -77,7 +78,7 @@ def run(
             + (f", {r['mistakes']} mistakes" if r.get("mistakes") else "")
         )
         if r.get("report_path"):
-            console.print(f"report: {studio.home / r['report_path']}")
+            console.print(f"report: {escape(str(studio.home / r['report_path']))}")
 
     emit(ctx, out, render)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from vistudio.cli.output import console, emit, err_console, state, wait_for_success
@@ -143,11 +144,11 @@ def search_cmd(
     def render(d: dict[str, Any]) -> None:
         t = Table("#", "sample", "score", "name", "why", title=_model_line(d["model"]))
         for i, item in enumerate(d["items"], start=d["offset"] + 1):
-            t.add_row(str(i), str(item["sample_id"]), f"{item['score']:.3f}", item["name"], item["why"])
+            t.add_row(str(i), str(item["sample_id"]), f"{item['score']:.3f}", escape(item["name"]), escape(item["why"]))
         console.print(t)
         console.print(f"{d['embedded']} embedded, {d['pending']} pending")
         for n in d["notices"]:
-            err_console.print(f"[yellow]note:[/] {n['message']}")
+            err_console.print(f"[yellow]note:[/] {escape(n['message'])}")
         _warn_untrained(d["model"])
 
     emit(ctx, out, render)

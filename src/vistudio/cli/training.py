@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from vistudio.cli.output import console, emit, state, wait_for_job
@@ -54,9 +55,9 @@ def _render_experiment(d: dict[str, Any]) -> None:
             t.add_row(k, _num(v), _num((e.get("final_metrics") or {}).get(k)))
         console.print(t)
     for c in e.get("checkpoints") or []:
-        console.print(f"{c['kind']} checkpoint (epoch {c['epoch']}, step {c['step']}): {c['path']}")
+        console.print(f"{c['kind']} checkpoint (epoch {c['epoch']}, step {c['step']}): {escape(c['path'])}")
     if e.get("error"):
-        console.print(f"[red]error:[/] {e['error'].splitlines()[0]}")
+        console.print(f"[red]error:[/] {escape(e['error'].splitlines()[0])}")
 
 
 def _config_file(path: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from vistudio.db.base import Base, utcnow
@@ -56,4 +56,7 @@ class LibraryFile(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     sample_id: Mapped[int | None] = mapped_column(ForeignKey("samples.id", ondelete="SET NULL"))
     error: Mapped[str | None] = mapped_column(Text)
+    # the user removed its sample from the project (duplicates review): scans leave the file out
+    # until that decision is undone
+    excluded: Mapped[bool] = mapped_column(default=False, server_default=false())
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -84,7 +84,9 @@ def probe_and_store(path: Path, *, mode: str, store: BlobFiles, known: frozenset
         return {"status": "ok", "probe": fields}
     except IngestError as exc:
         return {"status": "error", "reason": exc.reason}
+    # "transient": the file may read fine next time (a drive unplugged mid-read, permissions
+    # fixed, memory freed); a decode error (IngestError) is a fact about the bytes
     except OSError as exc:
-        return {"status": "error", "reason": f"cannot read file: {exc.strerror or exc}"}
+        return {"status": "error", "reason": f"cannot read file: {exc.strerror or exc}", "transient": True}
     except MemoryError:
-        return {"status": "error", "reason": "not enough memory to decode this image"}
+        return {"status": "error", "reason": "not enough memory to decode this image", "transient": True}

@@ -475,9 +475,7 @@ def _present(
                         "path": f["path"],
                         "name": Path(f["path"]).name,
                         "bytes": f["size"],
-                        "mtime": _iso(datetime.fromtimestamp(f["mtime"], UTC).replace(tzinfo=None))
-                        if f["mtime"]
-                        else None,
+                        "mtime": _mtime_iso(f["mtime"]),
                         "distance": 0,
                         "keeper": f["file_id"] == g.keeper_file,
                         "hidden": g.keeper in hidden,
@@ -712,6 +710,16 @@ def _hide(s: Session, project_id: int, decision_id: int, sample_ids: list[int]) 
     return new
 
 
+def _mtime_iso(mtime: float | None) -> str | None:
+    """A file's modification time for display; one no calendar can show (year 10000…) is None."""
+    if not mtime:
+        return None
+    try:
+        return _iso(datetime.fromtimestamp(mtime, UTC).replace(tzinfo=None))
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def _json_value(v: Any) -> Any:
     return v.isoformat() if isinstance(v, datetime) else v
 
@@ -720,12 +728,16 @@ def _remove(studio: Studio, s: Session, project_id: int, sample_ids: list[int]) 
     """Delete samples from the project, releasing their blobs; returns what an undo needs."""
     if not sample_ids:
         return {"samples": []}
-    in_splits = s.execute(
-        select(SplitMember.sample_id, Split.name)
-        .join(Split, Split.id == SplitMember.split_id)
-        .where(SplitMember.sample_id.in_(sample_ids))
-        .order_by(Split.name, SplitMember.sample_id)
-    ).all()
+    chunks = _chunks(sample_ids)  # a large group must not go past the database's parameter limit
+    in_splits = [
+        row
+        for chunk in chunks
+        for row in s.execute(
+            select(SplitMember.sample_id, Split.name)
+            .join(Split, Split.id == SplitMember.split_id)
+            .where(SplitMember.sample_id.in_(chunk))
+        )
+    ]
     if in_splits:
         names = sorted({n for _, n in in_splits})
         raise Conflict(
@@ -734,31 +746,31 @@ def _remove(studio: Studio, s: Session, project_id: int, sample_ids: list[int]) 
             details={"splits": names, "samples": sorted({sid for sid, _ in in_splits})},
         )
     columns = [c.key for c in Sample.__table__.columns]
-    rows = list(s.scalars(select(Sample).where(Sample.id.in_(sample_ids))))
+    rows = [r for chunk in chunks for r in s.scalars(select(Sample).where(Sample.id.in_(chunk)))]
     anns: dict[int, list[dict[str, Any]]] = {}
-    for a in s.scalars(
-        select(Annotation).where(Annotation.sample_id.in_(sample_ids)).order_by(Annotation.id)
-    ):
-        anns.setdefault(a.sample_id, []).append(
-            {"kind": a.kind, "class_id": a.class_id, "geometry": a.geometry, "score": a.score}
-        )
     tags: dict[int, list[str]] = {}
-    for sid, tag in s.execute(
-        select(SampleTag.sample_id, SampleTag.tag).where(SampleTag.sample_id.in_(sample_ids))
-    ):
-        tags.setdefault(sid, []).append(tag)
     files: dict[int | None, list[int]] = {}
-    for fid, linked in s.execute(
-        select(LibraryFile.id, LibraryFile.sample_id).where(LibraryFile.sample_id.in_(sample_ids))
-    ):
-        files.setdefault(linked, []).append(fid)
-    hidden = dict(
-        s.execute(
-            select(HiddenSample.sample_id, HiddenSample.decision_id).where(
-                HiddenSample.sample_id.in_(sample_ids)
+    hidden: dict[int, int | None] = {}
+    for chunk in chunks:
+        for a in s.scalars(select(Annotation).where(Annotation.sample_id.in_(chunk)).order_by(Annotation.id)):
+            anns.setdefault(a.sample_id, []).append(
+                {"kind": a.kind, "class_id": a.class_id, "geometry": a.geometry, "score": a.score}
             )
-        ).all()
-    )
+        for sid, tag in s.execute(
+            select(SampleTag.sample_id, SampleTag.tag).where(SampleTag.sample_id.in_(chunk))
+        ):
+            tags.setdefault(sid, []).append(tag)
+        for fid, linked in s.execute(
+            select(LibraryFile.id, LibraryFile.sample_id).where(LibraryFile.sample_id.in_(chunk))
+        ):
+            files.setdefault(linked, []).append(fid)
+        hidden.update(
+            s.execute(
+                select(HiddenSample.sample_id, HiddenSample.decision_id).where(
+                    HiddenSample.sample_id.in_(chunk)
+                )
+            ).all()
+        )
     snapshot = []
     for r in rows:
         snapshot.append(
@@ -774,7 +786,10 @@ def _remove(studio: Studio, s: Session, project_id: int, sample_ids: list[int]) 
         studio.store.release(s, "thumbnail", r.sha256)
         if r.storage == "copy":
             studio.store.release(s, "original", r.sha256)
-    s.execute(delete(Sample).where(Sample.id.in_(sample_ids)))
+    for chunk in _chunks(sample_ids):
+        # a library scan must not bring a removed file back: it is the user's decision
+        s.execute(update(LibraryFile).where(LibraryFile.sample_id.in_(chunk)).values(excluded=True))
+        s.execute(delete(Sample).where(Sample.id.in_(chunk)))
     return {"samples": snapshot}
 
 
@@ -854,7 +869,7 @@ def _restore(
                     LibraryFile.sample_id.is_(None),
                     LibraryFile.sha256 == sha,
                 )
-                .values(sample_id=sample.id)
+                .values(sample_id=sample.id, excluded=False)
             )
         if item.get("hidden"):
             by = item.get("hidden_by")

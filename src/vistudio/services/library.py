@@ -40,7 +40,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from vistudio.db import Job, Project, Sample, utcnow
+from vistudio.db import Annotation, Job, Project, Sample, SampleTag, utcnow
 from vistudio.db.library import LibraryFile, LibraryRoot
 from vistudio.errors import Conflict, InvalidInput, NotFound
 from vistudio.ingest.pool import probe_and_store
@@ -163,7 +163,10 @@ def check_root_path(
     text = str(raw)
     if "\x00" in text or not text.strip():
         raise InvalidInput("a library folder must be a non-empty path")
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~nosuchuser/…"
+        raise InvalidInput(f"cannot expand the home folder in {text[:300]!r}") from None
     if not path.is_absolute():
         if base is None:
             raise InvalidInput(f"a library folder must be an absolute path (got {text[:300]!r})")
@@ -178,8 +181,8 @@ def check_root_path(
                 details={"import_roots": [str(a) for a in allowed]},
             )
         exists, is_dir = resolved.exists(), resolved.is_dir()
-    except OSError as exc:
-        raise InvalidInput(f"cannot use {text[:300]!r}: {exc.strerror or exc}") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python 3.11)
+        raise InvalidInput(f"cannot use {text[:300]!r}: {getattr(exc, 'strerror', None) or exc}") from None
     if not exists:
         raise NotFound(f"folder not found: {text[:300]}")
     if not is_dir:
@@ -409,10 +412,19 @@ def _owned(path: str, root_paths: list[str]) -> bool:
 
 
 def _drop_orphans(
-    studio: Studio, s: Session, *, project_id: int, candidates: set[int], root_paths: list[str]
+    studio: Studio,
+    s: Session,
+    *,
+    project_id: int,
+    candidates: set[int],
+    root_paths: list[str],
+    successors: dict[int, int] | None = None,
 ) -> int:
     """Remove library samples among ``candidates`` that no library file holds any more (releasing
-    their thumbnails); point the others at a file they still have. Returns the number removed."""
+    their thumbnails); point the others at a file they still have. Returns the number removed.
+
+    ``successors``: old sample → the sample its file's new content made (a photo edited in place);
+    a dropped sample's tags and labels move to its successor rather than being lost."""
     if not candidates:
         return 0
     linked: set[int] = set()
@@ -430,10 +442,42 @@ def _drop_orphans(
             if storage == "reference" and _owned(path, root_paths):
                 studio.store.release(s, "thumbnail", sha)
                 dropped.append(sid)
+    _carry_over(s, {old: new for old, new in (successors or {}).items() if old in set(dropped)})
     for chunk in _chunks(dropped):
         s.execute(delete(Sample).where(Sample.id.in_(chunk)))
     _repoint(s, linked, root_paths)
     return len(dropped)
+
+
+def _carry_over(s: Session, moves: dict[int, int]) -> None:
+    """Give each new sample the tags and labels of the old one it replaces (tags are merged;
+    labels only when the new sample has none of its own)."""
+    for chunk in _chunks(set(moves)):
+        targets = list({moves[x] for x in chunk})
+        have = set(
+            s.execute(
+                select(SampleTag.sample_id, SampleTag.tag).where(SampleTag.sample_id.in_(targets))
+            ).all()
+        )
+        old_tags = s.execute(select(SampleTag.sample_id, SampleTag.tag).where(SampleTag.sample_id.in_(chunk)))
+        wanted = {(moves[sid], tag) for sid, tag in old_tags} - have
+        s.add_all(SampleTag(sample_id=sid, tag=tag) for sid, tag in sorted(wanted))
+        labelled = set(s.scalars(select(Annotation.sample_id).where(Annotation.sample_id.in_(targets))))
+        old_labels = list(
+            s.scalars(select(Annotation).where(Annotation.sample_id.in_(chunk)).order_by(Annotation.id))
+        )
+        s.add_all(
+            Annotation(
+                sample_id=moves[a.sample_id],
+                kind=a.kind,
+                class_id=a.class_id,
+                geometry=a.geometry,
+                score=a.score,
+            )
+            for a in old_labels
+            if moves[a.sample_id] not in labelled
+        )
+    s.flush()
 
 
 def _repoint(s: Session, sample_ids: set[int], root_paths: list[str]) -> None:
@@ -474,6 +518,7 @@ class _Row(NamedTuple):
     sha256: str | None
     sample_id: int | None
     error: str | None
+    excluded: bool
 
 
 @dataclass
@@ -621,12 +666,15 @@ class _Scan:
         new_rows: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
         orphans: set[int] = set()
+        successors: dict[int, int] = {}
         for todo, res in batch:
             full = os.path.join(self.roots[todo.root_id], todo.rel)
             values: dict[str, Any] = {"size": todo.size, "mtime": todo.mtime, "seen_at": now}
             if res["status"] == "error":
-                values.update(sha256=None, sample_id=None, error=res["reason"][:2000])
                 self.fail(todo.root_id, full, res["reason"])
+                if res.get("transient"):
+                    continue  # the row stays as it was (its sample too): the next scan reads it again
+                values.update(sha256=None, sample_id=None, error=res["reason"][:2000])
             else:
                 sha = res["probe"]["sha256"] if res["status"] == "ok" else res["sha256"]
                 values.update(sha256=sha, sample_id=ids[sha], error=None)
@@ -643,6 +691,8 @@ class _Scan:
                 changes.append({"id": todo.row.id, **values})
                 if todo.row.sample_id is not None and todo.row.sample_id != values["sample_id"]:
                     orphans.add(todo.row.sample_id)
+                    if values["sample_id"] is not None:
+                        successors[todo.row.sample_id] = values["sample_id"]
         if new_rows:
             ins = _insert(s)(LibraryFile)
             # an upsert: a second scan racing this one (or a rerun) must not fail on (root, path)
@@ -659,7 +709,12 @@ class _Scan:
         if changes:
             s.execute(update(LibraryFile), changes)
         self.totals["samples_removed"] += _drop_orphans(
-            self.studio, s, project_id=self.project_id, candidates=orphans, root_paths=self.root_paths
+            self.studio,
+            s,
+            project_id=self.project_id,
+            candidates=orphans,
+            root_paths=self.root_paths,
+            successors=successors,
         )
 
     def _sample_ids(self, s: Session, shas: set[str]) -> dict[str, int]:
@@ -733,8 +788,8 @@ def _duplicate_files(s: Session, project_id: int) -> int:
 def _load_rows(studio: Studio, root_id: int) -> dict[str, _Row]:
     with studio.sessions() as s:
         return {
-            rel: _Row(fid, size, mtime, sha, sid, err)
-            for fid, rel, size, mtime, sha, sid, err in s.execute(
+            rel: _Row(fid, size, mtime, sha, sid, err, bool(excl))
+            for fid, rel, size, mtime, sha, sid, err, excl in s.execute(
                 select(
                     LibraryFile.id,
                     LibraryFile.path,
@@ -743,6 +798,7 @@ def _load_rows(studio: Studio, root_id: int) -> dict[str, _Row]:
                     LibraryFile.sha256,
                     LibraryFile.sample_id,
                     LibraryFile.error,
+                    LibraryFile.excluded,
                 ).where(LibraryFile.root_id == root_id)
             )
         }
@@ -788,6 +844,9 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
             scan.fail(r.id, f["path"], f["error"])
         for rel, (size, mtime) in w.files.items():
             row = rows.get(rel)
+            if row is not None and row.excluded:  # removed from the project by the user
+                scan.count(r.id, "excluded")
+                continue
             # a row that lost its sample (deleted by other means) is read again: the file is back
             lost = row is not None and row.error is None and row.sample_id is None
             if row is not None and row.size == size and row.mtime == mtime and not lost:
@@ -851,7 +910,7 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
                 "id": r.id,
                 "path": r.path,
                 "files": files.get(r.id, (0, 0))[0],
-                **{k: c[k] for k in ("added", "updated", "removed", "unchanged", "failed")},
+                **{k: c[k] for k in ("added", "updated", "removed", "unchanged", "excluded", "failed")},
             }
             per_root.append(part)
             s.execute(
@@ -863,12 +922,14 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
             blobs = studio.store.gc(s)
     with studio.sessions() as s:
         duplicates = _duplicate_files(s, project_id)
-    changed = scan.totals["samples_added"] or scan.totals["samples_removed"]
+    # a retry may follow an attempt that added samples and died before this step: redo it
+    resumed = ctx.attempt > 1
+    changed = scan.totals["samples_added"] or scan.totals["samples_removed"] or resumed
     groups = update_near_duplicates(studio, project_id=project_id) if changed else None
     t = scan.totals
     from vistudio.services.embeddings import embed_new_samples
 
-    embedding = embed_new_samples(studio, project_id) if t["samples_added"] else None
+    embedding = embed_new_samples(studio, project_id) if t["samples_added"] or resumed else None
     return {
         "report": {
             **{
@@ -878,6 +939,7 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
                     "updated",
                     "removed",
                     "unchanged",
+                    "excluded",
                     "touched",
                     "restored",
                     "samples_added",
