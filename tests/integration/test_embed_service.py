@@ -85,6 +85,23 @@ def test_embed_job_records_vectors_once_and_a_rerun_skips_them(pets: Studio) -> 
     assert status["configured"]["available"] and status["jobs"] == []
 
 
+def test_two_requests_racing_to_start_embedding_queue_one_job(
+    pets: Studio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = embeddings.start_embedding(pets, project="pets")
+    real = embeddings._running_embedding
+
+    def blind_first_look(*args: Any, before: int | None = None) -> Any:
+        # the second request looked before the first had queued its job
+        return None if before is None else real(*args, before=before)
+
+    monkeypatch.setattr(embeddings, "_running_embedding", blind_first_look)
+    second = embeddings.start_embedding(pets, project="pets")
+    assert second["id"] == first["id"]
+    jobs, _ = pets.queue.list(kind="embed")
+    assert sorted(j.status for j in jobs) == ["cancelled", "queued"]
+
+
 def test_deleting_the_project_removes_its_index_files(pets: Studio, tmp_path: Path) -> None:
     projects.create_project(pets, name="other", task="classification")
     run_import(pets, "other", make_class_folders(tmp_path / "other", {"owl": 3}, start_seed=900))

@@ -124,6 +124,22 @@ def test_hostile_requests_get_clear_errors(client: TestClient, tiny: Studio) -> 
     assert upload(b"GIF89a not really") == 422
     assert upload(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100) == 422
     assert upload(b"\xff" * 60_000) == 413  # over VISTUDIO_EMBED__MAX_UPLOAD_BYTES (50 kB here)
+    # a streamed (chunked) upload that never says its length is refused too (the middleware's
+    # own test shows it stops reading); one that declares too much is refused before it is read
+    def endless() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n\r\n'
+        for _ in range(20):
+            yield b"\xff" * 65_536
+
+    multipart = {"content-type": "multipart/form-data; boundary=b"}
+    r = client.post("/api/v1/search/image", content=endless(), headers=multipart)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    r = client.post("/api/v1/search/image", content=b"x", headers={**multipart, "content-length": str(2**40)})
+    assert r.status_code == 413 and "VISTUDIO_EMBED__MAX_UPLOAD_BYTES" in r.json()["error"]["message"]
+    r = client.post(
+        "/api/v1/search", content=b" " * (17 * 2**20), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413  # no request but an upload needs more than 16 MiB
     Image.MAX_IMAGE_PIXELS, saved = 100, Image.MAX_IMAGE_PIXELS
     try:
         assert upload(_png(size=(40, 30))) == 422  # 1,200 px > 2 × 100: a decompression bomb

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from vistudio import __version__
 from vistudio.api import errors
+from vistudio.api.body_limit import BodyLimit
 from vistudio.api.errors import error_body
 from vistudio.api.routes import (
     duplicates,
@@ -31,6 +32,7 @@ from vistudio.jobs.worker import EmbeddedWorkers
 from vistudio.studio import Studio
 
 OPEN_PATHS = ("/health", "/static/", "/login", "/favicon.ico")
+MAX_BODY_BYTES = 16 * 2**20  # any request other than an upload (JSON bodies, forms)
 
 
 def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
@@ -83,6 +85,15 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
     mount(app)
 
     settings = studio.settings
+
+    def body_limit(path: str) -> tuple[int, str]:
+        if path.endswith("/search/image"):
+            return settings.embed.max_upload_bytes, "VISTUDIO_EMBED__MAX_UPLOAD_BYTES"
+        if path.endswith("/imports/upload"):
+            return settings.imports.max_upload_bytes, "VISTUDIO_IMPORTS__MAX_UPLOAD_BYTES"
+        return MAX_BODY_BYTES, "none: requests other than uploads are small"
+
+    app.add_middleware(BodyLimit, limit_for=body_limit)
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -225,17 +225,9 @@ def start_embedding(
     with studio.sessions() as s:
         project_id = find_project(s, project).id  # an unknown project is a 404 before anything else
     d = describe_spec(studio, spec)
-    with studio.sessions() as s:
-        p = find_project(s, project_id)
-        for job in _open_jobs(s, project_id):
-            if (job.params or {}).get("version") == d.version and (job.params or {}).get("name") == d.name:
-                return job_dict(job)
-            other = (job.params or {}).get("name")
-            raise Conflict(
-                f"project {p.name!r} is already being embedded with {other} (job {job.id}); "
-                "cancel it or wait for it to finish",
-                details={"job": job.id},
-            )
+    existing = _running_embedding(studio, project_id, d)
+    if existing is not None:
+        return existing
     spec_d = spec.to_dict()
     spec_d["name"] = d.name
     if d.checkpoint:
@@ -246,7 +238,40 @@ def start_embedding(
         {"model": spec_d, "name": d.name, "version": d.version, "explicit": explicit},
         project_id=project_id,
     )
+    # two requests (searches right after a configuration change, two servers) may both have
+    # found no job and queued one: the first queued stays, the others withdraw
+    try:
+        earlier = _running_embedding(studio, project_id, d, before=job.id)
+    except Conflict:
+        with contextlib.suppress(Conflict):
+            studio.queue.cancel(job.id)
+        raise
+    if earlier is not None:
+        with contextlib.suppress(Conflict):
+            studio.queue.cancel(job.id)
+        return earlier
     return job_dict(job)
+
+
+def _running_embedding(
+    studio: Studio, project_id: int, d: Described, *, before: int | None = None
+) -> dict[str, Any] | None:
+    """The project's open embed job (queued before job ``before``, if given): returned when it
+    embeds with ``d``'s model, a ``Conflict`` when with another one; None when there is none."""
+    with studio.sessions() as s:
+        p = find_project(s, project_id)
+        for job in _open_jobs(s, project_id):
+            if before is not None and job.id >= before:
+                break
+            if (job.params or {}).get("version") == d.version and (job.params or {}).get("name") == d.name:
+                return job_dict(job)
+            other = (job.params or {}).get("name")
+            raise Conflict(
+                f"project {p.name!r} is already being embedded with {other} (job {job.id}); "
+                "cancel it or wait for it to finish",
+                details={"job": job.id},
+            )
+    return None
 
 
 def embed_new_samples(studio: Studio, project_id: int) -> dict[str, Any] | None:
