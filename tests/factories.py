@@ -124,3 +124,13 @@ def claim_all_concurrently(studio: Studio, jobs: int, *, threads: int = 4) -> tu
     for t in workers:
         t.join()
     return ids, claimed
+
+
+def probe_or_crash(args: tuple[str, str, str, int]) -> dict[str, Any]:
+    """The import pool's task, except that a file named ``crash-*`` kills its worker process (as a
+    decoder fault or the out-of-memory killer would). Importable by spawned workers."""
+    from vistudio.ingest.pool import probe_task
+
+    if Path(args[0]).name.startswith("crash-"):
+        os._exit(70)
+    return probe_task(args)

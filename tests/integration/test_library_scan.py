@@ -407,3 +407,32 @@ def test_a_photo_edited_in_place_keeps_its_tags_and_labels(studio: Studio, lib: 
     got = samples.get_sample(studio, new)
     assert got["tags"] == ["favourite"] and got["labels"] == ["holiday"]
     assert run_doctor(studio)["ok"]
+
+
+@pytest.mark.slow
+def test_a_file_that_kills_its_worker_is_reported_and_the_scan_goes_on(
+    settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vistudio.services.ingest as ingest_service
+    from factories import probe_or_crash
+    from vistudio.studio import open_studio
+
+    root = tmp_path / "many"
+    for i in range(40):  # enough for the process pool
+        draw_image(root / f"img_{i:02}.png", seed=100 + i, size=(24, 24))
+    (root / "crash-me.png").write_bytes((root / "img_00.png").read_bytes())
+    monkeypatch.setattr(ingest_service, "probe_task", probe_or_crash)
+    studio = open_studio(
+        settings.model_copy(update={"imports": settings.imports.model_copy(update={"workers": 2})})
+    )
+    try:
+        projects.create_project(studio, name="lib", task="library")
+        library.add_roots(studio, project="lib", paths=[str(root)])
+        out = scan(studio)
+        r = out["report"]
+        assert out["job"]["status"] == "succeeded" and out["job"]["attempts"] == 1
+        assert r["added"] == 40 and r["failed_count"] == 1
+        assert r["failed"][0]["path"].endswith("crash-me.png") and "crashed" in r["failed"][0]["error"]
+        assert scan(studio)["report"]["unchanged"] == 40  # remembered: not read (and crashed) again
+    finally:
+        studio.close()

@@ -14,6 +14,7 @@ import multiprocessing
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ POOL_MIN_ITEMS = 32
 # Tasks in flight at once per worker process: enough to keep the pool busy, few enough that a
 # million-image import does not queue a million tasks up front.
 WINDOW_PER_WORKER = 64
+CRASHED = "reading this file crashed its worker process (a decoder fault, or not enough memory)"
 
 
 def _results(
@@ -95,17 +97,43 @@ def _results(
     # spawn: the parent may be a threaded server; forking it could copy held locks
     ctx = multiprocessing.get_context("spawn")
     window = cfg.workers * WINDOW_PER_WORKER
-    with ProcessPoolExecutor(
-        max_workers=cfg.workers, mp_context=ctx, initializer=init_worker, initargs=(known,)
-    ) as pool:
-        try:
-            for lo in range(0, len(items), window):
-                chunk = items[lo : lo + window]
-                args = [(str(it.path), mode, home, cfg.thumb_size) for it in chunk]
-                yield from zip(chunk, pool.map(probe_task, args, chunksize=4), strict=True)
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+
+    def new_pool(workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(known,)
+        )
+
+    def task(it: SourceItem) -> tuple[str, str, str, int]:
+        return (str(it.path), mode, home, cfg.thumb_size)
+
+    pool = new_pool(cfg.workers)
+    try:
+        for lo in range(0, len(items), window):
+            chunk = items[lo : lo + window]
+            done = 0
+            try:
+                for pair in zip(
+                    chunk, pool.map(probe_task, [task(it) for it in chunk], chunksize=4), strict=True
+                ):
+                    done += 1
+                    yield pair
+            except BrokenProcessPool:
+                # a file killed its worker (a decoder fault, the out-of-memory killer): go through
+                # the rest of this window one file at a time to find it, then in parallel again
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = new_pool(1)
+                for it in chunk[done:]:
+                    try:
+                        result = pool.submit(probe_task, task(it)).result()
+                    except BrokenProcessPool:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = new_pool(1)
+                        result = {"status": "error", "reason": CRASHED}
+                    yield it, result
+                pool.shutdown(wait=True)
+                pool = new_pool(cfg.workers)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def probe_items(
