@@ -834,6 +834,8 @@ def _restore(
         if s.scalar(select(Sample.id).where(Sample.project_id == project_id, Sample.sha256 == sha)):
             lost.append({"id": old_id, "reason": "the same image is in the project again"})
             continue
+        if not thumb.is_file() and original is None:
+            _redraw_thumbnail(studio, Path(str(row.get("path"))), sha)
         if not thumb.is_file() or (original is not None and not original.is_file()):
             lost.append({"id": old_id, "reason": "its copy in the workspace was collected since"})
             continue
@@ -879,6 +881,19 @@ def _restore(
             )
         restored.append(sample.id)
     return restored, lost
+
+
+def _redraw_thumbnail(studio: Studio, original: Path, sha: str) -> None:
+    """A photo stored by reference whose thumbnail was collected since its removal: draw the
+    thumbnail again from the user's file, if that file still holds the same image."""
+    from vistudio.ingest.pool import probe_and_store
+    from vistudio.storage.blobs import sha256_file
+
+    try:
+        if original.is_file() and sha256_file(original) == sha:
+            probe_and_store(original, mode="reference", store=studio.store, known=frozenset({sha}))
+    except OSError:
+        pass  # not readable: the undo reports this sample as not restored
 
 
 def list_decisions(
