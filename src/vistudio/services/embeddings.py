@@ -90,22 +90,23 @@ def configured_spec(settings: Settings) -> ModelSpec:
 
 
 def describe_spec(studio: Studio, spec: ModelSpec) -> Described:
-    """``describe`` with the checkpoint hash remembered per (path, size, mtime)."""
+    """``describe``, remembered for a checkpoint per (path, size, mtime): a search does not read
+    and hash the checkpoint file again."""
     cfg = studio.settings.embed
-    sha = None
+
+    def load() -> Described:
+        return describe(spec, cache_dir=cfg.cache_dir, allow_download=cfg.download)
+
     if spec.checkpoint is not None:
         try:
-            st = Path(spec.checkpoint).expanduser().stat()
-        except OSError:
+            path = Path(spec.checkpoint).expanduser().resolve()
+            st = path.stat()
+        except (OSError, RuntimeError):
             pass  # describe names the missing file
         else:
-            from vistudio.storage.blobs import sha256_file
-
-            path = Path(spec.checkpoint).expanduser().resolve()
-            sha = studio.cache.get(
-                ("sha256", str(path), st.st_size, st.st_mtime_ns), lambda: sha256_file(path), ttl=86_400
-            )
-    return describe(spec, cache_dir=cfg.cache_dir, allow_download=cfg.download, sha256=sha)
+            key = ("described", str(path), st.st_size, st.st_mtime_ns, spec.name)
+            return studio.cache.get(key, load, ttl=86_400)
+    return load()
 
 
 def encoder_for(studio: Studio, spec: ModelSpec, *, described: Described | None = None) -> OpenClipEncoder:
