@@ -436,3 +436,36 @@ def test_a_file_that_kills_its_worker_is_reported_and_the_scan_goes_on(
         assert scan(studio)["report"]["unchanged"] == 40  # remembered: not read (and crashed) again
     finally:
         studio.close()
+
+
+@pytest.mark.slow
+def test_pool_workers_know_hashes_by_prefix_and_a_false_match_is_probed_again(
+    settings: Any, tmp_path: Path
+) -> None:
+    from vistudio.ingest.pool import HashPrefixes
+    from vistudio.ingest.types import SourceItem
+    from vistudio.services.ingest import probe_items
+    from vistudio.storage.blobs import sha256_file
+    from vistudio.studio import open_studio
+
+    paths = [draw_image(tmp_path / "src" / f"i{i:02}.png", seed=300 + i, size=(20, 20)) for i in range(40)]
+    real = [sha256_file(p) for p in paths]
+    twin = real[5][:16] + ("0" if real[5][16] != "0" else "1") + real[5][17:]  # same first 8 bytes
+    prefixes = HashPrefixes([real[0], twin])
+    assert real[0] in prefixes and real[5] in prefixes and real[6] not in prefixes and "zz" not in prefixes
+    studio = open_studio(
+        settings.model_copy(update={"imports": settings.imports.model_copy(update={"workers": 2})})
+    )
+    try:
+        items = [SourceItem(path=p, name=p.name) for p in paths]
+        results = {
+            it.name: res
+            for it, res in probe_items(
+                items, mode="reference", studio=studio, known=frozenset({real[0], twin})
+            )
+        }
+    finally:
+        studio.close()
+    assert results["i00.png"]["status"] == "known"  # the project has it
+    assert results["i05.png"]["status"] == "ok"  # only its prefix matched: probed, not skipped
+    assert sum(r["status"] == "ok" for r in results.values()) == 39

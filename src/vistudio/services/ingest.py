@@ -23,7 +23,7 @@ from sqlalchemy import insert, select, update
 from vistudio.db import Annotation, LabelClass, Sample, SampleTag, utcnow
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ingest.near_dups import near_duplicate_groups
-from vistudio.ingest.pool import init_worker, probe_and_store, probe_task
+from vistudio.ingest.pool import HashPrefixes, init_worker, probe_and_store, probe_task
 from vistudio.ingest.readers import detect_format, known_formats, read_source
 from vistudio.ingest.types import ParsedSource, SourceError, SourceItem
 from vistudio.jobs.registry import job_handler
@@ -98,10 +98,22 @@ def _results(
     ctx = multiprocessing.get_context("spawn")
     window = cfg.workers * WINDOW_PER_WORKER
 
+    prefixes = HashPrefixes(known)
+
     def new_pool(workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(known,)
+            max_workers=workers, mp_context=ctx, initializer=init_worker, initargs=(prefixes,)
         )
+
+    def checked(
+        pairs: Iterator[tuple[SourceItem, dict[str, Any]]],
+    ) -> Iterator[tuple[SourceItem, dict[str, Any]]]:
+        """Workers answer "known" from hash prefixes: a false match is probed again here."""
+        files = BlobFiles(studio.home, thumb_size=cfg.thumb_size)
+        for it, res in pairs:
+            if res["status"] == "known" and res["sha256"] not in known:
+                res = probe_and_store(it.path, mode=mode, store=files, known=frozenset())
+            yield it, res
 
     def task(it: SourceItem) -> tuple[str, str, str, int]:
         return (str(it.path), mode, home, cfg.thumb_size)
@@ -112,8 +124,8 @@ def _results(
             chunk = items[lo : lo + window]
             done = 0
             try:
-                for pair in zip(
-                    chunk, pool.map(probe_task, [task(it) for it in chunk], chunksize=4), strict=True
+                for pair in checked(
+                    zip(chunk, pool.map(probe_task, [task(it) for it in chunk], chunksize=4), strict=True)
                 ):
                     done += 1
                     yield pair
@@ -129,7 +141,7 @@ def _results(
                         pool.shutdown(wait=False, cancel_futures=True)
                         pool = new_pool(1)
                         result = {"status": "error", "reason": CRASHED}
-                    yield it, result
+                    yield from checked(iter([(it, result)]))
                 pool.shutdown(wait=True)
                 pool = new_pool(cfg.workers)
     finally:
