@@ -160,7 +160,7 @@ def test_a_crash_mid_embedding_resumes_and_the_index_stays_consistent(
     assert full["complete"] and full["embedded"] == 15 and len(full["items"]) == 15
 
 
-def test_a_stale_damaged_or_missing_index_file_is_rebuilt_from_the_database(
+def test_a_stale_damaged_or_missing_index_file_is_made_current_from_the_database(
     pets: Studio, settings: Settings
 ) -> None:
     run_embedding(pets, "pets")
@@ -187,6 +187,28 @@ def test_a_stale_damaged_or_missing_index_file_is_rebuilt_from_the_database(
     from vistudio.ml.embed import FaissVectorIndex
 
     assert len(FaissVectorIndex.load(path)) == 12
+
+
+def test_a_stale_index_file_is_brought_up_to_date_by_difference(
+    pets: Studio, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart, a file saved before the last changes is updated with them (a large index
+    is not rebuilt from scratch in the first search)."""
+    run_embedding(pets, "pets")
+    with pets.sessions.begin() as s:
+        doomed = list(s.scalars(select(Sample.id).order_by(Sample.id.desc()).limit(2)))
+        s.execute(delete(Sample).where(Sample.id.in_(doomed)))
+
+    def no_rebuild(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the index was rebuilt from scratch")
+
+    monkeypatch.setattr(embeddings, "load_or_rebuild", no_rebuild)
+    cold = open_studio(with_embed(settings))
+    try:
+        hits = search.search(cold, project="pets", text="an animal", k=100)["items"]
+        assert len(hits) == 13 and not {h["sample_id"] for h in hits} & set(doomed)
+    finally:
+        cold.close()
 
 
 def test_changing_the_model_reembeds_and_searches_keep_the_old_vectors_until_complete(

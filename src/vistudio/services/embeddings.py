@@ -43,7 +43,7 @@ from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobContext, PermanentJobError
 from vistudio.ml.embed.clip import Described, OpenClipEncoder, describe, load_open_clip, resolve_device
 from vistudio.ml.embed.encoder import ModelInfo, ModelSpec
-from vistudio.ml.embed.faiss_index import FaissVectorIndex, load_or_rebuild
+from vistudio.ml.embed.faiss_index import FaissVectorIndex, IndexFileError, load_or_rebuild
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
 
@@ -515,10 +515,36 @@ def _read_vectors(
     return out_ids, vecs
 
 
+def _stale_file(
+    path: Path, model: EmbeddingModel, fp: str
+) -> tuple[FaissVectorIndex, datetime | None] | None:
+    """The index file of ``model`` if it is readable but carries another fingerprint than ``fp``,
+    with the newest row time it had seen (rows written after it are read again: a deleted
+    sample's id may have been reused); None when it matches, is missing or is unusable."""
+    prefix = f"{model.name}@{model.version}:"
+    try:
+        stored = FaissVectorIndex.load(path)
+    except IndexFileError:
+        return None
+    if stored.dim != model.dim or stored.fingerprint == fp or not stored.fingerprint.startswith(prefix):
+        return None
+    stamp = stored.fingerprint[len(prefix) :].split(":", 2)[-1]
+    try:
+        return stored, (None if stamp == "-" else datetime.fromisoformat(stamp))
+    except ValueError:
+        return None
+
+
 def _load_live(studio: Studio, model: EmbeddingModel, project_id: int) -> _LiveIndex:
     path = index_path(studio, model, project_id)
     with studio.sessions() as s:
         fp, newest = _fingerprint(s, model, project_id)
+    stale = _stale_file(path, model, fp)
+    if stale is not None:
+        # the file is behind the database (changes since its last save): bring it up to date by
+        # difference in the first sync, rather than rebuilding a large index from scratch
+        index, saved_newest = stale
+        return _LiveIndex(index=index, fingerprint="", newest=saved_newest, path=path)
 
     def provider() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         with studio.sessions() as s:
