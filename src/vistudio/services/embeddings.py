@@ -408,6 +408,9 @@ def _embed_project(ctx: JobContext, encoder: OpenClipEncoder, project_id: int) -
                     failures.append({"sample_id": sid, "reason": reason})
             done += int(batch.ids.size) + len(batch.failures)
             ctx.progress(done, todo_total, f"embedding with {info.name}")
+    # the index first: searches switch to this model below, and must find it built
+    ctx.progress(todo_total, todo_total, "indexing", force=True)
+    sync_index(studio, project_id, model_id, save=True)
     with studio.sessions.begin() as s:
         model = s.get_one(EmbeddingModel, model_id)
         count = _count_embedded(s, project_id, model_id)
@@ -425,8 +428,6 @@ def _embed_project(ctx: JobContext, encoder: OpenClipEncoder, project_id: int) -
         )
         model_info = model_dict(model, device=info.device)
         previous_info = model_dict(previous_model) if previous_model else None
-    ctx.progress(todo_total, todo_total, "indexing", force=True)
-    sync_index(studio, project_id, model_id, save=True)
     return {
         "report": {
             "embedded": embedded,
