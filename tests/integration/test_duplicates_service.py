@@ -213,6 +213,31 @@ def test_a_removal_in_a_library_holds_across_rescans_until_undone(studio: Studio
     assert tree_digest(src) == before
 
 
+def test_a_library_photo_that_cannot_be_restored_is_scanned_again(studio: Studio, tmp_path: Path) -> None:
+    src = make_photos(tmp_path / "lib")
+    projects.create_project(studio, name="shots", task="library")
+    library.add_roots(studio, project="shots", paths=[src])
+    job = library.start_scan(studio, project="shots")
+    Worker(studio).run_one(job_id=job["id"])
+    ids = ids_by_name(studio, "shots")
+    group = next(
+        g
+        for g in duplicates.list_groups(studio, project="shots", level="perceptual")["items"]
+        if g["keeper"] == ids["coffee-mirror.jpg"]
+    )
+    removed = duplicates.decide(studio, project="shots", group=group["id"], action="remove")
+    with studio.sessions.begin() as s:
+        studio.store.gc(s)
+    _save(_photo("camera", 300), src / "food" / "coffee.jpg")  # edited since: another image now
+    back = duplicates.undo(studio, project="shots", decision=removed["decision"]["id"])
+    assert back["restored"] == [] and [x["id"] for x in back["not_restored"]] == [ids["coffee.jpg"]]
+    job = library.start_scan(studio, project="shots")
+    Worker(studio).run_one(job_id=job["id"])
+    report = studio.queue.get(job["id"]).result["report"]
+    assert report["excluded"] == 0 and report["samples_added"] == 1  # the file is the library's again
+    assert "coffee.jpg" in ids_by_name(studio, "shots")
+
+
 def test_removed_samples_cannot_come_back_once_collected(studio: Studio, photos: Any) -> None:
     _, ids = photos
     group = next(g for g in _perceptual(studio)["items"] if g["keeper"] == ids["coffee-mirror.jpg"])

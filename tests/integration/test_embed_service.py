@@ -349,6 +349,25 @@ def test_samples_hidden_by_a_duplicate_review_are_out_of_search_results(pets: St
     assert {i["sample_id"] for i in tagged["items"]}.isdisjoint({3, 7})
 
 
+def test_a_removal_undone_is_searchable_again_once_re_embedded(pets: Studio) -> None:
+    from vistudio.services import duplicates
+
+    run_embedding(pets, "pets")
+    groups = duplicates.list_groups(pets, project="pets", level="semantic", threshold=0.8)["items"]
+    group = max(groups, key=lambda g: g["size"])  # the tiny untrained model finds look-alikes
+    removed = duplicates.decide(pets, project="pets", group=group["id"], action="remove", threshold=0.8)
+    gone = set(removed["decision"]["affected"])
+
+    def found() -> set[int]:
+        return {i["sample_id"] for i in search.search(pets, project="pets", text="a cat", k=50)["items"]}
+
+    assert gone and not gone & found()
+    back = duplicates.undo(pets, project="pets", decision=removed["decision"]["id"])
+    assert set(back["restored"]) == gone and "job" in back["embedding"]  # their vectors went with them
+    Worker(pets).run_one(job_id=back["embedding"]["job"])
+    assert gone <= found()
+
+
 def test_a_project_without_embeddings_answers_empty_with_the_pending_count(pets: Studio) -> None:
     out = search.search(pets, project="pets", text="a cat")
     assert out["items"] == [] and out["model"] is None and out["pending"] == 15

@@ -433,7 +433,10 @@ def test_a_file_that_kills_its_worker_is_reported_and_the_scan_goes_on(
         assert out["job"]["status"] == "succeeded" and out["job"]["attempts"] == 1
         assert r["added"] == 40 and r["failed_count"] == 1
         assert r["failed"][0]["path"].endswith("crash-me.png") and "crashed" in r["failed"][0]["error"]
-        assert scan(studio)["report"]["unchanged"] == 40  # remembered: not read (and crashed) again
+        # read again by the next scan (running out of memory is as likely as a bad file); one file
+        # is read in this process, where nothing kills it
+        again = scan(studio)["report"]
+        assert again["unchanged"] == 40 and again["added"] == 1 and again["failed_count"] == 0
     finally:
         studio.close()
 

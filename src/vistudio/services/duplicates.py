@@ -806,8 +806,11 @@ def undo(studio: Studio, *, project: str | int, decision: int) -> dict[str, Any]
         if d.action == "hide":
             s.execute(delete(HiddenSample).where(HiddenSample.decision_id == d.id))
         elif d.action == "remove":
-            restored, lost = _restore(studio, s, p.id, (d.snapshot or {}).get("samples", []))
-            if lost and not restored:
+            snapshot = (d.snapshot or {}).get("samples", [])
+            restored, lost = _restore(studio, s, p.id, snapshot)
+            # library photos go back to the library even when their samples cannot be restored:
+            # the next scan reads their files afresh
+            if lost and not restored and not any(item.get("library_files") for item in snapshot):
                 raise Conflict(
                     "this removal cannot be undone any more: "
                     + "; ".join(f"sample {x['id']}: {x['reason']}" for x in lost[:5]),
@@ -815,7 +818,19 @@ def undo(studio: Studio, *, project: str | int, decision: int) -> dict[str, Any]
                 )
         out = decision_dict(d)
         s.delete(d)
-    return {"undone": out, "restored": restored, "not_restored": lost, "project": p.name}
+        project_id = p.id
+    embedding = None
+    if restored:  # their vectors went with them: search finds them again once re-embedded
+        from vistudio.services.embeddings import embed_new_samples
+
+        embedding = embed_new_samples(studio, project_id)
+    return {
+        "undone": out,
+        "restored": restored,
+        "not_restored": lost,
+        "project": p.name,
+        "embedding": embedding,
+    }
 
 
 def _restore(
@@ -826,6 +841,12 @@ def _restore(
     datetimes = {c.key for c in Sample.__table__.columns if isinstance(c.type, DateTime)}
     classes = set(s.scalars(select(LabelClass.id).where(LabelClass.project_id == project_id)))
     for item in snapshot:
+        if item.get("library_files"):
+            # whatever becomes of the sample, its files are the library's again: a file that
+            # cannot be linked back here is read afresh by the next scan
+            s.execute(
+                update(LibraryFile).where(LibraryFile.id.in_(item["library_files"])).values(excluded=False)
+            )
         row = dict(item["sample"])
         old_id, sha = int(row["id"]), str(row["sha256"])
         thumb = studio.store.path("thumbnail", sha)
@@ -871,7 +892,7 @@ def _restore(
                     LibraryFile.sample_id.is_(None),
                     LibraryFile.sha256 == sha,
                 )
-                .values(sample_id=sample.id, excluded=False)
+                .values(sample_id=sample.id)
             )
         if item.get("hidden"):
             by = item.get("hidden_by")

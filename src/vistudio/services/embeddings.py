@@ -516,18 +516,15 @@ def _read_vectors(
     return out_ids, vecs
 
 
-def _stale_file(
-    path: Path, model: EmbeddingModel, fp: str
-) -> tuple[FaissVectorIndex, datetime | None] | None:
-    """The index file of ``model`` if it is readable but carries another fingerprint than ``fp``,
-    with the newest row time it had seen (rows written after it are read again: a deleted
-    sample's id may have been reused); None when it matches, is missing or is unusable."""
+def _stored_file(path: Path, model: EmbeddingModel) -> tuple[FaissVectorIndex, datetime | None] | None:
+    """The index file of ``model`` (current or behind the database) with the newest row time it
+    had seen; None when it is missing, damaged or not this model's."""
     prefix = f"{model.name}@{model.version}:"
     try:
         stored = FaissVectorIndex.load(path)
     except IndexFileError:
         return None
-    if stored.dim != model.dim or stored.fingerprint == fp or not stored.fingerprint.startswith(prefix):
+    if stored.dim != model.dim or not stored.fingerprint.startswith(prefix):
         return None
     stamp = stored.fingerprint[len(prefix) :].split(":", 2)[-1]
     try:
@@ -540,11 +537,12 @@ def _load_live(studio: Studio, model: EmbeddingModel, project_id: int) -> _LiveI
     path = index_path(studio, model, project_id)
     with studio.sessions() as s:
         fp, newest = _fingerprint(s, model, project_id)
-    stale = _stale_file(path, model, fp)
-    if stale is not None:
-        # the file is behind the database (changes since its last save): bring it up to date by
-        # difference in the first sync, rather than rebuilding a large index from scratch
-        index, saved_newest = stale
+    stored = _stored_file(path, model)
+    if stored is not None:
+        # current, or behind the database (changes since its last save): the first sync compares
+        # ids in full and re-reads rows newer than the file's (a deleted sample's id may have been
+        # reused) — a large index is never rebuilt from scratch for a few changes
+        index, saved_newest = stored
         return _LiveIndex(index=index, fingerprint="", newest=saved_newest, path=path)
 
     def provider() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:

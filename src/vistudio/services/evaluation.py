@@ -57,11 +57,13 @@ def parse_subsets(subsets: str | list[str] | tuple[str, ...] | None) -> list[str
     return [x for x in SUBSETS if x in names]
 
 
-def eval_dir(studio: Studio, ev: Evaluation) -> Path:
+def eval_dir(studio: Studio, ev: Evaluation, p: Project, exp: Experiment) -> Path:
     """The evaluation's readable files: decided when it was started and stored on its row
-    (``results_path``), so renaming the experiment or its project moves nothing."""
-    assert ev.results_path, "an evaluation's folder is set when it is started"
-    return (studio.home / ev.results_path).parent
+    (``results_path``), so renaming the experiment or its project moves nothing. (A row from
+    before that was stored has its folder named from the current names.)"""
+    if ev.results_path:
+        return (studio.home / ev.results_path).parent
+    return experiment_dir(studio, p, exp) / FOLDER
 
 
 # --- start, run ---------------------------------------------------------------------------------------
@@ -271,7 +273,7 @@ def _finish(
     metrics = classification_metrics(cm, classes)
     metrics["skipped"] = len(skipped)
     metrics["skipped_items"] = [{k: v for k, v in x.items() if k != "path"} for x in skipped[:100]]
-    folder = eval_dir(studio, ev)
+    folder = eval_dir(studio, ev, project, exp)
     folder.mkdir(parents=True, exist_ok=True)
     table = _result_table(studio, ev.id, classes)
     _write_parquet(folder / "results.parquet", table)
@@ -296,6 +298,9 @@ def _finish(
         row.metrics = metrics
         row.confusion = cm.tolist()
         row.classes = classes
+        row.results_path = (
+            row.results_path or (folder / "results.parquet").relative_to(studio.home).as_posix()
+        )
         row.status, row.error, row.finished_at = "succeeded", None, utcnow()
     return get_evaluation(studio, project=project.id, experiment=exp.id)
 
@@ -385,7 +390,7 @@ def evaluation_dict(
     studio: Studio, ev: Evaluation, p: Project, exp: Experiment, job: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The evaluation as the API shows it (``job``: its job's dict, fetched outside the session)."""
-    folder = eval_dir(studio, ev).relative_to(studio.home).as_posix()
+    folder = eval_dir(studio, ev, p, exp).relative_to(studio.home).as_posix()
     done = ev.status == "succeeded"
     params = (job or {}).get("params") or {}
     return {
@@ -536,10 +541,10 @@ def confusion_png(studio: Studio, *, project: str | int, experiment: str | int) 
     from vistudio.ml.inference.confusion import render_confusion_png
 
     with studio.sessions() as s:
-        _, exp, ev = _find(s, project, experiment)
+        p, exp, ev = _find(s, project, experiment)
     if ev.status != "succeeded":
         raise Conflict(f"the evaluation of {exp.name!r} is {ev.status}: no confusion matrix yet")
-    path = eval_dir(studio, ev) / "confusion_matrix.png"
+    path = eval_dir(studio, ev, p, exp) / "confusion_matrix.png"
     if not path.is_file():
         atomic_write_bytes(path, render_confusion_png(ev.confusion, list(ev.classes)))
     return path
@@ -555,7 +560,8 @@ def _delete(studio: Studio, experiment_id: int) -> bool:
             job_id = None
         else:
             found, job_id = True, ev.job_id
-            folder = eval_dir(studio, ev) if ev.results_path else None
+            exp = s.get_one(Experiment, experiment_id)
+            folder = eval_dir(studio, ev, s.get_one(Project, exp.project_id), exp)
             s.execute(delete(EvalResult).where(EvalResult.evaluation_id == ev.id))
             s.delete(ev)
     if job_id is not None and _job_active(studio, job_id):

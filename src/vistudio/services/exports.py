@@ -477,7 +477,11 @@ def release_experiment_files(studio: Studio, session: Session, exp: Experiment) 
             for p in (studio.home / row.path, (studio.home / row.path).with_suffix(".json")):
                 if p.is_file():
                     studio.store.remove_file(p)
+    project = session.get(Project, exp.project_id)
     for results in session.scalars(select(Evaluation.results_path).where(Evaluation.experiment_id == exp.id)):
-        folder = (studio.home / results).parent if results else None
+        if results:
+            folder: Path | None = (studio.home / results).parent
+        else:  # a row from before the folder was stored
+            folder = experiment_dir(studio, project, exp) / "evaluation" if project is not None else None
         if folder is not None and folder.is_dir():
             studio.store.remove_file(folder)

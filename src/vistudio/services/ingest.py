@@ -140,7 +140,9 @@ def _results(
                     except BrokenProcessPool:
                         pool.shutdown(wait=False, cancel_futures=True)
                         pool = new_pool(1)
-                        result = {"status": "error", "reason": CRASHED}
+                        # transient: out of memory is as likely as a bad file; a library
+                        # scan keeps the photo it had and reads the file again next time
+                        result = {"status": "error", "reason": CRASHED, "transient": True}
                     yield from checked(iter([(it, result)]))
                 pool.shutdown(wait=True)
                 pool = new_pool(cfg.workers)

@@ -45,7 +45,6 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(length=64), nullable=True),
         sa.Column("sample_id", sa.Integer(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.Column("excluded", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("seen_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["root_id"],
