@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from vistudio.cli.output import console, emit, state, wait_for_job
+from vistudio.cli.output import console, emit, print_embedding_follow_up, state, wait_for_job
 from vistudio.errors import BadRequest
 from vistudio.jobs.queue import FINISHED
 from vistudio.services import duplicates
@@ -107,7 +107,8 @@ def duplicates_command(
         if action == "remove" and not yes:
             question = (
                 f"Remove the other samples of group {resolve} from project {project!r}? Your original files "
-                "are not touched; the removal can be undone (--undo) until the workspace is cleaned up."
+                "are not touched; the removal can be undone (--undo): imported copies until the workspace "
+                "is cleaned up, library photos while their files are unchanged."
             )
             if state(ctx).json or not typer.confirm(question):
                 raise BadRequest("not removed: confirm with --yes")
@@ -131,15 +132,16 @@ def duplicates_command(
         return
     if undo is not None:
         out = duplicates.undo(studio, project=project, decision=undo)
-        emit(
-            ctx,
-            out,
-            lambda d: console.print(
+
+        def render(d: dict[str, Any]) -> None:
+            console.print(
                 f"decision {d['undone']['id']} ({d['undone']['action']}) undone"
                 + (f"; {len(d['restored'])} sample(s) restored" if d["restored"] else "")
                 + (f"; {len(d['not_restored'])} could not be restored" if d["not_restored"] else "")
-            ),
-        )
+            )
+            print_embedding_follow_up(d)
+
+        emit(ctx, out, render)
         return
     if decisions:
         listed = duplicates.list_decisions(studio, project=project, offset=offset, limit=limit or 50)
