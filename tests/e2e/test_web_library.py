@@ -52,6 +52,23 @@ def test_panel_only_on_library_projects_and_its_fragment(web_studio: Studio, tmp
     # the page itself shows the same panel and the three photos in the grid
     page = client.get("/projects/album")
     assert 'data-testid="grid-total">3<' in page.text and 'data-testid="library-root"' in page.text
+    assert 'data-testid="scan-excluded"' not in body.text  # nothing left out: no such figure
+
+    # a smaller copy, removed in the duplicates review: the next scan leaves it out and says so
+    from PIL import Image
+
+    from vistudio.services import duplicates
+
+    with Image.open(photos / "photo_000.png") as im:
+        im.resize((40, 40)).save(photos / "photo_000-small.png")
+    job = library.start_scan(web_studio, project="album")
+    Worker(web_studio).run_one(job_id=job["id"])
+    (group,) = duplicates.list_groups(web_studio, project="album", level="perceptual")["items"]
+    duplicates.decide(web_studio, project="album", group=group["id"], action="remove")
+    job = library.start_scan(web_studio, project="album")
+    Worker(web_studio).run_one(job_id=job["id"])
+    body = client.get("/projects/album/library", headers=HX)
+    assert 'data-testid="scan-excluded">1<' in body.text and "left out" in body.text
 
     missing = client.get("/projects/nope/library", headers=HX)
     assert missing.status_code == 404 and "alert-error" in missing.text
@@ -118,6 +135,24 @@ def test_add_scan_rescan_and_remove_a_folder_in_chromium(
     expect(report.get_by_test_id("scan-unchanged")).to_have_text("5")
     expect(page.get_by_test_id("tile")).to_have_count(6)
 
+    # a photo removed in the duplicates review is left out of the next scans, and the report says so
+    from PIL import Image
+
+    from vistudio.jobs.worker import Worker
+    from vistudio.services import duplicates
+
+    with Image.open(photos / "photo_001.png") as im:
+        im.resize((40, 40)).save(photos / "photo_001-small.png")
+    job = library.start_scan(studio, project="album")
+    Worker(studio).run_one(job_id=job["id"])
+    (group,) = duplicates.list_groups(studio, project="album", level="perceptual")["items"]
+    duplicates.decide(studio, project="album", group=group["id"], action="remove")
+    page.get_by_test_id("scan-now").click()
+    expect(page.get_by_test_id("scan-status")).to_have_text("succeeded", timeout=30_000)
+    expect(report.get_by_test_id("scan-excluded")).to_have_text("1")
+    expect(page.get_by_test_id("tile")).to_have_count(6)
+    shot(page, "library-03-left-out", full_page=False)
+
     # the folder disappears (an unplugged drive): the scan stops with a clear error, nothing removed
     moved = root / "unplugged"
     shutil.move(str(root / LONG_FOLDER), moved)
@@ -128,7 +163,7 @@ def test_add_scan_rescan_and_remove_a_folder_in_chromium(
     expect(page.get_by_test_id("scan-status")).to_have_text("failed", timeout=30_000)
     expect(page.get_by_test_id("scan-failed")).to_contain_text("nothing was removed")
     expect(page.get_by_test_id("tile")).to_have_count(6)
-    shot(page, "library-03-missing-root", full_page=False)
+    shot(page, "library-04-missing-root", full_page=False)
     shutil.move(str(moved), root / LONG_FOLDER)
 
     # removing the folder takes its photos out of the project (after a confirmation)
@@ -144,4 +179,4 @@ def test_add_scan_rescan_and_remove_a_folder_in_chromium(
     page.goto(base + "/projects/album")
     alpine_ready(page)
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-    shot(page, "library-04-narrow", full_page=False)
+    shot(page, "library-05-narrow", full_page=False)
