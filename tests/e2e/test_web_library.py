@@ -25,6 +25,21 @@ def _photos(folder: Path, count: int, *, start: int = 0) -> Path:
     return folder
 
 
+def _remove_a_smaller_copy(studio: Studio, photo: Path) -> None:
+    """Put a smaller copy of ``photo`` beside it, scan, and remove the copy in the duplicates review."""
+    from PIL import Image
+
+    from vistudio.jobs.worker import Worker
+    from vistudio.services import duplicates
+
+    with Image.open(photo) as im:
+        im.resize((40, 40)).save(photo.with_name(photo.stem + "-small.png"))
+    job = library.start_scan(studio, project="album")
+    Worker(studio).run_one(job_id=job["id"])
+    (group,) = duplicates.list_groups(studio, project="album", level="perceptual")["items"]
+    duplicates.decide(studio, project="album", group=group["id"], action="remove")
+
+
 def test_panel_only_on_library_projects_and_its_fragment(web_studio: Studio, tmp_path: Path) -> None:
     client = TestClient(create_app(web_studio))
     projects.create_project(web_studio, name="album", task="library")
@@ -55,16 +70,7 @@ def test_panel_only_on_library_projects_and_its_fragment(web_studio: Studio, tmp
     assert 'data-testid="scan-excluded"' not in body.text  # nothing left out: no such figure
 
     # a smaller copy, removed in the duplicates review: the next scan leaves it out and says so
-    from PIL import Image
-
-    from vistudio.services import duplicates
-
-    with Image.open(photos / "photo_000.png") as im:
-        im.resize((40, 40)).save(photos / "photo_000-small.png")
-    job = library.start_scan(web_studio, project="album")
-    Worker(web_studio).run_one(job_id=job["id"])
-    (group,) = duplicates.list_groups(web_studio, project="album", level="perceptual")["items"]
-    duplicates.decide(web_studio, project="album", group=group["id"], action="remove")
+    _remove_a_smaller_copy(web_studio, photos / "photo_000.png")
     job = library.start_scan(web_studio, project="album")
     Worker(web_studio).run_one(job_id=job["id"])
     body = client.get("/projects/album/library", headers=HX)
@@ -136,17 +142,7 @@ def test_add_scan_rescan_and_remove_a_folder_in_chromium(
     expect(page.get_by_test_id("tile")).to_have_count(6)
 
     # a photo removed in the duplicates review is left out of the next scans, and the report says so
-    from PIL import Image
-
-    from vistudio.jobs.worker import Worker
-    from vistudio.services import duplicates
-
-    with Image.open(photos / "photo_001.png") as im:
-        im.resize((40, 40)).save(photos / "photo_001-small.png")
-    job = library.start_scan(studio, project="album")
-    Worker(studio).run_one(job_id=job["id"])
-    (group,) = duplicates.list_groups(studio, project="album", level="perceptual")["items"]
-    duplicates.decide(studio, project="album", group=group["id"], action="remove")
+    _remove_a_smaller_copy(studio, photos / "photo_001.png")
     page.get_by_test_id("scan-now").click()
     expect(page.get_by_test_id("scan-status")).to_have_text("succeeded", timeout=30_000)
     expect(report.get_by_test_id("scan-excluded")).to_have_text("1")
