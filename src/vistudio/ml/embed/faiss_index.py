@@ -374,10 +374,11 @@ class FaissVectorIndex:
         kk = min(k, rows.size)
         ef = max(self.ef_search, kk)
         if self._kind == "hnsw":
-            # HNSW returns only members among the nodes it explores: widen the beam a little for
-            # selective filters (measured at 512-d: efSearch 256 keeps recall@10 ≥ 0.95 down to a
-            # 2 % filter); a query that still finds too few is redone exactly below.
-            ef = int(ef * np.clip(np.sqrt(0.1 * len(self) / rows.size), 1.0, 4.0))
+            # HNSW returns only members among the nodes it explores: widen the beam for selective
+            # filters (measured at 1 M × 512-d, docs/benchmarks.md: a 10 % filter needs ≈ 1.5×
+            # efSearch 256 for recall@10 0.98, a 2 % one ≈ 3.5×); a query that still finds too
+            # few is redone exactly below.
+            ef = int(ef * np.clip(np.sqrt(0.25 * len(self) / rows.size), 1.0, 4.0))
         params = self._params(ef)
         sel: Any
         if rows.size * 64 >= self.rows:  # dense filter: a bitmap is cheaper to build and to test
