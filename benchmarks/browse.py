@@ -100,9 +100,14 @@ def timed(fn: Callable[[], Any], repeat: int) -> dict[str, float]:
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
     return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+        "p50_ms": sig(statistics.median(times)),
+        "p95_ms": sig(times[int(0.95 * (len(times) - 1))]),
     }
+
+
+def sig(x: float) -> float:
+    """Three significant digits: a tiny time or ratio must not round to 0."""
+    return float(f"{x:.3g}")
 
 
 def main() -> None:
@@ -139,7 +144,7 @@ def main() -> None:
             results[title] = {
                 "vistudio": fast,
                 "baseline": slow,
-                "ratio_p50": round(slow["p50_ms"] / fast["p50_ms"], 1),
+                "ratio_p50": sig(slow["p50_ms"] / fast["p50_ms"]),
             }
             print(f"{title}: {fast['p50_ms']} ms vs {slow['p50_ms']} ms", file=sys.stderr)
         subset = timed(
