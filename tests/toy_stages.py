@@ -27,3 +27,8 @@ def explode_on_odd(item: Item, data: Any) -> Any:
 def constant_artifact(item: Item, data: Any) -> StepOutput:
     """The same artifact for every item and run: it must be stored once."""
     return StepOutput(data=data, artifacts={"lut": np.arange(256, dtype=np.uint8)})
+
+
+# A custom stage may declare what it takes and gives, as the built-in ones do: the chain is checked.
+colour_classifier.takes = ("image",)  # type: ignore[attr-defined]
+colour_classifier.gives = "label"  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from PIL import Image
 from web_factories import alpine_ready, wait_for_job
 
 from vistudio.api.app import create_app
-from vistudio.db import Run
+from vistudio.db import Run, RunStage
 from vistudio.jobs.worker import Worker
 from vistudio.services import runs
 from vistudio.studio import Studio
@@ -131,7 +131,11 @@ def test_runs_list_and_filters(
 
     _set(web_studio, c["id"], status="cancelled")  # cancelling mid-run would be timing-dependent
     assert _row_ids(client.get("/runs?status=cancelled", headers=HX).text) == [c["id"]]
-    assert _row_ids(client.get("/runs?status=succeeded", headers=HX).text) == [b["id"], a["id"]]
+    # B's x.png is broken: some items failed, so it is partial, not succeeded, with its own badge
+    assert _row_ids(client.get("/runs?status=succeeded", headers=HX).text) == [a["id"]]
+    partial = client.get("/runs?status=partial", headers=HX).text
+    assert _row_ids(partial) == [b["id"]] and 'class="badge status-partial"' in partial
+    assert '<option value="partial"' in page.text
     none = client.get("/runs?status=running", headers=HX)
     assert _row_ids(none.text) == [] and "No runs match these filters" in none.text
     assert _row_ids(client.get("/runs?since=2000-01-01&until=2999-12-31&slower=0", headers=HX).text)
@@ -236,6 +240,82 @@ def test_compare_shows_regressions(client: TestClient, three: tuple[dict[str, An
     assert client.get(f"/runs/compare?a={a['id']}&b=nope").status_code == 404
 
 
+def test_compare_marks_a_change_of_87_percent(
+    client: TestClient, web_studio: Studio, three: tuple[dict[str, Any], ...]
+) -> None:
+    a, b, _ = three
+    _set(web_studio, a["id"], metrics={"grayscale.mean_intensity": 100.0, "grayscale.steady": 2.0})
+    _set(web_studio, b["id"], metrics={"grayscale.mean_intensity": 187.0, "grayscale.steady": 2.01})
+    with web_studio.sessions.begin() as s:  # load: 0.30 → 0.56 ms per item, +87 % but under 0.5 ms
+        for run_id, ms in ((a["id"], 0.30), (b["id"], 0.561)):
+            st = s.get(RunStage, (run_id, "load"))
+            assert st is not None
+            st.total_ms = ms * (st.ok + st.failed)
+    html = client.get(f"/runs/compare?a={a['id']}&b={b['id']}").text
+    cells = dict(
+        re.findall(
+            r'<td class="truncate-cell[^"]*" title="([^"]+)">.*?data-changed="(true|false)"', html, re.S
+        )
+    )
+    assert cells["grayscale.mean_intensity"] == "true" and cells["grayscale.steady"] == "false"
+    assert re.search(
+        r'class="runs-num nowrap delta-up" data-changed="true">\+87 <span class="small">\(\+87\.0%\)', html
+    )
+    assert cells["load"] == "true" and "slower · noise" in html  # marked, though not a regression
+    assert "Changes over 5 % are marked" in html
+
+
+def _validation_run(studio: Studio, root: Path, *, broken: int) -> dict[str, Any]:
+    """Four 8×8 colour squares classified by colour; t0's truth is wrong (a mistake) and the
+    first ``broken`` files are not images (failed items)."""
+    root.mkdir(parents=True)
+    rows = ["path,label"]
+    for i in range(4):
+        Image.new("RGB", (8, 8), (220, 20, 20) if i % 2 == 0 else (20, 20, 220)).save(root / f"t{i}.png")
+        rows.append(f"t{i}.png,{'blue' if i % 2 == 0 and i == 0 else ('red' if i % 2 == 0 else 'blue')}")
+    for i in range(4 - broken, 4):
+        (root / f"t{i}.png").write_bytes(b"not an image")
+    (root / "truth.csv").write_text("\n".join(rows) + "\n")
+    pipeline = {
+        "name": "colours",
+        "output_mode": "validation",
+        "stages": [{"name": "load"}, {"name": "classify", "uses": "custom:toy_stages:colour_classifier"}],
+    }
+    job = runs.start_run(studio, pipeline=pipeline, input_dir=root, ground_truth=root / "truth.csv")
+    # a live server's embedded worker may claim the job first: then wait for it to finish
+    Worker(studio).run_one(job_id=job["id"])
+    assert wait_for_job(studio, job["id"])["status"] == "succeeded"
+    return _latest(studio)
+
+
+def test_run_detail_says_why_items_failed_and_shows_readable_images(
+    client: TestClient, web_studio: Studio, tmp_path: Path
+) -> None:
+    partial = _validation_run(web_studio, tmp_path / "partial", broken=2)
+    assert partial["status"] == "partial"
+    html = client.get(f"/runs/{partial['id']}").text
+    assert 'class="badge status-partial" data-testid="run-status">partial</span>' in html
+    outcome = html[html.index('data-testid="run-outcome"') :]
+    assert "2 of 4 items failed, 3 mistakes (failures included)." in outcome
+    assert re.search(
+        r'<strong>2 items</strong> failed in <strong>load</strong>: <span class="break">load: cannot read t[23]\.png',
+        outcome,
+    )
+    # t0's side-by-side at its own size: the 8×8 square was scaled up to 160 px when saved
+    figure = re.search(
+        rf'<figure class="runs-image" style="width: (\d+)px">\s*<a href="/runs/{partial["id"]}/files/errors/'
+        r't0_compare\.png"[^>]*><img src="[^"]+" alt="t0_compare.png" width="(\d+)" height="(\d+)"',
+        html,
+    )
+    assert figure and int(figure.group(3)) >= 160 + 40 and figure.group(1) == figure.group(2)
+    assert "Mistakes side by side" in html
+
+    failed = _validation_run(web_studio, tmp_path / "failed", broken=4)
+    html = client.get(f"/runs/{failed['id']}").text
+    assert failed["status"] == "failed" and "All 4 items failed." in html and "alert-error" in html
+    assert "1 mistakes" not in html and "1 items" not in html
+
+
 def test_delete_run(client: TestClient, web_studio: Studio, three: tuple[dict[str, Any], ...]) -> None:
     a, b, _ = three
     folder = web_studio.home / b["outputs_dir"]
@@ -323,6 +403,33 @@ def test_runs_in_a_browser(live_server: tuple[str, Studio, Path], page: Any, sho
     shot(page, "runs-compare-mobile")
     assert page.evaluate(WIDEST) <= 390
 
+    # a partial validation run: why items failed, and the side-by-sides at a readable size
+    page.set_viewport_size({"width": 1280, "height": 800})
+    v = _validation_run(studio, root / "runs-validation", broken=2)
+    page.goto(f"{url}/runs/{v['id']}")
+    alpine_ready(page)
+    assert page.locator("[data-testid=run-status]").text_content() == "partial"
+    assert "2 of 4 items failed" in page.locator("[data-testid=run-outcome]").inner_text()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.runs-image img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    img = page.locator(".runs-image img").first.bounding_box()
+    assert img and img["width"] >= 160 and img["height"] >= 160  # not a 32 px speck
+    shot(page, "runs-detail-partial")
+    page.goto(f"{url}/runs/{v['id']}/report")
+    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    report_img = page.locator("figure img").first.bounding_box()
+    assert report_img and report_img["height"] >= 160
+    shot(page, "runs-report-validation")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{url}/runs/{v['id']}")
+    alpine_ready(page)
+    shot(page, "runs-detail-partial-mobile")
+    assert page.evaluate(WIDEST) <= 390
+    page.goto(f"{url}/runs/{v['id']}/report")
+    shot(page, "runs-report-validation-mobile")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+
     # delete, through the confirmation dialog
     page.set_viewport_size({"width": 1280, "height": 800})
     page.goto(f"{url}/runs/{c['id']}")
@@ -331,4 +438,4 @@ def test_runs_in_a_browser(live_server: tuple[str, Studio, Path], page: Any, sho
     page.locator("[data-testid=confirm-delete]").click()
     page.wait_for_url(f"{url}/runs")
     assert page.locator(f"tr[data-run-id='{c['id']}']").count() == 0
-    assert page.locator("tr[data-run-id]").count() == 2
+    assert page.locator("tr[data-run-id]").count() == 3

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,160 @@ def test_project_subset_as_input(studio: Studio, tmp_path: Path) -> None:
     assert r["items"] == 2 and r["input"]["subset"] == "val"
     audit = json.loads((studio.home / r["audit_path"]).read_text())
     assert all(i["ground_truth"] in ("a", "b") for i in audit["per_item"])
+
+
+# --- honest status: a chain that cannot work is refused, a run that failed says so ----------------
+
+
+def test_a_chain_without_load_is_refused_before_running(studio: Studio, images: Path) -> None:
+    no_load = spec(stages=[{"name": "small", "uses": "resize", "params": {"max_side": 16}}])
+    with pytest.raises(
+        InvalidInput, match=r"stage 'small' \(resize\) needs an image.*add a `load` stage first"
+    ) as exc:
+        runs.start_run(studio, pipeline=no_load, input_dir=images)
+    assert exc.value.status == 422 and exc.value.details["stage"] == "small"
+    assert studio.queue.list()[1] == 0  # nothing was queued
+    # a custom stage that declares it gives a label cannot feed resize (kinds read from the function)
+    with pytest.raises(InvalidInput, match=r"stage 'small' \(resize\) needs an image.*stage 'label'"):
+        runs.start_run(
+            studio,
+            pipeline=spec(
+                stages=[
+                    {"name": "load"},
+                    {"name": "label", "uses": "custom:toy_stages:colour_classifier"},
+                    {"name": "small", "uses": "resize", "params": {"max_side": 16}},
+                ]
+            ),
+            input_dir=images,
+        )
+
+
+def test_the_api_answers_422_and_the_cli_exits_2_for_a_chain_without_load(
+    studio: Studio, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from vistudio.api.app import create_app
+    from vistudio.cli.main import main
+
+    body = {
+        "pipeline": {"name": "p", "stages": [{"name": "resize", "params": {"max_side": 8}}]},
+        "input": str(images),
+    }
+    r = TestClient(create_app(studio)).post("/api/v1/runs", json=body)
+    assert r.status_code == 422 and "add a `load` stage first" in r.json()["error"]["message"]
+
+    yaml_file = tmp_path / "p.yaml"
+    yaml_file.write_text("name: p\nstages:\n  - name: resize\n    params: {max_side: 8}\n")
+    code = main(["--workspace", str(studio.home), "--json", "run", str(yaml_file), "--input", str(images)])
+    out = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert code == 2 and len(out) == 1
+    error = json.loads(out[0])["error"]
+    assert error["code"] == "invalid_input" and error["details"]["stage"] == "resize"
+
+
+def test_run_status_is_failed_partial_or_succeeded(studio: Studio, images: Path, tmp_path: Path) -> None:
+    ok = run(studio, spec(output_mode="production"), input_dir=images)
+    assert ok["status"] == "succeeded" and ok["failed"] == 0
+
+    picky = spec(stages=[*BASE["stages"], {"name": "picky", "uses": "custom:toy_stages:explode_on_odd"}])
+    some = run(studio, picky, input_dir=images)
+    assert (some["status"], some["failed"], some["items"]) == ("partial", 3, 6)
+
+    for f in images.iterdir():  # every file unreadable now: every item fails in load
+        f.write_bytes(b"not an image")
+    none = run(studio, spec(), input_dir=images)
+    assert (none["status"], none["failed"], none["items"]) == ("failed", 6, 6)
+    audit = json.loads((studio.home / none["audit_path"]).read_text())
+    assert audit["status"] == "failed"
+    assert "all 6 items failed" in (studio.home / none["report_path"]).read_text()
+
+    (tmp_path / "empty").mkdir()
+    empty = run(studio, spec(), input_dir=tmp_path / "empty")
+    assert (empty["status"], empty["items"]) == ("succeeded", 0)
+    assert "no items" in (studio.home / empty["report_path"]).read_text()
+
+    assert [r["id"] for r in runs.list_runs(studio, status="partial")["items"]] == [some["id"]]
+    assert [r["id"] for r in runs.list_runs(studio, status="failed")["items"]] == [none["id"]]
+
+
+def test_the_cli_exits_1_for_a_failed_run_and_for_a_partial_one_with_strict(
+    studio: Studio, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vistudio.cli.main import main
+
+    yaml_file = tmp_path / "p.yaml"
+    yaml_file.write_text(
+        "name: p\nstages:\n  - name: load\n  - name: picky\n    uses: custom:toy_stages:explode_on_odd\n"
+    )
+
+    def cli(*args: str) -> tuple[int, dict[str, Any]]:
+        code = main(["--workspace", str(studio.home), "--json", "run", str(yaml_file), *args])
+        out = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+        assert len(out) == 1, out  # still exactly one JSON document
+        return code, json.loads(out[0])
+
+    code, out = cli("--input", str(images))
+    assert code == 0 and out["run"]["status"] == "partial" and out["run"]["failed"] == 3
+    code, out = cli("--input", str(images), "--strict")
+    assert code == 1 and out["run"]["status"] == "partial"
+    code, out = cli("--file", str(images / "im1.png"), "--file", str(images / "im3.png"))
+    assert code == 1 and out["run"]["status"] == "failed" and out["run"]["failed"] == 2
+    code, out = cli("--file", str(images / "im0.png"), "--strict")
+    assert code == 0 and out["run"]["status"] == "succeeded"
+
+    # without --json: the status and the outcome in words, with proper plurals
+    code = main(["--workspace", str(studio.home), "run", str(yaml_file), "--file", str(images / "im1.png")])
+    text = " ".join(capsys.readouterr().out.split())
+    assert code == 1 and "failed: the only item failed" in text
+    code = main(["--workspace", str(studio.home), "run", str(yaml_file), "--file", str(images / "im0.png")])
+    text = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and "succeeded: 1 item, none failed" in text and "1 items" not in text
+
+
+def test_compare_marks_every_change_past_the_threshold(studio: Studio, images: Path) -> None:
+    from vistudio.db import Run, RunStage
+
+    a = run(studio, spec(output_mode="production"), input_dir=images)
+    b = run(studio, spec(output_mode="production"), input_dir=images)
+    with studio.sessions.begin() as s:
+        for run_id, mean_intensity, load_ms in ((a["id"], 100.0, 0.30), (b["id"], 187.0, 0.561)):
+            row = s.get(Run, run_id)
+            assert row is not None
+            row.metrics = {**row.metrics, "grey.mean_intensity": mean_intensity, "grey.flat": 1.0}
+            stage = s.get(RunStage, (run_id, "load"))
+            assert stage is not None
+            stage.total_ms, stage.ok, stage.failed = load_ms * 6, 6, 0
+    diff = runs.compare_runs(studio, a["id"], b["id"])
+    m = diff["metrics"]["grey.mean_intensity"]
+    assert m["relative"] == pytest.approx(0.87) and m["changed"] is True  # +87 % is marked
+    assert diff["metrics"]["grey.flat"]["changed"] is False
+    load = diff["stages"]["load"]
+    # +87 % slower, but by 0.26 ms per item: marked, yet within the timer's noise, not a regression
+    assert load["changed"] and load["slower"] and load["within_noise"] and not load["regression"]
+    assert not any("load" in r for r in diff["regressions"])
+
+
+def test_validation_side_by_side_is_readable_in_the_report(studio: Studio, tmp_path: Path) -> None:
+    src = tmp_path / "tiny"
+    src.mkdir()
+    rows = ["path,label"]
+    for i in range(4):
+        Image.new("RGB", (8, 8), (220, 20, 20) if i % 2 == 0 else (20, 20, 220)).save(src / f"t{i}.png")
+        rows.append(f"t{i}.png,{'blue' if i == 0 else ('red' if i % 2 == 0 else 'blue')}")  # t0 is a mistake
+    (src / "truth.csv").write_text("\n".join(rows) + "\n")
+    pipeline = spec(
+        stages=[{"name": "load"}, {"name": "classify", "uses": "custom:toy_stages:colour_classifier"}],
+        output_mode="validation",
+    )
+    r = run(studio, pipeline, input_dir=src, ground_truth=src / "truth.csv")
+    assert r["mistakes"] == 1
+    with Image.open(studio.home / "validation" / r["id"] / "errors" / "t0_compare.png") as im:
+        # the 8×8 input is scaled up by a whole factor (nearest) to at least 160 px, under a caption
+        assert im.height >= 160 + 40
+        assert im.convert("RGB").getpixel((80, 40 + 80)) == (220, 20, 20)
+    html = (studio.home / r["report_path"]).read_text()
+    # embedded as saved (not a 220 px thumbnail), and shown at its natural width
+    assert re.search(r'<img alt="t0_compare.png" src="data:image/png;base64,[^"]+" width="(\d+)"', html)
+    width = int(re.search(r'alt="t0_compare.png"[^>]*width="(\d+)"', html).group(1))  # type: ignore[union-attr]
+    assert width >= 160 and f'style="width:{width}px"' in html

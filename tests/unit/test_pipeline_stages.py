@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vistudio.errors import InvalidInput
 from vistudio.pipelines import builtin
 from vistudio.pipelines.builtin import (
     BUILTIN_STAGES,
@@ -29,7 +30,18 @@ from vistudio.pipelines.builtin import (
     normalise,
     resize,
 )
-from vistudio.pipelines.stage import STAGES, Item, StageError, StepOutput, as_output
+from vistudio.pipelines.spec import check_chain, load_spec
+from vistudio.pipelines.stage import (
+    STAGE_IO,
+    STAGES,
+    Item,
+    StageError,
+    StageIO,
+    StepOutput,
+    as_output,
+    io_of,
+    stage,
+)
 
 ITEM = Item(key="x")
 
@@ -64,6 +76,97 @@ def test_the_builtin_stages_are_registered_once_under_their_names() -> None:
     with pytest.raises(ValueError, match="already registered"):
         STAGES.register("resize")(resize)
     assert "custom" not in STAGES.names()  # load_custom is a helper the runner wraps, not a stage
+
+
+def test_every_builtin_stage_declares_what_it_takes_and_gives() -> None:
+    kinds = {name: (STAGE_IO.get(name).takes, STAGE_IO.get(name).gives) for name in BUILTIN_STAGES}
+    assert kinds["load"] == (("any",), "image")  # reads the file whatever came before
+    assert kinds["resize"] == (("image",), "image") and kinds["edges"] == (("image",), "image")
+    assert kinds["normalise"] == (("image",), "array")
+    assert kinds["classify_onnx"] == (("image", "file"), "label")  # reads the file when first
+    with pytest.raises(ValueError, match="unknown data kinds"):
+        stage("nonsense", takes=("pictures",))
+    assert "nonsense" not in STAGES.names()
+
+
+def _chain(*stages: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "p", "stages": list(stages)}
+
+
+@pytest.mark.parametrize(
+    ("stages", "message"),
+    [
+        (
+            [{"name": "resize", "params": {"max_side": 8}}],
+            r"stage 'resize' needs an image .*, but as the first stage it gets only the item's file"
+            r".*: add a `load` stage first",
+        ),
+        (
+            [{"name": "g", "uses": "grayscale"}, {"name": "load"}],
+            r"stage 'g' \(grayscale\) needs an image.*add a `load` stage first",
+        ),
+        (
+            [{"name": "load"}, {"name": "normalise"}, {"name": "small", "uses": "resize"}],
+            r"stage 'small' \(resize\) needs an image .*, but stage 'normalise' before it gives an array"
+            r".*: move 'small' before 'normalise'",
+        ),
+        (
+            [{"name": "load"}, {"name": "classify_onnx", "params": {"model": "m.onnx"}}, {"name": "blur"}],
+            r"stage 'blur' needs an image .*, but stage 'classify_onnx' before it gives a prediction",
+        ),
+    ],
+)
+def test_a_chain_that_cannot_work_is_refused_when_loaded(stages: list[dict[str, Any]], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message) as exc:
+        load_spec(_chain(*stages))
+    assert exc.value.status == 422 and exc.value.details["fix"]
+
+
+@pytest.mark.parametrize(
+    "stages",
+    [
+        [{"name": "load"}, {"name": "resize", "params": {"max_side": 8}}, {"name": "normalise"}],
+        [{"name": "classify_onnx", "params": {"model": "m.onnx"}}],  # reads the item's file itself
+        [{"name": "load"}, {"name": "grayscale"}, {"name": "again", "uses": "load"}, {"name": "edges"}],
+        # a custom stage declares nothing: it takes and gives anything, in any position
+        [{"name": "mine", "uses": "custom:somewhere.else:fn"}, {"name": "blur"}],
+        [{"name": "not-registered"}, {"name": "blur"}],  # the runner refuses it by name
+    ],
+)
+def test_chains_that_fit_are_accepted(stages: list[dict[str, Any]]) -> None:
+    assert [s.name for s in load_spec(_chain(*stages)).stages] == [s["name"] for s in stages]
+
+
+def test_a_custom_stage_declares_its_kinds_on_the_function() -> None:
+    def to_label(item: Item, data: Any) -> str:
+        return "x"
+
+    to_label.gives = "label"  # type: ignore[attr-defined]
+    sp = load_spec(_chain({"name": "load"}, {"name": "mine", "uses": "custom:m:f"}, {"name": "blur"}))
+    assert io_of(to_label).gives == "label" and io_of(lambda i, d: d) == StageIO()
+    with pytest.raises(InvalidInput, match=r"stage 'mine' .* gives a prediction"):
+        check_chain(sp, {"mine": to_label})
+
+
+def test_run_status_counts_failed_items() -> None:
+    from vistudio.services.runs import run_status
+
+    assert run_status(items=60, failed=60) == "failed"
+    assert run_status(items=60, failed=1) == "partial"
+    assert run_status(items=60, failed=0) == "succeeded"
+    assert run_status(items=0, failed=0) == "succeeded"  # no items: nothing failed
+
+
+def test_small_images_are_shown_scaled_up_by_a_whole_factor() -> None:
+    from vistudio.pipelines.report import readable_width
+    from vistudio.pipelines.saver import _readable
+
+    assert readable_width(8, 8) == 160 and readable_width(32, 32) == 160 and readable_width(30, 20) == 240
+    assert readable_width(640, 480) == 640 and readable_width(0, 0) == 0
+    big = _readable(Image.new("L", (8, 6)))
+    assert big.size == (216, 162)  # ×27: the shorter side reaches 160 px
+    assert _readable(Image.new("L", (300, 200))).size == (300, 200)
+    assert _readable(Image.new("L", (1000, 2))).size == (2000, 4)  # a thin strip stays bounded
 
 
 # --- load ----------------------------------------------------------------------------------------

@@ -5,13 +5,32 @@ from __future__ import annotations
 import io
 from collections import Counter, defaultdict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from vistudio.text import plural
 
-from vistudio.pipelines.runner import ItemReport
-from vistudio.pipelines.spec import PipelineSpec
+# `outcome` is imported by the CLI at start-up: pyarrow and the runner load where they are used
+if TYPE_CHECKING:
+    from vistudio.pipelines.runner import ItemReport
+    from vistudio.pipelines.spec import PipelineSpec
+
+
+def outcome(run: dict[str, Any]) -> str:
+    """What happened to a run's items, in words: ``"all 60 items failed"``, ``"3 of 60 items
+    failed, 1 mistake"``, ``"no items: the input holds no images"`` (``run``: an audit or a run)."""
+    n, failed, mistakes = int(run["items"]), int(run["failed"]), int(run.get("mistakes") or 0)
+    if not n:
+        return "no items: the input holds no images"
+    if failed == n:
+        text = "the only item failed" if n == 1 else f"all {plural(n, 'item')} failed"
+    elif failed:
+        text = f"{failed:,} of {plural(n, 'item')} failed"
+    else:
+        text = f"{plural(n, 'item')}, none failed"
+    # mistakes count failed items too: worth a word only when some items ran and were wrong
+    if mistakes > failed:
+        text += f", {plural(mistakes, 'mistake')}" + (" (failures included)" if failed else "")
+    return text
 
 
 def stage_summary(spec: PipelineSpec, reports: list[ItemReport]) -> list[dict[str, Any]]:
@@ -107,6 +126,9 @@ def build_audit(
 
 def metrics_table(run_id: str, reports: list[ItemReport]) -> bytes:
     """Per item and stage: status, duration and every metric, as Parquet (long format)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     rows: dict[str, list[Any]] = {
         k: [] for k in ("run_id", "item", "stage", "status", "duration_ms", "metric", "value")
     }

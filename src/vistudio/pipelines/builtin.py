@@ -23,7 +23,18 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFilter, ImageOps
 
-from vistudio.pipelines.stage import Item, StageError, StageFn, StepOutput, stage
+from vistudio.pipelines.stage import (
+    ANY,
+    ARRAY,
+    FILE,
+    IMAGE,
+    LABEL,
+    Item,
+    StageError,
+    StageFn,
+    StepOutput,
+    stage,
+)
 
 U8Image = npt.NDArray[np.uint8]
 F32Array = npt.NDArray[np.float32]
@@ -123,7 +134,7 @@ def read_image(path: Path, *, mode: str = "RGB") -> U8Image:
         raise StageError(f"load: cannot read {path.name} as an image: {exc}") from exc
 
 
-@stage("load")
+@stage("load", takes=(ANY,), gives=IMAGE)  # reads the file whatever came before
 def load(item: Item, data: Any, *, mode: str = "RGB") -> StepOutput:
     """Open ``item.path`` → uint8 H×W×3 (``mode="RGB"``) or H×W (``mode="L"``)."""
     if item.path is None:
@@ -159,7 +170,7 @@ def _target_size(
     return max(1, round(src_w * scale)), max(1, round(src_h * scale))
 
 
-@stage("resize")
+@stage("resize", takes=(IMAGE,), gives=IMAGE)
 def resize(
     item: Item,
     data: Any,
@@ -196,7 +207,7 @@ def resize(
     return StepOutput(data=out, outputs=[(out, "resized", "")], metrics=metrics)
 
 
-@stage("crop")
+@stage("crop", takes=(IMAGE,), gives=IMAGE)
 def crop(item: Item, data: Any, *, box: Sequence[float], normalised: bool = False) -> StepOutput:
     """Crop ``box = [x, y, w, h]``: pixels, or fractions of the image in [0, 1] with ``normalised``.
 
@@ -231,7 +242,7 @@ def crop(item: Item, data: Any, *, box: Sequence[float], normalised: bool = Fals
     return StepOutput(data=out, metrics=_size_metrics(out) | {"x": float(x0), "y": float(y0)})
 
 
-@stage("grayscale")
+@stage("grayscale", takes=(IMAGE,), gives=IMAGE)
 def grayscale(item: Item, data: Any) -> StepOutput:
     """RGB → grey (ITU-R 601-2 luma), uint8 H×W; a grey image passes through unchanged."""
     out = _to_grey(_image("grayscale", data)).copy()
@@ -241,7 +252,7 @@ def grayscale(item: Item, data: Any) -> StepOutput:
     )
 
 
-@stage("blur")
+@stage("blur", takes=(IMAGE,), gives=IMAGE)
 def blur(item: Item, data: Any, *, radius: float = 2.0) -> StepOutput:
     """Gaussian blur with ``radius`` (pixels, ≥ 0; 0 leaves the image unchanged). Same layout out."""
     img = _image("blur", data)
@@ -266,7 +277,7 @@ def sobel_magnitude(grey: U8Image) -> F32Array:
     return np.hypot(gx, gy).astype(np.float32)
 
 
-@stage("edges")
+@stage("edges", takes=(IMAGE,), gives=IMAGE)
 def edges(item: Item, data: Any, *, threshold: float | None = None) -> StepOutput:
     """Edge strength as uint8 H×W (Sobel magnitude / 4, clipped: a black/white step → 255).
 
@@ -309,7 +320,7 @@ def _per_channel(stage_name: str, name: str, value: Any, channels: int) -> F32Ar
     return np.broadcast_to(arr, (channels,)).reshape(channels, 1, 1)
 
 
-@stage("normalise")
+@stage("normalise", takes=(IMAGE,), gives=ARRAY)
 def normalise(
     item: Item,
     data: Any,
@@ -517,7 +528,7 @@ def _softmax(logits: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     return result
 
 
-@stage("classify_onnx")
+@stage("classify_onnx", takes=(IMAGE, FILE), gives=LABEL)
 def classify_onnx(item: Item, data: Any, *, model: str, top_k: int = 5) -> StepOutput:
     """Classify the image with an exported ONNX classifier (onnxruntime, imported on first use).
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from vistudio.pipelines.spec import PipelineSpec
 from vistudio.pipelines.stage import Item, StepOutput
@@ -214,21 +214,23 @@ class OutputSaver:
         ]
         if not images:
             return None
-        left = to_pil(images[0])
-        right = to_pil(images[-1]) if len(images) > 1 else None
+        left = _readable(to_pil(images[0]))
+        right = _readable(to_pil(images[-1])) if len(images) > 1 else None
         truth, pred = result.item.ground_truth, label_of(result.prediction)
         h = max(left.height, right.height if right else 0)
         w = left.width + (right.width + 8 if right else 0)
-        canvas = Image.new("RGB", (max(w, 320), h + 40), "white")
-        canvas.paste(left, (0, 40))
-        if right is not None:
-            canvas.paste(right, (left.width + 8, 40))
         caption = (
             f"truth: {truth}   prediction: {pred}"
             if result.error is None
             else f"error in {result.failed_stage}: {result.error}"
-        )
-        ImageDraw.Draw(canvas).text((6, 12), caption[:120], fill=(180, 0, 0))
+        )[:120]
+        font = ImageFont.load_default(size=14)
+        text_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(caption, font=font))
+        canvas = Image.new("RGB", (max(w, min(text_w + 12, 1200)), h + 40), "white")
+        canvas.paste(left, (0, 40))
+        if right is not None:
+            canvas.paste(right, (left.width + 8, 40))
+        ImageDraw.Draw(canvas).text((6, 12), caption, fill=(180, 0, 0), font=font)
         buf = io.BytesIO()
         canvas.save(buf, "PNG")
         return buf.getvalue()
@@ -240,6 +242,19 @@ class OutputSaver:
 
 
 # --- encoders ------------------------------------------------------------------------------
+
+READABLE_SIDE = 160  # a side-by-side panel is scaled up (whole pixels) until its shorter side reaches this
+
+
+def _readable(im: Image.Image) -> Image.Image:
+    """Small images (an 8×8 or 32×32 digit) scaled up by a whole factor with nearest-neighbour, so
+    the side-by-side shows their pixels at a size a person can judge instead of a speck."""
+    short = min(im.size)
+    factor = -(-READABLE_SIDE // short) if 0 < short < READABLE_SIDE else 1
+    factor = min(factor, max(1, 2048 // max(im.size)))  # a thin strip does not become huge
+    if factor == 1:
+        return im
+    return im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST)
 
 
 def _grey(a: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vistudio.errors import InvalidInput
+from vistudio.pipelines.stage import FILE, KIND_WORDS, STAGES, StageFn, io_of
 
 MODES = ("sample", "validation", "production")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -113,9 +114,60 @@ def load_spec(source: Path | str | dict[str, Any]) -> PipelineSpec:
     if not isinstance(doc, dict):
         raise InvalidInput("a pipeline is a mapping with name, stages, …")
     try:
-        return PipelineSpec.model_validate(doc)
+        spec = PipelineSpec.model_validate(doc)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "pipeline"
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         raise InvalidInput(f"{where}: {first['msg']}", details={"errors": errors}) from None
+    check_chain(spec)
+    return spec
+
+
+def check_chain(spec: PipelineSpec, functions: dict[str, StageFn] | None = None) -> None:
+    """Refuse (InvalidInput, naming the stage and the fix) a chain whose stages cannot fit: a
+    stage that needs an image first in line, or after a stage that gives an array or a label.
+
+    Built-in stages declare what they take and give; a custom stage counts as taking and giving
+    anything unless its function, given in ``functions`` (stage name → function), declares
+    ``takes``/``gives``. Stages not registered are left to the runner to refuse by name.
+    """
+    import vistudio.pipelines.builtin  # noqa: F401 - registers the built-in stages and their kinds
+
+    functions = functions or {}
+    gives, before = FILE, None  # the first stage gets no data, only the item's file
+    for position, st in enumerate(spec.stages):
+        fn = functions.get(st.name)
+        if fn is None and st.function in STAGES.entries:
+            fn = STAGES.entries[st.function]
+        if fn is None:
+            gives, before = "any", st
+            continue
+        io = io_of(fn, None if st.function.startswith("custom:") else st.function)
+        if not io.accepts(gives):
+            needs = " or ".join(KIND_WORDS[k] for k in io.takes if k != FILE)
+            named = f"stage {st.name!r}" + (f" ({st.function})" if st.function != st.name else "")
+            if before is None:
+                fix = "add a `load` stage first (it reads each item's image file)"
+                problem = f"{named} needs {needs}, but as the first stage it gets {KIND_WORDS[FILE]}"
+            else:
+                prev = f"stage {before.name!r}" + (
+                    f" ({before.function})" if before.function != before.name else ""
+                )
+                fix = (
+                    f"move {st.name!r} before {before.name!r}, or put a stage between them that gives {needs}"
+                )
+                problem = f"{named} needs {needs}, but {prev} before it gives {KIND_WORDS[gives]}"
+            raise InvalidInput(
+                f"{problem}: {fix}",
+                details={
+                    "stage": st.name,
+                    "uses": st.function,
+                    "position": position,
+                    "takes": list(io.takes),
+                    "gets": gives,
+                    "previous": before.name if before else None,
+                    "fix": fix,
+                },
+            )
+        gives, before = io.gives, st

@@ -9,6 +9,12 @@ It receives the item and the previous stage's ``data`` (``None`` for the first s
 parameters from the pipeline definition, and *returns* a ``StepOutput`` (any other return value is
 taken as ``StepOutput(data=value)``). Stages never touch the file system for outputs: the runner's
 ``OutputSaver`` decides what is saved where, so a stage is tested by checking what it returns.
+
+A stage also declares what kind of ``data`` it *takes* and *gives* (``image``, ``array``,
+``label``, ``any``; a chain starts with ``file``: no data, only the item's file), so a pipeline
+whose stages cannot fit together is refused when it is loaded rather than failing every item::
+
+    @stage("resize", takes=("image",), gives="image")
 """
 
 from __future__ import annotations
@@ -53,7 +59,61 @@ class StepOutput:
 
 StageFn = Callable[..., Any]
 STAGES: Registry[StageFn] = Registry("pipeline stage")
-stage = STAGES.register
+
+# What travels between stages. FILE is what the first stage gets: no data, only ``item.path``.
+FILE, IMAGE, ARRAY, LABEL, ANY = "file", "image", "array", "label", "any"
+KIND_WORDS = {
+    FILE: "only the item's file (no data yet)",
+    IMAGE: "an image (uint8 H×W or H×W×3)",
+    ARRAY: "an array (float C×H×W)",
+    LABEL: "a prediction (label)",
+    ANY: "any data",
+}
+
+
+@dataclass(frozen=True)
+class StageIO:
+    """The kinds of ``data`` a stage accepts from the previous stage, and the kind it passes on.
+
+    ``takes`` containing ``any`` accepts everything (the stage ignores or inspects its input);
+    ``file`` in ``takes`` means it can come first and read the item's file itself.
+    """
+
+    takes: tuple[str, ...] = (ANY,)
+    gives: str = ANY
+
+    def accepts(self, kind: str) -> bool:
+        return ANY in self.takes or kind == ANY or kind in self.takes
+
+
+STAGE_IO: Registry[StageIO] = Registry("pipeline stage kinds")
+ANY_IO = StageIO()
+
+
+def stage(name: str, *, takes: tuple[str, ...] = (ANY,), gives: str = ANY) -> Callable[[StageFn], StageFn]:
+    """Register a stage function under ``name`` with what it takes and gives (default: any)."""
+    unknown = [k for k in (*takes, gives) if k not in KIND_WORDS]
+    if unknown:
+        raise ValueError(f"stage {name!r}: unknown data kinds {unknown}; use {', '.join(KIND_WORDS)}")
+
+    def register(fn: StageFn) -> StageFn:
+        STAGES.add(name, fn)
+        STAGE_IO.add(name, StageIO(takes=tuple(takes), gives=gives))
+        return fn
+
+    return register
+
+
+def io_of(fn: StageFn, name: str | None = None) -> StageIO:
+    """A stage's kinds: registered with it, or declared by a custom function as ``takes``/``gives``
+    attributes; a custom stage that declares nothing takes and gives anything."""
+    if name is not None and name in STAGE_IO.entries:
+        return STAGE_IO.entries[name]
+    takes, gives = getattr(fn, "takes", None), getattr(fn, "gives", None)
+    if takes is None and gives is None:
+        return ANY_IO
+    takes_t = (takes,) if isinstance(takes, str) else tuple(takes or (ANY,))
+    return StageIO(takes=takes_t, gives=str(gives or ANY))
 
 
 def as_output(value: Any) -> StepOutput:

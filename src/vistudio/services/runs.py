@@ -25,9 +25,9 @@ from vistudio.pipelines.audit import (
     stage_summary,
 )
 from vistudio.pipelines.report import render_report
-from vistudio.pipelines.runner import ItemReport, Runner
+from vistudio.pipelines.runner import ItemReport, Runner, resolve_stage
 from vistudio.pipelines.saver import MODE_ROOTS, OutputSaver, safe_name
-from vistudio.pipelines.spec import MODES, PipelineSpec, load_spec
+from vistudio.pipelines.spec import MODES, PipelineSpec, check_chain, load_spec
 from vistudio.pipelines.stage import Item, StageError
 from vistudio.services.projects import find_project
 from vistudio.services.samples import labels_for
@@ -85,13 +85,13 @@ def start_run(
         source["ground_truth"] = str(Path(ground_truth).resolve())
     if spec.output_mode == "validation" and "ground_truth" not in source and source["kind"] != "project":
         raise InvalidInput("validation mode needs ground truth: a project's labels or --ground-truth CSV")
+    functions = {}
     for st in spec.stages:  # unknown stages fail now, not after the job starts
         try:
-            from vistudio.pipelines.runner import resolve_stage
-
-            resolve_stage(st)
+            functions[st.name] = resolve_stage(st)
         except StageError as exc:
             raise InvalidInput(f"stage {st.name!r}: {exc}") from None
+    check_chain(spec, functions)  # again, now with what custom stages declare
     job = studio.queue.enqueue(
         "pipeline_run",
         {"spec": spec.model_dump(), "source": source, "tag": tag, "dry_run": dry_run},
@@ -248,6 +248,8 @@ def run_pipeline(ctx: JobContext) -> dict[str, Any]:
         source=source,
         dry_run=dry_run,
     )
+    if status != "cancelled":
+        status = run_status(items=len(reports), failed=audit["failed"])
     audit["input_errors"] = input_errors
     audit["status"] = status
     summary = {
@@ -265,6 +267,14 @@ def run_pipeline(ctx: JobContext) -> dict[str, Any]:
     if status == "cancelled":
         raise JobCancelled()
     return {"run": get_run(studio, run_id)}
+
+
+def run_status(*, items: int, failed: int) -> str:
+    """``failed`` when every item failed, ``partial`` when some did, ``succeeded`` when none did
+    (a run with no items included: nothing failed)."""
+    if failed and failed >= items:
+        return "failed"
+    return "partial" if failed else "succeeded"
 
 
 def _record(
@@ -431,9 +441,10 @@ def list_runs(
 def compare_runs(studio: Studio, a: str, b: str, *, threshold: float = 0.05) -> dict[str, Any]:
     """Metric deltas, per-stage timing deltas and per-item differences of two runs.
 
-    A regression is a stage's mean time that got worse by more than ``threshold`` (relative) and
+    A stage time or metric that changed by more than ``threshold`` (a fraction: 0.05 is 5 %) is
+    ``changed``. A regression is a stage's mean time that got worse by more than ``threshold`` and
     ``MIN_SLOWDOWN_MS``, more failed items or mistakes, or an item that succeeded in ``a`` and
-    failed (or became a mistake) in ``b``. Metric deltas are reported, not judged: whether higher
+    failed (or became a mistake) in ``b``. Metric deltas are marked, not judged: whether higher
     is better depends on the metric.
     """
     ra, rb = get_run(studio, a), get_run(studio, b)
@@ -443,20 +454,27 @@ def compare_runs(studio: Studio, a: str, b: str, *, threshold: float = 0.05) -> 
         va, vb = ra["metrics"].get(k), rb["metrics"].get(k)
         delta = None if va is None or vb is None else vb - va
         rel = None if delta is None or not va else delta / abs(va)
-        metrics[k] = {"a": va, "b": vb, "delta": delta, "relative": rel}
+        # from zero any change is infinitely relative: marked whenever there is one
+        changed = bool(delta) and (rel is None or abs(rel) > threshold)
+        metrics[k] = {"a": va, "b": vb, "delta": delta, "relative": rel, "changed": changed}
     stages = {}
     sa = {x["stage"]: x for x in ra["stages"]}
     for x in rb["stages"]:
         y = sa.get(x["stage"])
         if y:
             rel = (x["mean_ms"] - y["mean_ms"]) / y["mean_ms"] if y["mean_ms"] else None
+            changed = rel is not None and abs(rel) > threshold
+            # a change past the threshold is always marked; only one past the timer's noise too
+            # (MIN_SLOWDOWN_MS per item) counts as a regression
+            within_noise = abs(x["mean_ms"] - y["mean_ms"]) <= MIN_SLOWDOWN_MS
             stages[x["stage"]] = {
                 "a_ms": y["mean_ms"],
                 "b_ms": x["mean_ms"],
                 "relative": rel,
-                "regression": rel is not None
-                and rel > threshold
-                and x["mean_ms"] - y["mean_ms"] > MIN_SLOWDOWN_MS,
+                "changed": changed,
+                "slower": changed and rel is not None and rel > 0,
+                "within_noise": changed and within_noise,
+                "regression": changed and rel is not None and rel > 0 and not within_noise,
             }
     items_a = {i["item"]: i for i in audits[0].get("per_item", [])}
     items = []

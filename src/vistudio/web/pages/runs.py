@@ -13,7 +13,8 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
-from vistudio.services import runs
+from vistudio.pipelines.audit import outcome
+from vistudio.services import run_results, runs
 from vistudio.studio import Studio
 from vistudio.web.pages._common import error_fragment, error_page, form_date, is_htmx, render, templates
 
@@ -21,7 +22,8 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE = 100  # runs listed at once
 CHART_RUNS = 50  # newest runs in the duration chart
 MAX_ITEMS = 100  # changed items shown by the comparison
-STATUSES = ("running", "succeeded", "cancelled", "failed")
+DETAIL_IMAGES = 24  # saved images shown on a run's page (the report and the folder hold the rest)
+STATUSES = ("running", "succeeded", "partial", "failed", "cancelled")
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 # The report holds file names from user input: no scripts, no fetches, only inline styles and data: images.
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -227,7 +229,13 @@ def compare_page(
     return render(
         request,
         "runs_compare.html",
-        {"cmp": cmp, "items": items, "more_items": len(cmp["items"]) - len(items), "nav": "runs"},
+        {
+            "cmp": cmp,
+            "items": items,
+            "more_items": len(cmp["items"]) - len(items),
+            "min_slowdown_ms": runs.MIN_SLOWDOWN_MS,
+            "nav": "runs",
+        },
     )
 
 
@@ -246,7 +254,21 @@ def run_detail(request: Request, studio: StudioDep, run_id: RunId) -> Response:
     for s in stages:
         s["pct"] = round(100 * (s["total_ms"] or 0) / max_total, 1)
     outputs = str(studio.home / run["outputs_dir"]) if run["outputs_dir"] else None
-    return render(request, "runs_detail.html", {"run": run, "outputs_path": outputs, "nav": "runs"})
+    images = run_results.run_images(studio, run["id"], limit=DETAIL_IMAGES)
+    for im in images["items"]:
+        im["url"] = _file_url(run, im["path"])
+    return render(
+        request,
+        "runs_detail.html",
+        {
+            "run": run,
+            "outcome": outcome(run),
+            "errors": run_results.run_errors(studio, run),
+            "images": images,
+            "outputs_path": outputs,
+            "nav": "runs",
+        },
+    )
 
 
 def _inside(root: Path, relative: str) -> Path:
