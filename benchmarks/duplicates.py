@@ -17,6 +17,16 @@ Pairs are scored: a pair is true when both images come from the same photo. Per 
 recall is the share of photos whose copy landed in its original's group, and precision the share
 of the copy's grouped pairs that are true.
 
+Similar but distinct (``--skip-digits`` leaves it out) — scikit-learn's 1,797 digits drawn as
+the demo draws them (8×8 → 32×32 grey PNGs: similar pictures, none a copy of another; digits
+with identical pixels count as one picture) plus ``DIGIT_COPIES`` true copies (doubled in size,
+or turned by 90°). Grouped at several thresholds two ways in the same run: ``single linkage``
+(connected components of the near pairs, how groups were formed before: A–B and B–C near puts
+A, B and C in one group) and ``keeper centre`` (vistudio: every member within the threshold of
+the group's keeper). Reported: groups, the largest, extra copies (what "remove others" would
+remove), pairwise precision, recall of the planted copies, and the largest distance of a member
+to its keeper and between two members of one group.
+
 Speed — ``--samples`` N synthetic hashes (1 % planted as turned or mirrored copies with up to 3
 flipped bits) grouped by ``perceptual_groups``; the baseline is brute force (every pair, all eight
 variants, numpy popcount) timed on ``--brute`` items and scaled by (N / brute)². With ``--service``
@@ -25,7 +35,8 @@ call, then from the cache) with one decision. With ``--semantic`` N: semantic pa
 0.95) on N clustered vectors against the exact flat range search, scaled the same way.
 
     .venv/bin/python benchmarks/duplicates.py [--samples 100000] [--brute 4000] [--service]
-        [--semantic 100000 --dim 512] [--thresholds 4,6,8,10] [--side 512] [--skip-quality] [--out FILE]
+        [--semantic 100000 --dim 512] [--thresholds 4,6,8,10] [--side 512] [--skip-quality]
+        [--skip-digits] [--out FILE]
 
 Prints one JSON document.
 """
@@ -210,6 +221,109 @@ def quality(thresholds: list[int], *, side: int = 512) -> dict[str, Any]:
     return results
 
 
+# --- similar but distinct ------------------------------------------------------------------------
+
+DIGIT_COPIES = 40
+
+
+def digits_set() -> list[dict[str, Any]]:
+    """The demo's digits through the import's probe, plus ``DIGIT_COPIES`` true copies."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images
+    items: list[dict[str, Any]] = []
+    origin_of: dict[bytes, int] = {}
+
+    def add(im: Image.Image, origin: int, kind: str) -> None:
+        probe = probe_bytes(_encode(im))
+        with Image.open(io.BytesIO(probe.thumbnail)) as thumb:
+            thumb.load()
+            variants = dedup.dihedral_hashes(thumb)
+        items.append({"origin": origin, "kind": kind, "phash": int(probe.phash, 16), "variants": variants})
+
+    drawn = []
+    for k, img in enumerate(images):
+        arr = (255 - img * (255 / 16)).clip(0, 255).astype(np.uint8)  # as services/demo.py draws them
+        im = Image.fromarray(arr, "L").resize((32, 32), Image.Resampling.NEAREST)
+        origin = origin_of.setdefault(arr.tobytes(), k)  # identical pixels: one picture
+        drawn.append((im, origin))
+        add(im, origin, "digit")
+    rng = np.random.default_rng(5)
+    for n, k in enumerate(rng.choice(len(images), size=DIGIT_COPIES, replace=False).tolist()):
+        im, origin = drawn[k]
+        if n % 2:
+            add(im.transpose(T.ROTATE_90), origin, "copy_rot90")
+        else:
+            add(im.resize((64, 64), Image.Resampling.BICUBIC), origin, "copy_resize_2x")
+    return items
+
+
+def _spread(variants: np.ndarray, groups: list[Any]) -> tuple[int, int]:
+    """(largest distance of a member to its group's best-ranked member, largest distance between
+    two members of one group)."""
+    to_keeper = within = 0
+    for g in groups:
+        g = np.asarray(g)
+        keeper = int(g[0])
+        if len(g) > 1:
+            to_keeper = max(to_keeper, int(dedup.distances_to(variants, keeper, g[1:]).max()))
+        for m in g.tolist():
+            within = max(within, int(dedup.distances_to(variants, m, g).max()))
+    return to_keeper, within
+
+
+def similar_but_distinct(thresholds: list[int]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    items = digits_set()
+    n = len(items)
+    variants = np.array([it["variants"] for it in items], dtype=np.uint64)
+    origin = np.array([it["origin"] for it in items])
+    copies = [k for k, it in enumerate(items) if it["kind"] != "digit"]
+    first_of = {}
+    for k, it in enumerate(items):
+        first_of.setdefault(it["origin"], k)
+    out: dict[str, Any] = {
+        "images": n,
+        "distinct_pictures": len(set(origin.tolist())),
+        "planted_copies": len(copies),
+        "thresholds": {},
+    }
+    for t in thresholds:
+        i, j, _ = dedup.dihedral_pairs(variants, max_distance=t)
+        methods = {
+            "single linkage (before)": dedup.components(n, i, j),
+            "keeper centre": dedup.perceptual_groups(variants, max_distance=t),
+        }
+        row: dict[str, Any] = {}
+        for name, groups in methods.items():
+            label = _groups_of(n, groups)
+            same_group = label[:, None] == label[None, :]
+            upper = np.triu(np.ones((n, n), dtype=bool), k=1)
+            predicted = same_group & upper
+            true = (origin[:, None] == origin[None, :]) & upper
+            tp = int((predicted & true).sum())
+            to_keeper, within = _spread(variants, groups)
+            row[name] = {
+                "groups": len(groups),
+                "largest_group": max((len(g) for g in groups), default=0),
+                "grouped_images": int(sum(len(g) for g in groups)),
+                "extra_copies": int(sum(len(g) - 1 for g in groups)),
+                "predicted_pairs": int(predicted.sum()),
+                "false_pairs": int((predicted & ~true).sum()),
+                "precision": round(tp / max(1, int(predicted.sum())), 4),
+                "copy_recall": round(
+                    sum(bool(label[c] == label[first_of[int(origin[c])]]) for c in copies)
+                    / max(1, len(copies)),
+                    4,
+                ),
+                "max_bits_to_keeper": to_keeper,
+                "max_bits_within_group": within,
+            }
+        out["thresholds"][str(t)] = row
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
 # --- speed ---------------------------------------------------------------------------------------
 
 
@@ -246,9 +360,9 @@ def brute_pairs(variants: np.ndarray, max_distance: int) -> set[tuple[int, int]]
 def speed(n: int, brute: int, max_distance: int) -> dict[str, Any]:
     variants, planted = synthetic(n)
     t = time.perf_counter()
-    i, j, _ = dedup.dihedral_pairs(variants, max_distance=max_distance)
-    groups = dedup.components(n, i, j)
+    groups = dedup.perceptual_groups(variants, max_distance=max_distance)
     fast = time.perf_counter() - t
+    i, j, _ = dedup.dihedral_pairs(variants, max_distance=max_distance)
     found = set(zip(i.tolist(), j.tolist(), strict=True))
     # a planted copy may itself have been overwritten by a later copy: count those still near
     near = [p for p in planted if dedup.dihedral_distance(variants[p[0]], variants[p[1]]) <= max_distance]
@@ -380,6 +494,7 @@ def main() -> None:
     ap.add_argument("--thresholds", default="4,6,8,10")
     ap.add_argument("--side", type=int, default=512, help="longest side of the photos")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-digits", action="store_true", help="leave out the similar-but-distinct case")
     ap.add_argument("--service", action="store_true", help="also time list_groups on --samples samples")
     ap.add_argument("--semantic", type=int, default=0, help="also time semantic pairs on N vectors")
     ap.add_argument("--dim", type=int, default=512)
@@ -392,6 +507,9 @@ def main() -> None:
     if not args.skip_quality:
         print("quality: probing 200 images", file=sys.stderr)
         result["quality"] = quality([int(x) for x in args.thresholds.split(",")], side=args.side)
+    if not args.skip_digits:
+        print("similar but distinct: probing the digits", file=sys.stderr)
+        result["similar_but_distinct"] = similar_but_distinct([int(x) for x in args.thresholds.split(",")])
     print(f"speed: {args.samples} hashes", file=sys.stderr)
     result["speed"] = speed(args.samples, min(args.brute, args.samples), 6)
     if args.service:

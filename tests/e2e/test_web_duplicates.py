@@ -4,6 +4,7 @@ many groups, a narrow screen)."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ from web_factories import alpine_ready, wait_for_job
 
 from vistudio.api.app import create_app
 from vistudio.jobs.worker import Worker
-from vistudio.services import duplicates, ingest, library, projects, samples
+from vistudio.services import duplicates, ingest, library, projects, samples, splits
 from vistudio.studio import Studio
 
 HX = {"HX-Request": "true"}
@@ -78,6 +79,20 @@ def make_library(root: Path, *, groups: int) -> Path:
             target = folder / (LONG if i == 0 and k == 0 else f"{name}-copy{k}.jpg")
             copies[k](im).save(target, quality=70)
     _photo(PHOTOS[groups], 160).save(root / "originals" / "alone.png")
+    return root
+
+
+def make_burst(root: Path, *, copies: int) -> Path:
+    """One photo and ``copies`` near copies of it (smaller, re-encoded at other qualities, a
+    little brighter or darker): one perceptual group of ``copies + 1`` photos, the original its
+    keeper (the largest)."""
+    root.mkdir(parents=True, exist_ok=True)
+    im = _photo("chelsea", 240)
+    im.save(root / "chelsea-original.png")
+    small = im.resize((im.width * 5 // 6, im.height * 5 // 6))
+    for k in range(copies):
+        shade = small.point(lambda v, k=k: min(255, max(0, v + (k % 7) - 3)))
+        shade.save(root / f"chelsea-burst-{k:03d}.jpg", quality=40 + (k * 7) % 55)
     return root
 
 
@@ -176,6 +191,76 @@ def test_decisions_over_htmx(client: TestClient, web_studio: Studio, trip: str) 
         == 422
     )
     assert client.post(f"{base}/decisions/999999/undo", data={}, headers=HX).status_code == 404
+
+
+def test_the_import_report_and_the_page_count_the_same_groups(
+    client: TestClient, web_studio: Studio, tmp_path: Path
+) -> None:
+    projects.create_project(web_studio, name="trip", task="library")
+    job = ingest.start_import(
+        web_studio, project="trip", source=make_library(tmp_path / "lib", groups=5), fmt="folder"
+    )
+    assert Worker(web_studio).run_one(job["id"]) is not None
+    report = client.get(f"/projects/trip/imports/{job['id']}", headers=HX).text
+    counted = re.search(r'data-testid="report-near-groups">(\d+)<', report)
+    page = client.get("/projects/trip/duplicates").text
+    shown = re.search(r'data-testid="dup-summary">\s*<strong>(\d+)</strong>', page)
+    # turned and mirrored copies count in both (the report once counted resized copies only)
+    assert counted and shown and counted.group(1) == shown.group(1) == "5"
+    assert 'href="/projects/trip/duplicates"' in report and "Review the 5 near-duplicate groups" in report
+
+
+def test_show_more_pages_through_every_member(client: TestClient, web_studio: Studio, tmp_path: Path) -> None:
+    projects.create_project(web_studio, name="burst", task="library")
+    _import(web_studio, "burst", make_burst(tmp_path / "burst", copies=69))
+    page = client.get("/projects/burst/duplicates").text
+    (gid,) = re.findall(r'data-group="(p-[0-9a-f]{12})"', page)
+    assert page.count('data-testid="dup-member"') == 12 and "70 photos" in page
+    assert "58 more photos in this group" in page and "the CLI and the API list every one" not in page
+    seen = re.findall(r'data-testid="dup-member" data-sample-id="(\d+)"', page)
+    url = re.search(r'hx-get="([^"]+/members\?[^"]+)"', page)
+    while url:
+        r = client.get(url.group(1).replace("&amp;", "&"), headers=HX)
+        assert r.status_code == 200 and 'name="keeper"' in r.text  # still a pick for the keeper
+        seen += re.findall(r'data-testid="dup-member" data-sample-id="(\d+)"', r.text)
+        url = re.search(r'hx-get="([^"]+/members\?[^"]+)"', r.text)
+    assert len(seen) == len(set(seen)) == 70  # 12, then 48, then the last 10: each once
+    # the API pages through members too
+    body = client.get(f"/api/v1/duplicates/burst/groups/{gid}?offset=60&limit=48").json()
+    assert body["size"] == 70 and len(body["samples"]) == 10 and body["samples_offset"] == 60
+    assert [s["id"] for s in body["samples"]] == [int(x) for x in seen[60:]]
+    assert client.get("/projects/burst/duplicates/p-000000000000/members?offset=12").status_code == 404
+
+
+def test_remove_is_explained_up_front_when_a_saved_split_holds_the_photos(
+    client: TestClient, web_studio: Studio, trip: str
+) -> None:
+    page = client.get(f"/projects/{trip}/duplicates").text
+    assert 'data-testid="dup-remove-blocked"' not in page
+    splits.create_split(web_studio, project=trip, name="main", ratios="0.5,0.5", seed=1)
+    page = html.unescape(client.get(f"/projects/{trip}/duplicates").text)
+    reasons = re.findall(r'data-testid="dup-remove-blocked">([^<]+)<', page)
+    assert len(reasons) == 3 and all("in the saved split 'main', which never changes" in r for r in reasons)
+    assert "The other photo is in" in page and "All 3 other photos are in" in page
+    assert (
+        page.count('disabled aria-describedby="why-') == 3 and 'data-testid="dup-remove-confirm"' not in page
+    )
+    # the service says the same when asked to remove anyway
+    group = re.findall(r'data-group="(p-[0-9a-f]{12})"', page)[0]
+    r = client.post(f"/projects/{trip}/duplicates/{group}/decide", data={"action": "remove"}, headers=HX)
+    assert (
+        r.status_code == 409
+        and "saved split 'main'" in html.unescape(r.text)
+        and r.headers["HX-Retarget"] == f"#err-{group}"
+    )
+    # the error box sits inside the card, after its members, just above its buttons
+    card = page[page.index(f'id="group-{group}"') :]
+    card = card[: card.index("</article>")]
+    assert (
+        card.rindex('data-testid="dup-member"')
+        < card.index(f'id="err-{group}"')
+        < card.index('data-testid="dup-keep"')
+    )
 
 
 def test_api_routes(client: TestClient, trip: str) -> None:
@@ -325,3 +410,69 @@ def test_review_in_the_browser(
     page.goto(url + "?status=all")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     shot(page, "duplicates-narrow", full_page=False)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_big_group_pages_through_its_members_and_errors_show_by_the_button(
+    live_server: tuple[str, Studio, Path], page: Any, shot: Callable[..., Path]
+) -> None:
+    base_url, studio, root = live_server
+    expect = pytest.importorskip("playwright.sync_api").expect
+    projects.create_project(studio, name="cat burst", task="library")
+    job = ingest.start_import(
+        studio, project="cat burst", source=make_burst(root / "burst", copies=69), fmt="folder"
+    )
+    assert wait_for_job(studio, job["id"])["status"] == "succeeded"
+    url = f"{base_url}/projects/{quote('cat burst')}/duplicates"
+    page.goto(url)
+    alpine_ready(page)
+    card = page.locator('[data-testid="dup-group"]')
+    assert card.count() == 1
+    members = card.locator('[data-testid="dup-member"]')
+    assert members.count() == 12
+    expect(card.locator('[data-testid="dup-more"]')).to_contain_text("58 more photos in this group")
+    card.locator('[data-testid="dup-show-more"]').click()
+    expect(members).to_have_count(60)
+    card.locator('[data-testid="dup-show-more"]').click()
+    expect(members).to_have_count(70)
+    expect(card.locator('[data-testid="dup-more"]')).to_have_count(0)
+    ids = [members.nth(k).get_attribute("data-sample-id") for k in range(70)]
+    assert len(set(ids)) == 70
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    card.locator('[data-testid="dup-hide"]').scroll_into_view_if_needed()
+    shot(page, "duplicates-big-group", full_page=False)
+
+    # the page is stale: a saved split now holds the photos, and "remove others" can only fail.
+    # Its 409 must show next to the button that caused it, on screen, inside the group's card.
+    splits.create_split(studio, project="cat burst", name="main", ratios="0.5,0.5", seed=1)
+    card.locator('[data-testid="dup-remove"]').click()
+    confirm = card.locator('[data-testid="dup-remove-confirm"]')
+    confirm.click()
+    error = card.locator('[data-testid="dup-error"] .alert-error')
+    expect(error).to_contain_text("saved split 'main'")
+    box, button, frame = error.bounding_box(), confirm.bounding_box(), card.bounding_box()
+    assert box and button and frame
+    viewport = page.viewport_size
+    assert box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"]  # on screen, no scrolling
+    assert frame["y"] <= box["y"] and box["y"] + box["height"] <= frame["y"] + frame["height"]
+    assert 0 <= button["y"] - (box["y"] + box["height"]) <= 200  # just above the button
+    shot(page, "duplicates-error-by-button", full_page=False)
+
+    # reloaded, the page says why up front instead of offering the removal
+    page.reload()
+    alpine_ready(page)
+    blocked = page.locator('[data-testid="dup-remove-blocked"]')
+    expect(blocked).to_contain_text("All 69 other photos are in the saved split 'main'")
+    assert page.locator('[data-testid="dup-remove"]').is_disabled()
+    blocked.scroll_into_view_if_needed()
+    shot(page, "duplicates-remove-blocked", full_page=False)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    alpine_ready(page)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    shot(page, "duplicates-big-group-narrow", full_page=False)
+    page.locator('[data-testid="dup-show-more"]').scroll_into_view_if_needed()
+    shot(page, "duplicates-show-more-narrow", full_page=False)
+    page.locator('[data-testid="dup-remove-blocked"]').scroll_into_view_if_needed()
+    shot(page, "duplicates-remove-blocked-narrow", full_page=False)

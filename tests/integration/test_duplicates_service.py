@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from factories import run_import
 from vistudio.db import Artifact, Sample
@@ -120,6 +120,41 @@ def test_perceptual_groups_turned_mirrored_and_shrunk_copies(studio: Studio, pho
     # pagination
     page = _perceptual(studio, limit=1, offset=1)
     assert page["total"] == 2 and len(page["items"]) == 1 and page["items"][0]["id"] == out["items"][1]["id"]
+
+
+def _digit(path: Path, k: int) -> Path:
+    """Digit ``k`` of scikit-learn's digits drawn as the demo draws it (32×32 grey PNG)."""
+    from sklearn.datasets import load_digits
+
+    arr = (255 - load_digits().images[k] * (255 / 16)).clip(0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr, "L").resize((32, 32), Image.Resampling.NEAREST).save(path)
+    return path
+
+
+def test_groups_do_not_chain_and_the_import_counts_the_page_groups(studio: Studio, tmp_path: Path) -> None:
+    # digits 67, 212 and 282 are distinct pictures: 67–212 and 212–282 are 4 bits apart, 67–282
+    # 8. Single linkage made one group of all three; the third must stay out at 4 or 6 bits.
+    src = tmp_path / "digits"
+    for name, k in (("a", 67), ("b", 212), ("c", 282), ("d", 0), ("e", 1)):
+        _digit(src / f"{name}.png", k)
+    projects.create_project(studio, name="digits", task="library")
+    report = run_import(studio, "digits", src)["result"]["report"]
+    ids = ids_by_name(studio, "digits")
+    a, b, c = ids["a.png"], ids["b.png"], ids["c.png"]
+    page = duplicates.list_groups(studio, project="digits")
+    # the import report and the page count the same groups
+    assert report["near_duplicate_groups"] == page["counts"]["groups"] == page["total"] == 1
+    (g,) = page["items"]
+    assert g["keeper"] == a and {s["id"] for s in g["samples"]} == {a, b}
+    assert g["distance"] == 4 and all(s["distance"] <= 6 for s in g["samples"])
+    at4 = duplicates.list_groups(studio, project="digits", threshold=4)["items"]
+    assert [{s["id"] for s in x["samples"]} for x in at4] == [{a, b}]
+    at8 = duplicates.list_groups(studio, project="digits", threshold=8)["items"]
+    assert [{s["id"]: s["distance"] for s in x["samples"]} for x in at8] == [{a: 0, b: 4, c: 8}]
+    # samples are marked with their group's keeper, for browsing side by side
+    marked = samples.list_samples(studio, project="digits", duplicates_only=True)["items"]
+    assert {s["id"]: s["dup_group"] for s in marked} == {a: a, b: a}
 
 
 def test_keep_hide_remove_and_undo(studio: Studio, photos: Any, tmp_path: Path) -> None:
@@ -305,6 +340,9 @@ def test_hostile_input(studio: Studio, photos: Any) -> None:
 
 
 def test_hashing_job_for_large_backlogs(studio: Studio, photos: Any) -> None:
+    # an import hashes its photos' turns and mirrors itself; samples from before that have none
+    with studio.sessions.begin() as s:
+        s.execute(delete(DuplicateHash))
     out = _perceptual(studio, hash_inline=0)
     job = out["hashing"]["job"]
     assert out["hashing"]["pending"] == 7 and job["kind"] == "duplicate_hashes"

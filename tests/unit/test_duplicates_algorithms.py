@@ -114,10 +114,20 @@ def _random_variants(rng: np.random.Generator, n: int, *, planted: int, noise: i
     return dedup.derived_variants(base)
 
 
-def _components(n: int, pairs: set[tuple[int, int]]) -> list[list[int]]:
-    i = np.array([a for a, _ in pairs], dtype=np.int64)
-    j = np.array([b for _, b in pairs], dtype=np.int64)
-    return [g.tolist() for g in dedup.components(n, i, j)]
+def _centres(n: int, pairs: set[tuple[int, int]], order: list[int]) -> list[list[int]]:
+    """Centre grouping the slow way: in ``order``, an unclaimed item claims its unclaimed near items."""
+    near: dict[int, set[int]] = {k: set() for k in range(n)}
+    for a, b in pairs:
+        near[a].add(b)
+        near[b].add(a)
+    claimed: set[int] = set()
+    out = []
+    for a in order:
+        free = sorted(b for b in near[a] if b not in claimed)
+        if a not in claimed and free:
+            claimed.update([a, *free])
+            out.append([a, *free])
+    return out
 
 
 @pytest.mark.parametrize("max_distance", [0, 3, 6, 10, 16])
@@ -131,8 +141,15 @@ def test_dihedral_pairs_equal_brute_force(max_distance: int) -> None:
     assert found <= expected
     for a, b, dist in zip(i, j, d, strict=True):
         assert a < b and dist == dedup.dihedral_distance(variants[a], variants[b])
-    groups = dedup.perceptual_groups(variants, max_distance=max_distance)
-    assert [g.tolist() for g in groups] == _components(300, expected) and len(groups) >= 20
+    priority = rng.permutation(300)  # keeper sort keys
+    groups = dedup.perceptual_groups(
+        variants, max_distance=max_distance, rank=lambda rows: [int(priority[r]) for r in rows]
+    )
+    order = sorted(range(300), key=lambda r: int(priority[r]))
+    assert [g.tolist() for g in groups] == _centres(300, expected, order) and len(groups) >= 20
+    for g in groups:  # no chaining: every member is near the keeper, which ranks first
+        assert all(dedup.dihedral_distance(variants[g[0]], variants[m]) <= max_distance for m in g[1:])
+        assert int(priority[g[0]]) == min(int(priority[m]) for m in g)
     # without repeated own hashes, every near pair is listed
     distinct = np.unique(variants[:, 0], return_index=True)[1]
     rest = variants[np.sort(distinct)]
@@ -170,6 +187,26 @@ def test_plans_and_bad_distances() -> None:
         dedup.dihedral_pairs(np.zeros((3, 4), np.uint64), max_distance=3)
     empty = dedup.dihedral_pairs(np.zeros((1, 8), np.uint64), max_distance=3)
     assert all(len(x) == 0 for x in empty)
+
+
+def test_a_chain_is_not_one_group() -> None:
+    """A–B and B–C within the threshold, A–C not: A (the keeper) takes B, C stays out; with B
+    as the keeper, B takes both. Single linkage (``components``) made one group of A, B, C."""
+    a = 0x0123456789ABCDEF
+    b, c = a ^ 0b111, a ^ 0b111111  # A–B: 3 bits, B–C: 3 bits, A–C: 6 bits
+    variants = dedup.derived_variants([a, b, c])
+    assert [g.tolist() for g in dedup.components(3, *dedup.dihedral_pairs(variants, max_distance=3)[:2])] == [
+        [0, 1, 2]
+    ]
+    assert [g.tolist() for g in dedup.perceptual_groups(variants, max_distance=3)] == [[0, 1]]
+    b_first = dedup.perceptual_groups(variants, max_distance=3, rank=lambda rows: [r != 1 for r in rows])
+    assert [g.tolist() for g in b_first] == [[1, 0, 2]]
+    # the same for embeddings: cos(A, B) = cos(B, C) = 0.966, cos(A, C) = 0.866
+    angles = np.radians([0.0, 15.0, 30.0])
+    x = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    assert [g.tolist() for g in similarity_groups(x, threshold=0.95)] == [[0, 1]]
+    mid = similarity_groups(x, threshold=0.95, rank=lambda rows: [r != 1 for r in rows])
+    assert [g.tolist() for g in mid] == [[1, 0, 2]]
 
 
 def test_components() -> None:
@@ -260,3 +297,14 @@ def test_perceptual_precision_and_recall_on_transformed_copies() -> None:
 def test_speed_benchmark_agrees_with_brute_force() -> None:
     out = _benchmark().speed(1500, 400, 6)
     assert out["same_pairs_as_brute_force"] is True and out["planted_grouped"] == 1.0
+
+
+@pytest.mark.slow
+def test_similar_but_distinct_digits_do_not_chain() -> None:
+    """The demo's digits (similar, none a copy of another) plus 40 true copies, at 6 bits."""
+    row = _benchmark().similar_but_distinct([6])["thresholds"]["6"]
+    ours, chained = row["keeper centre"], row["single linkage (before)"]
+    assert ours["max_bits_to_keeper"] <= 6 < chained["max_bits_to_keeper"]
+    assert ours["largest_group"] * 3 < chained["largest_group"]
+    assert ours["precision"] > 3 * chained["precision"] and ours["copy_recall"] >= 0.95
+    assert ours["false_pairs"] * 5 < chained["false_pairs"]

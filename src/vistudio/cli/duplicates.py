@@ -10,8 +10,7 @@ from rich.table import Table
 
 from vistudio.cli.output import console, emit, print_embedding_follow_up, state, wait_for_job
 from vistudio.errors import BadRequest
-from vistudio.jobs.queue import FINISHED
-from vistudio.services import duplicates
+from vistudio.text import plural
 
 
 def _size(n: int | None) -> str:
@@ -29,8 +28,9 @@ def _render_groups(d: dict[str, Any]) -> None:
     shown = "" if d["threshold"] is None else f" at threshold {d['threshold']:g}"
     counts = d["counts"]
     console.print(
-        f"[bold]{d['total']}[/] {d['level']} duplicate group(s){shown} "
-        f"({counts['open']} to review, {counts['reviewed']} reviewed)"
+        f"[bold]{plural(d['total'], d['level'] + ' duplicate group')}[/]{shown} "
+        f"({counts['open']:,} to review, {counts['reviewed']:,} reviewed, "
+        f"{plural(counts['duplicates'], 'extra copy')})"
     )
     exact = d["level"] == "exact"
     for g in d["groups"]:
@@ -40,7 +40,7 @@ def _render_groups(d: dict[str, Any]) -> None:
             else "to review"
         )
         console.print(
-            f"\n[bold]{g['id']}[/]  {g['size']} {'files' if exact else 'samples'}  "
+            f"\n[bold]{g['id']}[/]  {plural(g['size'], 'file' if exact else 'sample')}  "
             f"distance {g['distance']:g}  {state_}"
         )
         for s in g["samples"]:
@@ -53,10 +53,12 @@ def _render_groups(d: dict[str, Any]) -> None:
             )
     imported = d.get("import_duplicates")
     if imported and imported["count"]:
-        console.print(f"the imports skipped {imported['count']} file(s) identical to one already imported")
+        console.print(
+            f"the imports skipped {plural(imported['count'], 'file')} identical to one already imported"
+        )
     if d.get("hashing", {}).get("job"):
         console.print(
-            f"rotations and mirrors of {d['hashing']['pending']} sample(s) are being hashed "
+            f"rotations and mirrors of {plural(d['hashing']['pending'], 'sample')} are being hashed "
             f"(job {d['hashing']['job']['id']}): the groups are approximate until it finishes"
         )
 
@@ -96,6 +98,8 @@ def duplicates_command(
     suggested keeper: the largest resolution, then the earliest. Decide with --resolve GROUP
     --action keep|hide|remove; take a decision back with --undo ID. Originals are never touched.
     """
+    from vistudio.services import duplicates
+
     studio = state(ctx).studio()
     if sum(x is not None for x in (resolve, undo)) + decisions > 1:
         raise typer.BadParameter("use one of --resolve, --undo and --decisions at a time")
@@ -126,7 +130,7 @@ def duplicates_command(
             out,
             lambda d: console.print(
                 f"group {d['decision']['group']}: {d['decision']['action']} (decision {d['decision']['id']}, "
-                f"{len(d['decision']['affected'])} sample(s) affected; undo with --undo {d['decision']['id']})"
+                f"{plural(len(d['decision']['affected']), 'sample')} affected; undo with --undo {d['decision']['id']})"
             ),
         )
         return
@@ -136,7 +140,7 @@ def duplicates_command(
         def render(d: dict[str, Any]) -> None:
             console.print(
                 f"decision {d['undone']['id']} ({d['undone']['action']}) undone"
-                + (f"; {len(d['restored'])} sample(s) restored" if d["restored"] else "")
+                + (f"; {plural(len(d['restored']), 'sample')} restored" if d["restored"] else "")
                 + (f"; {len(d['not_restored'])} could not be restored" if d["not_restored"] else "")
             )
             print_embedding_follow_up(d)
@@ -155,7 +159,7 @@ def duplicates_command(
                 "keeper",
                 "affected",
                 "decided",
-                title=f"{d['total']} decision(s)",
+                title=plural(d["total"], "decision"),
             )
             for x in d["items"]:
                 t.add_row(
@@ -177,6 +181,8 @@ def duplicates_command(
         "threshold": threshold,
         "status": status,
     }
+    from vistudio.jobs.queue import FINISHED
+
     found = duplicates.list_groups(studio, offset=offset, limit=limit, **kw)
     job = found.get("hashing", {}).get("job")
     if job and not no_wait and job["status"] not in FINISHED:

@@ -1,5 +1,6 @@
 """Duplicate detection under rotation and mirroring (no database): dihedral perceptual hashes,
-near pairs by multi-index hashing, connected components, the keeper rule and group names.
+near pairs by multi-index hashing, groups around a keeper (no chaining), the keeper rule and
+group names.
 
 The perceptual hash (``imagehash.phash``, stored per sample at import) thresholds the 8×8
 lowest-frequency DCT coefficients of a 32×32 grey image at their median. A rotation by 90° or a
@@ -22,6 +23,11 @@ one chunk, so per chunk only the items in the buckets of the query's chunk value
 neighbours (at most 2 flipped bits) are compared — vectorised with numpy, never a Python loop
 per pair. ``c`` is chosen per call from the sizes (pigeonhole exact buckets when small, 16-bit
 chunks with one flipped bit around 100,000 items).
+
+Grouping: near pairs become groups by ``near_dups.centre_groups`` — candidates are visited in
+keeper order (:func:`keeper_rank`) and each unclaimed one claims its unclaimed near items, so every
+member is within the threshold of the group's keeper. :func:`components` (single linkage) is kept
+only as the benchmark's baseline: it chains similar but distinct pictures into huge groups.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from vistudio.ingest.near_dups import _chunks, _popcount, parse_hash
+from vistudio.ingest.near_dups import Rank, _chunks, _popcount, centre_groups, parse_hash, priority_order
 
 # The eight variants, in the order they are stored: rotations are counter-clockwise.
 DIHEDRAL = ("identity", "rot90", "rot180", "rot270", "flip_h", "flip_v", "transpose", "transverse")
@@ -283,7 +289,11 @@ def dihedral_pairs(variants: U64, *, max_distance: int) -> tuple[I64, I64, I64]:
 
 def components(n: int, i: I64, j: I64) -> list[I64]:
     """Connected components (size >= 2) of ``n`` nodes joined by edges ``(i[k], j[k])``: sorted
-    index arrays, ordered by their first index."""
+    index arrays, ordered by their first index.
+
+    Single linkage: members may be far apart (A–B and B–C near, A–C not). Groups shown to users
+    come from :func:`perceptual_groups` / ``centre_groups``; this is the benchmarks' baseline.
+    """
     if n == 0 or len(i) == 0:
         return []
     graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(n, n))
@@ -300,10 +310,65 @@ def components(n: int, i: I64, j: I64) -> list[I64]:
     return [g.astype(np.int64) for g in groups]
 
 
-def perceptual_groups(variants: U64, *, max_distance: int) -> list[I64]:
-    """Groups of row indices of ``variants`` (n×8) that are near duplicates up to a turn or mirror."""
+def distances_to(variants: U64, keeper: int, rows: I64) -> I64:
+    """:func:`dihedral_distance` from row ``keeper`` to each of ``rows`` (vectorised)."""
+    k = variants[keeper]
+    other = variants[rows]
+    return np.minimum(
+        _popcount(k[None, :] ^ other[:, :1]).min(axis=1), _popcount(other ^ k[0]).min(axis=1)
+    ).astype(np.int64)
+
+
+def perceptual_groups(variants: U64, *, max_distance: int, rank: Rank | None = None) -> list[I64]:
+    """Groups of row indices of ``variants`` (n×8) that are near duplicates *of the group's keeper*
+    up to a turn or mirror: every member is within ``max_distance`` bits of it.
+
+    ``rank`` gives the keeper sort key (e.g. :func:`keeper_rank`) of the rows it is handed (only
+    rows that may group are asked); without it the first row is preferred. Each group is an array
+    with the keeper first and the other members ascending; groups are in keeper order.
+    """
+    variants = np.asarray(variants, dtype=np.uint64)
+    n = len(variants)
     i, j, _ = dihedral_pairs(variants, max_distance=max_distance)
-    return components(len(variants), i, j)
+    if n < 2:
+        return []
+    # rows with the same own hash are one unit (dihedral_pairs pairs only its first row with others)
+    _, inverse = np.unique(variants[:, 0], return_inverse=True)
+    inverse = inverse.reshape(-1).astype(np.int64)
+    units = int(inverse.max()) + 1
+    sizes = np.bincount(inverse, minlength=units)
+    ui, uj = inverse[i], inverse[j]
+    inter = ui != uj
+    involved = np.zeros(units, dtype=bool)
+    involved[ui[inter]] = True
+    involved[uj[inter]] = True
+    involved |= sizes >= 2
+    order = priority_order(n, np.flatnonzero(involved[inverse]), rank)
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n)
+    by_unit = np.lexsort((pos, inverse))  # rows of each unit together, best first
+    starts = np.zeros(units + 1, dtype=np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    head = by_unit[starts[:-1]]  # each unit's best row
+    unit_order = np.argsort(pos[head], kind="stable")
+    groups: list[I64] = []
+    grouped = np.zeros(units, dtype=bool)
+    for g in centre_groups(units, ui[inter], uj[inter], order=unit_order):
+        grouped[g] = True
+        keeper = int(head[g[0]])
+        rows = np.concatenate([by_unit[starts[u] : starts[u + 1]] for u in g.tolist()])
+        others = np.sort(rows[rows != keeper])
+        # a unit's pairs were measured from its first row: re-check from the keeper itself (rows
+        # of one unit may mix exact and predicted variants, a bit or two apart)
+        others = others[distances_to(variants, keeper, others) <= max_distance]
+        if len(others):
+            groups.append(np.concatenate([[keeper], others]).astype(np.int64))
+    for u in np.flatnonzero(~grouped & (sizes >= 2)).tolist():
+        keeper = int(head[u])
+        rows = by_unit[starts[u] : starts[u + 1]]
+        groups.append(np.concatenate([[keeper], np.sort(rows[rows != keeper])]).astype(np.int64))
+    groups.sort(key=lambda g: int(pos[g[0]]))
+    return groups
 
 
 # --- review helpers ------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from sqlalchemy import insert, select, update
 
 from vistudio.db import Annotation, LabelClass, Sample, SampleTag, utcnow
 from vistudio.errors import InvalidInput, NotFound
-from vistudio.ingest.near_dups import near_duplicate_groups
 from vistudio.ingest.pool import HashPrefixes, init_worker, probe_and_store, probe_task
 from vistudio.ingest.readers import detect_format, known_formats, read_source
 from vistudio.ingest.types import ParsedSource, SourceError, SourceItem
@@ -347,7 +346,7 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
         raise
     writer.flush()
     ctx.progress(total, total, "grouping near-duplicates", force=True)
-    groups = update_near_duplicates(studio, project_id=project_id)
+    groups = update_near_duplicates(studio, project_id=project_id, ctx=ctx)
     from vistudio.services.embeddings import embed_new_samples
 
     embedding = embed_new_samples(studio, project_id) if writer.imported else None
@@ -377,18 +376,26 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-def update_near_duplicates(studio: Studio, *, project_id: int) -> int:
-    """Recompute near-duplicate groups over the whole project; returns the number of groups."""
-    dist = studio.settings.imports.near_duplicate_distance
+def update_near_duplicates(studio: Studio, *, project_id: int, ctx: JobContext | None = None) -> int:
+    """Recompute the project's near-duplicate groups and mark their members (``dup_group``: the
+    group's keeper); returns the number of groups.
+
+    They are the duplicates page's perceptual groups at the default threshold, so a report and
+    the page count the same groups.
+    """
+    from vistudio.services import duplicates  # numpy/scipy grouping: only when an import runs
+
+    groups = duplicates.near_duplicate_groups(studio, project_id=project_id, ctx=ctx)
     with studio.sessions.begin() as s:
-        hashes = dict(s.execute(select(Sample.id, Sample.phash).where(Sample.project_id == project_id)).all())
-        groups = near_duplicate_groups(hashes, max_distance=dist)
         s.execute(
             update(Sample)
             .where(Sample.project_id == project_id, Sample.dup_group.is_not(None))
             .values(dup_group=None)
         )
-        rows = [{"id": sid, "dup_group": g[0]} for g in groups for sid in g]
+        alive = set(s.scalars(select(Sample.id).where(Sample.project_id == project_id)))
+        rows = [
+            {"id": sid, "dup_group": keeper} for keeper, members in groups for sid in members if sid in alive
+        ]
         if rows:
             s.execute(update(Sample), rows)
     return len(groups)

@@ -2,30 +2,30 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vistudio.ingest.near_dups import hamming, near_duplicate_groups
+from vistudio.ingest.near_dups import centre_groups, hamming, near_duplicate_groups, priority_order
 
 
 def brute_force_groups(hashes: dict[int, str], max_distance: int) -> list[list[int]]:
+    """Centre grouping the slow way: visit keys in order; an unclaimed key with unclaimed near
+    keys becomes a centre and claims them all."""
     keys = sorted(hashes)
-    parent = {k: k for k in keys}
-
-    def find(k: int) -> int:
-        while parent[k] != k:
-            k = parent[k]
-        return k
-
-    for i, a in enumerate(keys):
-        for b in keys[i + 1 :]:
-            if hamming(hashes[a], hashes[b]) <= max_distance:
-                parent[find(b)] = find(a)
-    groups: dict[int, list[int]] = {}
-    for k in keys:
-        groups.setdefault(find(k), []).append(k)
-    return sorted((sorted(g) for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+    claimed: set[int] = set()
+    groups = []
+    for a in keys:
+        if a in claimed:
+            continue
+        near = [
+            b for b in keys if b != a and b not in claimed and hamming(hashes[a], hashes[b]) <= max_distance
+        ]
+        if near:
+            claimed.update([a, *near])
+            groups.append(sorted([a, *near]))
+    return sorted(groups, key=lambda g: g[0])
 
 
 def as_hex(value: int) -> str:
@@ -54,9 +54,26 @@ def test_groups_small_example() -> None:
     assert near_duplicate_groups({1: "ff"}) == []
 
 
-def test_groups_are_transitive_components() -> None:
-    chain = {0: as_hex(0), 1: as_hex(0b111), 2: as_hex(0b111111)}  # 0-1: 3 bits, 1-2: 3 bits, 0-2: 6
-    assert near_duplicate_groups(chain, max_distance=3) == [[0, 1, 2]]
+def test_groups_do_not_chain() -> None:
+    # A–B: 3 bits, B–C: 3 bits, A–C: 6 bits. Single linkage made one group of all three; every
+    # member must be within the threshold of the group's centre (its keeper) instead.
+    chain = {0: as_hex(0), 1: as_hex(0b111), 2: as_hex(0b111111)}
+    assert near_duplicate_groups(chain, max_distance=3) == [[0, 1]]
+    # the keeper rule picks the centre: with B first, B claims both A and C
+    assert near_duplicate_groups(chain, max_distance=3, rank=lambda k: k != 1) == [[1, 0, 2]]
+    assert near_duplicate_groups(chain, max_distance=6) == [[0, 1, 2]]
+
+
+def test_centre_groups() -> None:
+    i, j = np.array([0, 1, 3, 5]), np.array([1, 2, 4, 5])  # a chain 0–1–2, a pair 3–4, a self-pair
+    assert [g.tolist() for g in centre_groups(7, i, j)] == [[0, 1], [3, 4]]
+    assert [g.tolist() for g in centre_groups(7, i, j, order=[1, 0, 2, 3, 4, 5, 6])] == [[1, 0, 2], [3, 4]]
+    assert [g.tolist() for g in centre_groups(7, i, j, order=[4, 3, 2, 1, 0, 5, 6])] == [[4, 3], [2, 1]]
+    assert centre_groups(0, i[:0], j[:0]) == [] and centre_groups(3, i[:0], j[:0]) == []
+    with pytest.raises(ValueError):
+        centre_groups(7, i, j, order=[0, 0, 1, 2, 3, 4, 5])
+    order = priority_order(6, [4, 2, 4], rank=lambda rows: [-int(r) for r in rows])
+    assert order.tolist() == [4, 2, 0, 1, 3, 5]
 
 
 @settings(max_examples=60, deadline=None)

@@ -42,6 +42,24 @@ def list_groups(
     )
 
 
+@router.get("/{project}/groups/{group}")
+def get_group(
+    studio: StudioDep,
+    project: ProjectRef,
+    group: GroupRef,
+    threshold: Annotated[float | None, Query(description="the threshold the group was listed with")] = None,
+    offset: Offset = 0,
+    limit: Annotated[
+        int | None, Query(ge=1, le=duplicates.MAX_LIMIT, description="members to return (default: all)")
+    ] = None,
+) -> dict[str, Any]:
+    """One group with its decision; ``offset``/``limit`` page through its members (``size``
+    counts them all)."""
+    return duplicates.get_group(
+        studio, project=project, group=group, threshold=threshold, offset=offset, limit=limit
+    )
+
+
 @router.post("/{project}/groups/{group}/decision", status_code=201)
 def decide(studio: StudioDep, project: ProjectRef, group: GroupRef, body: DecisionRequest) -> dict[str, Any]:
     """Keep (mark reviewed), hide the others, or remove the others from the project."""

@@ -1,5 +1,6 @@
 """Semantic near duplicates (no database): pairs of embeddings whose cosine similarity reaches a
-threshold, joined into groups.
+threshold, grouped around a keeper (``near_dups.centre_groups``: every member reaches the
+threshold with the keeper, no chaining).
 
 Vectors are L2-normalised, so cosine similarity is the inner product. Up to ``exact_below``
 vectors a FAISS flat range search compares every pair (blocked, so memory stays bounded); above,
@@ -16,7 +17,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from vistudio.ingest.dedup import components
+from vistudio.ingest.near_dups import Rank, centre_groups, priority_order
 
 _FAISS: Any = faiss
 EXACT_BELOW = 20_000
@@ -85,9 +86,15 @@ def similar_pairs(
 
 
 def similarity_groups(
-    vectors: npt.ArrayLike, *, threshold: float, exact_below: int = EXACT_BELOW
+    vectors: npt.ArrayLike, *, threshold: float, exact_below: int = EXACT_BELOW, rank: Rank | None = None
 ) -> list[I64]:
-    """Groups (sorted row indices, size >= 2) of vectors joined by cosine >= ``threshold``."""
+    """Groups (size >= 2) of vectors whose cosine similarity with the group's keeper is >=
+    ``threshold``: the keeper first, the other members ascending.
+
+    ``rank`` gives the keeper sort key of the rows it is handed (only rows that may group are
+    asked); without it the first row is preferred.
+    """
     x = np.asarray(vectors)
     i, j, _ = similar_pairs(x, threshold=threshold, exact_below=exact_below)
-    return components(len(x), i, j)
+    n = len(x)
+    return centre_groups(n, i, j, order=priority_order(n, np.concatenate([i, j]), rank))

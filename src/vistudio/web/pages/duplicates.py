@@ -17,7 +17,8 @@ from vistudio.web.pages._common import RowId, error_fragment, error_page, render
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 20
-SHOWN_MEMBERS = 12  # a group of hundreds of identical frames shows this many, then a count
+SHOWN_MEMBERS = 12  # a group of hundreds of identical frames shows this many first…
+MEMBERS_PAGE = 48  # …then "show more" loads this many at a time
 RECENT_REMOVALS = 10  # removals listed with an undo (a removed group is no group any more)
 Text = Annotated[str, Query(max_length=40)]
 LEVELS = {
@@ -61,6 +62,7 @@ def _card_context(
         "threshold": "" if threshold is None else f"{threshold:g}",
         "base": _base(project),
         "shown_members": SHOWN_MEMBERS,
+        "members_page": MEMBERS_PAGE,
         **extra,
     }
 
@@ -139,9 +141,42 @@ def duplicates_page(
             "level_links": {k: link(level=k, threshold="", offset=0) for k in LEVELS},
             "status_links": {k: link(status=k, offset=0) for k in STATUSES},
             "shown_members": SHOWN_MEMBERS,
+            "members_page": MEMBERS_PAGE,
             "limits": {"bits": duplicates.MAX_BITS, "similarity": duplicates.MIN_SIMILARITY},
             "removals": removals,
         },
+    )
+
+
+@router.get("/projects/{name}/duplicates/{group}/members", response_class=HTMLResponse)
+def members(
+    request: Request,
+    studio: StudioDep,
+    name: str,
+    group: str,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    level: Text = "perceptual",
+    threshold: Text = "",
+) -> Response:
+    """The next members of a group ("show more"): their cards and, while some are left, the next
+    "show more"."""
+    try:
+        project = projects.get_project(studio, name)
+        value = _threshold(threshold)
+        g = duplicates.get_group(
+            studio,
+            project=project["id"],
+            group=group[:40],
+            threshold=value,
+            offset=offset,
+            limit=MEMBERS_PAGE,
+        )
+    except VistudioError as exc:
+        return error_fragment(request, exc)  # in place of the "show more" row that asked
+    return render(
+        request,
+        "fragments/duplicate_members.html",
+        _card_context(project, g, level, value, members=g["samples"], next_offset=offset + len(g["samples"])),
     )
 
 
@@ -158,7 +193,11 @@ def decide(
 ) -> Response:
     try:
         project = projects.get_project(studio, name)
-        keeper_id = int(keeper) if keeper.strip().isascii() and keeper.strip().isdigit() and len(keeper.strip()) < 19 else None
+        keeper_id = (
+            int(keeper)
+            if keeper.strip().isascii() and keeper.strip().isdigit() and len(keeper.strip()) < 19
+            else None
+        )
         if keeper.strip() and keeper_id is None:
             raise InvalidInput("the keeper must be a sample id")
         value = _threshold(threshold)
