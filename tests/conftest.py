@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,11 +12,16 @@ from factories import make_class_folders
 from vistudio.config import ImportSettings, JobSettings, Settings
 from vistudio.studio import Studio, open_studio
 
+# The suite runs offline: no test downloads model weights, whatever the machine's network (library
+# calls without workspace settings, CLI subprocesses and the test settings all see it).
+os.environ["VISTUDIO_OFFLINE"] = "1"
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(
         home=tmp_path / "ws",
+        offline=True,
         import_roots=[tmp_path],
         allowed_hosts=["localhost", "127.0.0.1", "testserver"],  # TestClient's host
         imports=ImportSettings(workers=1, batch_size=8),

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated, Any
 
 import platformdirs
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def env_var(key: str) -> str:
+    """The environment variable of a dotted setting key: ``embed.model`` → ``VISTUDIO_EMBED__MODEL``."""
+    return "VISTUDIO_" + key.upper().replace(".", "__")
 
 
 def _default_home() -> Path:
@@ -24,10 +32,10 @@ class JobSettings(BaseSettings):
 
 
 class ImportSettings(BaseSettings):
-    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=1024)
     thumb_size: int = 256
-    near_duplicate_distance: int = 6
-    batch_size: int = 64
+    near_duplicate_distance: int = Field(default=6, ge=0, le=64)  # bits of a 64-bit hash
+    batch_size: int = Field(default=64, ge=1, le=100_000)
     max_upload_bytes: int = 4 * 2**30
 
 
@@ -40,9 +48,12 @@ class EmbedSettings(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     workers: int = Field(default_factory=lambda: min(4, max(0, (os.cpu_count() or 1) - 1)), ge=0)
-    download: bool = False  # fetch weights missing from the local cache (needs network)
+    # Deprecated: downloads follow the one model policy (``Settings.offline``). Kept so that an
+    # existing ``VISTUDIO_EMBED__DOWNLOAD=false`` still means "never download CLIP weights".
+    download: bool = True
     cache_dir: Path | None = None  # open_clip / Hugging Face cache (default: theirs)
-    idle_ttl_seconds: float = 600.0  # a loaded model is freed after this long unused
+    # a loaded model is freed after this long unused (0: at once)
+    idle_ttl_seconds: float = Field(default=600.0, ge=0, allow_inf_nan=False)
     max_upload_bytes: int = 20 * 2**20  # largest image accepted by image search
 
 
@@ -57,6 +68,9 @@ class Settings(BaseSettings):
     # Host names the server answers to when it has no API token (DNS-rebinding defence).
     allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "[::1]"])
     embedded_workers: int = 1
+    # No network for model weights: a missing file is at once ``model_unavailable`` (HF_HUB_OFFLINE=1
+    # counts too; see vistudio.ml.weights). Off by default: weights download on first use.
+    offline: bool = False
     jobs: JobSettings = Field(default_factory=JobSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
@@ -64,3 +78,102 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'vistudio.db'}"
+
+
+# Settings a user may change at run time (the Settings page, `vistudio settings set`, PATCH
+# /api/v1/settings); the workspace stores them, and the environment still wins over them.
+RUNTIME_KEYS: tuple[str, ...] = (
+    "offline",
+    "embed.model",
+    "embed.pretrained",
+    "embed.checkpoint",
+    "embed.device",
+    "embed.batch_size",
+    "embed.workers",
+    "embed.idle_ttl_seconds",
+    "embed.cache_dir",
+    "import_roots",
+    "imports.workers",
+    "imports.batch_size",
+    "imports.near_duplicate_distance",
+)
+
+
+def env_source(key: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The environment variable that sets ``key``, if one does (names compared without case, as
+    pydantic-settings reads them). A whole group in JSON (``VISTUDIO_EMBED='{…}'``) counts for each
+    of its keys; ``HF_HUB_OFFLINE=1`` sets ``offline``."""
+    env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
+    name = env_var(key)
+    if name in env:
+        return name
+    group = key.split(".")[0]
+    if "." in key and env_var(group) in env:
+        return env_var(group)
+    if key == "offline" and env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE"
+    return None
+
+
+def _field(key: str) -> FieldInfo:
+    model: type[BaseModel] = Settings
+    *groups, last = key.split(".")
+    for g in groups:
+        ann = model.model_fields[g].annotation
+        assert isinstance(ann, type) and issubclass(ann, BaseModel)
+        model = ann
+    if last not in model.model_fields:
+        raise KeyError(key)
+    return model.model_fields[last]
+
+
+def setting_value(settings: Settings, key: str) -> Any:
+    """The value of a dotted key: ``setting_value(s, "embed.model")`` is ``s.embed.model``."""
+    obj: Any = settings
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def setting_default(key: str) -> Any:
+    """The built-in default of a dotted key (the environment and the workspace aside)."""
+    info = _field(key)
+    return info.get_default(call_default_factory=True)
+
+
+def validate_setting(key: str, value: Any) -> Any:
+    """``value`` checked and converted by the field's own type and bounds (``ValidationError`` if not)."""
+    info = _field(key)
+    typ: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return TypeAdapter(typ).validate_python(value)
+
+
+def with_setting(settings: Settings, key: str, value: Any) -> Settings:
+    """A copy of ``settings`` with ``key`` set to an already validated ``value``."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        return settings.model_copy(update={head: value})
+    group = getattr(settings, head)
+    return settings.model_copy(update={head: group.model_copy(update={rest: value})})
+
+
+def apply_overrides(
+    settings: Settings, overrides: Mapping[str, Any], environ: Mapping[str, str] | None = None
+) -> tuple[Settings, dict[str, str]]:
+    """``settings`` with the workspace's ``overrides`` applied under the environment (env >
+    workspace > default). Returns the new settings and, per override left out, why (set by the
+    environment, no longer editable, or no longer valid)."""
+    skipped: dict[str, str] = {}
+    for key, raw in overrides.items():
+        if key not in RUNTIME_KEYS:
+            skipped[key] = "not a setting that can be changed at run time"
+            continue
+        env = env_source(key, environ)
+        if env is not None:
+            skipped[key] = f"set by {env}: the environment wins"
+            continue
+        try:
+            settings = with_setting(settings, key, validate_setting(key, raw))
+        except ValidationError as exc:
+            skipped[key] = f"invalid stored value: {exc.errors()[0]['msg']}"
+    return settings, skipped

@@ -19,6 +19,7 @@ SHAPES = ("circle", "square", "triangle")
 
 
 def web_settings(root: Path, **extra: Any) -> Settings:
+    extra.setdefault("offline", True)  # tests never download model weights
     return Settings(
         home=root / "ws",
         import_roots=[root],

@@ -44,6 +44,7 @@ from vistudio.jobs.worker import JobContext, PermanentJobError
 from vistudio.ml.embed.clip import Described, OpenClipEncoder, describe, load_open_clip, resolve_device
 from vistudio.ml.embed.encoder import ModelInfo, ModelSpec
 from vistudio.ml.embed.faiss_index import FaissVectorIndex, IndexFileError, load_or_rebuild
+from vistudio.ml.weights import WeightsPolicy
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
 
@@ -92,10 +93,9 @@ def configured_spec(settings: Settings) -> ModelSpec:
 def describe_spec(studio: Studio, spec: ModelSpec) -> Described:
     """``describe``, remembered for a checkpoint per (path, size, mtime): a search does not read
     and hash the checkpoint file again."""
-    cfg = studio.settings.embed
 
     def load() -> Described:
-        return describe(spec, cache_dir=cfg.cache_dir, allow_download=cfg.download)
+        return describe(spec, weights=WeightsPolicy.from_settings(studio.settings, embed=True))
 
     if spec.checkpoint is not None:
         try:
@@ -131,7 +131,7 @@ def _encoder_entry(
     def load() -> OpenClipEncoder:
         t = time.monotonic()
         enc = load_open_clip(
-            spec, device=device, cache_dir=cfg.cache_dir, allow_download=cfg.download, described=d
+            spec, device=device, weights=WeightsPolicy.from_settings(studio.settings, embed=True), described=d
         )
         log.info("loaded %s@%s on %s in %.1f s", d.name, d.version[:16], device, time.monotonic() - t)
         return enc
@@ -734,7 +734,7 @@ def configured_model(studio: Studio) -> dict[str, Any]:
     try:
         d = describe_spec(studio, spec)
     except VistudioError as exc:
-        out.update(available=False, error={"code": exc.code, "message": exc.message})
+        out.update(available=False, error={"code": exc.code, "message": exc.message, "details": exc.details})
     else:
         out.update(available=True, name=d.name, version=d.version)
     return out

@@ -33,7 +33,7 @@ def _inside_roots(path: Path, roots: list[Path]) -> Path:
             return resolved
     raise InvalidInput(
         "source is outside the folders this server may import from (setting VISTUDIO_IMPORT_ROOTS)",
-        details={"import_roots": [str(r) for r in roots]},
+        details={"setting": "import_roots", "import_roots": [str(r) for r in roots]},
     )
 
 

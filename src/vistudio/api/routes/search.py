@@ -59,7 +59,7 @@ def _inside_roots(path: str, studio: Studio) -> Path:
         return resolved
     raise InvalidInput(
         "checkpoint is outside the folders this server may read from (setting VISTUDIO_IMPORT_ROOTS)",
-        details={"import_roots": [str(r) for r in roots]},
+        details={"setting": "import_roots", "import_roots": [str(r) for r in roots]},
     )
 
 

@@ -6,8 +6,10 @@ Where weights come from, in order:
   dict with ``state_dict`` and optionally ``model_cfg`` (an open_clip model config: then the
   checkpoint describes its own architecture), ``model_name`` and ``preprocess_cfg``;
 - ``pretrained`` tag: the file open_clip would download, looked up in the Hugging Face cache (or
-  open_clip's URL cache); downloaded only when ``allow_download`` — otherwise a missing file is a
-  ``ModelUnavailable`` naming the settings to change, never a silent fallback to random weights;
+  open_clip's URL cache); downloaded on first use under the one model policy
+  (``vistudio.ml.weights``: never when offline, and a fast network check first) — otherwise a
+  missing file is a ``ModelUnavailable`` naming the settings to change, never a silent fallback to
+  random weights;
 - ``pretrained == "none"``: untrained weights, seeded (``torch.manual_seed(0)``) so that every
   process builds the same model and its vectors stay comparable. Only on explicit request.
 
@@ -32,6 +34,7 @@ import numpy as np
 
 from vistudio.errors import InvalidInput, ModelUnavailable
 from vistudio.ml.embed.encoder import UNTRAINED_VERSION, FloatArray, ModelInfo, ModelSpec, l2_normalise
+from vistudio.ml.weights import WeightsPolicy, hf_endpoint
 from vistudio.storage.blobs import sha256_file
 
 log = logging.getLogger(__name__)
@@ -91,8 +94,14 @@ def _unknown_model(name: str | None) -> InvalidInput:
     return InvalidInput(
         f"unknown CLIP architecture {name!r} (setting {MODEL_SETTING}); open_clip knows {len(names)} "
         f"(open_clip.list_models()), e.g. {', '.join(common)}",
-        details={"model": name},
+        details={"model": name, "setting": "embed.model"},
     )
+
+
+def check_architecture(name: str) -> None:
+    """``InvalidInput`` unless open_clip knows the architecture ``name``."""
+    if _known_config(name) is None:
+        raise _unknown_model(name)
 
 
 def _checkpoint_header(path: Path) -> dict[str, Any]:
@@ -152,21 +161,29 @@ def cached_weights(name: str, tag: str, *, cache_dir: Path | None = None) -> Pat
 
 
 def describe(
-    spec: ModelSpec, *, cache_dir: Path | None = None, allow_download: bool = False, sha256: str | None = None
+    spec: ModelSpec,
+    *,
+    weights: WeightsPolicy | None = None,
+    cache_dir: Path | None = None,
+    sha256: str | None = None,
 ) -> Described:
     """Which model ``spec`` names, and whether its weights can be had — without building it.
 
-    Raises ``ModelUnavailable`` when the weights are neither local nor allowed to be downloaded
-    (or the checkpoint file is missing), ``InvalidInput`` for an unknown architecture or tag.
-    ``sha256`` skips hashing a checkpoint whose hash the caller already knows.
+    Raises ``ModelUnavailable`` when the weights are not local and cannot be downloaded (offline
+    under ``weights``, default: the environment's policy; or the network check fails, within
+    seconds), or the checkpoint file is missing; ``InvalidInput`` for an unknown architecture or
+    tag. ``cache_dir`` overrides the policy's cache; ``sha256`` skips hashing a checkpoint whose
+    hash the caller already knows.
     """
+    policy = _policy(weights, cache_dir)
+    cache_dir = policy.cache_dir
     oc = _open_clip()
     if spec.checkpoint is not None:
         path = Path(spec.checkpoint).expanduser()
         if not path.is_file():
             raise ModelUnavailable(
                 f"checkpoint file not found: {path} (setting {CHECKPOINT_SETTING})",
-                details={"checkpoint": str(path), "setting": "VISTUDIO_EMBED__CHECKPOINT"},
+                details={"checkpoint": str(path), "setting": "embed.checkpoint"},
             )
         path = path.resolve()
         header = _checkpoint_header(path)
@@ -187,25 +204,68 @@ def describe(
         raise ModelUnavailable(
             f"no weights named for {name}: set a pretrained tag ({PRETRAINED_SETTING}) or a checkpoint "
             f"({CHECKPOINT_SETTING})",
-            details={"model": name, "tags": oc.list_pretrained_tags_by_model(name)},
+            details={
+                "model": name,
+                "tags": oc.list_pretrained_tags_by_model(name),
+                "setting": "embed.pretrained",
+            },
         )
     if not oc.get_pretrained_cfg(name, tag):
         tags = oc.list_pretrained_tags_by_model(name)
         raise InvalidInput(
             f"{tag!r} is not a pretrained tag of {name} (setting {PRETRAINED_SETTING}); "
             + (f"known tags: {', '.join(tags)}" if tags else "this architecture has no pretrained weights"),
-            details={"model": name, "pretrained": tag, "tags": tags},
+            details={"model": name, "pretrained": tag, "tags": tags, "setting": "embed.pretrained"},
         )
-    weights = cached_weights(name, tag, cache_dir=cache_dir)
-    if weights is None and not allow_download:
+    found = cached_weights(name, tag, cache_dir=cache_dir)
+    if found is None:
+        # checked now, so that a request fails at once rather than a job minutes later
+        policy.require_network(
+            _download_url(oc.get_pretrained_cfg(name, tag)),
+            what=f"the weights of {name} / {tag} are",
+            settings=_ALTERNATIVES,
+            details={"model": name, "pretrained": tag},
+        )
+    return Described(name, tag, tag, None, found)
+
+
+def _policy(weights: WeightsPolicy | None, cache_dir: Path | None) -> WeightsPolicy:
+    policy = weights or WeightsPolicy.from_env()
+    return dataclasses.replace(policy, cache_dir=cache_dir) if cache_dir is not None else policy
+
+
+# what a user can do instead of downloading: (setting key, how to set it)
+_ALTERNATIVES = [
+    ("embed.checkpoint", f"give a local weights file with {CHECKPOINT_SETTING}"),
+    ("embed.model", f"pick weights already in the cache with {MODEL_SETTING} and {PRETRAINED_SETTING}"),
+]
+
+
+def _download_url(tag_cfg: dict[str, Any]) -> str:
+    """Where open_clip fetches a tag's weights: the Hugging Face Hub, else a plain URL."""
+    return hf_endpoint() if tag_cfg.get("hf_hub") else str(tag_cfg.get("url") or hf_endpoint())
+
+
+def _download(tag_cfg: dict[str, Any], *, name: str, tag: str, policy: WeightsPolicy) -> Path:
+    """The weights of ``name`` / ``tag`` fetched under ``policy``, as open_clip names them."""
+    what = f"the weights of {name} / {tag} are"
+    details = {"model": name, "pretrained": tag}
+    if tag_cfg.get("hf_hub"):
+        repo, filename = os.path.split(tag_cfg["hf_hub"])
+        names = [HF_SAFE_WEIGHTS, HF_WEIGHTS] if not filename else [filename]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        return policy.hf_download(repo, names, what=what, settings=_ALTERNATIVES, details=details)
+    policy.require_network(_download_url(tag_cfg), what=what, settings=_ALTERNATIVES, details=details)
+    try:
+        cache = str(policy.cache_dir) if policy.cache_dir else None
+        return Path(_open_clip().pretrained.download_pretrained_from_url(tag_cfg["url"], cache_dir=cache))
+    except Exception as exc:
         raise ModelUnavailable(
-            f"the weights of {name} / {tag} are not in the local cache and downloading is off: "
-            f"put them in the Hugging Face cache (or allow downloads with VISTUDIO_EMBED__DOWNLOAD=true), "
-            f"give a local file with {CHECKPOINT_SETTING}, or pick cached weights with {MODEL_SETTING} and "
-            f"{PRETRAINED_SETTING}",
-            details={"model": name, "pretrained": tag, "setting": "VISTUDIO_EMBED__MODEL"},
-        )
-    return Described(name, tag, tag, None, weights)
+            f"could not download the weights of {name} / {tag}: {str(exc)[:300]} "
+            f"(settings {CHECKPOINT_SETTING}, {MODEL_SETTING})",
+            details={**details, "setting": "embed.checkpoint"},
+        ) from None
 
 
 class OpenClipEncoder:
@@ -336,15 +396,18 @@ def load_open_clip(
     spec: ModelSpec,
     *,
     device: str = "auto",
+    weights: WeightsPolicy | None = None,
     cache_dir: Path | None = None,
-    allow_download: bool = False,
     described: Described | None = None,
 ) -> OpenClipEncoder:
-    """Build the encoder ``spec`` names on ``device`` (``describe`` first, unless given)."""
+    """Build the encoder ``spec`` names on ``device`` (``describe`` first, unless given); missing
+    weights are downloaded under ``weights`` (default: the environment's policy)."""
     import torch
 
     oc = _open_clip()
-    d = described or describe(spec, cache_dir=cache_dir, allow_download=allow_download)
+    policy = _policy(weights, cache_dir)
+    cache_dir = policy.cache_dir
+    d = described or describe(spec, weights=policy)
     dev = resolve_device(device)
     if d.checkpoint is not None:
         obj = _load_checkpoint(d.checkpoint)
@@ -390,26 +453,15 @@ def load_open_clip(
             preprocess = dict(oc.get_model_preprocess_cfg(model))
         else:
             tag_cfg = oc.get_pretrained_cfg(d.name, d.pretrained or "")
-            weights = d.weights
-            if weights is None:  # allowed to download
-                try:
-                    weights = Path(
-                        oc.pretrained.download_pretrained(
-                            tag_cfg, cache_dir=str(cache_dir) if cache_dir else None
-                        )
-                    )
-                except Exception as exc:
-                    raise ModelUnavailable(
-                        f"could not download the weights of {d.name} / {d.pretrained}: {str(exc)[:300]} "
-                        f"(settings {CHECKPOINT_SETTING}, {MODEL_SETTING})",
-                        details={"model": d.name, "pretrained": d.pretrained},
-                    ) from None
+            weights_file = d.weights
+            if weights_file is None:  # not in the cache: describe found the network reachable
+                weights_file = _download(tag_cfg, name=d.name, tag=d.pretrained or "", policy=policy)
             pp_override = {
                 k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg
             }
             model = oc.create_model(
                 d.name,
-                pretrained=str(weights),
+                pretrained=str(weights_file),
                 force_quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
                 force_preprocess_cfg=pp_override,
                 pretrained_text=False,

@@ -15,6 +15,7 @@ def routers() -> list[APIRouter]:
         projects,
         runs,
         search,
+        settings,
         split,
         training,
     )
@@ -31,4 +32,5 @@ def routers() -> list[APIRouter]:
         dataset.router,
         jobs.router,
         runs.router,
+        settings.router,
     ]
