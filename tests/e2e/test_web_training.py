@@ -5,6 +5,7 @@ comparison charts."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ def test_empty_states_and_validation_messages(client: TestClient, web_studio: St
     )
     assert 'id="experiments-empty"' in html
     projects.create_project(web_studio, name="photos", task="library")
-    assert 'data-testid="train-unavailable"' in client.get("/projects/photos/train").text
+    hidden = client.get("/projects/photos/train")  # a photo library has no Train section
+    assert hidden.status_code == 404 and "Photo library projects have no Train section" in hidden.text
     assert client.get("/projects/nope/train").status_code == 404
 
     from vistudio.services import splits
@@ -192,3 +194,81 @@ def test_live_curves_stop_many_experiments_and_compare(
     )
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
     shot(page, "train-05-compare")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_live_numbers_first_epoch_points_and_image_size_warning(
+    live_server: tuple[str, Studio, Path], page: Any, shot: Callable[..., Path], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    base, studio, _ = live_server
+    tiny_project(studio, tmp_path, name="speedy")  # 18 training images
+    page.goto(f"{base}/projects/speedy/train", timeout=60_000)  # the first page loads the model catalog
+    alpine_ready(page)
+    warnings = page.locator("#tf-warnings .train-warning")
+    expect(warnings).to_have_count(0)
+    # the warning shows while the form is filled in, before anything starts
+    page.locator("#tf-model").select_option("mobilenet_v3_small")
+    page.locator("#tf-image-size").fill("32")
+    expect(warnings).to_have_count(1)
+    expect(warnings.first).to_have_attribute("data-key", "image_size")
+    expect(warnings.first).to_contain_text("96 px")
+    shot(page, "train-06-size-warning", full_page=False)
+    page.set_viewport_size({"width": 390, "height": 844})
+    warnings.first.scroll_into_view_if_needed()
+    shot(page, "train-07-size-warning-narrow", full_page=False)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.locator("#tf-image-size").fill("224")
+    expect(warnings).to_have_count(0)
+
+    # batch 2: 9 steps an epoch, fewer than the default "log every 10 steps"
+    page.locator("#tf-image-size").fill("32")
+    page.locator("#tf-name").fill("speed-run")
+    page.locator("#tf-epochs").fill("300")
+    page.locator("#tf-batch-size").fill("2")
+    page.locator("#tf-aug-crop").uncheck()
+    page.locator("#tf-aug-flip").uncheck()
+    page.locator("#start-training").click()
+    expect(page.locator("section#experiment-detail")).to_have_attribute("data-experiment", "speed-run")
+    expect(page.locator("#experiment-detail .train-warning[data-key=image_size]")).to_be_visible()
+    expect(page.locator("#train-status")).to_have_attribute("data-status", "running", timeout=90_000)
+    # the live numbers while it runs: steps of the whole run, the epoch, images/s, time left
+    expect(page.locator("#train-step")).to_have_text(re.compile(r"^[1-9][\d,]* / 2,700$"), timeout=60_000)
+    expect(page.locator("#train-live-epoch")).to_have_text(re.compile(r"^\d+ / 300$"))
+    expect(page.locator("#train-speed")).to_have_text(re.compile(r"^[\d,.]+ img/s$"))
+    expect(page.locator("#train-eta")).to_have_text(re.compile(r"^\d+:\d\d(:\d\d)?$"))
+    # points from the first epoch on both charts (9 steps: every 2 steps from step 1)
+    first_epoch = """(key) => {
+        const canvas = document.querySelector(key === 'train_loss_step' ? 'canvas#loss-chart' : 'canvas#metric-chart');
+        const ds = Chart.getChart(canvas).data.datasets.find((d) => d.key === key);
+        return ds.data.filter((p) => p.x <= 9).map((p) => p.x);
+    }"""
+    page.wait_for_function(f"() => ({first_epoch})('train_loss_step').length >= 5", timeout=60_000)
+    assert page.evaluate(first_epoch, "train_loss_step")[:5] == [1, 2, 4, 6, 8]
+    assert page.evaluate(first_epoch, "train_accuracy_step")[:5] == [1, 2, 4, 6, 8]
+    # the step axis reaches the end of the epoch in progress, not the far end of 300 epochs
+    end = page.evaluate(
+        "() => Chart.getChart(document.querySelector('canvas#loss-chart')).options.scales.x.max"
+    )
+    assert end % 9 == 0 and 9 <= end < 2700
+    page.evaluate("() => window.scrollTo(0, 0)")
+    shot(page, "train-08-live-numbers")
+    page.set_viewport_size({"width": 390, "height": 844})
+    # nothing sticks out sideways once the charts have followed the new width
+    page.wait_for_function("() => document.documentElement.scrollWidth <= 390")
+    page.locator("#train-live").scroll_into_view_if_needed()
+    shot(page, "train-09-live-numbers-narrow", full_page=False)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    # a reload mid-run draws the recorded points and the latest numbers from the server
+    page.reload()
+    alpine_ready(page)
+    expect(page.locator("#train-speed")).to_have_text(re.compile(r"^[\d,.]+ img/s$"))
+    page.wait_for_function(f"() => ({first_epoch})('train_loss_step').length >= 5")
+    page.locator("#stop-training").click()
+    expect(page.locator("#train-status")).to_have_attribute("data-status", "stopped", timeout=120_000)
+    expect(page.locator("#train-eta")).to_have_text(re.compile(r"^\d+:\d\d(:\d\d)?$"))  # how long it took
+    # a stopped run's epoch is the epochs it finished, as in the list
+    done = page.locator("#train-epoch").inner_text()
+    expect(page.locator("#train-live-epoch")).to_have_text(f"{done} / 300")

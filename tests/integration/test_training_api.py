@@ -98,3 +98,21 @@ def test_bad_requests_are_clear(client: TestClient, studio: Studio, tmp_path: Pa
     assert {"name", "family", "params_millions", "default_image_size", "pretrained_cached"} <= set(
         catalog["items"][0]
     )
+
+
+def test_create_response_warns_about_an_image_size_too_small(
+    client: TestClient, studio: Studio, tmp_path: Path
+) -> None:
+    tiny_project(studio, tmp_path, per_class=4)
+    small = {**TINY, "model": "mobilenet_v3_small", "image_size": 32}
+    r = client.post(API, json={"project": "shapes", "name": "small", "config": small})
+    assert r.status_code == 202, r.text
+    (warning,) = r.json()["warnings"]
+    assert warning["code"] == "image_size_too_small" and warning["minimum"] == 96
+    assert "96 px" in warning["message"]
+    # the experiment keeps saying it: its detail shows the same warning
+    assert client.get(f"{API}/shapes/small").json()["experiment"]["warnings"] == [warning]
+    r = client.post(API, json={"project": "shapes", "config": {**small, "image_size": 224}})
+    assert r.status_code == 202 and r.json()["warnings"] == []
+    sizes = {m["name"]: m["min_image_size"] for m in client.get(f"{API}/models").json()["items"]}
+    assert sizes["mobilenet_v3_small"] == 96 and sizes["resnet18"] == 32

@@ -4,6 +4,7 @@ experiment and its checkpoints; experiments, experiment show/metrics/compare/sto
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from training_helpers import tiny_project
 from vistudio.cli.main import main
+from vistudio.cli.training import _live_line
 from vistudio.config import ImportSettings, Settings
 from vistudio.studio import open_studio
 
@@ -95,6 +97,17 @@ def test_train_and_experiment_commands(capsys: pytest.CaptureFixture[str], tmp_p
     code, out = cli(capsys, ws, "experiment", "show", "shapes", "later")
     assert code == 1 and out["error"]["code"] == "not_found"
 
+    # without --json: the finished run's numbers, and a warning before a doomed run starts
+    assert main(["--workspace", str(ws), "experiment", "show", "shapes", "first"]) == 0
+    shown = capsys.readouterr().out
+    assert re.search(r"step (\d+)/\1 · epoch 1/1 · [\d,.]+ img/s · took \d+:\d\d", shown), shown
+    small = ("--model", "mobilenet_v3_small", "--image-size", "32", "--name", "small", "--no-wait")
+    assert main(["--workspace", str(ws), "train", "shapes", *TINY_ARGS, *small]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "small for mobilenet_v3_small" in err and "96 px" in err
+    code, out = cli(capsys, ws, "experiment", "stop", "shapes", "small")
+    assert code == 0 and out["experiment"]["warnings"][0]["key"] == "image_size"
+
     code, out = cli(capsys, ws, "models")
     assert code == 0 and {"resnet18", "resnet50", "mobilenet_v3_small"} <= {m["name"] for m in out["items"]}
     code, out = cli(capsys, ws, "train", "shapes", "--epochs", "0")
@@ -110,3 +123,18 @@ def test_train_and_experiment_commands(capsys: pytest.CaptureFixture[str], tmp_p
     assert code == 1 and out["error"]["details"]["errors"][0] == {"key": "who", "message": "unknown key"}
     code, out = cli(capsys, ws, "train", "shapes", "--bogus")
     assert code == 2 and out["error"]["code"] == "usage"
+
+
+def test_live_line_shows_steps_epoch_speed_and_time_left() -> None:
+    live = {"step": 120, "total_steps": 800, "epoch": 2, "epochs": 10, "images_per_s": 85.2}
+    assert (
+        _live_line({**live, "eta_s": 83.4}, finished=False)
+        == "step 120/800 · epoch 2/10 · 85 img/s · ETA 1:23"
+    )
+    assert _live_line({**live, "elapsed_s": 3723}, finished=True).endswith("· took 1:02:03")  # type: ignore[union-attr]
+    assert (
+        _live_line({**live, "images_per_s": None, "eta_s": None}, finished=False)
+        == "step 120/800 · epoch 2/10"
+    )
+    assert _live_line(None, finished=True) is None
+    assert "· 0.4 img/s ·" in (_live_line({**live, "images_per_s": 0.42, "eta_s": 5}, finished=False) or "")

@@ -135,7 +135,7 @@ def test_crash_and_kill_end_failed_with_the_reason(studio: Studio, tmp_path: Pat
     exp = _exp(studio, "ref", "broken")
     assert job["status"] == "failed" and job["attempts"] == 1  # a crash is not retried
     assert exp["status"] == "failed" and "cannot read training image" in exp["error"]
-    assert "File \"" in exp["error"] and exp["checkpoints"] == []  # the tail of the traceback
+    assert 'File "' in exp["error"] and exp["checkpoints"] == []  # the tail of the traceback
 
     # the training process killed from outside (as the OOM killer would): failed, with the signal
     killed = experiments.start_experiment(
@@ -310,3 +310,45 @@ def test_a_worker_that_lost_its_lease_writes_nothing_more(studio: Studio, tmp_pa
         recorder.handle({**step, "step": 2})
     assert recorder.ctx.lease_lost.is_set()
     assert _metric_rows(studio, started["experiment"]["id"]) == [("train_loss_step", 1)]
+
+
+@pytest.mark.slow
+def test_live_view_gets_step_points_and_speed_from_the_first_epoch(studio: Studio, tmp_path: Path) -> None:
+    tiny_project(studio, tmp_path)  # 18 training images: 9 steps an epoch at batch 2
+    config = {
+        **TINY,
+        "batch_size": 2,
+        "log_every_n_steps": 10,
+        "model": "mobilenet_v3_small",
+        "image_size": 32,
+    }
+    started = experiments.start_experiment(studio, project="shapes", config=config, name="live")
+    # a size the model cannot learn from is said at once, and does not stop the training
+    (warning,) = started["warnings"]
+    assert warning["key"] == "image_size" and "mobilenet_v3_small" in warning["message"]
+    assert started["experiment"]["warnings"] == started["warnings"]
+    job = run_job(studio, started["job"]["id"])
+    assert job["status"] == "succeeded", job
+    metrics = job_events(studio, job["id"], "metrics")
+    first_epoch = next(i for i, m in enumerate(metrics) if m["scope"] == "epoch")
+    before = metrics[:first_epoch]
+    steps = [m for m in before if m["scope"] == "step"]
+    # every 2 steps from step 1 (10 would leave the first epoch without a point)
+    assert [m["step"] for m in steps] == [1, 2, 4, 6, 8] and all(m["epoch"] == 1 for m in steps)
+    assert all({"train_loss_step", "train_accuracy_step", "lr"} <= set(m["metrics"]) for m in steps)
+    live = [m["live"] for m in before if m["scope"] == "progress"]
+    assert [x["step"] for x in live] == [1, 2, 4, 6, 8]
+    assert all(x["images_per_s"] > 0 and x["eta_s"] > 0 and x["total_steps"] == 18 for x in live)
+    start = next(m for m in metrics if m["scope"] == "start")
+    assert start["steps_per_epoch"] == 9 and start["total_steps"] == 18
+    # the job's progress message carries the same numbers (the CLI's bar shows it)
+    messages = [e["message"] or "" for e in job_events(studio, job["id"], "progress")]
+    assert any("img/s" in m and "ETA" in m and m.startswith("epoch 1/2") for m in messages), messages
+    # the recorded series: points of epoch 1 before its end, as the page draws them after a reload
+    rows = _metric_rows(studio, started["experiment"]["id"])
+    assert sorted(s for n, s in rows if n == "train_loss_step" and s < 9) == [1, 2, 4, 6, 8]
+    exp = _exp(studio, "shapes", "live")
+    assert exp["live"]["step"] == 18 and exp["live"]["eta_s"] == 0 and exp["live"]["images_per_s"] > 0
+    assert exp["warnings"] == started["warnings"] and job["result"]["live"] == exp["live"]
+    plain = experiments.start_experiment(studio, project="shapes", config={**TINY, "image_size": 32})
+    assert plain["warnings"] == [] and "warnings" in plain

@@ -18,8 +18,8 @@ from vistudio.ml.checkpoint import load_checkpoint
 from vistudio.ml.preprocess import eval_array, open_rgb, preprocess_meta
 from vistudio.ml.tasks import get_training
 from vistudio.ml.tasks.classification import ClassificationConfig, ClassificationTask
-from vistudio.ml.training.callbacks import TrainingCallbacks
-from vistudio.ml.training.config import validate_config
+from vistudio.ml.training.callbacks import Throughput, TrainingCallbacks, report_every
+from vistudio.ml.training.config import TrainConfig, config_warnings, validate_config
 from vistudio.ml.training.data import ImageDataModule, ImageDataset
 from vistudio.ml.training.trainer import (
     TrainSpec,
@@ -98,6 +98,9 @@ class Recorder(TrainingCallbacks):
 
     def on_step(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self.calls.append(("step", {"epoch": epoch, "step": step, **metrics}))
+
+    def on_progress(self, live: dict[str, Any]) -> None:
+        self.calls.append(("progress", live))
 
     def on_epoch(
         self, *, epoch: int, step: int, metrics: dict[str, float], details: dict[str, Any], best: bool
@@ -345,3 +348,51 @@ def test_early_stopping_stops_when_the_monitored_metric_stalls(tmp_path: Path) -
     assert result.status == "early_stopped" and result.epochs < 12
     assert result.best is not None and result.best["epoch"] == result.epochs - 2
     assert [e["best"] for e in rec.of("epoch")][-2:] == [False, False]
+
+
+# --- live view: step points from the first epoch, images/s, ETA, image-size warnings -------------
+
+
+def test_short_epochs_still_get_step_points_from_the_first_step(tmp_path: Path) -> None:
+    items = _pictures(tmp_path / "img")  # 18 images, batch 2: 9 steps an epoch, fewer than 10
+    rec = Recorder()
+    train(_spec(tmp_path, items, batch_size=2, log_every_n_steps=10, epochs=2), rec)
+    (start,) = rec.of("start")
+    assert start["steps_per_epoch"] == 9 and start["log_every_n_steps"] == 2
+    kinds = [k for k, _ in rec.calls]
+    first_epoch_end = kinds.index("epoch")
+    before = [d for k, d in rec.calls[:first_epoch_end] if k == "step"]
+    # points from step 1 on, every 2 steps: the chart moves during the first epoch
+    assert [d["step"] for d in before] == [1, 2, 4, 6, 8] and all(d["epoch"] == 1 for d in before)
+    assert all(0 <= d["train_accuracy_step"] <= 1 and d["train_loss_step"] > 0 for d in before)
+    progress = [d for k, d in rec.calls[:first_epoch_end] if k == "progress"]
+    assert [p["step"] for p in progress] == [1, 2, 4, 6, 8]
+    for p in progress:
+        assert p["epoch"] == 1 and p["epochs"] == 2 and p["total_steps"] == 18 and p["steps_per_epoch"] == 9
+        assert p["images_per_s"] > 0 and p["eta_s"] > 0 and p["elapsed_s"] >= 0
+    last = rec.of("progress")[-1]  # after the last epoch: nothing left
+    assert (last["step"], last["epoch"], last["eta_s"]) == (18, 2, 0)
+
+
+def test_report_interval_and_throughput_estimates() -> None:
+    assert report_every(10, 1000) == 10 and report_every(10, 9) == 2 and report_every(10, 3) == 1
+    clock = Throughput(steps_per_epoch=10, epochs=2, val_steps=3)
+    assert clock.live(epoch=1, step=0, validated=0)["images_per_s"] is None
+    clock.first = (4.0, 8)  # an epoch's first batch, slowed by the loader's start: used only alone
+    assert clock.live(epoch=1, step=1, validated=0)["images_per_s"] == 2.0
+    clock.batches.extend([(0.5, 8)] * 4)  # 4 batches of 8 images, half a second each
+    live = clock.live(epoch=1, step=4, validated=0)
+    assert live["images_per_s"] == 16.0
+    # 16 training steps left at 0.5 s, and 2 validations of 3 batches estimated at a third of that
+    assert live["eta_s"] == pytest.approx(16 * 0.5 + 2 * 3 * 0.5 / 3)
+    clock.val_seconds = 2.0  # once measured, the validation's own time counts
+    assert clock.live(epoch=2, step=10, validated=1)["eta_s"] == pytest.approx(10 * 0.5 + 2.0)
+
+
+def test_image_size_below_the_models_minimum_is_a_warning() -> None:
+    (warning,) = config_warnings(TrainConfig(model="mobilenet_v3_small", image_size=32))
+    assert warning["key"] == "image_size" and warning["code"] == "image_size_too_small"
+    assert warning["minimum"] == 96 and "mobilenet_v3_small" in warning["message"]
+    assert "resnet18" in warning["message"]  # a model that does learn at 32 px
+    assert config_warnings(TrainConfig(model="mobilenet_v3_small", image_size=224)) == []
+    assert config_warnings(TrainConfig(model="resnet18", image_size=32)) == []

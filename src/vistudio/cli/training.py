@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.markup import escape
-from rich.table import Table
 
-from vistudio.cli.output import console, emit, state, wait_for_job
+from vistudio.cli.output import console, emit, err_console, key_column, state, table, wait_for_job
 from vistudio.errors import BadRequest, JobFailed
-from vistudio.services import experiments
+from vistudio.text import plural
 
 app = typer.Typer(help="One experiment: show, metrics, compare, stop, delete.", no_args_is_help=True)
 
@@ -38,7 +36,30 @@ def _summary(exp: dict[str, Any]) -> dict[str, Any]:
         "final_metrics": exp["final_metrics"],
         "checkpoints": exp.get("checkpoints", []),
         "error": exp["error"],
+        "live": exp.get("live"),
+        "warnings": exp.get("warnings", []),
     }
+
+
+def _live_line(live: dict[str, Any] | None, *, finished: bool) -> str | None:
+    """``step 120/800 · epoch 1/10 · 85 img/s · ETA 1:23`` (``took 2:05`` once finished)."""
+    from vistudio.services.experiments import clock_text, speed_text
+
+    if not live:
+        return None
+    parts = [f"step {live['step']:,}/{live['total_steps']:,}", f"epoch {live['epoch']}/{live['epochs']}"]
+    if live.get("images_per_s"):
+        parts.append(speed_text(live["images_per_s"]))
+    if finished and live.get("elapsed_s") is not None:
+        parts.append(f"took {clock_text(live['elapsed_s'])}")
+    elif not finished and live.get("eta_s") is not None:
+        parts.append(f"ETA {clock_text(live['eta_s'])}")
+    return " · ".join(parts)
+
+
+def _print_warnings(warnings: list[dict[str, Any]]) -> None:
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w['message'])}")
 
 
 def _render_experiment(d: dict[str, Any]) -> None:
@@ -46,11 +67,15 @@ def _render_experiment(d: dict[str, Any]) -> None:
     colour = {"succeeded": "green", "failed": "red", "stopped": "yellow"}.get(e["status"], "blue")
     console.print(
         f"experiment [bold]{e['name']}[/] ({e['model']}, split {e['split']}): [{colour}]{e['status']}[/]"
-        f", {e['epochs_done']} epoch(s)"
+        f", {plural(e['epochs_done'], 'epoch')}"
     )
+    line = _live_line(e.get("live"), finished=e["status"] not in ("queued", "running"))
+    if line:
+        console.print(line)
+    _print_warnings(e.get("warnings") or [])
     best = {k: v for k, v in (e.get("best_metrics") or {}).items() if isinstance(v, float)}
     if best:
-        t = Table("metric", "best", "final", title=f"best epoch {e['best_metrics'].get('epoch')}")
+        t = table(key_column("metric"), "best", "final", title=f"best epoch {e['best_metrics'].get('epoch')}")
         for k, v in best.items():
             t.add_row(k, _num(v), _num((e.get("final_metrics") or {}).get(k)))
         console.print(t)
@@ -61,6 +86,8 @@ def _render_experiment(d: dict[str, Any]) -> None:
 
 
 def _config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -118,6 +145,8 @@ def train(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the training and print its job")] = False,
 ) -> None:
     """Train a model on a project's split; waits with a progress bar unless --no-wait."""
+    from vistudio.services import experiments
+
     cfg: dict[str, Any] = _config_file(config) if config else {}
     options: dict[str, Any] = {
         "model": model,
@@ -149,6 +178,8 @@ def train(
         cfg["augment"] = {**cfg.get("augment", {}), "crop": True, "flip": True}
     studio = state(ctx).studio()
     started = experiments.start_experiment(studio, project=project, config=cfg, name=name)
+    if not state(ctx).json:  # before the wait: a doomed setting is worth stopping for at once
+        _print_warnings(started["warnings"])
     if no_wait:
         emit(
             ctx,
@@ -181,12 +212,14 @@ def list_experiments(
     limit: int = 50,
 ) -> None:
     """A project's experiments with their status and best metrics."""
+    from vistudio.services import experiments
+
     out = experiments.list_experiments(
         state(ctx).studio(), project=project, status=status, offset=offset, limit=limit
     )
 
     def render(d: dict[str, Any]) -> None:
-        t = Table("name", "model", "status", "epochs", *SHOWN)
+        t = table(key_column("name"), "model", "status", "epochs", *SHOWN)
         for e in d["items"]:
             best = e["best_metrics"]
             t.add_row(
@@ -206,6 +239,8 @@ def list_experiments(
 @app.command("show")
 def show(ctx: typer.Context, project: str, experiment: str) -> None:
     """One experiment: config, status, best and final metrics, checkpoints."""
+    from vistudio.services import experiments
+
     exp = experiments.get_experiment(state(ctx).studio(), project=project, experiment=experiment)
     emit(ctx, {"experiment": exp}, _render_experiment)
 
@@ -218,6 +253,8 @@ def metrics(
     name: Annotated[list[str] | None, typer.Option("--name", help="a metric (repeatable)")] = None,
 ) -> None:
     """Per-epoch (and per-step) metric series."""
+    from vistudio.services import experiments
+
     out = experiments.experiment_metrics(
         state(ctx).studio(), project=project, experiment=experiment, names=name
     )
@@ -230,7 +267,7 @@ def metrics(
             or [k for k in series if not k.endswith("_step") and k != "lr"]
         )
         epoch_level = {k: series[k] for k in keys if k in series}
-        t = Table("epoch", *epoch_level)
+        t = table("epoch", *epoch_level)
         rows: dict[int, dict[str, float]] = {}
         for k, v in epoch_level.items():
             for ep, val in zip(v["epoch"], v["value"], strict=True):
@@ -249,11 +286,13 @@ def compare(
     experiment: Annotated[list[str], typer.Argument(help="two or more experiments")],
 ) -> None:
     """Best metrics of several experiments side by side (every metric and the curves with --json)."""
+    from vistudio.services import experiments
+
     out = experiments.compare_experiments(state(ctx).studio(), project=project, experiments=experiment)
 
     def render(d: dict[str, Any]) -> None:
         names = [n for n in SHOWN if any(n in row["best"] for row in d["table"])]
-        t = Table("experiment", "model", "status", "best epoch", *names)
+        t = table(key_column("experiment"), "model", "status", "best epoch", *names)
         for row in d["table"]:
             t.add_row(
                 row["experiment"],
@@ -270,6 +309,8 @@ def compare(
 @app.command("stop")
 def stop(ctx: typer.Context, project: str, experiment: str) -> None:
     """Stop a training gracefully (its last checkpoint is kept)."""
+    from vistudio.services import experiments
+
     exp = experiments.stop_experiment(state(ctx).studio(), project=project, experiment=experiment)
     emit(
         ctx,
@@ -293,21 +334,26 @@ def delete(
     yes: Annotated[bool, typer.Option("--yes", "-y")] = False,
 ) -> None:
     """Delete an experiment, its metrics and checkpoints."""
+    from vistudio.services import experiments
+
     if not yes and (state(ctx).json or not typer.confirm(f"Delete experiment {experiment!r}?")):
         raise BadRequest("not deleted: confirm with --yes")
     out = experiments.delete_experiment(state(ctx).studio(), project=project, experiment=experiment)
     emit(
         ctx,
         out,
-        lambda d: console.print(f"deleted experiment {d['deleted']} ({d['checkpoints']} checkpoints)"),
+        lambda d: console.print(
+            f"deleted experiment {d['deleted']} ({plural(d['checkpoints'], 'checkpoint')})"
+        ),
     )
 
 
 def models(ctx: typer.Context) -> None:
     """The model catalog."""
+    from vistudio.services import experiments
 
     def render(d: dict[str, Any]) -> None:
-        t = Table("name", "family", "params (M)", "default size", "pretrained weights cached")
+        t = table(key_column("name"), "family", "params (M)", "default size", "pretrained weights cached")
         for m in d["items"]:
             t.add_row(
                 m["name"],

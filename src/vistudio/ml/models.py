@@ -1,9 +1,9 @@
 """Model catalog: ``@register_model`` builders with their weights metadata.
 
-A builder makes a torchvision backbone with a fresh head for ``num_classes``. Pretrained weights are
-never downloaded here: they come from torch hub's local cache (``$TORCH_HOME/hub/checkpoints``) or a
-file the user names; when neither has them the build fails with ``model_unavailable``. ``pretrained
-False`` (random initialisation) always works. Normalisation (mean/std) always comes from the
+A builder makes a torchvision backbone with a fresh head for ``num_classes``. Pretrained weights follow
+the one model policy (``vistudio.ml.weights``): torch hub's local cache (``$TORCH_HOME/hub/checkpoints``),
+a file the user names, or a download on first use into that cache — unless offline, when a missing
+file is at once ``model_unavailable``. ``pretrained False`` (random initialisation) always works. Normalisation (mean/std) always comes from the
 weights' metadata, so a model trained from scratch and one fine-tuned from ImageNet see the same
 input statistics.
 """
@@ -20,6 +20,7 @@ from torch import nn
 from torchvision import models as tvm
 
 from vistudio.errors import BadRequest, ModelUnavailable
+from vistudio.ml.weights import WeightsPolicy
 from vistudio.registry import Registry
 
 
@@ -31,6 +32,8 @@ class ModelSpec:
     weights: Any  # a torchvision WeightsEnum member: the pretrained weights and their metadata
     head: Callable[[nn.Module], tuple[nn.Module, str]]  # → (parent module, attribute of the head)
     default_image_size: int = 224
+    min_image_size: int = 32  # below it the model hardly learns: see MIN_IMAGE_SIZES
+    total_stride: int = 32  # input side / side of the last feature map
 
     @property
     def mean(self) -> list[float]:
@@ -47,6 +50,8 @@ class ModelSpec:
             "weights": str(self.weights),
             "params_millions": round(self.weights.meta.get("num_params", 0) / 1e6, 1),
             "default_image_size": self.default_image_size,
+            "min_image_size": self.min_image_size,
+            "total_stride": self.total_stride,
             "mean": self.mean,
             "std": self.std,
             "pretrained_cached": cached_weights_path(self) is not None,
@@ -96,6 +101,22 @@ def _classifier_last(model: nn.Module) -> tuple[nn.Module, str]:
     return classifier, str(len(classifier) - 1)
 
 
+# The smallest useful input side per architecture. Every catalog model shrinks its input 32× before
+# the head (32 px leaves a 1×1 feature map). ResNets still learn there (resnet18 reaches 90 % on
+# the 32-px digits): plain convolutions with residual paths and a stem that keeps detail. MobileNetV3
+# and EfficientNet stay near chance at 32 px: their depthwise stages and squeeze-excitation gates
+# need some spatial extent, so they get a 3×3 last map at least (96 px); EfficientNet-B3, scaled for
+# 300-px inputs, gets 128 px.
+MIN_IMAGE_SIZES = {
+    "resnet18": 32,
+    "resnet34": 32,
+    "resnet50": 32,
+    "efficientnet_b0": 96,
+    "efficientnet_b3": 128,
+    "mobilenet_v3_small": 96,
+    "mobilenet_v3_large": 96,
+}
+
 for _name, _family, _builder, _weights, _head in (
     ("resnet18", "resnet", tvm.resnet18, tvm.ResNet18_Weights.DEFAULT, _fc),
     ("resnet34", "resnet", tvm.resnet34, tvm.ResNet34_Weights.DEFAULT, _fc),
@@ -129,27 +150,56 @@ for _name, _family, _builder, _weights, _head in (
         _classifier_last,
     ),
 ):
-    register_model(ModelSpec(_name, _family, _builder, _weights, _head))
+    register_model(
+        ModelSpec(_name, _family, _builder, _weights, _head, min_image_size=MIN_IMAGE_SIZES[_name])
+    )
 
 
 def cached_weights_path(spec: ModelSpec) -> Path | None:
     """The pretrained weights file in torch hub's cache, if it is there (nothing is downloaded)."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.weights.url).name
+    path = _hub_path(spec)
     return path if path.is_file() else None
 
 
-def _resolve_weights(spec: ModelSpec, pretrained: bool | str | Path) -> Path | None:
+def _hub_path(spec: ModelSpec) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(spec.weights.url).name
+
+
+# what a user can do instead of downloading: (setting, how to set it)
+_ALTERNATIVES = [
+    ("pretrained", "train from scratch (--no-pretrained / pretrained: false)"),
+    ("weights", "give a weights file (--pretrained PATH)"),
+]
+
+
+def check_pretrained_available(spec: ModelSpec, weights: WeightsPolicy | None = None) -> None:
+    """Before training starts: ``ModelUnavailable`` when ``spec``'s pretrained weights are not in
+    the cache and cannot be downloaded (offline, or no network within seconds)."""
+    if cached_weights_path(spec) is not None:
+        return
+    (weights or WeightsPolicy.from_env()).require_network(
+        spec.weights.url,
+        what=f"the pretrained weights of {spec.name} are",
+        settings=_ALTERNATIVES,
+        details={"model": spec.name, "expected_file": _hub_path(spec).name},
+    )
+
+
+def _resolve_weights(
+    spec: ModelSpec, pretrained: bool | str | Path, weights: WeightsPolicy | None = None
+) -> Path | None:
     if pretrained is False or pretrained is None:
         return None
     if pretrained is True:
         path = cached_weights_path(spec)
         if path is None:
-            raise ModelUnavailable(
-                f"pretrained weights for {spec.name} are not in the local cache "
-                f"({Path(torch.hub.get_dir()) / 'checkpoints'}) and cannot be downloaded here; "
-                "train from scratch (--no-pretrained / pretrained: false) or give a weights file "
-                "(--pretrained PATH)",
-                details={"model": spec.name, "expected_file": Path(spec.weights.url).name},
+            # downloaded on first use into torch hub's cache, as torchvision itself would
+            path = (weights or WeightsPolicy.from_env()).url_download(
+                spec.weights.url,
+                _hub_path(spec),
+                what=f"the pretrained weights of {spec.name} are",
+                settings=_ALTERNATIVES,
+                details={"model": spec.name, "expected_file": _hub_path(spec).name},
             )
         return path
     path = Path(pretrained).expanduser()
@@ -174,12 +224,14 @@ def build_model(
     *,
     pretrained: bool | str | Path = False,
     freeze_backbone: bool = False,
+    weights: WeightsPolicy | None = None,
 ) -> tuple[nn.Module, ModelInfo]:
-    """A catalog model with a ``num_classes`` head; backbone weights from cache/file when asked."""
+    """A catalog model with a ``num_classes`` head; backbone weights from the cache, a file, or a
+    download under ``weights`` (default: the environment's policy) when asked."""
     if num_classes < 2:
         raise BadRequest(f"a classifier needs at least 2 classes, got {num_classes}")
     spec = get_model_spec(name)
-    weights_file = _resolve_weights(spec, pretrained)
+    weights_file = _resolve_weights(spec, pretrained, weights)
     if weights_file is None:
         model = spec.builder(weights=None, num_classes=num_classes)
     else:

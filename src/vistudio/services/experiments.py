@@ -24,12 +24,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vistudio.db import Annotation, Job, LabelClass, Project, Sample, Split, SplitMember, utcnow
+from vistudio.db import Annotation, Job, JobEvent, LabelClass, Project, Sample, Split, SplitMember, utcnow
 from vistudio.db.training import Checkpoint, EpochMetric, Experiment
 from vistudio.errors import BadRequest, Conflict, Immutable, InvalidInput, ModelUnavailable, NotFound
 from vistudio.jobs.queue import FINISHED, LeaseLost, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
+from vistudio.ml.weights import WeightsPolicy
 from vistudio.registry import Registry
 from vistudio.services.projects import find_project
 
@@ -135,6 +136,14 @@ CLEANUP: Registry[CleanupHook] = Registry("experiment cleanup hook")
 register_cleanup = CLEANUP.register
 
 
+def cleanup_hooks() -> list[CleanupHook]:
+    """Every registered cleanup hook, after importing the modules that register one: a process
+    that deletes a project (the CLI) need not have imported them for anything else."""
+    import vistudio.services.exports  # noqa: F401
+
+    return list(CLEANUP.entries.values())
+
+
 def _release_checkpoints(studio: Studio, s: Session, experiment_id: int) -> int:
     rows = list(s.scalars(select(Checkpoint).where(Checkpoint.experiment_id == experiment_id)))
     for row in rows:
@@ -147,7 +156,7 @@ def release_project_experiments(studio: Studio, session: Session, project_id: in
     """Release every blob the project's experiments hold (called before a project is deleted)."""
     for exp in session.scalars(select(Experiment).where(Experiment.project_id == project_id)):
         _release_checkpoints(studio, session, exp.id)
-        for hook in CLEANUP.entries.values():
+        for hook in cleanup_hooks():
             hook(studio, session, exp)
 
 
@@ -174,6 +183,57 @@ def checkpoint_dict(studio: Studio, row: Checkpoint) -> dict[str, Any]:
     }
 
 
+def clock_text(seconds: float) -> str:
+    """``83`` → ``"1:23"``, ``3723`` → ``"1:02:03"``: a time left, as a stopwatch shows it."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def speed_text(images_per_s: float) -> str:
+    """``85.2`` → ``"85 img/s"``; below 10, one decimal (``"0.4 img/s"``, not ``"0 img/s"``)."""
+    return f"{images_per_s:,.0f} img/s" if images_per_s >= 10 else f"{images_per_s:.1f} img/s"
+
+
+def live_text(live: dict[str, Any]) -> str:
+    """The training job's progress message: ``"epoch 1/10 · 85 img/s · ETA 1:23"`` (steps are the
+    job's done/total). Short enough for the CLI's progress bar."""
+    text = f"epoch {live['epoch']}/{live['epochs']}"
+    if live.get("images_per_s"):
+        text += f" · {speed_text(live['images_per_s'])}"
+    if live.get("eta_s") is not None:
+        text += f" · ETA {clock_text(live['eta_s'])}"
+    return text
+
+
+def _live(s: Session, job_id: int) -> dict[str, Any] | None:
+    """The latest ``on_progress`` numbers of a training job (step, images/s, ETA…), if any yet."""
+    # the newest progress event is among the last few: at most an epoch and two checkpoint
+    # events follow one
+    rows = s.scalars(
+        select(JobEvent.data)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == "metrics")
+        .order_by(JobEvent.id.desc())
+        .limit(20)
+    )
+    for data in rows:
+        if data.get("scope") == "progress" and isinstance(data.get("live"), dict):
+            return dict(data["live"])
+    return None
+
+
+def experiment_warnings(task: str, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Warnings about a (frozen) config that runs but may not learn well; [] when it cannot be read."""
+    from vistudio.ml.tasks import get_training
+    from vistudio.ml.training.config import config_warnings
+
+    try:
+        return config_warnings(get_training(task).config_model.model_validate(config))
+    except (BadRequest, ValueError):
+        return []
+
+
 def experiment_dict(
     studio: Studio,
     exp: Experiment,
@@ -181,6 +241,8 @@ def experiment_dict(
     project: str | None = None,
     checkpoints: list[Checkpoint] | None = None,
     job: Job | None = None,
+    live: dict[str, Any] | None = None,
+    warnings: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     d: dict[str, Any] = {
         "id": exp.id,
@@ -208,7 +270,10 @@ def experiment_dict(
         d["project"] = project
     if checkpoints is not None:
         d["checkpoints"] = [checkpoint_dict(studio, c) for c in sorted(checkpoints, key=lambda c: c.kind)]
+    if warnings is not None:
+        d["warnings"] = warnings
     if job is not None:
+        d["live"] = live
         d["job"] = {
             "id": job.id,
             "status": job.status,
@@ -295,10 +360,13 @@ def check_name(name: str) -> str:
     return name
 
 
-def validate_experiment_config(task: str, raw: dict[str, Any] | None) -> TrainConfig:
+def validate_experiment_config(
+    task: str, raw: dict[str, Any] | None, *, weights: WeightsPolicy | None = None
+) -> TrainConfig:
     """The task's config model applied to ``raw`` plus what can be checked before training:
-    model name, monitored metric, device and precision, pretrained weights present."""
-    from vistudio.ml.models import cached_weights_path, get_model_spec, weights_file_exists
+    model name, monitored metric, device and precision, pretrained weights present or downloadable
+    under ``weights`` (the workspace's model policy; default: the environment's)."""
+    from vistudio.ml.models import check_pretrained_available, get_model_spec, weights_file_exists
     from vistudio.ml.tasks import get_training
     from vistudio.ml.training.config import validate_config
     from vistudio.ml.training.trainer import resolve_accelerator, resolve_monitor, resolve_precision
@@ -309,13 +377,8 @@ def validate_experiment_config(task: str, raw: dict[str, Any] | None) -> TrainCo
     monitor, _ = resolve_monitor(task_cls, config)
     accelerator = resolve_accelerator(config.device)
     resolve_precision(config.precision, accelerator)
-    if config.pretrained is True and cached_weights_path(spec) is None:
-        raise ModelUnavailable(
-            f"pretrained weights for {spec.name} are not in the local torch hub cache and cannot be "
-            "downloaded here; train from scratch (pretrained: false / --no-pretrained) or give a weights "
-            "file (--weights PATH)",
-            details={"model": spec.name},
-        )
+    if config.pretrained is True:
+        check_pretrained_available(spec, weights)
     if isinstance(config.pretrained, str) and not weights_file_exists(Path(config.pretrained).expanduser()):
         raise ModelUnavailable(
             f"pretrained weights file not found: {config.pretrained[:300]}", details={"model": spec.name}
@@ -329,12 +392,16 @@ def start_experiment(
     """Validate the config, freeze it into a new experiment and queue its training job.
 
     The split is ``config["split"]`` or the project's newest one; classes are the project's class
-    names, sorted, frozen as the model's output order. Returns ``{"job", "experiment"}``.
+    names, sorted, frozen as the model's output order. Returns ``{"job", "experiment", "warnings"}``:
+    warnings (an image size too small for the model…) do not stop the training.
     """
     with studio.sessions() as s:
         p = find_project(s, project)
         task = p.task
-    cfg = validate_experiment_config(task, config)
+    cfg = validate_experiment_config(task, config, weights=WeightsPolicy.from_settings(studio.settings))
+    from vistudio.ml.training.config import config_warnings
+
+    warnings = config_warnings(cfg)
     with studio.sessions() as s:
         p = find_project(s, project)
         if cfg.split:
@@ -391,8 +458,8 @@ def start_experiment(
         row = s.get(Experiment, exp_id)
         assert row is not None
         row.job_id = job.id
-        out = experiment_dict(studio, row, project=project_name, checkpoints=[])
-    return {"job": job_dict(job), "experiment": out}
+        out = experiment_dict(studio, row, project=project_name, checkpoints=[], warnings=warnings)
+    return {"job": job_dict(job), "experiment": out, "warnings": warnings}
 
 
 # --- queries --------------------------------------------------------------------------------------
@@ -423,9 +490,18 @@ def get_experiment(studio: Studio, *, project: str | int, experiment: str | int)
         exp = find_experiment(s, p.id, experiment)
         checkpoints = list(s.scalars(select(Checkpoint).where(Checkpoint.experiment_id == exp.id)))
         job = s.get(Job, exp.job_id) if exp.job_id else None
+        live = _live(s, job.id) if job is not None else None
         name = p.name
     _reconcile(studio, [exp])
-    return experiment_dict(studio, exp, project=name, checkpoints=checkpoints, job=job)
+    return experiment_dict(
+        studio,
+        exp,
+        project=name,
+        checkpoints=checkpoints,
+        job=job,
+        live=live,
+        warnings=experiment_warnings(exp.task, exp.config),
+    )
 
 
 def _series(s: Session, experiment_id: int, names: list[str] | None) -> dict[str, dict[str, list[Any]]]:
@@ -568,7 +644,7 @@ def delete_experiment(studio: Studio, *, project: str | int, experiment: str | i
         if row.status in ACTIVE:
             raise Conflict(f"experiment {row.name!r} is {row.status}; stop it before deleting it")
         released = _release_checkpoints(studio, s, row.id)
-        for hook in CLEANUP.entries.values():
+        for hook in cleanup_hooks():
             hook(studio, s, row)
         name = row.name
         s.delete(row)
@@ -604,6 +680,7 @@ class _Recorder:
         self.epochs = epochs
         self.monitor = monitor
         self.total_steps: int | None = None
+        self.live: dict[str, Any] | None = None
         self.result: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         self.pid: int | None = None
@@ -647,7 +724,14 @@ class _Recorder:
                 pid=msg["pid"],
                 **{k: v for k, v in info.items() if k != "preprocess"},
             )
-            self._event({"scope": "start", "total_steps": info["total_steps"], "epochs": info["epochs"]})
+            self._event(
+                {
+                    "scope": "start",
+                    "total_steps": info["total_steps"],
+                    "steps_per_epoch": info["steps_per_epoch"],
+                    "epochs": info["epochs"],
+                }
+            )
             self.ctx.progress(0, self.total_steps, f"epoch 1/{self.epochs}", force=True)
         elif kind == "step":
             with self.studio.sessions.begin() as s:
@@ -655,9 +739,10 @@ class _Recorder:
             self._event(
                 {"scope": "step", "epoch": msg["epoch"], "step": msg["step"], "metrics": msg["metrics"]}
             )
-            loss = msg["metrics"].get("train_loss_step")
-            text = f"epoch {msg['epoch']}/{self.epochs}" + (f" · loss {loss:.3f}" if loss is not None else "")
-            self.ctx.progress(msg["step"], self.total_steps, text)
+        elif kind == "progress":
+            self.live = msg["live"]
+            self._event({"scope": "progress", "live": self.live})
+            self.ctx.progress(self.live["step"], self.total_steps, live_text(self.live))
         elif kind == "epoch":
             self._epoch(msg)
         elif kind == "checkpoint":
@@ -842,4 +927,5 @@ def run_training(ctx: JobContext) -> dict[str, Any]:
     return {
         "experiment": out,
         "training": {k: rec.result[k] for k in ("status", "epochs", "step", "seconds")},
+        "live": rec.live,
     }

@@ -3,15 +3,23 @@
 :class:`TrainingCallbacks` is the interface the caller implements (the training job sends each
 call to its parent process); :class:`Reporter` is the Lightning callback that drives it. Epoch
 numbers are 1-based counts of finished epochs; ``step`` is the number of optimiser steps so far.
+
+Step points come every ``log_every_n_steps`` steps, from the very first step on, and more often
+when an epoch is short: every epoch gets at least :data:`MIN_POINTS_PER_EPOCH` of them, so the
+curves move during the first epoch instead of waiting for its end. :class:`Throughput` measures
+images per second over the last batches and estimates the time left.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 from vistudio.ml.checkpoint import save_checkpoint
 from vistudio.ml.training.module import TaskModule
@@ -24,7 +32,15 @@ class TrainingCallbacks:
         """Once, before the first step: sizes, steps per epoch, device and precision."""
 
     def on_step(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
-        """Every ``log_every_n_steps`` optimiser steps: ``train_loss_step`` and ``lr``."""
+        """At step 1, then every :func:`report_every` steps: ``train_loss_step`` (the batch's loss),
+        ``lr`` and the task's running training metrics of the epoch so far (``train_accuracy_step``)."""
+
+    def on_progress(self, live: dict[str, Any]) -> None:
+        """After each ``on_step`` and each finished epoch: where the run is and how fast it goes.
+
+        ``live``: ``epoch`` (the one in progress, 1-based) of ``epochs``, ``step`` of ``total_steps``
+        (``steps_per_epoch`` each), ``images_per_s`` over the last batches, ``eta_s`` (training and
+        the validations left; None until measured) and ``elapsed_s``."""
 
     def on_epoch(
         self, *, epoch: int, step: int, metrics: dict[str, float], details: dict[str, Any], best: bool
@@ -41,6 +57,99 @@ class TrainingCallbacks:
         return False
 
 
+MIN_POINTS_PER_EPOCH = 4
+THROUGHPUT_WINDOW = 20  # batches: recent enough to follow a change, long enough to smooth jitter
+# a validation batch costs about a third of a training batch (a forward pass, no backward): the
+# estimate used for the time left until the first validation has been measured
+VAL_COST = 1 / 3
+
+
+def report_every(log_every_n_steps: int, steps_per_epoch: int) -> int:
+    """The step interval actually used: ``log_every_n_steps``, shortened so that an epoch of
+    ``steps_per_epoch`` steps still gets :data:`MIN_POINTS_PER_EPOCH` points."""
+    return max(1, min(log_every_n_steps, steps_per_epoch // MIN_POINTS_PER_EPOCH))
+
+
+def batch_images(batch: Any) -> int:
+    """The number of images in a batch: the first dimension of its first tensor."""
+    first = batch[0] if isinstance(batch, list | tuple) and batch else batch
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() > 0 else 0
+
+
+class Throughput:
+    """Images per second over the last :data:`THROUGHPUT_WINDOW` training batches and the time left.
+
+    A batch's time runs from the end of the previous batch (or the start of the epoch), so data
+    loading counts and validation does not; validation is estimated separately. An epoch's first
+    batch also waits for the data loader's worker processes to start: it counts only until another
+    batch has been measured, or a slow start would read as a slow run for a whole window."""
+
+    def __init__(self, *, steps_per_epoch: int, epochs: int, val_steps: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.epochs = epochs
+        self.total_steps = steps_per_epoch * epochs
+        self.val_steps = val_steps
+        self.started = time.perf_counter()
+        self.batches: deque[tuple[float, int]] = deque(maxlen=THROUGHPUT_WINDOW)
+        self.val_seconds: float | None = None
+        self.first: tuple[float, int] | None = None  # the latest epoch's first batch
+        self._last: float | None = None
+        self._first_of_epoch = False
+        self._val_started: float | None = None
+
+    def epoch_start(self) -> None:
+        self._last = time.perf_counter()
+        self._first_of_epoch = True
+
+    def batch_end(self, images: int) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            if self._first_of_epoch:
+                self.first = (now - self._last, images)
+            else:
+                self.batches.append((now - self._last, images))
+        self._first_of_epoch = False
+        self._last = now
+
+    def _window(self) -> list[tuple[float, int]]:
+        return list(self.batches) or ([self.first] if self.first else [])
+
+    def validation_start(self) -> None:
+        self._val_started = time.perf_counter()
+
+    def validation_end(self) -> None:
+        if self._val_started is not None:
+            self.val_seconds = time.perf_counter() - self._val_started
+            self._val_started = None
+
+    def images_per_s(self) -> float | None:
+        window = self._window()
+        seconds = sum(dt for dt, _ in window)
+        images = sum(n for _, n in window)
+        return images / seconds if seconds > 0 and images else None
+
+    def live(self, *, epoch: int, step: int, validated: int) -> dict[str, Any]:
+        """The ``on_progress`` dict at optimiser step ``step`` of epoch ``epoch`` (1-based), with
+        ``validated`` epochs' validations done."""
+        eta: float | None = None
+        window = self._window()
+        if window:
+            per_step = sum(dt for dt, _ in window) / len(window)
+            val = self.val_seconds if self.val_seconds is not None else self.val_steps * per_step * VAL_COST
+            eta = max(0, self.total_steps - step) * per_step + max(0, self.epochs - validated) * val
+        ips = self.images_per_s()
+        return {
+            "epoch": min(epoch, self.epochs),
+            "epochs": self.epochs,
+            "step": step,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "images_per_s": round(ips, 1) if ips is not None else None,
+            "eta_s": round(eta, 1) if eta is not None else None,
+            "elapsed_s": round(time.perf_counter() - self.started, 1),
+        }
+
+
 class Reporter(L.Callback):
     """Reports steps and epochs, writes best/last checkpoints, applies early stopping and stops."""
 
@@ -54,6 +163,9 @@ class Reporter(L.Callback):
         mode: str,
         patience: int | None,
         log_every_n_steps: int,
+        steps_per_epoch: int,
+        epochs: int,
+        val_steps: int,
     ) -> None:
         self.callbacks = callbacks
         self.workdir = workdir
@@ -61,7 +173,8 @@ class Reporter(L.Callback):
         self.monitor = monitor
         self.mode = mode
         self.patience = patience
-        self.log_every = log_every_n_steps
+        self.log_every = report_every(log_every_n_steps, steps_per_epoch)
+        self.clock = Throughput(steps_per_epoch=steps_per_epoch, epochs=epochs, val_steps=val_steps)
         self.best_value: float | None = None
         self.best: dict[str, Any] | None = None
         self.last: dict[str, Any] | None = None
@@ -74,25 +187,42 @@ class Reporter(L.Callback):
         self._val_epoch = -1
 
     # --- steps ------------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.clock.epoch_start()
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         assert isinstance(pl_module, TaskModule)
+        self.clock.batch_end(batch_images(batch))
         step = trainer.global_step
-        if step % self.log_every == 0 and pl_module.last_loss is not None:
+        # step 1 too: the first point shows up at once, not after log_every steps
+        if (step == 1 or step % self.log_every == 0) and pl_module.last_loss is not None:
+            running = {f"{k}_step": v for k, v in pl_module.train_summary().items() if k != "train_loss"}
+            epoch = trainer.current_epoch + 1
             self.callbacks.on_step(
-                epoch=trainer.current_epoch + 1,
+                epoch=epoch,
                 step=step,
-                metrics={"train_loss_step": float(pl_module.last_loss.item()), "lr": pl_module.current_lr()},
+                metrics={
+                    "train_loss_step": float(pl_module.last_loss.item()),
+                    "lr": pl_module.current_lr(),
+                    **running,
+                },
             )
+            self.callbacks.on_progress(self.clock.live(epoch=epoch, step=step, validated=self.epochs_done))
         if not self.stop_requested and self.callbacks.should_stop():
             self.stop_requested = True
             trainer.should_stop = True
 
     # --- epochs -----------------------------------------------------------------------------------
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.clock.validation_start()
+
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
             self._val_epoch = trainer.current_epoch
+            self.clock.validation_end()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert isinstance(pl_module, TaskModule)
@@ -120,6 +250,7 @@ class Reporter(L.Callback):
             self.bad_epochs += 1
         self.last = self.save(pl_module, "last", epoch=epoch, step=step, metrics=metrics, details=details)
         self.callbacks.on_epoch(epoch=epoch, step=step, metrics=metrics, details=details, best=improved)
+        self.callbacks.on_progress(self.clock.live(epoch=epoch + 1, step=step, validated=epoch))
         if self.patience is not None and self.bad_epochs >= self.patience and not trainer.should_stop:
             self.early_stopped = True
             trainer.should_stop = True

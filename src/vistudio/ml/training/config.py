@@ -2,7 +2,8 @@
 
 A task may extend :class:`TrainConfig` with its own keys (``ClassificationConfig`` adds label
 smoothing and class weights); the task's ``config_model`` is what an experiment validates against.
-Unknown keys and out-of-range values are refused with a 400 that names the key.
+Unknown keys and out-of-range values are refused with a 400 that names the key; a config that runs
+but is unlikely to learn (an image size below the model's minimum) gets warnings, not an error.
 """
 
 from __future__ import annotations
@@ -100,3 +101,31 @@ def _message(error: Any) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown key"
     return str(error["msg"])
+
+
+def config_warnings(config: TrainConfig) -> list[dict[str, Any]]:
+    """What in a valid config will probably not train well: ``[{"key", "code", "message", …}]``.
+
+    Today: an ``image_size`` below the model's ``min_image_size`` (see ``ml/models.py``)."""
+    from vistudio.errors import VistudioError
+    from vistudio.ml.models import MODELS, get_model_spec
+
+    try:
+        spec = get_model_spec(config.model)
+    except VistudioError:
+        return []  # an unknown model is the validation's error, not a warning
+    if config.image_size >= spec.min_image_size:
+        return []
+    side = max(1, config.image_size // spec.total_stride)
+    fitting = [m.name for m in MODELS.entries.values() if m.min_image_size <= config.image_size]
+    instead = f", or a model that learns at {config.image_size} px ({', '.join(fitting)})" if fitting else ""
+    return [
+        {
+            "key": "image_size",
+            "code": "image_size_too_small",
+            "minimum": spec.min_image_size,
+            "message": f"{config.image_size} px is small for {spec.name}: it shrinks images "
+            f"{spec.total_stride}× (a {side}×{side} feature map is left) and may not learn well; "
+            f"use an image size of {spec.min_image_size} px or more{instead}",
+        }
+    ]

@@ -2,8 +2,8 @@
 
 The child is started with the ``spawn`` method: it shares no torch, CUDA or thread state with the
 worker that started it, and a crash or an out-of-memory kill ends only the child. It sends plain
-dict messages up a one-way pipe (``start``, ``step``, ``epoch``, ``checkpoint``, then ``done`` or
-``error``); the parent asks for a graceful stop through an Event. The parent keeps no copy of the
+dict messages up a one-way pipe (``start``, ``step``, ``progress``, ``epoch``, ``checkpoint``, then
+``done`` or ``error``); the parent asks for a graceful stop through an Event. The parent keeps no copy of the
 pipe's sending end, so the child's death is seen as end-of-file, never as a hang. A child whose
 parent dies exits at once: nobody would record what it does.
 """
@@ -37,6 +37,9 @@ class _PipeCallbacks(TrainingCallbacks):
 
     def on_step(self, *, epoch: int, step: int, metrics: dict[str, float]) -> None:
         self.conn.send({"type": "step", "epoch": epoch, "step": step, "metrics": metrics})
+
+    def on_progress(self, live: dict[str, Any]) -> None:
+        self.conn.send({"type": "progress", "live": live})
 
     def on_epoch(
         self, *, epoch: int, step: int, metrics: dict[str, float], details: dict[str, Any], best: bool

@@ -186,6 +186,7 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
             "config": config.model_dump(mode="json"),
             "pretrained": info.pretrained,
         }
+        steps_per_epoch = len(data.train_dataloader())
         reporter = Reporter(
             callbacks,
             workdir=workdir,
@@ -194,15 +195,18 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
             mode=mode,
             patience=config.patience if config.early_stopping else None,
             log_every_n_steps=config.log_every_n_steps,
+            steps_per_epoch=steps_per_epoch,
+            epochs=config.epochs,
+            val_steps=len(data.val_dataloader()),
         )
         trainer = build_trainer(config, workdir=workdir, callbacks=[reporter], accelerator=accelerator)
-        steps_per_epoch = len(data.train_dataloader())
         callbacks.on_start(
             {
                 "train_images": len(data.train_items),
                 "val_images": len(data.val_items),
                 "steps_per_epoch": steps_per_epoch,
                 "total_steps": steps_per_epoch * config.epochs,
+                "log_every_n_steps": reporter.log_every,
                 "epochs": config.epochs,
                 "accelerator": accelerator,
                 "precision": resolve_precision(config.precision, accelerator),

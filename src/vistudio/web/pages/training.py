@@ -15,7 +15,7 @@ from vistudio.api.deps import StudioDep
 from vistudio.errors import BadRequest, InvalidInput, VistudioError
 from vistudio.services import experiments, projects, splits
 from vistudio.studio import Studio
-from vistudio.web.pages._common import error_fragment, error_page, is_htmx, render
+from vistudio.web.pages._common import error_fragment, error_page, hidden_section, is_htmx, render
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 LISTED = 100  # experiments in the list
@@ -108,7 +108,7 @@ def _context(studio: Studio, name: str) -> dict[str, Any]:
 def _detail(studio: Studio, project: str, experiment: str | int) -> dict[str, Any]:
     exp = experiments.get_experiment(studio, project=project, experiment=experiment)
     series = experiments.experiment_metrics(studio, project=project, experiment=exp["id"])["series"]
-    return {"exp": exp, "series": series}
+    return {"exp": exp, "series": series, "clock": experiments.clock_text, "speed": experiments.speed_text}
 
 
 def _listing(studio: Studio, project: str) -> dict[str, Any]:
@@ -122,14 +122,9 @@ def train_page(
 ) -> Response:
     try:
         ctx = _context(studio, name)
+        if (missing := hidden_section(request, ctx["project"], "train")) is not None:
+            return missing
         listing = _listing(studio, name)
-        trainable = True
-        try:
-            from vistudio.ml.tasks import get_training
-
-            get_training(ctx["project"]["task"])
-        except BadRequest:
-            trainable = False
         chosen: str | int | None = experiment or None
         if chosen is None and listing["experiments"]:
             active = [e for e in listing["experiments"] if e["status"] in experiments.ACTIVE]
@@ -144,8 +139,7 @@ def train_page(
             **ctx,
             **listing,
             "detail": detail,
-            "trainable": trainable,
-            "models": experiments.model_catalog()["items"] if trainable else [],
+            "models": experiments.model_catalog()["items"],
             "defaults": DEFAULTS,
         },
     )
@@ -177,6 +171,27 @@ async def start(request: Request, studio: StudioDep, name: str) -> Response:
         {**detail, **listing, "project": project, "oob_list": True},
         headers={"HX-Trigger": "training-started"},
     )
+
+
+@router.get("/projects/{name}/train/warnings", response_class=HTMLResponse)
+def config_warnings(
+    request: Request,
+    studio: StudioDep,
+    name: str,
+    model: Annotated[str, Query(max_length=64)] = "",
+    image_size: Annotated[str, Query(max_length=20)] = "",
+) -> Response:
+    """The form's live warnings (an image size too small for the model) before anything starts."""
+    try:
+        task = projects.get_project(studio, name)["task"]
+    except VistudioError as exc:
+        return error_fragment(request, exc)
+    raw: dict[str, Any] = {"model": model} if model else {}
+    if image_size.strip().isdigit():
+        raw["image_size"] = int(image_size.strip())
+    # a value the form cannot submit is the start button's error to report, not a warning
+    warnings = experiments.experiment_warnings(task, raw)
+    return render(request, "fragments/train_warnings.html", {"warnings": warnings})
 
 
 @router.get("/projects/{name}/train/list", response_class=HTMLResponse)

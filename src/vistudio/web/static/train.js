@@ -4,7 +4,41 @@
 
 const trainPalette = ["#4f46e5", "#0ea5e9", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#14b8a6", "#f97316", "#64748b", "#db2777"];
 const TRAIN_LOSS_SERIES = [["train_loss_step", "train loss (per step)"], ["train_loss", "train loss (epoch)"], ["val_loss", "val loss"]];
-const TRAIN_METRIC_SERIES = [["val_accuracy", "val accuracy"], ["train_accuracy", "train accuracy"], ["val_f1_macro", "val F1 (macro)"]];
+const TRAIN_METRIC_SERIES = [["train_accuracy_step", "train accuracy (running)"], ["val_accuracy", "val accuracy"], ["train_accuracy", "train accuracy"], ["val_f1_macro", "val F1 (macro)"]];
+
+function trainClock(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  const mm = h ? String(m).padStart(2, "0") : String(m);
+  return (h ? h + ":" : "") + mm + ":" + String(r).padStart(2, "0");
+}
+
+/* Dashed vertical lines at the epoch boundaries of a step axis: options.plugins.epochLines =
+   {every: steps per epoch}. Drawn by hand: the app vendors Chart.js without its annotation plugin.
+   Epochs narrower than a few pixels get no lines: they would grey the whole plot. */
+const trainEpochLines = {
+  id: "epochLines",
+  beforeDatasetsDraw(chart, args, opts) {
+    const every = opts && opts.every;
+    const x = chart.scales.x;
+    if (!every || !x || x.max <= every) return;
+    const ctx = chart.ctx, area = chart.chartArea;
+    if (x.getPixelForValue(every) - x.getPixelForValue(0) < 10) return;
+    ctx.save();
+    ctx.strokeStyle = "#cbd5e1";
+    ctx.setLineDash([3, 3]);
+    ctx.lineWidth = 1;
+    for (let step = every; step < x.max; step += every) {
+      const px = Math.round(x.getPixelForValue(step)) + 0.5;
+      if (px <= area.left || px >= area.right) continue;
+      ctx.beginPath();
+      ctx.moveTo(px, area.top);
+      ctx.lineTo(px, area.bottom);
+      ctx.stroke();
+    }
+    ctx.restore();
+  },
+};
 
 function trainPoints(s) {
   if (!s) return [];
@@ -30,9 +64,10 @@ function trainLineChart(canvas, datasets, opts) {
       parsing: false,
       normalized: true,
       interaction: { mode: "nearest", axis: "x", intersect: false },
-      scales: { x: { type: "linear", min: 0, title: { display: true, text: opts.xTitle || "step" }, ticks: { precision: 0 } }, y: y },
-      plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
+      scales: { x: { type: "linear", min: 0, max: opts.maxStep || undefined, title: { display: true, text: opts.xTitle || "step" }, ticks: { precision: 0 } }, y: y },
+      plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } }, epochLines: { every: opts.stepsPerEpoch || 0 } },
     },
+    plugins: [trainEpochLines],
   });
   canvas.dataset.points = String(trainChartPoints(chart));
   return chart;
@@ -48,7 +83,8 @@ function trainDatasets(series, specs) {
       borderColor: perStep ? "#a5b4fc" : trainPalette[i % trainPalette.length],
       backgroundColor: perStep ? "#a5b4fc" : trainPalette[i % trainPalette.length],
       borderWidth: perStep ? 1.25 : 2,
-      pointRadius: perStep ? 0 : 3,
+      // a few step points are dots (a lone first point would be invisible as a line); many, a line
+      pointRadius: perStep ? (c) => (c.dataset.data.length <= 40 ? 2 : 0) : 3,
       cubicInterpolationMode: "monotone",
     };
   });
@@ -59,7 +95,16 @@ function trainLive(opts) {
   // Chart instances, the stream and the seen-point set stay out of Alpine's reactive proxies:
   // Chart.js objects wrapped in proxies recurse without end.
   const live = { charts: [], es: null, seen: new Set() };
+  const run = opts.live || {};
   return {
+    active: !!opts.active,
+    step: run.step || 0,
+    totalSteps: run.total_steps || 0,
+    stepsPerEpoch: run.steps_per_epoch || 0,
+    liveEpoch: run.epoch || 0,
+    ips: run.images_per_s || null,
+    eta: run.eta_s === undefined ? null : run.eta_s,
+    elapsed: run.elapsed_s === undefined ? null : run.elapsed_s,
     status: opts.status,
     epoch: opts.epoch,
     epochs: opts.epochs,
@@ -77,9 +122,10 @@ function trainLive(opts) {
       const series = raw ? JSON.parse(raw.textContent) : {};
       for (const [name, s] of Object.entries(series)) s.step.forEach((st) => live.seen.add(name + "@" + st));
       if (typeof Chart === "undefined") return;
+      const axis = { maxStep: this.axisEnd(), stepsPerEpoch: this.stepsPerEpoch };
       live.charts = [
-        trainLineChart(this.$refs.loss, trainDatasets(series, TRAIN_LOSS_SERIES), {}),
-        trainLineChart(this.$refs.metric, trainDatasets(series, TRAIN_METRIC_SERIES), { unit: true }),
+        trainLineChart(this.$refs.loss, trainDatasets(series, TRAIN_LOSS_SERIES), axis),
+        trainLineChart(this.$refs.metric, trainDatasets(series, TRAIN_METRIC_SERIES), Object.assign({ unit: true }, axis)),
       ];
       this.count();
       if (opts.active && opts.jobId) this.follow();
@@ -92,6 +138,45 @@ function trainLive(opts) {
       const v = this.best[key];
       if (v === undefined || v === null) return "";
       return key.endsWith("loss") ? v.toFixed(4) : (v * 100).toFixed(1) + "%";
+    },
+    stepText() { return this.totalSteps ? this.step.toLocaleString() + " / " + this.totalSteps.toLocaleString() : "—"; },
+    epochText() {
+      // the epoch in progress while it runs; afterwards the epochs it finished
+      if (!this.active) return this.epoch + " / " + this.epochs;
+      return this.liveEpoch ? this.liveEpoch + " / " + this.epochs : "—";
+    },
+    speedText() {
+      if (!this.ips) return "—";
+      return (this.ips >= 10 ? Math.round(this.ips).toLocaleString() : this.ips.toFixed(1)) + " img/s";
+    },
+    etaText() {
+      if (!this.active) return this.elapsed === null ? "—" : trainClock(this.elapsed);
+      return this.eta === null ? "—" : trainClock(this.eta);
+    },
+    axisEnd() {
+      // while it runs, the x axis reaches the end of the epoch in progress: the first epoch's
+      // points spread over the whole plot instead of a sliver of a long run's axis
+      if (!this.active || !this.stepsPerEpoch || !this.liveEpoch) return undefined;
+      return Math.min(this.totalSteps || Infinity, this.liveEpoch * this.stepsPerEpoch);
+    },
+    axis(total, every) {
+      this.totalSteps = total || this.totalSteps;
+      this.stepsPerEpoch = every || this.stepsPerEpoch;
+      const end = this.axisEnd();
+      live.charts.forEach((c) => {
+        if (c.options.scales.x.max === end && c.options.plugins.epochLines.every === this.stepsPerEpoch) return;
+        c.options.scales.x.max = end;
+        c.options.plugins.epochLines.every = this.stepsPerEpoch;
+        c.update("none");
+      });
+    },
+    progress(run) {
+      this.step = run.step;
+      this.liveEpoch = run.epoch;
+      this.ips = run.images_per_s;
+      this.eta = run.eta_s;
+      this.elapsed = run.elapsed_s;
+      this.axis(run.total_steps, run.steps_per_epoch);
     },
     pct() {
       if (!this.total) return this.status === "running" ? 100 : 0;
@@ -128,7 +213,8 @@ function trainLive(opts) {
         const d = JSON.parse(e.data);
         if (d.attempt !== undefined && d.attempt < this.attempt) return; // an earlier, interrupted attempt
         if (d.attempt !== undefined && d.attempt > this.attempt) { this.attempt = d.attempt; this.reset(); }
-        if (d.scope === "start") { this.total = d.total_steps; this.status = "running"; }
+        if (d.scope === "start") { this.total = d.total_steps; this.status = "running"; this.axis(d.total_steps, d.steps_per_epoch); }
+        else if (d.scope === "progress") { this.progress(d.live); }
         else if (d.scope === "checkpoint") { this.saved = d.kind + " checkpoint saved at epoch " + d.epoch + ", step " + d.step; }
         else if (d.scope === "step" || d.scope === "epoch") {
           this.add(d.metrics, d.step);
