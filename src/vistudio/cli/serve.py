@@ -39,7 +39,9 @@ def demo(
     ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="rebuild even if the demo projects exist")] = False,
 ) -> None:
-    """Create the demo projects (scikit-learn digits, scikit-image sample photos) in the workspace."""
+    """Create the demo projects: scikit-learn's digits (classification) and a photo library of
+    scikit-image's sample photos, a folder in the workspace scanned in place. Offline; a second
+    run changes nothing."""
     from vistudio.services.demo import create_demo
 
     out = create_demo(state(ctx).studio(), force=force)
@@ -47,7 +49,9 @@ def demo(
         ctx,
         out,
         lambda d: console.print(
-            f"demo ready: {', '.join(d['projects'])}" + (" (already there)" if not d["created"] else "")
+            f"demo ready: {', '.join(d['projects'])}"
+            + (" (already there)" if not d["created"] else "")
+            + f"\nthe photo library's folder: {d['folder']}"
         ),
     )
 

@@ -51,7 +51,7 @@ from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.services.ingest import SAMPLE_FIELDS, probe_items, update_near_duplicates
 from vistudio.services.projects import find_project
-from vistudio.studio import Studio
+from vistudio.studio import WORKSPACE_DIRS, Studio
 
 JOB_KIND = "library_scan"
 LIBRARY_TASK = "library"
@@ -178,7 +178,7 @@ def check_root_path(
         ):
             raise InvalidInput(
                 f"{text[:300]} is outside the folders this server may read (setting VISTUDIO_IMPORT_ROOTS)",
-                details={"import_roots": [str(a) for a in allowed]},
+                details={"setting": "import_roots", "import_roots": [str(a) for a in allowed]},
             )
         exists, is_dir = resolved.exists(), resolved.is_dir()
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python 3.11)
@@ -188,7 +188,11 @@ def check_root_path(
     if not is_dir:
         raise InvalidInput(f"not a folder: {text[:300]}")
     workspace = home.resolve()
-    if resolved.is_relative_to(workspace):
+    # A folder of photos inside the workspace (the demo's) is fine; the workspace itself and
+    # vistudio's own folders (thumbnails, copies, exports…) are not photos to index.
+    if resolved == workspace or (
+        resolved.is_relative_to(workspace) and resolved.relative_to(workspace).parts[0] in WORKSPACE_DIRS
+    ):
         raise InvalidInput(f"{text[:300]} is inside the vistudio workspace; choose a folder of your photos")
     return resolved
 
@@ -564,8 +568,10 @@ def _walk(root_path: str, *, workspace: Path) -> _Walked:
             out.unsure.add(e.path)
         out.failed.append({"path": os.path.join(root_path, e.path), "error": e.reason})
     skip = workspace.resolve()
+    # a root inside the workspace holds no vistudio folder (check_root_path): nothing to skip
+    inside = real.is_relative_to(skip)
     for p in paths:
-        if p.is_relative_to(skip):
+        if not inside and p.is_relative_to(skip):
             continue
         rel = p.relative_to(real).as_posix()
         try:

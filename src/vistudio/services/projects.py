@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from vistudio.db import Job, LabelClass, Project, Sample, Split
 from vistudio.errors import Conflict, InvalidInput, NotFound
-from vistudio.ml.tasks import get_task, task_names
+from vistudio.ml.tasks import SECTIONS, get_task, task_names
 from vistudio.studio import Studio
 
 NAME_RE = re.compile(r"^[\w][\w .\-]{0,99}$")
@@ -42,6 +42,34 @@ def project_dict(p: Project, *, samples: int | None = None, classes: int | None 
     return d
 
 
+def task_catalog() -> list[dict[str, Any]]:
+    """Every task, in the order users see them, with what its projects offer today."""
+    return [
+        {
+            "name": t.name,
+            "title": t.title,
+            "label": t.label,
+            "summary": t.summary,
+            "can_train": t.can_train,
+            "sections": list(t.sections),
+        }
+        for t in (get_task(n) for n in task_names())
+    ]
+
+
+def check_section(project: dict[str, Any], section: str) -> None:
+    """A NotFound when the project's task does not offer ``section`` (``SECTIONS``): a photo
+    library has no Train page, a detection project none until detection can be trained."""
+    spec = get_task(project["task"])
+    if section not in spec.sections:
+        offered = ", ".join(SECTIONS[s] for s in spec.sections)
+        raise NotFound(
+            f"{spec.title} projects have no {SECTIONS[section]} section; "
+            f"{project['name']} offers {offered}",
+            details={"section": section, "task": spec.name, "sections": list(spec.sections)},
+        )
+
+
 def find_project(session: Session, ref: str | int) -> Project:
     """A project by id or by name."""
     project: Project | None = None
@@ -59,7 +87,9 @@ def create_project(studio: Studio, *, name: str, task: str) -> dict[str, Any]:
     try:
         get_task(task)
     except KeyError:
-        raise InvalidInput(f"unknown task {task!r}", details={"tasks": task_names()}) from None
+        raise InvalidInput(
+            f"unknown task {task!r}; use one of: {', '.join(task_names())}", details={"tasks": task_names()}
+        ) from None
     try:
         with studio.sessions.begin() as s:
             p = Project(name=name, task=task)

@@ -4,13 +4,19 @@ Each task says which annotation kinds it uses and whether it can be trained. Tra
 parts (models, losses, metrics, transforms) live in one module per task, ``ml/tasks/<name>.py``,
 which registers a ``vistudio.ml.training.task.TrainingTask`` subclass with
 ``@register_training(name)``. That module is imported on first use, so listing tasks never
-imports torch.
+imports torch: whether a task can be trained today is known from that module being there.
+
+Each task also says which sections of a project it offers (the tabs of a project's page): a
+photo library is browsed, searched and deduplicated; a task that can be split but not trained
+yet has no Train, Evaluate or Export.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from vistudio.errors import BadRequest
@@ -20,12 +26,74 @@ if TYPE_CHECKING:
     from vistudio.ml.training.task import TrainingTask
 
 
+# Every section a project page can have, in tab order, with its title; the Dataset section is
+# the project's own URL, the others ``/projects/<name>/<section>``.
+SECTIONS: dict[str, str] = {
+    "dataset": "Dataset",
+    "split": "Split",
+    "train": "Train",
+    "evaluate": "Evaluate",
+    "export": "Export",
+    "search": "Search",
+    "duplicates": "Duplicates",
+}
+TRAINING_SECTIONS = ("train", "evaluate", "export")
+# what a user does in each section, for the sentence that describes a task
+_VERBS = {
+    "dataset": "browse",
+    "split": "split",
+    "train": "train",
+    "evaluate": "evaluate",
+    "export": "export",
+    "search": "search",
+    "duplicates": "find duplicates",
+}
+
+
+@cache
+def _has_training_module(name: str) -> bool:
+    # find_spec looks for the file without importing it (and so without importing torch)
+    return importlib.util.find_spec(f"{__name__}.{name}") is not None
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
     title: str
     annotation_kinds: tuple[str, ...]
+    # False: the task is never trained (a photo library); True: it is meant to be, see can_train
     trainable: bool = True
+
+    @property
+    def can_train(self) -> bool:
+        """Whether projects of this task can be trained today (its training module exists)."""
+        return self.trainable and _has_training_module(self.name)
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """The sections (``SECTIONS`` keys) a project of this task offers, in tab order."""
+        if not self.trainable:  # nothing to split for: a library is browsed, searched, deduplicated
+            return ("dataset", "search", "duplicates")
+        return tuple(s for s in SECTIONS if self.can_train or s not in TRAINING_SECTIONS)
+
+    @property
+    def label(self) -> str:
+        """The task's name in a list of tasks, with a word when it cannot be trained yet."""
+        return (
+            f"{self.title} (training not yet available)"
+            if self.trainable and not self.can_train
+            else self.title
+        )
+
+    @property
+    def summary(self) -> str:
+        """What projects of this task can do, in a sentence: "Detection — browse, split, search and
+        find duplicates; training not yet available"."""
+        verbs = [_VERBS[s] for s in self.sections]
+        text = f"{self.title} — {', '.join(verbs[:-1])} and {verbs[-1]}"
+        if not self.trainable:
+            return f"{text}; no training"
+        return text if self.can_train else f"{text}; training not yet available"
 
 
 TASKS: Registry[TaskSpec] = Registry("task")

@@ -1,15 +1,16 @@
-"""Projects page: list, create (modal), rename (inline) and delete (typed confirmation)."""
+"""Projects page: list, create (modal, then the new project opens), rename (inline) and delete
+(typed confirmation)."""
 
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, VistudioError
-from vistudio.ml.tasks import get_task, task_names
 from vistudio.services import projects
 from vistudio.studio import Studio
 from vistudio.web.pages._common import error_fragment, render
@@ -18,19 +19,13 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 MAX_LISTED = 500
 
 
-def _tasks() -> list[dict[str, str]]:
-    return [{"name": n, "title": get_task(n).title} for n in task_names()]
-
-
 def _context(studio: Studio) -> dict[str, object]:
     listing = projects.list_projects(studio, limit=MAX_LISTED)
-    return {"projects": listing["items"], "total": listing["total"], "tasks": _tasks()}
+    return {"projects": listing["items"], "total": listing["total"], "tasks": projects.task_catalog()}
 
 
-def _list(request: Request, studio: Studio, *, trigger: str | None = None) -> Response:
+def _list(request: Request, studio: Studio) -> Response:
     headers = {"HX-Retarget": "#project-list", "HX-Reswap": "outerHTML"}
-    if trigger:
-        headers["HX-Trigger"] = trigger
     return render(request, "fragments/project_list.html", _context(studio), headers=headers)
 
 
@@ -50,10 +45,11 @@ def create(
     try:
         if not name.strip():
             raise InvalidInput("give the project a name")
-        projects.create_project(studio, name=name, task=task)
+        created = projects.create_project(studio, name=name, task=task)
     except VistudioError as exc:
         return error_fragment(request, exc)
-    return _list(request, studio, trigger="project-created")
+    # a new project is empty: open it, where its first import starts
+    return Response(status_code=204, headers={"HX-Redirect": f"/projects/{quote(created['name'], safe='')}"})
 
 
 @router.post("/projects/{name}/rename", response_class=HTMLResponse)

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, VistudioError
 from vistudio.services import projects, splits
-from vistudio.web.pages._common import error_fragment, error_page, render
+from vistudio.web.pages._common import error_fragment, error_page, hidden_section, render
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 
@@ -46,6 +46,8 @@ def split_page(request: Request, studio: StudioDep, name: str) -> Response:
         project = projects.get_project(studio, name)
     except VistudioError as exc:
         return error_page(request, exc)
+    if (missing := hidden_section(request, project, "split")) is not None:
+        return missing
     existing = splits.list_splits(studio, project=project["id"])["items"]
     return render(
         request,
