@@ -42,7 +42,8 @@ def test_assets_and_empty_states(site: tuple[TestClient, Studio]) -> None:
     assert "<title>bare · Evaluate · vistudio</title>" in page.text
     page = c.get("/projects/bare/export")
     assert 'id="export-empty"' in page.text and "No exports yet" in page.text
-    assert "Evaluation is for projects with a training task" in c.get("/projects/photos/evaluate").text
+    hidden = c.get("/projects/photos/evaluate")  # a photo library has no Evaluate section
+    assert hidden.status_code == 404 and 'data-testid="section-missing"' in hidden.text
     assert c.get("/projects/ghost/evaluate").status_code == 404
     assert c.get("/projects/ghost/export").status_code == 404
 

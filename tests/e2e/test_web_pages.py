@@ -59,15 +59,14 @@ def test_projects_page_empty_state(client: TestClient) -> None:
         assert "No projects yet" in r.text
         assert 'href="/jobs"' in r.text
         # the task select is filled from the task registry
-        assert '<option value="classification">Classification</option>' in r.text
+        assert '<option value="classification" data-can-train="yes">Classification</option>' in r.text
 
 
 def test_create_rename_delete_project(client: TestClient, web_studio: Studio) -> None:
     r = client.post("/projects", data={"name": "cats", "task": "detection"}, headers=HX)
-    assert r.status_code == 200
-    assert r.headers["HX-Retarget"] == "#project-list"
-    assert r.headers["HX-Trigger"] == "project-created"
-    assert 'data-project="cats"' in r.text and "badge-orange" in r.text
+    assert r.status_code == 204 and r.headers["HX-Redirect"] == "/projects/cats"  # the new project opens
+    listed = client.get("/projects").text
+    assert 'data-project="cats"' in listed and "badge-orange" in listed
 
     dup = client.post("/projects", data={"name": "cats", "task": "detection"}, headers=HX)
     assert dup.status_code == 409
@@ -231,18 +230,94 @@ def test_jobs_page_polls_cancels_and_retries(client: TestClient, web_studio: Stu
     assert again.status_code == 409 and again.headers["HX-Retarget"] == "#job-errors"
     r = client.post(f"/jobs/{job.id}/requeue", headers=HX)
     assert r.status_code == 200 and "status-queued" in r.text
-    # a permanent failure shows its message, traceback (collapsed) and a Retry button
+    # a permanent failure shows its message, the traceback's tail and a Retry button
     Worker(web_studio).run_one(job.id)
     table = client.get("/jobs/table?tab=failed").text
     assert "source not found" in table and "Retry</button>" in table
     detail = client.get(f"/jobs/{job.id}").text
-    assert "<details><summary>Traceback</summary>" in detail
+    tail = re.search(r'<pre id="job-traceback" class="code">([^<]*)</pre>', detail)
+    assert tail and "source not found" in tail.group(1)
     assert client.get("/jobs/424242").status_code == 404
     dead = web_studio.queue.enqueue("import", {}, max_attempts=1)
     web_studio.queue.claim("w", job_id=dead.id)
     web_studio.queue.fail(dead.id, "w", {"message": "gave up"}, transient=True)
     tab = client.get("/jobs?tab=dead").text
     assert "status-dead" in tab and "gave up" in tab and f'data-job-id="{job.id}"' not in tab
+
+
+def test_jobs_page_opens_the_job_in_its_address(client: TestClient, web_studio: Studio) -> None:
+    """/jobs?job=N (the import panel links there) renders job N's detail, open, as readable fields:
+    parameters, progress, timings with the duration, attempts, the error with its traceback, events."""
+    pid = projects.create_project(web_studio, name="p", task="library")["id"]
+    job = web_studio.queue.enqueue(
+        "import", {"source": "/nowhere/at-all", "format": "folder", "mode": "copy"}, project_id=pid
+    )
+    web_studio.queue.event(job.id, "log", {"message": "looking for the folder"})
+    Worker(web_studio).run_one(job.id)
+    page = client.get(f"/jobs?job={job.id}")
+    assert page.status_code == 200
+    html = page.text
+    dialog = re.search(r'<dialog id="job-dialog"[^>]*>', html)
+    assert dialog and "data-open-on-load" in dialog.group(0) and 'data-url-param="job"' in dialog.group(0)
+    assert f'data-detail-id="{job.id}"' in html
+    params = re.search(r'<dl id="job-params".*?</dl>', html, re.S)
+    assert params and '<dt class="mono">source</dt><dd class="break">/nowhere/at-all</dd>' in params.group(0)
+    assert '"source"' not in html  # no raw JSON of the parameters
+    timings = re.search(r'<dl id="job-timings".*?</dl>', html, re.S)
+    assert timings
+    for label in ("Queued", "Started", "Finished", "Duration", "Attempts"):
+        assert f"<dt>{label}</dt>" in timings.group(0)
+    assert re.search(r'data-testid="job-duration">\d+\.\d s<', timings.group(0))
+    assert 'data-testid="job-attempts">1 / ' in timings.group(0)
+    assert 'role="progressbar" aria-label="Progress of job' in html
+    assert "source not found" in html and 'id="job-traceback"' in html
+    events = re.findall(r'<li data-kind="(\w+)">', html)
+    assert events[0] == "status" and "log" in events and events[-1] == "status"
+    assert "looking for the folder" in html and "status-failed" in html
+    # the list has a duration column for finished jobs
+    table = client.get("/jobs/table").text
+    assert '<th scope="col" class="num">Duration</th>' in table
+    assert re.search(r'<td class="num nowrap" data-testid="job-duration">\d+\.\d s</td>', table)
+    # a job that is not there: the page still renders, its dialog says why
+    missing = client.get("/jobs?job=999999")
+    assert missing.status_code == 200 and "job 999999 not found" in missing.text
+    assert client.get("/jobs?job=abc").status_code == 200
+    # no job asked for: the dialog stays closed
+    assert "data-open-on-load" not in client.get("/jobs").text
+
+
+def test_dataset_page_opens_the_sample_in_its_address(client: TestClient, shapes: str) -> None:
+    """/projects/<name>?sample=ID is the sample detail's own address: the page renders it, open."""
+    grid = client.get("/projects/shapes").text
+    ids = re.findall(r'data-sample-id="(\d+)"', grid)
+    assert len(ids) == 12 and "data-open-on-load" not in grid
+    page = client.get(f"/projects/shapes?sample={ids[3]}&label=circle").text
+    dialog = re.search(r'<dialog id="detail"[^>]*>', page)
+    assert dialog and "data-open-on-load" in dialog.group(0) and 'data-url-param="sample"' in dialog.group(0)
+    assert f'data-detail-id="{ids[3]}"' in page and 'aria-label="Next sample"' in page
+    assert page.count('data-testid="tile"') == 4  # the filters still apply to the grid behind it
+    missing = client.get("/projects/shapes?sample=999999").text
+    assert "data-open-on-load" in missing and "sample 999999" in missing
+
+
+def test_api_docs_link_back_to_the_app(client: TestClient) -> None:
+    html = client.get("/docs").text
+    assert '<a href="/"' in html and "/static/vendor/swagger-ui/swagger-ui-bundle.js" in html
+    # the title's description in the explorer links back too
+    assert "](/)" in client.get("/openapi.json").json()["info"]["description"]
+    assert 'href="/docs"' in client.get("/projects").text
+
+
+def test_job_duration_wording() -> None:
+    from vistudio.web.pages.jobs import duration
+
+    assert [duration(x) for x in (None, 0.42, 42, 185, 7620)] == [
+        "—",
+        "0.4 s",
+        "42 s",
+        "3 min 05 s",
+        "2 h 07 min",
+    ]
 
 
 def test_login_sets_cookie_and_refuses_offsite_next(tmp_path: Path) -> None:
@@ -336,6 +411,6 @@ def test_cross_site_form_posts_are_refused(client: TestClient, web_studio: Studi
     ok = client.post(
         "/projects", data={"name": "mine", "task": "library"}, headers={"Origin": "http://testserver", **HX}
     )
-    assert ok.status_code == 200
+    assert ok.status_code == 204
     assert client.post("/projects/mine/delete", data={"confirm": "mine"}, headers=HX).status_code == 200
     assert client.get("/projects", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200

@@ -27,12 +27,22 @@ from vistudio.api.routes import (
     search,
     splits,
 )
+from vistudio.api.routes import settings as settings_routes  # "settings" names the Settings below
 from vistudio.api.security import host_allowed, is_cross_site, token_matches
 from vistudio.jobs.worker import EmbeddedWorkers
 from vistudio.studio import Studio
 
 OPEN_PATHS = ("/health", "/static/", "/login", "/favicon.ico")
 MAX_BODY_BYTES = 16 * 2**20  # any request other than an upload (JSON bodies, forms)
+# Swagger UI has no way back to the app on its own: a bar like the app's header, above it.
+DOCS_HEADER = """<body style="margin:0">
+<style>.vs-docs-bar a { color: #4f46e5; text-decoration: none } .vs-docs-bar a:hover { text-decoration: underline }</style>
+<header class="vs-docs-bar" style="display:flex;align-items:center;gap:1.25rem;padding:.7rem 1.25rem;
+ background:#fff;border-bottom:1px solid #e3e6ee;font:15px/1.4 system-ui,sans-serif">
+ <a href="/" style="font-weight:700;color:#1f2430">◈ vistudio</a>
+ <a href="/projects">Projects</a><a href="/jobs">Jobs</a><a href="/runs">Runs</a>
+ <span style="margin-left:auto;color:#6b7280">API docs</span>
+</header>"""
 
 
 def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
@@ -49,18 +59,28 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
             if pool:
                 pool.shutdown()
 
-    app = FastAPI(title="vistudio", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="vistudio",
+        version=__version__,
+        # shown under the title in the API explorer: its way back to the app
+        description="The REST API of vistudio. [← Back to the vistudio app](/)",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         # the vendored Swagger UI: the API explorer works offline too
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title="vistudio API",
             swagger_js_url="/static/vendor/swagger-ui/swagger-ui-bundle.js",
             swagger_css_url="/static/vendor/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/favicon.svg",
         )
+        html = bytes(page.body).decode().replace("<body>", DOCS_HEADER, 1)
+        return HTMLResponse(html)
 
     app.state.studio = studio
     errors.install(app)
@@ -76,6 +96,7 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
         library,
         search,
         duplicates,
+        settings_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)

@@ -225,6 +225,26 @@ class JobQueue:
                 )
             )
 
+    def event_log(self, job_id: int, *, limit: int = 200) -> tuple[builtins.list[JobEvent], int]:
+        """The job's newest ``limit`` events other than progress ticks (oldest first), and how many
+        progress events it has: an import of 100,000 files writes thousands of ticks that would bury
+        the status changes, logs and metrics a reader looks for."""
+        with self.sessions() as s:
+            rows = list(
+                s.scalars(
+                    select(JobEvent)
+                    .where(JobEvent.job_id == job_id, JobEvent.kind != "progress")
+                    .order_by(JobEvent.id.desc())
+                    .limit(limit)
+                )
+            )
+            ticks = s.scalar(
+                select(func.count())
+                .select_from(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.kind == "progress")
+            )
+        return rows[::-1], int(ticks or 0)
+
     def _finish(self, job_id: int, owner: str, status: str, **values: Any) -> bool:
         now = utcnow()
         with self.sessions.begin() as s:

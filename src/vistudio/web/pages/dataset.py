@@ -121,13 +121,18 @@ def grid_params(
 GridParams = Annotated[dict[str, str], Depends(grid_params)]
 
 
+SampleParam = Annotated[str, Query(max_length=19)]
+
+
 @router.get("/projects/{name}", response_class=HTMLResponse)
 def dataset_page(
     request: Request,
     studio: StudioDep,
     name: str,
     params: GridParams,
+    sample: SampleParam = "",
 ) -> Response:
+    """The grid; ``?sample=ID`` (the detail's own address, pushed when one opens) shows that sample."""
     try:
         project = projects.get_project(studio, name)
     except VistudioError as exc:
@@ -149,6 +154,14 @@ def dataset_page(
             )
         return render(request, "fragments/grid.html", grid)
     extra = {"library": _library_context(studio, project)} if project["task"] == library.LIBRARY_TASK else {}
+    detail: dict[str, Any] = {}
+    if sample:
+        try:
+            if not (sample.isascii() and sample.isdigit()):
+                raise InvalidInput("sample must be a sample id")
+            detail = {"detail": _sample_context(studio, project, int(sample))}
+        except VistudioError as exc:
+            detail = {"detail_error": {"message": exc.message, "code": exc.code}}
     subsets = [
         (f"{s['name']}:{sub}", f"{s['name']} · {sub}", n["total"])
         for s in splits.list_splits(studio, project=project["id"])["items"]
@@ -171,6 +184,7 @@ def dataset_page(
             "tab": "dataset",
             "nav": "projects",
             **extra,
+            **detail,
         },
     )
 
@@ -247,20 +261,21 @@ def _annotation_shapes(annotations: list[dict[str, Any]]) -> list[dict[str, Any]
     return shapes
 
 
+def _sample_context(studio: Studio, project: dict[str, Any], sample_id: int) -> dict[str, Any]:
+    sample = samples.get_sample(studio, sample_id)
+    if sample["project_id"] != project["id"]:
+        raise NotFound(f"sample {sample_id} is not in project {project['name']!r}")
+    return {"project": project, "s": sample, "shapes": _annotation_shapes(sample["annotations"])}
+
+
 @router.get("/projects/{name}/samples/{sample_id}", response_class=HTMLResponse)
 def sample_detail(request: Request, studio: StudioDep, name: str, sample_id: RowId) -> Response:
     try:
         project = projects.get_project(studio, name)
-        sample = samples.get_sample(studio, sample_id)
-        if sample["project_id"] != project["id"]:
-            raise NotFound(f"sample {sample_id} is not in project {project['name']!r}")
+        ctx = _sample_context(studio, project, sample_id)
     except VistudioError as exc:
         return error_fragment(request, exc)
-    return render(
-        request,
-        "fragments/sample_detail.html",
-        {"project": project, "s": sample, "shapes": _annotation_shapes(sample["annotations"])},
-    )
+    return render(request, "fragments/sample_detail.html", ctx)
 
 
 @router.get("/projects/{name}/imports/{job_id}", response_class=HTMLResponse)

@@ -20,7 +20,7 @@ from vistudio.errors import InvalidInput, VistudioError
 from vistudio.ml.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from vistudio.services import evaluation, exports, projects
 from vistudio.studio import Studio
-from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htmx, render
+from vistudio.web.pages._common import RowId, error_fragment, error_page, hidden_section, is_htmx, render
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
@@ -152,6 +152,8 @@ def evaluate_page(
         finished = exports.finished_experiments(studio, project["id"])
     except VistudioError as exc:
         return error_page(request, exc)
+    if (missing := hidden_section(request, project, "evaluate")) is not None:
+        return missing
     chosen = _pick(finished, experiment)
     ctx: dict[str, Any] = {
         "project": project,
@@ -256,6 +258,8 @@ def export_page(request: Request, studio: StudioDep, name: str, experiment: Text
         listed = exports.list_exports(studio, project=project["id"], limit=100)
     except VistudioError as exc:
         return error_page(request, exc)
+    if (missing := hidden_section(request, project, "export")) is not None:
+        return missing
     chosen = _pick(finished, experiment) or (finished[0] if finished else None)
     return render(
         request,

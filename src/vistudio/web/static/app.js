@@ -204,16 +204,191 @@ document.addEventListener("DOMContentLoaded", () => {
   document.body.addEventListener("htmx:afterSettle", (e) => initCharts(e.target));
   document.body.addEventListener("htmx:afterSwap", (e) => {
     const dlg = e.target.closest && e.target.closest("dialog");
-    if (dlg && !dlg.open) dlg.showModal();
+    if (!dlg) return;
+    const wasOpen = dlg.open;
+    if (!dlg.open) dlg.showModal();
+    detailShown(dlg, wasOpen);
   });
   document.body.addEventListener("htmx:responseError", (e) => {
     showToast("Server error (HTTP " + e.detail.xhr.status + "). See the server log.");
   });
   document.body.addEventListener("htmx:sendError", () => showToast("Could not reach the server."));
+  setUpDialogs();
+  // a history restore swaps in a fresh body: its dialogs need the same set-up
+  document.body.addEventListener("htmx:historyRestore", setUpDialogs);
+});
+
+function setUpDialogs() {
   document.querySelectorAll("dialog").forEach((dlg) => {
+    if (dlg._setUp) return;
+    dlg._setUp = true;
     // a click on the backdrop (outside the dialog box) closes it
     dlg.addEventListener("click", (e) => { if (e.target === dlg) dlg.close(); });
+    if (dlg.dataset.urlParam) dlg.addEventListener("close", () => detailClosed(dlg));
   });
+  openDetailsOnLoad();
+}
+
+/* A page rendered for a detail's own address (/jobs?job=7) opens with that detail shown. */
+function openDetailsOnLoad() {
+  document.querySelectorAll("dialog[data-open-on-load]").forEach((dlg) => {
+    const root = dlg.querySelector("[data-detail-id]");
+    if (dlg.open) return;
+    if (!root) {  // the address named an item that cannot be shown: say why, in the dialog
+      dlg.showModal();
+      return;
+    }
+    history.replaceState({ detail: dlg.dataset.urlParam, id: root.dataset.detailId, direct: true }, "", location.href);
+    dlg.showModal();
+    detailShown(dlg, true);
+  });
+}
+
+/* Detail dialogs with their own address: <dialog data-url-param="sample" data-detail-url="…/{id}">
+   whose content root carries data-detail-id. Opening one pushes ?sample=ID (a link to share; Back
+   closes it); moving to the previous or next item replaces that entry, so one Back always returns
+   to the list. With data-step-items (a selector for the list's items) and data-step-attr (the
+   attribute holding an item's id), [data-step] buttons and the ←/→ keys walk the list in its order. */
+function detailParamUrl(param, id) {
+  const url = new URL(location.href);
+  if (id == null) url.searchParams.delete(param);
+  else url.searchParams.set(param, id);
+  return url.pathname + url.search + url.hash;
+}
+
+function detailShown(dlg, wasOpen) {
+  const param = dlg.dataset.urlParam;
+  const root = dlg.querySelector("[data-detail-id]");
+  if (!param || !root) return;
+  const id = root.dataset.detailId;
+  if (new URL(location.href).searchParams.get(param) !== id) {
+    const here = history.state && history.state.detail === param ? history.state : null;
+    const state = { detail: param, id: id, direct: !!(here && here.direct) };
+    if (wasOpen && here) history.replaceState(state, "", detailParamUrl(param, id));
+    else history.pushState(state, "", detailParamUrl(param, id));
+  }
+  updateStepButtons(dlg);
+}
+
+function detailClosed(dlg) {
+  const param = dlg.dataset.urlParam;
+  if (dlg._closedByHistory) { dlg._closedByHistory = false; return; }
+  if (!new URL(location.href).searchParams.has(param)) return;
+  // opened from the list: go back to the list's entry; opened from a shared link: drop the parameter
+  const here = history.state;
+  if (here && here.detail === param && !here.direct) history.back();
+  else history.replaceState(null, "", detailParamUrl(param, null));
+}
+
+function loadDetail(dlg, id) {
+  const target = dlg.querySelector(":scope > div");
+  if (!dlg.dataset.detailUrl || !target) return;
+  htmx.ajax("GET", dlg.dataset.detailUrl.replace("{id}", encodeURIComponent(id)), { target: target, swap: "innerHTML" });
+}
+
+function stepItems(dlg) {
+  return dlg.dataset.stepItems ? [...document.querySelectorAll(dlg.dataset.stepItems)] : [];
+}
+
+function stepIndex(dlg) {
+  const root = dlg.querySelector("[data-detail-id]");
+  if (!root) return { items: [], at: -1 };
+  const items = stepItems(dlg);
+  const attr = dlg.dataset.stepAttr;
+  return { items: items, at: items.findIndex((el) => el.getAttribute(attr) === root.dataset.detailId) };
+}
+
+function updateStepButtons(dlg) {
+  const { items, at } = stepIndex(dlg);
+  const more = document.querySelector(dlg.dataset.stepMore || "#no-more-items");
+  dlg.querySelectorAll("[data-step]").forEach((b) => {
+    const step = parseInt(b.dataset.step, 10);
+    const next = at + step;
+    b.disabled = at < 0 || next < 0 || (next >= items.length && !(step > 0 && more));
+  });
+}
+
+function stepDetail(dlg, step) {
+  const { items, at } = stepIndex(dlg);
+  if (at < 0) return;
+  const next = items[at + step];
+  if (next) {
+    loadDetail(dlg, next.getAttribute(dlg.dataset.stepAttr));
+    return;
+  }
+  // past the last loaded item: load the next page of the list, then step into it
+  const more = step > 0 && document.querySelector(dlg.dataset.stepMore || "#no-more-items");
+  if (!more) return;
+  document.body.addEventListener("htmx:afterSettle", () => stepDetail(dlg, step), { once: true });
+  more.click();
+}
+
+window.addEventListener("popstate", () => {
+  document.querySelectorAll("dialog[data-url-param]").forEach((dlg) => {
+    const id = new URL(location.href).searchParams.get(dlg.dataset.urlParam);
+    const root = dlg.querySelector("[data-detail-id]");
+    if (id && !(dlg.open && root && root.dataset.detailId === id)) loadDetail(dlg, id);
+    else if (!id && dlg.open) {
+      dlg._closedByHistory = true;
+      dlg.close();
+    }
+  });
+});
+
+function isTyping(el) {
+  return !!el && (el.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(el.tagName));
+}
+
+document.addEventListener("keydown", (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey || e.defaultPrevented) return;
+  const dlg = document.querySelector("dialog[open][data-step-items]");
+  if (dlg && (e.key === "ArrowLeft" || e.key === "ArrowRight") && !isTyping(e.target)) {
+    e.preventDefault();
+    stepDetail(dlg, e.key === "ArrowLeft" ? -1 : 1);
+    return;
+  }
+  /* "/" jumps to the page's search box (input[data-shortcut="/"]). While typing in another box the
+     key types a "/" as usual; in the search box itself, when it is empty or wholly selected (where
+     the shortcut leaves it), pressing it again must not type a "/" there either. */
+  if (e.key !== "/" || document.querySelector("dialog[open]")) return;
+  const box = document.querySelector("input[data-shortcut='/']");
+  if (!box) return;
+  if (e.target === box) {
+    const all = box.value === "" || (box.selectionStart === 0 && box.selectionEnd === box.value.length);
+    if (all) { e.preventDefault(); box.select(); }
+    return;
+  }
+  if (isTyping(e.target)) return;
+  e.preventDefault();
+  box.focus();
+  box.select();
+});
+
+document.addEventListener("click", (e) => {
+  const btn = e.target.closest && e.target.closest("dialog [data-step]");
+  if (btn && !btn.disabled) stepDetail(btn.closest("dialog"), parseInt(btn.dataset.step, 10));
+});
+
+/* Scroll boxes say which side hides more (data-more="right", "below" or both; app.css fades it). */
+function markScrollHints(root) {
+  (root || document).querySelectorAll(".table-wrap, .scroll-box").forEach(markScrollHint);
+}
+function markScrollHint(box) {
+  const more = [];
+  if (box.scrollLeft + box.clientWidth < box.scrollWidth - 2) more.push("right");
+  if (box.scrollTop + box.clientHeight < box.scrollHeight - 2) more.push("below");
+  if (more.length) box.setAttribute("data-more", more.join(" "));
+  else box.removeAttribute("data-more");
+}
+document.addEventListener("DOMContentLoaded", () => {
+  markScrollHints(document);
+  document.body.addEventListener("htmx:afterSettle", () => markScrollHints(document));
+  window.addEventListener("resize", () => markScrollHints(document));
+  // scroll events do not bubble: listen in the capture phase for every box at once
+  document.addEventListener("scroll", (e) => {
+    const box = e.target;
+    if (box.matches && box.matches(".table-wrap, .scroll-box")) markScrollHint(box);
+  }, true);
 });
 
 function showToast(text) {
