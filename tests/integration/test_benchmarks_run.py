@@ -54,3 +54,12 @@ def test_pipeline_benchmark_runs() -> None:
 def test_search_benchmark_runs() -> None:
     result = _run("benchmarks/search.py", "--sizes", "3000", "--dim", "16", "--queries", "20")
     assert result["benchmark"] and result["results"]
+
+
+@pytest.mark.slow
+def test_cli_startup_benchmark_runs() -> None:
+    result = _run("benchmarks/cli_startup.py", "--runs", "1")
+    assert set(result["commands"]) == {"--help", "project list"}
+    for r in result["commands"].values():
+        assert r["median_ms"] > 0 and r["ratio"] > 0 and r["heavy_modules"] == []
+    assert result["baselines"]["python -c pass"]["median_ms"] > 0

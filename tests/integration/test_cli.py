@@ -167,4 +167,4 @@ def test_run_and_runs_commands(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     code, out = cli(capsys, ws, "runs", "clean", second)
     assert out["runs"] == [second] and not (ws / "runs" / second).exists()
     code, out = cli(capsys, ws, "run", str(tmp_path / "missing.yaml"), "--input", str(src))
-    assert code == 1 and out["error"]["code"] == "invalid_input"
+    assert code == 2 and out["error"]["code"] == "invalid_input"  # refused before running: a usage error

@@ -8,10 +8,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from vistudio.cli.output import console, emit, print_embedding_follow_up, state, wait_for_success
-from vistudio.services import ingest, samples
+from vistudio.cli.output import (
+    console,
+    emit,
+    key_column,
+    print_embedding_follow_up,
+    state,
+    table,
+    wait_for_success,
+)
+from vistudio.text import plural
 
 
 def _report(d: dict[str, Any]) -> None:
@@ -28,7 +35,7 @@ def _report(d: dict[str, Any]) -> None:
         f"[red]{r['failed_count']}[/] failed, {r['near_duplicate_groups']} near-duplicate groups"
     )
     if r["failed"]:
-        t = Table("path", "reason", title="failed items")
+        t = table(key_column("path"), "reason", title="failed items")
         for f in r["failed"][:50]:
             t.add_row(escape(f["path"]), escape(f["reason"]))
         console.print(t)
@@ -50,6 +57,8 @@ def import_(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and print its id")] = False,
 ) -> None:
     """Import images (a folder, COCO, YOLO, CSV, or a .zip of one) into a project."""
+    from vistudio.services import ingest
+
     studio = state(ctx).studio()
     job = ingest.start_import(studio, project=project, source=source, fmt=format, mode=mode)
     if no_wait:
@@ -82,6 +91,8 @@ def list_samples(
     limit: int = 50,
 ) -> None:
     """List a project's samples with filters and pagination."""
+    from vistudio.services import samples
+
     out = samples.list_samples(
         state(ctx).studio(),
         project=project,
@@ -102,7 +113,9 @@ def list_samples(
     )
 
     def render(d: dict[str, Any]) -> None:
-        t = Table("id", "name", "size", "format", "labels", "taken", title=f"{d['total']} samples")
+        t = table(
+            key_column("id"), "name", "size", "format", "labels", "taken", title=plural(d["total"], "sample")
+        )
         for s in d["items"]:
             t.add_row(
                 str(s["id"]),
@@ -119,6 +132,8 @@ def list_samples(
 
 def show_sample(ctx: typer.Context, sample_id: int) -> None:
     """Show one sample: metadata, EXIF, annotations, tags and split membership."""
+    from vistudio.services import samples
+
     emit(
         ctx,
         {"sample": samples.get_sample(state(ctx).studio(), sample_id)},

@@ -12,15 +12,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from vistudio.cli.output import console, emit, state, wait_for_success
+from vistudio.cli.output import common_folder, console, emit, key_column, state, table, wait_for_success
 from vistudio.errors import InvalidInput
 from vistudio.ml.export import DEFAULT_OPSET
+from vistudio.text import plural
 
-# imported here (they load no torch) so that their job handlers and experiment-cleanup hook are
-# registered in every CLI process
-from vistudio.services import evaluation, exports
+# the evaluation and exports services are imported inside the commands (start-up time): their job
+# handlers and experiment-cleanup hook register wherever they are needed (jobs.registry.load_handlers,
+# services.experiments.cleanup_hooks), not because this module happened to be imported
 
 evaluation_app = typer.Typer(help="An experiment's evaluation: show, results, reset.", no_args_is_help=True)
 PATH_KEYS = ("results_path", "csv_path", "confusion_png_path", "path", "metadata_path")
@@ -50,13 +50,13 @@ def _render_evaluation(d: dict[str, Any]) -> None:
     )
     if not m:
         return
-    t = Table("metric", "value")
+    t = table(key_column("metric"), "value")
     for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1"):
         t.add_row(key, f"{m[key]:.4f}")
     t.add_row("images", str(m["samples"]))
     console.print(t)
     classes = ev["classes"]
-    cm = Table("true \\ predicted", *classes, title="confusion matrix")
+    cm = table("true \\ predicted", *classes, title="confusion matrix")
     for name, row in zip(classes, ev["confusion_matrix"], strict=True):
         cm.add_row(escape(name), *(str(v) for v in row))
     console.print(cm)
@@ -75,6 +75,8 @@ def evaluate(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and return")] = False,
 ) -> None:
     """Evaluate an experiment's checkpoint on split subsets (replaces its previous evaluation)."""
+    from vistudio.services import evaluation
+
     studio = state(ctx).studio()
     started = evaluation.start_evaluation(
         studio,
@@ -104,6 +106,8 @@ def show(
     experiment: Annotated[str, typer.Argument(help="experiment name or id")],
 ) -> None:
     """The evaluation: metrics, confusion matrix, files."""
+    from vistudio.services import evaluation
+
     ev = evaluation.get_evaluation(state(ctx).studio(), project=project, experiment=experiment)
     emit(ctx, {"evaluation": _evaluation_out(ctx, ev)}, _render_evaluation)
 
@@ -125,6 +129,8 @@ def results(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
 ) -> None:
     """Per-image results with filters, sorting and pagination → {"items", "total"}."""
+    from vistudio.services import evaluation
+
     if wrong and right:
         raise InvalidInput("--wrong and --correct exclude each other")
     out = evaluation.list_results(
@@ -141,7 +147,7 @@ def results(
     )
 
     def render(d: dict[str, Any]) -> None:
-        t = Table(
+        t = table(
             "sample", "name", "subset", "true", "predicted", "confidence", "", title=f"{d['total']} results"
         )
         for r in d["items"]:
@@ -166,6 +172,8 @@ def reset(
     experiment: Annotated[str, typer.Argument(help="experiment name or id")],
 ) -> None:
     """Delete the evaluation now: its results, its files, and its job if it still runs."""
+    from vistudio.services import evaluation
+
     out = evaluation.reset_evaluation(state(ctx).studio(), project=project, experiment=experiment)
     emit(ctx, out, lambda d: console.print(f"evaluation of {d['experiment']} deleted"))
 
@@ -180,6 +188,8 @@ def export(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and return")] = False,
 ) -> None:
     """Export an experiment's checkpoint to ONNX or TorchScript, validated against PyTorch."""
+    from vistudio.services import exports
+
     studio = state(ctx).studio()
     started = exports.start_export(
         studio, project=project, experiment=experiment, format=fmt, checkpoint=checkpoint, opset=opset
@@ -199,7 +209,7 @@ def export(
         e, v = d["export"], d["export"]["validation"]
         console.print(f"[bold]{e['format']}[/] export: {escape(e['path'])}")
         console.print(
-            f"validated on {v['images']} images ({v['source']}): max |Δlogit| {v['max_abs_diff']:.2e}, "
+            f"validated on {plural(v['images'], 'image')} ({v['source']}): max |Δlogit| {v['max_abs_diff']:.2e}, "
             f"top-1 agreement {v['top1_agreement']:.0%}"
         )
 
@@ -214,13 +224,15 @@ def exports_list(
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
 ) -> None:
     """Exported models of a project (or of one experiment) → {"items", "total"}."""
+    from vistudio.services import exports
+
     out = exports.list_exports(
         state(ctx).studio(), project=project, experiment=experiment, offset=offset, limit=limit
     )
     out["items"] = [_absolute(ctx, e) for e in out["items"]]
 
     def render(d: dict[str, Any]) -> None:
-        t = Table("id", "experiment", "format", "checkpoint", "status", "top-1 agree", "path")
+        t = table(key_column("id"), "experiment", "format", "checkpoint", "status", "top-1 agree", "path")
         for e in d["items"]:
             agree = (e["validation"] or {}).get("top1_agreement")
             t.add_row(
@@ -267,10 +279,14 @@ def predict(
     }
 
     def render(d: dict[str, Any]) -> None:
-        t = Table("image", "label", "confidence", "top-k")
-        for p in d["predictions"]:
+        # the folder the images share is said once; rows show what tells them apart
+        folder, names = common_folder([p["path"] for p in d["predictions"]])
+        if folder:
+            console.print(f"images in {escape(folder)}")
+        t = table(key_column("image"), "label", "confidence", "top-k")
+        for p, name in zip(d["predictions"], names, strict=True):
             top = ", ".join(f"{x['label']}: {x['probability']:.2f}" for x in p["top_k"][1:])
-            t.add_row(escape(p["path"]), escape(p["label"]), f"{p['confidence']:.3f}", escape(top))
+            t.add_row(escape(name), escape(p["label"]), f"{p['confidence']:.3f}", escape(top))
         console.print(t)
         for e in d["errors"]:
             console.print(f"[red]skipped[/] {escape(e['path'])}: {escape(e['reason'])}")

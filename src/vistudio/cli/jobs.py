@@ -7,17 +7,14 @@ import threading
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from vistudio.cli.output import console, emit, state
-from vistudio.jobs.queue import job_dict
-from vistudio.services.doctor import run_doctor
+from vistudio.cli.output import console, emit, key_column, state, table
 
 app = typer.Typer(help="Inspect, cancel and requeue background jobs.", no_args_is_help=True)
 
 
 def _table(items: list[dict[str, Any]]) -> None:
-    t = Table("id", "kind", "status", "progress", "attempts", "created", "error")
+    t = table(key_column("id"), "kind", "status", "progress", "attempts", "created", "error")
     for j in items:
         p = j["progress"]
         prog = f"{p['done']}/{p['total']}" if p["total"] else str(p["done"] or "")
@@ -28,8 +25,8 @@ def _table(items: list[dict[str, Any]]) -> None:
             j["status"],
             prog,
             f"{j['attempts']}/{j['max_attempts']}",
-            (j["created_at"] or "")[:19],
-            err[:60],
+            (j["created_at"] or "")[:19].replace("T", " "),
+            err.splitlines()[0][:60] if err else "",  # the first line; `jobs show ID` has it all
         )
     console.print(t)
 
@@ -43,6 +40,8 @@ def list_(
     limit: int = 50,
 ) -> None:
     """List jobs, newest first."""
+    from vistudio.jobs.queue import job_dict
+
     items, total = state(ctx).studio().queue.list(status=status, kind=kind, offset=offset, limit=limit)
     emit(ctx, {"items": [job_dict(j) for j in items], "total": total}, lambda d: _table(d["items"]))
 
@@ -50,12 +49,16 @@ def list_(
 @app.command("show")
 def show(ctx: typer.Context, job_id: int) -> None:
     """Show one job with its result or error."""
+    from vistudio.jobs.queue import job_dict
+
     emit(ctx, {"job": job_dict(state(ctx).studio().queue.get(job_id))}, lambda d: console.print_json(data=d))
 
 
 @app.command("cancel")
 def cancel(ctx: typer.Context, job_id: int) -> None:
     """Cancel a queued job, or ask a running one to stop."""
+    from vistudio.jobs.queue import job_dict
+
     emit(
         ctx,
         {"job": job_dict(state(ctx).studio().queue.cancel(job_id))},
@@ -66,6 +69,8 @@ def cancel(ctx: typer.Context, job_id: int) -> None:
 @app.command("requeue")
 def requeue(ctx: typer.Context, job_id: int) -> None:
     """Put a failed, dead or cancelled job back in the queue."""
+    from vistudio.jobs.queue import job_dict
+
     emit(
         ctx,
         {"job": job_dict(state(ctx).studio().queue.requeue(job_id))},
@@ -81,6 +86,7 @@ def worker(
     once: Annotated[bool, typer.Option("--once", help="run at most one job, then exit")] = False,
 ) -> None:
     """Run a standalone worker that takes jobs from the workspace's queue until stopped."""
+    from vistudio.jobs.queue import job_dict
     from vistudio.jobs.worker import Worker
 
     w = Worker(state(ctx).studio(), kinds=kinds.split(",") if kinds else None)
@@ -107,6 +113,8 @@ def doctor(
     quick: Annotated[bool, typer.Option("--quick", help="skip re-hashing every blob")] = False,
 ) -> None:
     """Check database integrity, blob hashes, orphan files and references."""
+    from vistudio.services.doctor import run_doctor
+
     out = run_doctor(state(ctx).studio(), fix=fix, check_hashes=not quick)
 
     def render(d: dict[str, Any]) -> None:

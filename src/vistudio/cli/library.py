@@ -7,10 +7,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from vistudio.cli.output import console, emit, print_embedding_follow_up, state, wait_for_success
-from vistudio.services import library
+from vistudio.cli.output import (
+    console,
+    emit,
+    key_column,
+    print_embedding_follow_up,
+    state,
+    table,
+    wait_for_success,
+)
+from vistudio.text import plural
 
 app = typer.Typer(
     help="Photo library: register folders (originals stay where they are) and scan them.",
@@ -19,7 +26,7 @@ app = typer.Typer(
 
 
 def _roots_table(items: list[dict[str, Any]], title: str | None = None) -> None:
-    t = Table("id", "folder", "files", "failed", "last scan", title=title)
+    t = table("id", key_column("folder"), "files", "failed", "last scan", title=title)
     for r in items:
         problem = r.get("problem")
         t.add_row(
@@ -39,12 +46,16 @@ def add(
     paths: Annotated[list[Path], typer.Argument(help="folders of photos (never modified)")],
 ) -> None:
     """Register folders with a library project; `library scan` indexes them."""
+    from vistudio.services import library
+
     out = library.add_roots(
         state(ctx).studio(), project=project, paths=[str(p) for p in paths], base=Path.cwd()
     )
 
     def render(d: dict[str, Any]) -> None:
-        console.print(f"added {len(d['added'])} folder(s); run [bold]vistudio library scan {escape(project)}[/]")
+        console.print(
+            f"added {plural(len(d['added']), 'folder')}; run [bold]vistudio library scan {escape(project)}[/]"
+        )
         _roots_table(d["roots"])
 
     emit(ctx, out, render)
@@ -53,10 +64,12 @@ def add(
 @app.command("roots")
 def roots(ctx: typer.Context, project: str) -> None:
     """List a library project's folders with their file counts."""
+    from vistudio.services import library
+
     emit(
         ctx,
         library.list_roots(state(ctx).studio(), project=project),
-        lambda d: _roots_table(d["items"], f"{d['total']} folder(s)"),
+        lambda d: _roots_table(d["items"], plural(d["total"], "folder")),
     )
 
 
@@ -67,13 +80,15 @@ def remove(
     path: Annotated[str, typer.Argument(help="the folder (as listed by `library roots`) or its id")],
 ) -> None:
     """Unregister a folder: its photos leave the project. The folder itself is not touched."""
+    from vistudio.services import library
+
     out = library.remove_root(state(ctx).studio(), project=project, root=path)
     emit(
         ctx,
         out,
         lambda d: console.print(
-            f"removed {escape(d['removed']['path'])} ({d['removed']['files']} files, "
-            f"{d['samples_removed']} samples left the project)"
+            f"removed {escape(d['removed']['path'])} ({plural(d['removed']['files'], 'file')}, "
+            f"{plural(d['samples_removed'], 'sample')} left the project)"
         ),
     )
 
@@ -86,10 +101,10 @@ def _report(d: dict[str, Any]) -> None:
     console.print(
         f"[bold]{r['added']}[/] added, {r['updated']} updated, {r['removed']} removed, "
         f"{r['unchanged']} unchanged, [red]{r['failed_count']}[/] failed "
-        f"({r['samples_added']} samples added, {r['samples_removed']} removed) in {r['seconds']:.1f} s"
+        f"({plural(r['samples_added'], 'sample')} added, {r['samples_removed']} removed) in {r['seconds']:.1f} s"
     )
     if r["failed"]:
-        t = Table("path", "error", title="failed files")
+        t = table(key_column("path"), "error", title="failed files")
         for f in r["failed"][:50]:
             t.add_row(escape(f["path"]), escape(f["error"]))
         console.print(t)
@@ -108,6 +123,8 @@ def scan(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and print it")] = False,
 ) -> None:
     """Index the project's folders: new, changed and removed files (a rescan reads only what changed)."""
+    from vistudio.services import library
+
     studio = state(ctx).studio()
     job = library.start_scan(studio, project=project, roots=list(root) if root else None)
     if no_wait:

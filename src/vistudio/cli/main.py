@@ -20,6 +20,7 @@ from vistudio.cli import (
     runs,
     search,
     serve,
+    settings,
     splits,
     training,
 )
@@ -52,14 +53,19 @@ def root(
     json_out: Annotated[
         bool, typer.Option("--json", help="print exactly one JSON document on stdout")
     ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="tables at full width: no column wrapped to fit the terminal"),
+    ] = False,
 ) -> None:
-    ctx.obj = State(workspace=workspace, json=json_out)
+    ctx.obj = State(workspace=workspace, json=json_out, wide=wide)
 
 
 app.add_typer(projects.app, name="project")
 app.add_typer(splits.app, name="split")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(runs.app, name="runs")
+app.add_typer(settings.app, name="settings")
 data.register(app)
 runs.register(app)
 jobs.register(app)
@@ -76,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     as_json = "--json" in args
     try:
-        app(args=args, standalone_mode=False, prog_name="vistudio")
+        # without standalone mode click hands back a command's `typer.Exit(code)` as the return value
+        code = app(args=args, standalone_mode=False, prog_name="vistudio")
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            return code
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:

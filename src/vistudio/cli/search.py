@@ -7,11 +7,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from vistudio.cli.output import console, emit, err_console, state, wait_for_success
+from vistudio.cli.output import console, emit, err_console, key_column, state, table, wait_for_success
 from vistudio.errors import InvalidInput, NotFound, TooLarge
-from vistudio.services import embeddings, search
+from vistudio.text import plural
 
 
 def _model_line(m: dict[str, Any] | None) -> str:
@@ -44,6 +43,8 @@ def embed(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and print it")] = False,
 ) -> None:
     """Embed a project's images with a CLIP model (only those not embedded with it yet)."""
+    from vistudio.services import embeddings
+
     if pretrained and checkpoint:
         raise typer.BadParameter("give --pretrained or --checkpoint, not both")
     studio = state(ctx).studio()
@@ -73,11 +74,13 @@ def embed(
 
 def status(ctx: typer.Context, project: str) -> None:
     """A project's embedding sets, the model its searches use, and the configured model."""
+    from vistudio.services import embeddings
+
     out = embeddings.embedding_status(state(ctx).studio(), project=project)
 
     def render(d: dict[str, Any]) -> None:
-        t = Table(
-            "model", "status", "embedded", "pending", "failed", "active", title=f"{d['samples']} samples"
+        t = table(
+            "model", "status", "embedded", "pending", "failed", "active", title=plural(d["samples"], "sample")
         )
         for x in d["sets"]:
             t.add_row(
@@ -104,7 +107,7 @@ def search_cmd(
     sample: Annotated[
         int | None, typer.Option("--sample", help="find images similar to this sample id")
     ] = None,
-    k: Annotated[int, typer.Option("--k", help=f"results (1-{search.MAX_K})")] = 20,
+    k: Annotated[int, typer.Option("--k", help="how many results")] = 20,
     offset: Annotated[int, typer.Option("--offset", help="skip the first N results")] = 0,
     filters: Annotated[
         list[str] | None,
@@ -112,6 +115,8 @@ def search_cmd(
     ] = None,
 ) -> None:
     """Semantic search in a project: by text, by an image file, or by a sample."""
+    from vistudio.services import search
+
     if sum(x is not None for x in (text, image, sample)) != 1:
         raise typer.BadParameter("give exactly one of --text, --image, --sample")
     studio = state(ctx).studio()
@@ -142,9 +147,15 @@ def search_cmd(
     )
 
     def render(d: dict[str, Any]) -> None:
-        t = Table("#", "sample", "score", "name", "why", title=_model_line(d["model"]))
+        t = table("#", key_column("sample"), "score", "name", "why", title=_model_line(d["model"]))
         for i, item in enumerate(d["items"], start=d["offset"] + 1):
-            t.add_row(str(i), str(item["sample_id"]), f"{item['score']:.3f}", escape(item["name"]), escape(item["why"]))
+            t.add_row(
+                str(i),
+                str(item["sample_id"]),
+                f"{item['score']:.3f}",
+                escape(item["name"]),
+                escape(item["why"]),
+            )
         console.print(t)
         console.print(f"{d['embedded']} embedded, {d['pending']} pending")
         for n in d["notices"]:

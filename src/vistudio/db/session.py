@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+# Alembic is imported only when a migration has to run: every CLI command opens the workspace,
+# and importing Alembic costs more than the command itself (docs/benchmarks.md, "CLI start-up").
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+_REVISION_RE = re.compile(r"""^(revision|down_revision)\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 
 
 def make_engine(url: str) -> Engine:
@@ -50,6 +56,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     # configparser interpolates "%": escape it (URL-encoded hosts and passwords contain it)
@@ -58,6 +66,37 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+def head_revision() -> str | None:
+    """The newest migration's revision, read from the migration files without importing Alembic;
+    None when that reading is not certain (several heads, an unexpected file): ask Alembic then."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        found = {m[1]: m[2] for m in _REVISION_RE.finditer(path.read_text(encoding="utf-8"))}
+        if "revision" not in found:
+            return None
+        revisions.add(found["revision"])
+        if "down_revision" in found:
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None for a new database)."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    except DBAPIError:  # no alembic_version table yet
+        return None
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the latest migration."""
+    """Bring the schema to the latest migration (a no-op, without Alembic, when it is there)."""
+    head = head_revision()
+    if head is not None and current_revision(engine) == head:
+        return
+    from alembic import command
+
     command.upgrade(alembic_config(engine), "head")

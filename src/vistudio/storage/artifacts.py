@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from vistudio.db import Artifact, utcnow
@@ -77,6 +76,9 @@ class ArtifactStore(BlobFiles):
             }
             for (kind, sha), n in counts.items()
         ]
+        # the dialects are imported here: every CLI command loads this module, few write blobs
+        from sqlalchemy.dialects import postgresql, sqlite
+
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         stmt = insert(Artifact)

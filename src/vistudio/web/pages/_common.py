@@ -14,7 +14,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from vistudio import __version__
-from vistudio.errors import InvalidInput, VistudioError
+from vistudio.errors import InvalidInput, NotFound, VistudioError
+from vistudio.ml.tasks import SECTIONS, get_task
+from vistudio.services import projects
+from vistudio.text import plural
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -34,6 +37,11 @@ ACTIVE_STATUSES = ("queued", "running")
 # A database row id in a URL: bounded so that a 30-digit id is a 422, not an OverflowError (500)
 # from the SQLite driver.
 RowId = Annotated[int, PathParam(ge=0, le=2**63 - 1)]
+
+
+def _task_sections(task: str) -> list[tuple[str, str]]:
+    """The tabs of a project page: ``(section, title)`` for each section its task offers."""
+    return [(slug, SECTIONS[slug]) for slug in get_task(task).sections]
 
 
 def _urlpart(value: Any) -> str:
@@ -61,8 +69,10 @@ templates = Jinja2Templates(directory=str(TEMPLATES))
 templates.env.filters["urlpart"] = _urlpart
 templates.env.filters["human_bytes"] = _human_bytes
 templates.env.filters["short_time"] = _short_time
+templates.env.filters["plural"] = plural  # {{ n | plural("mistake") }}
 templates.env.filters["tojson_attr"] = lambda v: json.dumps(v, sort_keys=True)
 templates.env.globals["task_colours"] = TASK_COLOURS
+templates.env.globals["task_sections"] = _task_sections
 templates.env.globals["version"] = __version__
 
 
@@ -98,12 +108,27 @@ def error_fragment(
     )
 
 
+def hidden_section(request: Request, project: dict[str, Any], section: str) -> HTMLResponse | None:
+    """The page (404) for a section that the project's task does not offer, say the Train page of a
+    photo library reached by an old link; None when the task offers it."""
+    try:
+        projects.check_section(project, section)
+    except NotFound as exc:
+        return render(
+            request,
+            "section_missing.html",
+            {"project": project, "tab": None, "nav": "projects", "message": exc.message},
+            status_code=exc.status,
+        )
+    return None
+
+
 def error_page(request: Request, exc: VistudioError) -> HTMLResponse:
     """A whole page for an error met while loading a page (an unknown project, say)."""
     return render(
         request,
         "error.html",
-        {"message": exc.message, "code": exc.code, "status": exc.status},
+        {"message": exc.message, "code": exc.code, "status": exc.status, "details": exc.details},
         status_code=exc.status,
     )
 
