@@ -80,7 +80,9 @@ def test_tabs_follow_the_task(client: TestClient, web_studio: Studio) -> None:
     assert _tabs(client.get("/projects/cls").text) == list(SECTIONS)
     assert _tabs(client.get("/projects/det/search").text) == ["dataset", "split", "search", "duplicates"]
     assert _tabs(client.get("/projects/lib/duplicates").text) == ["dataset", "search", "duplicates"]
-    assert 'href="/projects/lib/split"' not in client.get("/projects/lib").text
+    lib = client.get("/projects/lib").text
+    assert 'href="/projects/lib/split"' not in lib
+    assert 'id="f-subset"' not in lib  # no split, no "Split subset" filter
 
 
 @pytest.mark.parametrize(

@@ -231,7 +231,10 @@ def test_live_numbers_first_epoch_points_and_image_size_warning(
     page.locator("#tf-aug-crop").uncheck()
     page.locator("#tf-aug-flip").uncheck()
     page.locator("#start-training").click()
-    expect(page.locator("section#experiment-detail")).to_have_attribute("data-experiment", "speed-run")
+    # the first start validates the config with the model catalog (torch): slow on a busy machine
+    expect(page.locator("section#experiment-detail")).to_have_attribute(
+        "data-experiment", "speed-run", timeout=60_000
+    )
     expect(page.locator("#experiment-detail .train-warning[data-key=image_size]")).to_be_visible()
     expect(page.locator("#train-status")).to_have_attribute("data-status", "running", timeout=90_000)
     # the live numbers while it runs: steps of the whole run, the epoch, images/s, time left
