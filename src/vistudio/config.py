@@ -22,7 +22,7 @@ def _default_home() -> Path:
     return Path(platformdirs.user_data_dir("vistudio"))
 
 
-class JobSettings(BaseSettings):
+class JobSettings(BaseModel):
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 5.0
     poll_seconds: float = 0.5
@@ -31,8 +31,8 @@ class JobSettings(BaseSettings):
     backoff_max_seconds: float = 600.0
 
 
-class ImportSettings(BaseSettings):
-    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=1024)
+class ImportSettings(BaseModel):
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
     thumb_size: int = 256
     near_duplicate_distance: int = Field(default=6, ge=0, le=64)  # bits of a 64-bit hash
     batch_size: int = Field(default=64, ge=1, le=100_000)
@@ -47,7 +47,7 @@ class EmbedSettings(BaseModel):
     checkpoint: Path | None = None  # a local weights file; overrides ``pretrained``
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    workers: int = Field(default_factory=lambda: min(4, max(0, (os.cpu_count() or 1) - 1)), ge=0)
+    workers: int = Field(default_factory=lambda: min(4, max(0, (os.cpu_count() or 1) - 1)), ge=0, le=64)
     # Deprecated: downloads follow the one model policy (``Settings.offline``). Kept so that an
     # existing ``VISTUDIO_EMBED__DOWNLOAD=false`` still means "never download CLIP weights".
     download: bool = True

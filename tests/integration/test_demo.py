@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from vistudio.config import Settings
-from vistudio.errors import InvalidInput
+from vistudio.errors import InvalidInput, VistudioError
 from vistudio.ingest.probe import probe_image
 from vistudio.services import demo, duplicates, library, projects, samples
 from vistudio.studio import Studio, open_studio
@@ -109,6 +109,23 @@ def test_the_demo_is_idempotent_and_rebuilds_an_older_photo_project(
     assert rebuilt["created"] is True and list(rebuilt["reports"]) == [demo.PHOTOS]
     assert library.list_roots(studio, project=demo.PHOTOS)["total"] == 1
     assert [p["name"] for p in projects.list_projects(studio)["items"]] == [demo.DIGITS, demo.PHOTOS]
+    # a folder the user added to the demo library is the user's: the demo leaves the project alone
+    mine = studio.home.parent / "my-photos"
+    mine.mkdir()
+    library.add_roots(studio, project=demo.PHOTOS, paths=[mine])
+    assert demo.create_demo(studio)["created"] is False
+    assert library.list_roots(studio, project=demo.PHOTOS)["total"] == 2
+
+
+def test_a_rebuild_never_deletes_a_folder_another_project_scans(
+    studio: Studio, photo_demo: dict[str, Any]
+) -> None:
+    folder = Path(photo_demo["folder"])
+    projects.create_project(studio, name="mine", task="library")
+    library.add_roots(studio, project="mine", paths=[folder])
+    with pytest.raises(VistudioError, match="library folder of mine"):
+        demo.create_demo(studio, force=True)
+    assert any(folder.iterdir())  # the photos are still there
 
 
 def test_only_vistudio_folders_of_the_workspace_are_refused_as_library_folders(tmp_path: Path) -> None:

@@ -364,8 +364,16 @@ def test_run_status_is_failed_partial_or_succeeded(studio: Studio, images: Path,
     assert (empty["status"], empty["items"]) == ("succeeded", 0)
     assert "no items" in (studio.home / empty["report_path"]).read_text()
 
+    # a folder whose only picture is a link leaving it: the reader refuses it, so the run failed
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "away.png").symlink_to(outside)
+    refused = run(studio, spec(), input_dir=tmp_path / "links")
+    assert (refused["status"], refused["items"]) == ("failed", 0)
+
     assert [r["id"] for r in runs.list_runs(studio, status="partial")["items"]] == [some["id"]]
-    assert [r["id"] for r in runs.list_runs(studio, status="failed")["items"]] == [none["id"]]
+    assert {r["id"] for r in runs.list_runs(studio, status="failed")["items"]} == {none["id"], refused["id"]}
 
 
 def test_the_cli_exits_1_for_a_failed_run_and_for_a_partial_one_with_strict(

@@ -203,3 +203,51 @@ def test_errors_naming_the_import_roots_say_which_setting(client: TestClient, st
     projects.create_project(studio, name="lib", task="library")
     r = client.post("/api/v1/library/lib/roots", json={"paths": ["/etc"]})
     assert r.status_code == 422 and r.json()["error"]["details"]["setting"] == "import_roots"
+
+
+def test_the_api_can_narrow_the_import_roots_but_never_widen_them(
+    client: TestClient, studio: Studio, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    r = client.patch("/api/v1/settings", json={"values": {"import_roots": [str(inside)]}})
+    assert r.status_code == 200, r.text  # narrower: fine
+    wider = tmp_path.parent
+    for key, value in (("import_roots", [str(wider)]), ("embed.cache_dir", "/etc")):
+        r = client.patch("/api/v1/settings", json={"values": {key: value}})
+        assert r.status_code == 409, (key, r.text)
+        assert r.json()["error"]["details"]["setting"] == key
+    assert studio.settings.import_roots == [inside.resolve()]
+    assert studio.settings.embed.cache_dir is None
+    # the cache may live in the workspace
+    r = client.patch("/api/v1/settings", json={"values": {"embed.cache_dir": str(studio.home / "weights")}})
+    assert r.status_code == 200, r.text
+    # on the machine itself the CLI may widen them
+    code = main(["--workspace", str(settings.home), "--json", "settings", "set", "import_roots", str(wider)])
+    assert code == 0, capsys.readouterr().out
+
+
+def test_run_time_settings_have_upper_bounds(client: TestClient) -> None:
+    for key, value in (("embed.workers", 100_000), ("embed.device", "cuda:99999999999999999999")):
+        r = client.patch("/api/v1/settings", json={"values": {key: value}})
+        assert r.status_code == 422, (key, r.text)
+
+
+def test_query_ids_beyond_the_database_range_are_400s_not_500s(client: TestClient, studio: Studio) -> None:
+    projects.create_project(studio, name="p", task="classification")
+    for url in ("/jobs?job=9999999999999999999", "/projects/p?sample=9999999999999999999"):
+        r = client.get(url)
+        assert r.status_code < 500, (url, r.status_code)
+        assert "must be a number" in r.text
+
+
+def test_a_new_clip_architecture_takes_a_tag_it_has(client: TestClient, studio: Studio) -> None:
+    r = client.patch("/api/v1/settings", json={"values": {"embed.model": "RN50"}})
+    assert r.status_code == 200, r.text
+    items = by_key(r.json())
+    assert items["embed.model"]["value"] == "RN50"
+    assert items["embed.pretrained"]["value"] != "laion2b_s34b_b79k"  # ViT-B-32's tag, not RN50's
+    assert items["embed.pretrained"]["source"] == "workspace"
+    r = client.patch("/api/v1/settings", json={"values": {"embed.pretrained": "laion2b_s34b_b79k"}})
+    assert r.status_code == 422 and "not a pretrained tag of RN50" in r.json()["error"]["message"]
+    assert studio.settings.embed.model == "RN50"

@@ -43,6 +43,9 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, i
 
     monkeypatch.setattr(weights_mod.socket, "create_connection", guarded)
     monkeypatch.setenv("TORCH_HOME", "/nonexistent-torch-home")
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):  # the probe follows them
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
     yield calls
 
 
@@ -117,6 +120,24 @@ def test_the_probe_answers_for_a_listening_host() -> None:
         server.listen()
         assert probe(f"http://127.0.0.1:{server.getsockname()[1]}/x", timeout=1) is None
     assert "cannot be reached" in (probe(f"http://127.0.0.1:{closed_port()}", timeout=1) or "")
+
+
+def test_behind_a_proxy_the_probe_checks_the_proxy(
+    monkeypatch: pytest.MonkeyPatch, loopback_only: list[tuple[str, int, float]]
+) -> None:
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        port = proxy.getsockname()[1]
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{port}")
+        # the weights host itself is never contacted (the guard would refuse the name)
+        assert probe("https://weights.example/file.pth", timeout=1) is None
+        assert loopback_only[-1][:2] == ("127.0.0.1", port)
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{closed_port()}")
+    assert "cannot be reached" in (probe("https://weights.example/file.pth", timeout=1) or "")
+    monkeypatch.setenv("no_proxy", "weights.example")  # bypassed: the host itself is checked
+    with pytest.raises(AssertionError, match=r"tried to reach weights\.example"):
+        probe("https://weights.example/file.pth", timeout=1)
 
 
 def test_hf_hub_offline_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,7 +69,7 @@ def set_(
 
     info = service.BY_KEY.get(key)
     value: Any = values if info is not None and info.kind == "paths" else " ".join(values)
-    data = service.update_settings(state(ctx).studio(), values={key: value})
+    data = service.update_settings(state(ctx).studio(), values={key: value}, local=True)
     item = next(i for i in data["items"] if i["key"] == key)
     emit(
         ctx,

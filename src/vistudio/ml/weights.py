@@ -57,6 +57,10 @@ def probe(url: str, *, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     if not host:
         return f"not a URL: {url[:200]}"
     port = parts.port or (80 if parts.scheme == "http" else 443)
+    # behind a proxy (HTTPS_PROXY, …, NO_PROXY honoured) the download goes through it: check that
+    proxy = _proxy_for(parts.scheme, host)
+    if proxy is not None:
+        host, port = proxy
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return None
@@ -64,6 +68,19 @@ def probe(url: str, *, timeout: float = PROBE_TIMEOUT_S) -> str | None:
         return f"{host}:{port} did not answer within {timeout:g} s"
     except OSError as exc:
         return f"{host}:{port} cannot be reached ({exc.strerror or exc})"
+
+
+def _proxy_for(scheme: str, host: str) -> tuple[str, int] | None:
+    """The (host, port) of the proxy the HTTP clients would use for ``scheme://host``, if any."""
+    from urllib.request import getproxies, proxy_bypass
+
+    proxy = getproxies().get(scheme or "https")
+    if not proxy or proxy_bypass(host):
+        return None
+    parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 @dataclass(frozen=True)

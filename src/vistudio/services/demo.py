@@ -224,14 +224,27 @@ def _scan(studio: Studio, project: str, folder: Path) -> dict[str, Any]:
     return (final.result or {}).get("report", {})
 
 
-def _photos_ready(studio: Studio, existing: dict[str, dict[str, Any]], folder: Path) -> bool:
-    """The photo project is there as this demo builds it: a library of the demo folder (an older
-    demo imported copies of the photos instead, without a folder)."""
+def _photos_ready(studio: Studio, existing: dict[str, dict[str, Any]]) -> bool:
+    """The photo project is there as a library with a folder (an older demo imported copies of the
+    photos into a library without one). Folders the user added or removed since are the user's
+    business: such a project is left alone."""
     project = existing.get(PHOTOS)
-    if project is None or project["task"] != library.LIBRARY_TASK or not folder.is_dir():
+    if project is None or project["task"] != library.LIBRARY_TASK:
         return False
-    roots = library.list_roots(studio, project=project["id"], check=False)["items"]
-    return [r["path"] for r in roots] == [str(folder)]
+    return library.list_roots(studio, project=project["id"], check=False)["total"] > 0
+
+
+def _folder_users(studio: Studio, folder: Path) -> list[str]:
+    """The projects that list ``folder`` as one of their library folders."""
+    return [
+        p["name"]
+        for p in projects.list_projects(studio, limit=500)["items"]
+        if p["task"] == library.LIBRARY_TASK
+        and any(
+            r["path"] == str(folder)
+            for r in library.list_roots(studio, project=p["id"], check=False)["items"]
+        )
+    ]
 
 
 def create_demo(studio: Studio, *, force: bool = False) -> dict[str, Any]:
@@ -240,11 +253,19 @@ def create_demo(studio: Studio, *, force: bool = False) -> dict[str, Any]:
     existing = {p["name"]: p for p in projects.list_projects(studio, limit=500)["items"]}
     folder = studio.home / PHOTO_FOLDER
     build_digits = force or DIGITS not in existing
-    build_photos = force or not _photos_ready(studio, existing, folder)
+    build_photos = force or not _photos_ready(studio, existing)
     out: dict[str, Any] = {"created": build_digits or build_photos, "projects": [DIGITS, PHOTOS]}
     out["folder"] = str(folder)
     if not out["created"]:
         return out
+    # a rebuild starts the demo folder afresh: never while another project scans it (its photos
+    # must never be deleted)
+    users = [u for u in _folder_users(studio, folder) if u != PHOTOS] if build_photos else []
+    if users:
+        raise VistudioError(
+            f"the demo folder {folder} is a library folder of {', '.join(users)}: remove it from "
+            "that project before rebuilding the demo"
+        )
     for name, rebuild in ((DIGITS, build_digits), (PHOTOS, build_photos)):
         if rebuild and name in existing:
             projects.delete_project(studio, existing[name]["id"])
@@ -260,7 +281,7 @@ def create_demo(studio: Studio, *, force: bool = False) -> dict[str, Any]:
         finally:
             shutil.rmtree(src, ignore_errors=True)
     if build_photos:
-        # the folder is the demo's own (never a user's): start it afresh so it holds exactly the demo
+        # the folder is the demo's own: start it afresh so it holds exactly the demo
         shutil.rmtree(folder, ignore_errors=True)
         write_photos(folder)
         projects.create_project(studio, name=PHOTOS, task=library.LIBRARY_TASK)

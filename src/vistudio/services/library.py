@@ -931,7 +931,7 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
     # a retry may follow an attempt that added samples and died before this step: redo it
     resumed = ctx.attempt > 1
     changed = scan.totals["samples_added"] or scan.totals["samples_removed"] or resumed
-    groups = update_near_duplicates(studio, project_id=project_id, ctx=ctx) if changed else None
+    groups = update_near_duplicates(studio, project_id=project_id) if changed else None
     t = scan.totals
     from vistudio.services.embeddings import embed_new_samples
 

@@ -249,7 +249,9 @@ def run_pipeline(ctx: JobContext) -> dict[str, Any]:
         dry_run=dry_run,
     )
     if status != "cancelled":
-        status = run_status(items=len(reports), failed=audit["failed"])
+        # a file the input reader refused (unreadable, a link leaving the folder) failed too
+        bad = len(input_errors)
+        status = run_status(items=len(reports) + bad, failed=audit["failed"] + bad)
     audit["input_errors"] = input_errors
     audit["status"] = status
     summary = {

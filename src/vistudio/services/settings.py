@@ -34,7 +34,7 @@ from vistudio.errors import Conflict, InvalidInput
 from vistudio.ml.weights import WeightsPolicy
 from vistudio.studio import Studio, workspace_overrides
 
-DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 
 
 @dataclass(frozen=True)
@@ -322,9 +322,54 @@ def _check(key: str, value: Any, settings: Settings) -> Any:
     return value
 
 
-def update_settings(studio: Studio, *, values: dict[str, Any]) -> dict[str, Any]:
+# Settings that bound what API clients may read or write on this machine: through the API and the
+# web page they can only be narrowed (kept inside the start-up values); widening them takes the
+# environment or the CLI, run by someone who has the machine's files anyway.
+BOUNDARY_KEYS = ("import_roots", "embed.cache_dir")
+
+
+def _check_boundary(studio: Studio, key: str, value: Any) -> None:
+    base = studio.base_settings or studio.settings
+    allowed = [r.expanduser().resolve() for r in base.import_roots]
+    if key == "embed.cache_dir":
+        allowed.append(studio.home.resolve())
+    paths = value if isinstance(value, list) else [value] if value is not None else []
+    for p in paths:
+        path = Path(p).expanduser().resolve()
+        if not any(path.is_relative_to(r) for r in allowed):
+            raise Conflict(
+                f"{key}: {str(path)[:300]} is outside the folders this server started with "
+                f"({', '.join(str(r) for r in allowed)[:600]}); through the API or the web page this "
+                f"setting can only be narrowed: widen it with {env_var(key)} or `vistudio settings set`",
+                details={"setting": key, "allowed": [str(r) for r in allowed]},
+            )
+
+
+def _pretrained_pair(settings: Settings, *, changed: Any) -> dict[str, Any]:
+    """The CLIP architecture and tag must go together: a new architecture whose tags do not include
+    the current one takes its first tag (returned, to be saved with it); a tag the architecture
+    does not have is refused."""
+    from vistudio.ml.embed.clip import pretrained_tags  # open_clip is heavy: only when asked
+
+    model, tag = settings.embed.model, settings.embed.pretrained
+    if settings.embed.checkpoint is not None:  # a weights file replaces the tag
+        return {}
+    tags = pretrained_tags(model)
+    if tag == "none" or tag in tags:
+        return {}
+    if "embed.pretrained" not in changed and tags and env_source("embed.pretrained") is None:
+        return {"embed.pretrained": tags[0]}
+    raise InvalidInput(
+        f"{tag!r} is not a pretrained tag of {model}; "
+        + (f"known tags: {', '.join(tags)}" if tags else "this architecture has no pretrained weights"),
+        details={"setting": "embed.pretrained", "model": model, "tags": tags},
+    )
+
+
+def update_settings(studio: Studio, *, values: dict[str, Any], local: bool = False) -> dict[str, Any]:
     """Validate and save ``values`` (key → value) in the workspace, then apply them to the running
-    Studio. All or nothing: one bad value saves none. 409 for a key the environment sets."""
+    Studio. All or nothing: one bad value saves none. 409 for a key the environment sets, and,
+    unless ``local`` (the CLI), for import roots or a cache folder outside the start-up roots."""
     if not values:
         raise InvalidInput("no settings given")
     checked: dict[str, Any] = {}
@@ -354,8 +399,12 @@ def update_settings(studio: Studio, *, values: dict[str, Any]) -> dict[str, Any]
             first = exc.errors()[0]
             raise InvalidInput(f"{key}: {first['msg']}", details={"setting": key}) from None
         value = _check(key, value, settings)
+        if not local and key in BOUNDARY_KEYS:
+            _check_boundary(studio, key, value)
         checked[key] = value
         settings = with_setting(settings, key, value)
+    if {"embed.model", "embed.pretrained"} & checked.keys():
+        checked.update(_pretrained_pair(settings, changed=checked.keys()))
     with studio.sessions() as s:
         for key, value in checked.items():
             s.merge(WorkspaceSetting(key=key, value=_jsonable(value), updated_at=utcnow()))

@@ -104,6 +104,11 @@ def check_architecture(name: str) -> None:
         raise _unknown_model(name)
 
 
+def pretrained_tags(name: str) -> list[str]:
+    """The pretrained tags open_clip knows for the architecture ``name`` (``[]`` for none)."""
+    return list(_open_clip().list_pretrained_tags_by_model(name))
+
+
 def _checkpoint_header(path: Path) -> dict[str, Any]:
     """The non-tensor entries of a checkpoint, read without loading its tensors (mmap)."""
     import torch

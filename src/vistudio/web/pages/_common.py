@@ -44,6 +44,14 @@ def _task_sections(task: str) -> list[tuple[str, str]]:
     return [(slug, SECTIONS[slug]) for slug in get_task(task).sections]
 
 
+def row_id(text: str, what: str) -> int:
+    """A row id given as query text (``?job=12``): digits only and within SQLite's 64-bit range,
+    else InvalidInput — never an OverflowError from the driver."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > 2**63 - 1:
+        raise InvalidInput(f"{what} must be a number up to {2**63 - 1}")
+    return int(text)
+
+
 def _urlpart(value: Any) -> str:
     return quote(str(value), safe="")
 

@@ -13,7 +13,7 @@ from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.ingest.readers import known_formats
 from vistudio.services import ingest, library, projects, samples, splits
 from vistudio.studio import Studio
-from vistudio.web.pages._common import RowId, error_fragment, error_page, form_date, is_htmx, render
+from vistudio.web.pages._common import RowId, error_fragment, error_page, form_date, is_htmx, render, row_id
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
@@ -157,9 +157,7 @@ def dataset_page(
     detail: dict[str, Any] = {}
     if sample:
         try:
-            if not (sample.isascii() and sample.isdigit()):
-                raise InvalidInput("sample must be a sample id")
-            detail = {"detail": _sample_context(studio, project, int(sample))}
+            detail = {"detail": _sample_context(studio, project, row_id(sample, "sample"))}
         except VistudioError as exc:
             detail = {"detail_error": {"message": exc.message, "code": exc.code}}
     subsets = [

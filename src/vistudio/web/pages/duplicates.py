@@ -176,7 +176,8 @@ def members(
     return render(
         request,
         "fragments/duplicate_members.html",
-        _card_context(project, g, level, value, members=g["samples"], next_offset=offset + len(g["samples"])),
+        # the window asked for, not the rows shown: a member removed meanwhile must not shift the pages
+        _card_context(project, g, level, value, members=g["samples"], next_offset=offset + MEMBERS_PAGE),
     )
 
 

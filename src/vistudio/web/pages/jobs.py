@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from vistudio.api.deps import StudioDep
-from vistudio.errors import InvalidInput, VistudioError
+from vistudio.errors import VistudioError
 from vistudio.jobs.queue import job_dict
 from vistudio.services import projects
 from vistudio.studio import Studio
-from vistudio.web.pages._common import ACTIVE_STATUSES, RowId, error_fragment, render
+from vistudio.web.pages._common import ACTIVE_STATUSES, RowId, error_fragment, render, row_id
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 TABS = {"all": None, "active": "queued,running", "failed": "failed", "dead": "dead"}
@@ -108,9 +108,7 @@ def jobs_page(request: Request, studio: StudioDep, tab: Tab = "all", job: JobPar
     detail_error: VistudioError | None = None
     if job:
         try:
-            if not (job.isascii() and job.isdigit()):
-                raise InvalidInput("job must be a job number")
-            detail = _detail(studio, int(job))
+            detail = _detail(studio, row_id(job, "job"))
         except VistudioError as exc:
             detail_error = exc
     return render(
