@@ -38,7 +38,8 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, i
             loopback = False
         if not loopback:
             raise AssertionError(f"a test tried to reach {host}:{port}")
-        calls.append((host, port, float(timeout)))
+        # urllib passes socket's "global default" sentinel: recorded as -1
+        calls.append((host, port, float(timeout) if isinstance(timeout, int | float) else -1.0))
         return real(address, timeout, *args, **kwargs)
 
     monkeypatch.setattr(weights_mod.socket, "create_connection", guarded)
@@ -164,3 +165,34 @@ def test_the_deprecated_embed_download_false_still_stops_clip_downloads(
     assert WeightsPolicy.from_settings(settings).allow_download  # other families are unaffected
     with pytest.raises(ModelUnavailable, match="unset VISTUDIO_EMBED__DOWNLOAD"):
         describe(REAL_TAG, weights=clip, cache_dir=tmp_path)
+
+
+def test_a_download_whose_name_carries_a_hash_prefix_is_checked(tmp_path: Path) -> None:
+    import hashlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = b"weights" * 1000
+
+    class Serve(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Serve)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/w.pth"
+        good = hashlib.sha256(body).hexdigest()[:8]
+        path = online().url_download(url, tmp_path / f"net-{good}.pth", what="net", settings=[])
+        assert path.read_bytes() == body
+        with pytest.raises(ModelUnavailable, match="could not download"):
+            online().url_download(url, tmp_path / "net-0badc0de.pth", what="net", settings=[])
+        assert not (tmp_path / "net-0badc0de.pth").exists()  # nothing half-checked is left
+    finally:
+        server.shutdown()

@@ -226,13 +226,17 @@ class WeightsPolicy:
         settings: list[tuple[str, str]],
         details: dict[str, Any] | None = None,
     ) -> Path:
-        """``url`` saved at ``dest`` (network checked first; torch hub writes it atomically)."""
+        """``url`` saved at ``dest`` (network checked first; torch hub writes it atomically and,
+        when the file name carries a hash prefix as torchvision's do, checks the content)."""
         self.require_network(url, what=what, settings=settings, details=details)
         import torch
 
         dest.parent.mkdir(parents=True, exist_ok=True)
+        named = torch.hub.HASH_REGEX.search(dest.name)
         try:
-            torch.hub.download_url_to_file(url, str(dest), progress=False)
+            torch.hub.download_url_to_file(
+                url, str(dest), hash_prefix=named.group(1) if named else None, progress=False
+            )
         except Exception as exc:
             raise ModelUnavailable(
                 f"could not download {what} from {url}: {_first_line(exc)}",
