@@ -251,3 +251,17 @@ def test_a_new_clip_architecture_takes_a_tag_it_has(client: TestClient, studio: 
     r = client.patch("/api/v1/settings", json={"values": {"embed.pretrained": "laion2b_s34b_b79k"}})
     assert r.status_code == 422 and "not a pretrained tag of RN50" in r.json()["error"]["message"]
     assert studio.settings.embed.model == "RN50"
+
+
+def test_a_stored_value_that_no_longer_validates_shows_the_default_and_why(
+    client: TestClient, studio: Studio
+) -> None:
+    from vistudio.db import utcnow
+    from vistudio.db.settings import WorkspaceSetting
+
+    with studio.sessions.begin() as s:  # as an older version might have saved it
+        s.add(WorkspaceSetting(key="embed.batch_size", value=0, updated_at=utcnow()))
+    item = by_key(client.get("/api/v1/settings").json())["embed.batch_size"]
+    assert item["source"] == "default" and item["value"] == 64
+    assert "invalid stored value" in item["not_applied"]
+    assert 'data-testid="not-applied"' in client.get("/settings").text

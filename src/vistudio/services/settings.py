@@ -220,11 +220,15 @@ def list_settings(studio: Studio) -> dict[str, Any]:
     environment variable that sets it, and whether it can be changed here."""
     stored = workspace_overrides(studio.sessions)
     settings = studio.settings
+    # a stored value that no longer validates (an older version's, a folder since removed) is not
+    # applied: the setting shows its default and says why
+    _, skipped = apply_overrides(studio.base_settings or settings, stored)
     items = []
     for info in CATALOG:
         env = env_source(info.key)
         runtime = info.key in RUNTIME_KEYS
-        source = "env" if env else ("workspace" if info.key in stored and runtime else "default")
+        applied = info.key in stored and runtime and info.key not in skipped
+        source = "env" if env else ("workspace" if applied else "default")
         item: dict[str, Any] = {
             "key": info.key,
             "label": info.label,
@@ -242,6 +246,9 @@ def list_settings(studio: Studio) -> dict[str, Any]:
         }
         if env and info.key in stored:  # saved here earlier, now hidden by the environment
             item["workspace_value"] = _jsonable(stored[info.key])
+        if info.key in skipped and not env:
+            item["workspace_value"] = _jsonable(stored[info.key])
+            item["not_applied"] = skipped[info.key]
         items.append(item)
     policy = WeightsPolicy.from_settings(settings, embed=True)
     return {
