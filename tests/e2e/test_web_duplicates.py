@@ -451,7 +451,10 @@ def test_a_big_group_pages_through_its_members_and_errors_show_by_the_button(
     confirm.click()
     error = card.locator('[data-testid="dup-error"] .alert-error')
     expect(error).to_contain_text("saved split 'main'")
-    box, button, frame = error.bounding_box(), confirm.bounding_box(), card.bounding_box()
+    expect(confirm).to_be_hidden()  # the refused confirm step closes: the buttons are back under the error
+    remove = card.locator('[data-testid="dup-remove"]')
+    expect(remove).to_be_visible()
+    box, button, frame = error.bounding_box(), remove.bounding_box(), card.bounding_box()
     assert box and button and frame
     viewport = page.viewport_size
     assert box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"]  # on screen, no scrolling

@@ -230,6 +230,7 @@ def test_live_numbers_first_epoch_points_and_image_size_warning(
     page.locator("#tf-batch-size").fill("2")
     page.locator("#tf-aug-crop").uncheck()
     page.locator("#tf-aug-flip").uncheck()
+    expect(warnings).to_have_count(1)  # the live warning for 32 px is back: its request is done
     page.locator("#start-training").click()
     # the first start validates the config with the model catalog (torch): slow on a busy machine
     expect(page.locator("section#experiment-detail")).to_have_attribute(
