@@ -196,3 +196,27 @@ def test_a_download_whose_name_carries_a_hash_prefix_is_checked(tmp_path: Path) 
         assert not (tmp_path / "net-0badc0de.pth").exists()  # nothing half-checked is left
     finally:
         server.shutdown()
+
+
+def test_a_tags_status_is_remembered_briefly_so_pages_do_not_wait_on_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vistudio.services.embeddings import describe_spec
+    from vistudio.studio import open_studio
+
+    calls: list[str] = []
+
+    def down(url: str, *, timeout: float = PROBE_TIMEOUT_S) -> str:
+        calls.append(url)
+        return "weights host did not answer"
+
+    monkeypatch.setattr(weights_mod, "probe", down)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    studio = open_studio(Settings(home=tmp_path / "ws", offline=False, embed=EmbedSettings(cache_dir=tmp_path)))
+    try:
+        for _ in range(3):  # a page polling the model's status
+            with pytest.raises(ModelUnavailable, match="did not answer"):
+                describe_spec(studio, REAL_TAG)
+        assert len(calls) == 1
+    finally:
+        studio.close()

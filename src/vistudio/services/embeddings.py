@@ -90,6 +90,9 @@ def configured_spec(settings: Settings) -> ModelSpec:
     return spec_from(settings)
 
 
+DESCRIBE_WINDOW_S = 30.0  # how long a pretrained tag's status is remembered
+
+
 def describe_spec(studio: Studio, spec: ModelSpec) -> Described:
     """``describe``, remembered for a checkpoint per (path, size, mtime): a search does not read
     and hash the checkpoint file again."""
@@ -106,7 +109,25 @@ def describe_spec(studio: Studio, spec: ModelSpec) -> Described:
         else:
             key = ("described", str(path), st.st_size, st.st_mtime_ns, spec.name)
             return studio.cache.get(key, load, ttl=86_400)
-    return load()
+        return load()
+    # A pretrained tag: the answer (weights cached, downloadable, or why not) is remembered for a
+    # short window, failures included, so that pages polling the model's status do not each wait
+    # for the network check (up to its timeout when packets are dropped).
+    policy = WeightsPolicy.from_settings(studio.settings, embed=True)
+    window = int(time.monotonic() // DESCRIBE_WINDOW_S)
+    tag_key = ("described-tag", spec.name, spec.pretrained, policy.offline, str(policy.cache_dir), window)
+
+    def attempt() -> tuple[Described | None, VistudioError | None]:
+        try:
+            return describe(spec, weights=policy), None
+        except VistudioError as exc:
+            return None, exc
+
+    described, error = studio.cache.get(tag_key, attempt, ttl=2 * DESCRIBE_WINDOW_S)
+    if error is not None:
+        raise type(error)(error.message, details=dict(error.details))
+    assert described is not None
+    return described
 
 
 def encoder_for(studio: Studio, spec: ModelSpec, *, described: Described | None = None) -> OpenClipEncoder:
