@@ -68,6 +68,7 @@ def test_settings_page_shows_sources_and_saves_an_edit_in_place(
     page.reload()
     assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     assert row(page, "embed.model").locator("input").bounding_box()["width"] > 150
+    assert page.locator(".topbar").bounding_box()["height"] < 60  # the top bar stays one line
     shot(page, "settings-390")
 
     # reset: back to the default
