@@ -239,3 +239,35 @@ def test_library_projects_turn_folder_names_into_tags(studio: Studio, class_fold
     cats = samples.list_samples(studio, project="album", tag="cat")
     assert cats["total"] == 6 and cats["items"][0]["labels"] == []
     assert samples.get_sample(studio, cats["items"][0]["id"])["tags"] == ["cat"]
+
+
+def test_voc_import_into_a_detection_project(studio: Studio, tmp_path: Path) -> None:
+    voc = tmp_path / "voc"
+    draw_image(voc / "JPEGImages" / "a.png", seed=31, size=(100, 50))
+    draw_image(voc / "JPEGImages" / "b.png", seed=32, size=(40, 40))
+    (voc / "Annotations").mkdir(parents=True)
+    (voc / "Annotations" / "a.xml").write_text(
+        "<annotation><filename>a.png</filename><size><width>100</width><height>50</height></size>"
+        "<object><name>car</name><difficult>1</difficult>"
+        "<bndbox><xmin>11</xmin><ymin>6</ymin><xmax>60</xmax><ymax>25</ymax></bndbox></object>"
+        "<object><name>person</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>100</xmax><ymax>50</ymax>"
+        "</bndbox></object>"
+        "<object><name>car</name><bndbox><xmin>50</xmin><ymin>1</ymin><xmax>40</xmax><ymax>5</ymax>"
+        "</bndbox></object></annotation>"
+    )
+    (voc / "Annotations" / "b.xml").write_text("<annotation><filename>../../etc/passwd</filename></annotation>")
+    projects.create_project(studio, name="vocdet", task="detection")
+    report = run_import(studio, "vocdet", voc)["result"]["report"]  # format guessed: voc
+    assert report["format"] == "voc"
+    assert report["imported"] == 1 and report["failed_count"] == 2
+    assert report["classes"] == ["car", "person"]
+    (sample,) = samples.list_samples(studio, project="vocdet")["items"]
+    assert sample["name"] == "JPEGImages/a.png"
+    stored = sorted(
+        (a["class"], a["geometry"])
+        for a in samples.get_sample(studio, sample["id"])["annotations"]
+        if a["kind"] == "box"
+    )
+    assert [name for name, _ in stored] == ["car", "person"]
+    assert stored[0][1] == pytest.approx({"x": 0.1, "y": 0.1, "w": 0.5, "h": 0.4, "difficult": True})
+    assert stored[1][1] == pytest.approx({"x": 0.0, "y": 0.0, "w": 1.0, "h": 1.0})

@@ -49,14 +49,14 @@ def import_(
     project: str,
     source: Path,
     format: Annotated[
-        str | None, typer.Option("--format", "-f", help="folder|coco|yolo|csv (guessed if omitted)")
+        str | None, typer.Option("--format", "-f", help="folder|coco|yolo|voc|csv (guessed if omitted)")
     ] = None,
     mode: Annotated[
         str, typer.Option(help="copy (into the workspace) or reference (originals stay put)")
     ] = "copy",
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and print its id")] = False,
 ) -> None:
-    """Import images (a folder, COCO, YOLO, CSV, or a .zip of one) into a project."""
+    """Import images (a folder, COCO, YOLO, Pascal VOC, CSV, or a .zip of one) into a project."""
     from vistudio.services import ingest
 
     studio = state(ctx).studio()

@@ -1,4 +1,4 @@
-"""Import: read a source (folder, COCO, YOLO, CSV, or a zip of one), probe every image in parallel,
+"""Import: read a source (folder, COCO, YOLO, VOC, CSV, or a zip of one), probe every image in parallel,
 store originals and thumbnails, record samples and annotations, and report what happened.
 
 Counting rules of the report: ``imported`` new samples; ``skipped`` images already in the project

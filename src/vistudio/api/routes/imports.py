@@ -51,7 +51,7 @@ def start_import(studio: StudioDep, body: ImportRequest) -> dict[str, Any]:
 def upload_import(
     studio: StudioDep,
     request: Request,
-    file: Annotated[UploadFile, File(description="a .zip of a folder, COCO, YOLO or CSV dataset")],
+    file: Annotated[UploadFile, File(description="a .zip of a folder, COCO, YOLO, VOC or CSV dataset")],
     project: Annotated[str, Form(max_length=200)],
     format: Annotated[str | None, Form(max_length=16)] = None,
 ) -> JSONResponse:

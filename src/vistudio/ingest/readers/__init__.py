@@ -1,4 +1,5 @@
-"""Source readers: turn a folder, COCO JSON, YOLO dataset or CSV (optionally zipped) into items.
+"""Source readers: turn a folder, COCO JSON, YOLO dataset, Pascal VOC XML or CSV (optionally zipped)
+into items.
 
 Each reader is one module registered with ``@register_reader(name)``; ``read_source`` looks
 the reader up by name, extracting zip files into the caller's work folder first.
@@ -12,7 +13,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from vistudio.ingest.archive import extract_zip
-from vistudio.ingest.readers import coco, csv, folder, yolo
+from vistudio.ingest.readers import coco, csv, folder, voc, yolo
 from vistudio.ingest.readers._registry import Reader, get_reader, known_formats, register_reader
 from vistudio.ingest.types import ParsedSource, SourceError
 
@@ -25,6 +26,7 @@ __all__ = [
     "known_formats",
     "read_source",
     "register_reader",
+    "voc",
     "yolo",
 ]
 
@@ -66,11 +68,13 @@ def _single_top_folder(dest: Path) -> Path:
 
 
 def detect_format(path: Path) -> str:
-    """Best-effort guess of a source's format: ``coco``, ``yolo``, ``csv`` or ``folder``.
+    """Best-effort guess of a source's format: ``coco``, ``yolo``, ``voc``, ``csv`` or ``folder``.
 
     COCO: a ``.json`` with an ``images`` key (or a folder with one). YOLO: a ``data.yaml`` /
-    ``dataset.yaml``, or ``images/`` + ``labels/`` folders. CSV: a ``.csv`` file. Zip files are
-    judged by their member names (a single ``.json`` inside a zip counts as COCO).
+    ``dataset.yaml``, or ``images/`` + ``labels/`` folders. VOC: a ``.xml`` file, a folder with
+    ``Annotations/``, or one whose first ``.xml`` is an ``<annotation>``. CSV: a ``.csv`` file.
+    Zip files are judged by their member names (a single ``.json`` inside a zip counts as COCO,
+    ``.xml`` files as VOC).
     """
     if path.is_file():
         suffix = path.suffix.lower()
@@ -80,6 +84,8 @@ def detect_format(path: Path) -> str:
             return "coco" if _json_has_images(path) else "folder"
         if suffix == ".csv":
             return "csv"
+        if suffix == ".xml":
+            return "voc"
         if path.name.lower() in yolo.YAML_NAMES:
             return "yolo"
         return "folder"
@@ -90,6 +96,8 @@ def detect_format(path: Path) -> str:
     jsons = [p for p in path.glob("*.json") if not p.name.startswith(".")]
     if len(jsons) == 1 and _json_has_images(jsons[0]):
         return "coco"
+    if (path / voc.ANNOTATIONS_DIR).is_dir() or _first_xml_is_voc(path):
+        return "voc"
     if (path / "images").is_dir() and (path / "labels").is_dir():
         return "yolo"
     if any(not p.name.startswith(".") for p in path.glob("*.csv")):
@@ -107,6 +115,19 @@ def _json_has_images(path: Path) -> bool:
     return isinstance(doc, dict) and "images" in doc
 
 
+def _first_xml_is_voc(folder: Path) -> bool:
+    """Whether the first ``*.xml`` in ``folder`` opens with a VOC ``<annotation>`` element."""
+    xmls = sorted(p for p in folder.glob("*.xml") if not p.name.startswith("."))
+    if not xmls:
+        return False
+    try:
+        with xmls[0].open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b"<annotation" in head
+
+
 def _detect_zip(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
@@ -117,8 +138,12 @@ def _detect_zip(path: Path) -> str:
     lowered = {n.name.lower() for n in names}
     if lowered & set(yolo.YAML_NAMES):
         return "yolo"
+    if any(n.suffix.lower() == ".xml" and voc.ANNOTATIONS_DIR in n.parts for n in names):
+        return "voc"
     if any(n.suffix.lower() == ".json" for n in names):
         return "coco"
+    if any(n.suffix.lower() == ".xml" for n in names):
+        return "voc"
     if any("labels" in n.parts for n in names) and any("images" in n.parts for n in names):
         return "yolo"
     if any(n.suffix.lower() == ".csv" for n in names):

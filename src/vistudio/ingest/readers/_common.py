@@ -1,8 +1,10 @@
-"""Helpers shared by the readers: collecting items once, naming them, finding manifests."""
+"""Helpers shared by the readers: collecting items once, naming them, finding manifests, sizes."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from PIL import Image
 
 from vistudio.ingest.types import Annotation, ItemError, ParsedSource, SourceError, SourceItem
 
@@ -59,3 +61,30 @@ def single_file(path: Path, suffix: str, what: str) -> Path:
 def short(text: str, limit: int = 120) -> str:
     """``text`` cut to ``limit`` characters for messages."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_ORIENTATION = 0x0112
+
+
+def exif_orientation(im: Image.Image) -> int | None:
+    """EXIF orientation, read as the probe reads it; None when absent or unreadable."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return None  # PNG's getexif() would decode every pixel to look past the image data
+    try:
+        value = im.getexif().get(_ORIENTATION)
+    except Exception:  # malformed EXIF: the probe ignores it too
+        return None
+    return value if isinstance(value, int) else None
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the image at ``path`` as displayed (after EXIF orientation).
+
+    Only the header is read: ``Image.open`` does not decode pixels. Raises whatever Pillow
+    raises for a file it cannot read.
+    """
+    with Image.open(path) as im:
+        width, height = im.size
+        if exif_orientation(im) in (5, 6, 7, 8):
+            width, height = height, width
+    return width, height

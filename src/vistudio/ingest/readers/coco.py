@@ -16,14 +16,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from vistudio.ingest.readers._common import Collector, short, single_file
+from vistudio.ingest.readers._common import Collector, displayed_size, short, single_file
 from vistudio.ingest.readers._registry import register_reader
 from vistudio.ingest.safepath import resolve_inside
 from vistudio.ingest.types import Annotation, IngestError, ParsedSource, SourceError, SourceItem
-
-_ORIENTATION = 0x0112
 
 
 @register_reader("coco")
@@ -135,11 +131,7 @@ def _read_image_entry(
     height: Any = entry.get("height")
     if not (_positive(width) and _positive(height)):
         try:
-            # Only the header is read: Image.open does not decode pixels.
-            with Image.open(path) as im:
-                width, height = im.size
-                if _orientation(im) in (5, 6, 7, 8):
-                    width, height = height, width
+            width, height = displayed_size(path)
         except Exception as exc:
             out.error(file_name, f"cannot read image size: {short(str(exc))}")
             rejected_ids.add(image_id)
@@ -149,21 +141,6 @@ def _read_image_entry(
         rejected_ids.add(image_id)
         return
     by_id[image_id] = (item, float(width), float(height))
-
-
-def _orientation(im: Image.Image) -> int | None:
-    """EXIF orientation, read as the probe reads it; None when absent or unreadable.
-
-    Coordinates are relative to the image as displayed (see ``ingest.types``), as is the
-    probed size: a 90-degree orientation swaps the sides.
-    """
-    if im.format == "PNG" and "exif" not in im.info:
-        return None  # PNG's getexif() would decode every pixel to look past the image data
-    try:
-        value = im.getexif().get(_ORIENTATION)
-    except Exception:  # malformed EXIF: the probe ignores it too
-        return None
-    return value if isinstance(value, int) else None
 
 
 def _locate(image_roots: list[Path], file_name: str) -> Path:
