@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 from sqlalchemy import create_engine, text
@@ -134,3 +135,28 @@ def probe_or_crash(args: tuple[str, str, str, int]) -> dict[str, Any]:
     if Path(args[0]).name.startswith("crash-"):
         os._exit(70)
     return probe_task(args)
+
+
+def channel_model(path: Path, props: dict[str, str] | None) -> Path:
+    """logits = per-channel mean of the N×3×H×W input (dynamic batch): red, green, blue."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], np.eye(3, dtype=np.float32).ravel().tolist())
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["pooled"], axes=[2, 3], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
+        ],
+        "channels",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    if props is not None:
+        helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path

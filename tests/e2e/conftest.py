@@ -13,6 +13,7 @@ import pytest
 from web_factories import (
     CHROMIUM,
     SCREENSHOTS,
+    checked_page,
     web_settings,
 )
 
@@ -70,14 +71,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    p = context.new_page()
-    p.set_default_timeout(15_000)
-    errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield p
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    with checked_page(browser, {"width": 1280, "height": 800}) as p:
+        yield p
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web_factories import alpine_ready, htmx_settled
+from web_factories import alpine_ready, checked_page, htmx_settled
 
 from eval_factories import (
     digits_project,
@@ -266,14 +266,8 @@ def desktop_browser(browser: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def desktop_page(desktop_browser: Any) -> Iterator[Any]:
-    context = desktop_browser.new_context(viewport=WIDE)
-    p = context.new_page()
-    p.set_default_timeout(15_000)
-    errors: list[str] = []
-    p.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield p
-    context.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    with checked_page(desktop_browser, WIDE) as p:
+        yield p
 
 
 def _seed_curves(studio: Studio, experiment_id: int, *, seed: int) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import colorsys
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +120,16 @@ def alpine_ready(page: Any) -> None:
         "() => document.readyState === 'complete' && window.Alpine !== undefined"
         " && [...document.querySelectorAll('[x-data]')].every(el => el._x_dataStack)"
     )
+
+
+@contextmanager
+def checked_page(browser: Any, viewport: dict[str, int]) -> Iterator[Any]:
+    """A fresh page of ``browser`` at ``viewport``; a JavaScript error on it fails the test."""
+    context = browser.new_context(viewport=viewport)
+    p = context.new_page()
+    p.set_default_timeout(15_000)
+    errors: list[str] = []
+    p.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield p
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"

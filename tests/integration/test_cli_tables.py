@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from factories import draw_image
+from factories import channel_model, draw_image
 from vistudio.cli import output
 from vistudio.cli.main import main
 from vistudio.cli.output import common_folder
@@ -52,32 +51,15 @@ def test_common_folder_hoists_the_shared_folder_and_keeps_what_differs() -> None
 
 def tiny_classifier(path: Path) -> Path:
     """An ONNX classifier with vistudio metadata: logits = mean of each channel (red, green, blue)."""
-    from onnx import TensorProto, helper
-
     from vistudio.ml.inference.onnx import metadata_props
     from vistudio.ml.preprocess import preprocess_meta
 
-    weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], np.eye(3, dtype=np.float32).ravel().tolist())
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceMean", ["input"], ["pooled"], axes=[2, 3], keepdims=0),
-            helper.make_node("MatMul", ["pooled", "w"], ["logits"]),
-        ],
-        "channels",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
-        initializer=[weight],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
     props = metadata_props(
         model="toy",
         classes=["red", "green", "blue"],
         preprocess=preprocess_meta(8, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
     )
-    helper.set_model_props(model, props)
-    path.write_bytes(model.SerializeToString())
-    return path
+    return channel_model(path, props)
 
 
 def test_predict_shows_every_file_name_in_full_at_80_columns(
