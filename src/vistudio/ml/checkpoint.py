@@ -54,13 +54,39 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+BOX_TASKS = ("detection", "instance_segmentation")
+
+
+def rebuild_model(meta: dict[str, Any]) -> nn.Module:
+    """The untrained network a checkpoint's ``meta`` describes (classifier or detector), from the
+    catalog, never downloading anything: the checkpoint's weights go over it."""
+    task = meta.get("task", "classification")
+    if task in BOX_TASKS:
+        from vistudio.ml.detectors import build_detector
+
+        config = meta.get("config") or {}
+        model, _ = build_detector(
+            meta["model"],
+            len(meta["classes"]),
+            image_size=int(config.get("image_size") or meta["preprocess"]["input_size"][0]),
+            pretrained="none",
+            score_threshold=float(config.get("score_threshold", 0.05)),
+            nms_iou=float(config.get("nms_iou", 0.5)),
+            detections_per_image=int(config.get("detections_per_image", 100)),
+            task=task,
+        )
+        return model
+    model, _ = build_model(meta["model"], len(meta["classes"]), pretrained=False)
+    return model
+
+
 def load_checkpoint(
     path: str | Path, *, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the catalog, load the weights, return ``(model in eval mode, meta)``."""
     obj = read_checkpoint(path)
     meta = obj["meta"]
-    model, _ = build_model(meta["model"], len(meta["classes"]), pretrained=False)
+    model = rebuild_model(meta)
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as exc:
