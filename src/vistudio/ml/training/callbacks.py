@@ -71,8 +71,11 @@ def report_every(log_every_n_steps: int, steps_per_epoch: int) -> int:
 
 
 def batch_images(batch: Any) -> int:
-    """The number of images in a batch: the first dimension of its first tensor."""
+    """The number of images in a batch: the first dimension of its first tensor, or the length of
+    its first element when that is a list of images (detection batches)."""
     first = batch[0] if isinstance(batch, list | tuple) and batch else batch
+    if isinstance(first, list | tuple):
+        return len(first)
     return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() > 0 else 0
 
 

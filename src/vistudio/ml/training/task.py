@@ -31,6 +31,7 @@ class TrainingTask(ABC):
     name: ClassVar[str]
     config_model: ClassVar[type[TrainConfig]] = TrainConfig
     default_monitor: ClassVar[str]
+    min_classes: ClassVar[int] = 2  # a classifier needs two classes; a detector one
 
     def __init__(self, *, classes: list[str], config: TrainConfig) -> None:
         self.classes = list(classes)

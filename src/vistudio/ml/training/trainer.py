@@ -150,8 +150,10 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
     callbacks = callbacks or TrainingCallbacks()
     task_cls = get_training(spec.task)
     config = validate_config(task_cls.config_model, spec.config)
-    if len(spec.classes) < 2:
-        raise BadRequest("training needs at least two classes")
+    if len(spec.classes) < task_cls.min_classes:
+        raise BadRequest(
+            f"training a {spec.task.replace('_', ' ')} model needs at least {task_cls.min_classes} classes"
+        )
     if not spec.train:
         raise BadRequest("the training subset is empty")
     if not spec.val:
