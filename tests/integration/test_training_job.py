@@ -235,9 +235,9 @@ def test_what_is_refused_before_training_starts(
         experiments.start_experiment(studio, project="shapes", config={**TINY, "class_weights": [1.0] * 5})
     with pytest.raises(InvalidInput, match="experiment name"):
         experiments.start_experiment(studio, project="shapes", config=TINY, name="../etc")
-    projects.create_project(studio, name="boxes", task="detection")
-    with pytest.raises(BadRequest, match="not available for detection"):
-        experiments.start_experiment(studio, project="boxes", config=TINY)
+    projects.create_project(studio, name="regions", task="semantic_segmentation")
+    with pytest.raises(BadRequest, match="not available for semantic segmentation"):
+        experiments.start_experiment(studio, project="regions", config=TINY)
     assert experiments.list_experiments(studio, project="shapes")["total"] == 0
 
     # queued (no worker): frozen config, stop at once, a duplicate name, delete refused until stopped

@@ -2,7 +2,9 @@
 
 A checkpoint is a plain ``torch.save`` of ``{"format", "state_dict", "meta"}`` where ``meta`` holds
 only JSON-like values (model name, task, class names, preprocessing, config, epoch, step, metrics),
-so it loads with ``torch.load(weights_only=True)`` — no pickled code ever runs.
+so it loads with ``torch.load(weights_only=True)`` — no pickled code ever runs. A ``last``
+checkpoint written by training also holds ``training_state`` (optimiser, schedule, loop counters,
+RNG states: tensors and plain values too), which a resumed training continues from.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from torch import nn
 
 from vistudio.errors import InvalidInput
 from vistudio.ml.models import build_model
+from vistudio.ml.tasks import get_task
 
 FORMAT = "vistudio-checkpoint/1"
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, meta: dict[str, Any], *, extra: dict[str, Any] | None = None
+) -> Path:
     """Write atomically (temp file in the same folder → fsync → rename). ``meta`` needs
-    ``model`` (catalog name), ``classes`` and ``preprocess``."""
+    ``model`` (catalog name), ``classes`` and ``preprocess``. ``extra``: more top-level keys of
+    tensors and plain values (a ``last`` checkpoint's training state, see ``ml/training/resume``)."""
     for key in ("model", "classes", "preprocess"):
         if key not in meta:
             raise ValueError(f"checkpoint meta needs {key!r}")
@@ -33,7 +39,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save({"format": FORMAT, "state_dict": state, "meta": meta}, fh)
+            torch.save({**(extra or {}), "format": FORMAT, "state_dict": state, "meta": meta}, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -54,14 +60,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-BOX_TASKS = ("detection", "instance_segmentation")
-
-
 def rebuild_model(meta: dict[str, Any]) -> nn.Module:
     """The untrained network a checkpoint's ``meta`` describes (classifier or detector), from the
     catalog, never downloading anything: the checkpoint's weights go over it."""
     task = meta.get("task", "classification")
-    if task in BOX_TASKS:
+    try:
+        spec = get_task(task)
+    except (KeyError, TypeError):  # a name this version does not know
+        raise InvalidInput(f"the checkpoint's task {str(task)[:60]!r} is not known to this version") from None
+    if spec.has_objects:
         from vistudio.ml.detectors import build_detector
 
         config = meta.get("config") or {}

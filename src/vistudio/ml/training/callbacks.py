@@ -23,6 +23,13 @@ import torch
 
 from vistudio.ml.checkpoint import save_checkpoint
 from vistudio.ml.training.module import TaskModule
+from vistudio.ml.training.resume import (
+    STATE_KEY,
+    ResumableLoader,
+    rng_state,
+    set_rng_state,
+    training_state,
+)
 
 
 class TrainingCallbacks:
@@ -169,7 +176,14 @@ class Reporter(L.Callback):
         steps_per_epoch: int,
         epochs: int,
         val_steps: int,
+        loader: ResumableLoader | None = None,
+        resumed: str | None = None,
+        last: dict[str, Any] | None = None,
     ) -> None:
+        """``loader``: the training loader whose position goes into ``last`` checkpoints;
+        ``resumed``: None for a fresh run, ``"retry"`` (continue as the interrupted run would
+        have: an early stop it had decided stands) or ``"extend"`` (the user asked for more:
+        early stopping counts its patience afresh); ``last``: the checkpoint resumed from."""
         self.callbacks = callbacks
         self.workdir = workdir
         self.meta = meta
@@ -180,7 +194,7 @@ class Reporter(L.Callback):
         self.clock = Throughput(steps_per_epoch=steps_per_epoch, epochs=epochs, val_steps=val_steps)
         self.best_value: float | None = None
         self.best: dict[str, Any] | None = None
-        self.last: dict[str, Any] | None = None
+        self.last: dict[str, Any] | None = last
         self.final_metrics: dict[str, float] = {}
         self.final_details: dict[str, Any] = {}
         self.epochs_done = 0
@@ -188,6 +202,65 @@ class Reporter(L.Callback):
         self.stop_requested = False
         self.early_stopped = False
         self._val_epoch = -1
+        self.loader = loader
+        self.resumed = resumed
+        self.steps_per_epoch = steps_per_epoch
+        self._running: dict[str, Any] | None = None  # a resumed epoch's training sums so far
+        self._rng: dict[str, Any] | None = None  # the RNG states to continue with
+
+    # --- resume -----------------------------------------------------------------------------------
+    BOOKKEEPING = (
+        "best_value",
+        "best",
+        "final_metrics",
+        "final_details",
+        "epochs_done",
+        "bad_epochs",
+        "early_stopped",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Early stopping and best/last bookkeeping, and the global RNG states at this moment:
+        saved by Lightning in every checkpoint dump."""
+        return {**{k: getattr(self, k) for k in self.BOOKKEEPING}, "rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        for k in self.BOOKKEEPING:
+            if k in state_dict:
+                setattr(self, k, state_dict[k])
+        self._rng = state_dict.get("rng")
+        if self.resumed == "extend":  # more epochs asked for: patience starts over
+            self.bad_epochs = 0
+            self.early_stopped = False
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if isinstance(pl_module, TaskModule):
+            checkpoint["running"] = running_state(pl_module)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._running = checkpoint.get("running")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.resumed is None:
+            return
+        stretch_cosine(trainer)
+        if self._rng is not None:  # the last thing before the first batch: nothing draws after it
+            set_rng_state(self._rng)
+            self._rng = None
+        if self.resumed == "retry" and self.early_stopped:
+            trainer.should_stop = True  # the interrupted run had decided to stop here
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # after the module reset its sums at the epoch's start: the resumed epoch's first part
+        running, self._running = self._running, None
+        if running and running.get("epoch") == trainer.current_epoch and isinstance(pl_module, TaskModule):
+            load_running_state(pl_module, running)
 
     # --- steps ------------------------------------------------------------------------------------
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -213,9 +286,24 @@ class Reporter(L.Callback):
                 },
             )
             self.callbacks.on_progress(self.clock.live(epoch=epoch, step=step, validated=self.epochs_done))
+        if self.loader is not None:
+            self.loader.mark(trainer.current_epoch, batch_idx + 1)
         if not self.stop_requested and self.callbacks.should_stop():
             self.stop_requested = True
             trainer.should_stop = True
+            if batch_idx + 1 < self.steps_per_epoch:
+                # part-way through an epoch: no validation (it is not a finished epoch); the
+                # last checkpoint is saved now, while the loop can still be resumed from here
+                trainer.limit_val_batches = 0
+                self.last = self.save(
+                    pl_module,
+                    "last",
+                    epoch=self.epochs_done,
+                    step=step,
+                    metrics=self.final_metrics,
+                    details=self.final_details,
+                    trainer=trainer,
+                )
 
     # --- epochs -----------------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -251,11 +339,14 @@ class Reporter(L.Callback):
             self.best = self.save(pl_module, "best", epoch=epoch, step=step, metrics=metrics, details=details)
         else:
             self.bad_epochs += 1
-        self.last = self.save(pl_module, "last", epoch=epoch, step=step, metrics=metrics, details=details)
-        self.callbacks.on_epoch(epoch=epoch, step=step, metrics=metrics, details=details, best=improved)
-        self.callbacks.on_progress(self.clock.live(epoch=epoch + 1, step=step, validated=epoch))
         if self.patience is not None and self.bad_epochs >= self.patience and not trainer.should_stop:
             self.early_stopped = True
+        self.last = self.save(
+            pl_module, "last", epoch=epoch, step=step, metrics=metrics, details=details, trainer=trainer
+        )
+        self.callbacks.on_epoch(epoch=epoch, step=step, metrics=metrics, details=details, best=improved)
+        self.callbacks.on_progress(self.clock.live(epoch=epoch + 1, step=step, validated=epoch))
+        if self.early_stopped:
             trainer.should_stop = True
 
     def finish(self, trainer: L.Trainer, pl_module: TaskModule) -> None:
@@ -280,7 +371,9 @@ class Reporter(L.Callback):
         step: int,
         metrics: dict[str, float],
         details: dict[str, Any],
+        trainer: L.Trainer | None = None,
     ) -> dict[str, Any]:
+        """Write a checkpoint; a ``last`` one with ``trainer`` also holds the training state."""
         path = self.workdir / f"{kind}-e{epoch:04d}-s{step:08d}.pt"
         meta = {
             **self.meta,
@@ -291,6 +384,63 @@ class Reporter(L.Callback):
             "metrics": metrics,
             "details": details,
         }
-        save_checkpoint(path, pl_module.model, meta)
+        extra = None
+        if kind == "last" and trainer is not None and self.loader is not None:
+            dump = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            extra = {STATE_KEY: training_state(dump)}
+        save_checkpoint(path, pl_module.model, meta, extra=extra)
         self.callbacks.on_checkpoint(kind=kind, path=path, epoch=epoch, step=step, metrics=metrics)
         return {"kind": kind, "path": str(path), "epoch": epoch, "step": step, "metrics": metrics}
+
+
+def running_state(module: TaskModule) -> dict[str, Any]:
+    """The current epoch's training loss sums and metric states so far (tensors and plain values)."""
+    trainer = module._trainer
+    metrics = {}
+    for name, metric in module.train_metrics.items(keep_base=True, copy_state=False):
+        state = {
+            k: [t.detach().cpu() for t in v] if isinstance(v, list) else v.detach().cpu()
+            for k, v in metric.metric_state.items()
+        }
+        metrics[name] = {"state": state, "updates": int(metric._update_count)}
+    return {
+        "epoch": trainer.current_epoch if trainer is not None else 0,
+        "sums": {k: v.detach().cpu() for k, v in module._sums.items() if k == "train"},
+        "counts": {k: v for k, v in module._counts.items() if k == "train"},
+        "metrics": metrics,
+    }
+
+
+def load_running_state(module: TaskModule, running: dict[str, Any]) -> None:
+    """Put back what :func:`running_state` saved, onto the module's device."""
+    device = module.device
+    for k, v in running.get("sums", {}).items():
+        module._sums[k] = v.to(device)
+    module._counts.update(running.get("counts", {}))
+    members = dict(module.train_metrics.items(keep_base=True, copy_state=False))
+    for name, saved in running.get("metrics", {}).items():
+        metric = members.get(name)
+        if metric is None:
+            continue
+        for k, v in saved["state"].items():
+            setattr(metric, k, [t.to(device) for t in v] if isinstance(v, list) else v.to(device))
+        metric._update_count = saved["updates"]
+        metric._computed = None
+
+
+def stretch_cosine(trainer: L.Trainer) -> None:
+    """A run resumed with more epochs: its cosine schedule now spans the new total of steps; the
+    learning rate continues from that longer curve at the step reached."""
+    total = max(1, int(trainer.estimated_stepping_batches))
+    for config in trainer.lr_scheduler_configs:
+        sched = config.scheduler
+        if not isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) or sched.T_max == total:
+            continue
+        sched.T_max = total
+        lrs = [
+            sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * sched.last_epoch / total)) / 2
+            for base in sched.base_lrs
+        ]
+        for group, lr in zip(sched.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
+        sched._last_lr = lrs

@@ -21,12 +21,18 @@ import lightning as L
 import torch
 
 from vistudio.errors import BadRequest
-from vistudio.ml.preprocess import preprocess_meta
 from vistudio.ml.tasks import get_training
 from vistudio.ml.training.callbacks import Reporter, TrainingCallbacks
 from vistudio.ml.training.config import TrainConfig, validate_config
-from vistudio.ml.training.data import ImageDataModule, auto_workers
+from vistudio.ml.training.data import auto_workers
 from vistudio.ml.training.module import TaskModule
+from vistudio.ml.training.resume import (
+    STATE_KEY,
+    ResumableDataModule,
+    lightning_checkpoint,
+    loader_state,
+    read_training_state,
+)
 from vistudio.ml.training.task import TrainingTask
 
 
@@ -41,6 +47,10 @@ class TrainSpec:
     val: list[tuple[str, Any]]
     workdir: str
     meta: dict[str, Any] = field(default_factory=dict)  # extra checkpoint meta (experiment, project)
+    # a ``last`` checkpoint (with its training state) to continue from, and why: "retry" (the
+    # run was interrupted: continue exactly) or "extend" (the user resumes, maybe with more epochs)
+    resume_from: str | None = None
+    resume_mode: str = "retry"
 
 
 @dataclass
@@ -140,6 +150,34 @@ def _quiet() -> Iterator[None]:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+def _resume_checkpoint(spec: TrainSpec) -> dict[str, Any]:
+    """The checkpoint a resumed run continues from, checked against the run's model and classes."""
+    assert spec.resume_from is not None
+    saved = read_training_state(spec.resume_from)
+    meta = saved["meta"]
+    if meta.get("model") != spec.config.get("model", meta.get("model")) or meta.get("classes") != list(
+        spec.classes
+    ):
+        raise BadRequest(
+            "the checkpoint to resume from was trained with another model or other classes",
+            details={"model": meta.get("model"), "classes": meta.get("classes")},
+        )
+    return saved
+
+
+def _resumed_last(spec: TrainSpec, saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    if saved is None:
+        return None
+    meta = saved["meta"]
+    return {
+        "kind": "last",
+        "path": spec.resume_from,
+        "epoch": meta["epoch"],
+        "step": meta["step"],
+        "metrics": meta.get("metrics") or {},
+    }
+
+
 def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainResult:
     """Run one training to the end, an early stop, or a stop asked for by ``callbacks``.
 
@@ -162,12 +200,13 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
     accelerator = resolve_accelerator(config.device)
     workdir = Path(spec.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    saved = _resume_checkpoint(spec) if spec.resume_from else None
     with _quiet():
         L.seed_everything(config.seed, workers=True, verbose=False)
         task = task_cls(classes=spec.classes, config=config)
         model, info = task.build_model()
-        preprocess = preprocess_meta(config.image_size, info.mean, info.std)
-        data = ImageDataModule(
+        preprocess = task.preprocess(info)
+        data = ResumableDataModule(
             task=task,
             preprocess=preprocess,
             train=spec.train,
@@ -188,7 +227,8 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
             "config": config.model_dump(mode="json"),
             "pretrained": info.pretrained,
         }
-        steps_per_epoch = len(data.train_dataloader())
+        loader = data.train_dataloader()
+        steps_per_epoch = len(loader)
         reporter = Reporter(
             callbacks,
             workdir=workdir,
@@ -200,6 +240,9 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
             steps_per_epoch=steps_per_epoch,
             epochs=config.epochs,
             val_steps=len(data.val_dataloader()),
+            loader=loader,
+            resumed=spec.resume_mode if saved is not None else None,
+            last=_resumed_last(spec, saved),
         )
         trainer = build_trainer(config, workdir=workdir, callbacks=[reporter], accelerator=accelerator)
         callbacks.on_start(
@@ -215,9 +258,21 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
                 "monitor": monitor,
                 "mode": mode,
                 "preprocess": preprocess,
+                "resumed_from_step": saved["meta"]["step"] if saved is not None else None,
             }
         )
-        trainer.fit(module, datamodule=data)
+        ckpt_path = None
+        if saved is not None:
+            # the module's own weights (loss buffers…) with the checkpoint's model weights over them
+            weights = module.state_dict()
+            weights.update({f"model.{k}": v for k, v in saved["state_dict"].items()})
+            position = loader_state(saved[STATE_KEY])
+            if position is not None:
+                loader.load_state_dict(position)
+            ckpt_path = workdir / "resume.ckpt"
+            torch.save(lightning_checkpoint(saved[STATE_KEY], weights), ckpt_path)
+            del saved
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         reporter.finish(trainer, module)
     # a stop asked for while the last epoch was ending (no step left to notice it) still counts
     stopped = reporter.stop_requested or callbacks.should_stop()

@@ -6,15 +6,17 @@ cleanup hooks (``register_cleanup``) to release what they keep per experiment.
 
 Training runs in a child process (``ml/training/process.py``); the ``train`` job handler is its
 parent: it records what the child reports (metric rows, job events, checkpoints into the artifact
-store), heartbeats through the worker, and turns a cancel into a graceful stop. A retried job (its
-worker died) restarts the experiment from epoch 0 with the same seed, after removing what the
-interrupted attempt had recorded, so no step is ever recorded twice.
+store), heartbeats through the worker, and turns a cancel into a graceful stop. ``resume``
+continues a stopped, failed or finished experiment from its last checkpoint (which holds the whole
+training state); a retried job (its worker died) resumes the same way, or restarts from epoch 0
+with the same seed when the interrupted attempt left no checkpoint. Metric rows recorded after the
+checkpoint resumed from are removed first, so no step is ever recorded twice.
 
 Modules by concern: ``lookup`` (finding experiments and checkpoints, split items), ``cleanup``
 (cleanup hooks, releasing checkpoints), ``config`` (names, config validation, warnings, the model
 catalog), ``live`` (live progress, speed and ETA text), ``views`` (experiment dicts, reconciling
 with finished jobs), ``queries`` (list, get, metrics, compare), ``lifecycle`` (start, rename, stop,
-delete) and ``job`` (the ``train`` job handler).
+delete), ``resume`` (continue from the last checkpoint) and ``job`` (the ``train`` job handler).
 """
 
 from vistudio.services.experiments.cleanup import (
@@ -62,6 +64,7 @@ from vistudio.services.experiments.queries import (
     get_experiment,
     list_experiments,
 )
+from vistudio.services.experiments.resume import resume_experiment
 from vistudio.services.experiments.views import ACTIVE, checkpoint_dict, experiment_dict
 
 __all__ = [
@@ -94,6 +97,7 @@ __all__ = [
     "model_catalog",
     "register_cleanup",
     "release_project_experiments",
+    "resume_experiment",
     "run_training",
     "speed_text",
     "split_items",

@@ -2,8 +2,13 @@
 
 The handler is the child's parent: it records what the child reports (metric rows, job events,
 checkpoints into the artifact store), heartbeats through the worker, and turns a cancel into a
-graceful stop. A retried job (its worker died) restarts the experiment from epoch 0 with the same
-seed, after removing what the interrupted attempt had recorded, so no step is ever recorded twice.
+graceful stop.
+
+Resume: a job queued by ``resume_experiment`` (``params["resume"]``) continues the experiment
+from its ``last`` checkpoint, which holds the whole training state (``ml/training/resume``). A
+retried job (its worker died) does the same when the interrupted attempt left a ``last``
+checkpoint, and restarts from epoch 0 with the same seed when it left none. Either way the metric
+rows recorded after the checkpoint's step are deleted first, so no step is ever recorded twice.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.services.experiments.cleanup import _release_checkpoints
 from vistudio.services.experiments.live import live_text
-from vistudio.services.experiments.lookup import CHECKPOINT_EXT, CHECKPOINT_KIND, split_items
+from vistudio.services.experiments.lookup import (
+    CHECKPOINT_EXT,
+    CHECKPOINT_KIND,
+    checkpoint_path,
+    split_items,
+)
 from vistudio.services.experiments.views import experiment_dict
 
 if TYPE_CHECKING:
@@ -32,6 +42,46 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.25
 STOP_GRACE_SECONDS = 300.0  # a stop waits this long for the batch in flight and the last checkpoint
 MAX_CONFUSION_CLASSES = 100  # a larger per-epoch confusion matrix is not stored in the metrics row
+
+
+def starting_epoch(resumed_from_step: int | None, steps_per_epoch: int, epochs: int) -> int:
+    """The epoch (1-based) a training starts in: the first, or for a resumed one the epoch of the
+    step after its checkpoint's (a checkpoint at the end of epoch N resumes in epoch N + 1)."""
+    if not resumed_from_step or steps_per_epoch <= 0:
+        return 1
+    return max(1, min(epochs, resumed_from_step // steps_per_epoch + 1))
+
+
+def _resume_point(studio: Studio, exp_id: int) -> Checkpoint | None:
+    """The experiment's ``last`` checkpoint when its file is there and holds a training state."""
+    from vistudio.errors import InvalidInput
+    from vistudio.ml.training.resume import check_training_state
+
+    with studio.sessions() as s:
+        row = s.scalar(
+            select(Checkpoint).where(Checkpoint.experiment_id == exp_id, Checkpoint.kind == "last")
+        )
+        if row is not None:
+            s.expunge(row)
+    if row is None:
+        return None
+    try:
+        check_training_state(checkpoint_path(studio, row.sha256))
+    except InvalidInput:
+        return None
+    return row
+
+
+def _trim_after(studio: Studio, exp_id: int, last: Checkpoint) -> None:
+    """Before resuming from ``last``: forget the metric rows recorded after its step (an
+    interrupted attempt's), and put the experiment's epoch count back to the checkpoint's."""
+    with studio.sessions.begin() as s:
+        s.execute(
+            delete(EpochMetric).where(EpochMetric.experiment_id == exp_id, EpochMetric.step > last.step)
+        )
+        exp = s.get(Experiment, exp_id)
+        if exp is not None:
+            exp.epochs_done = last.epoch
 
 
 def _reset_attempt(studio: Studio, exp_id: int) -> None:
@@ -104,9 +154,15 @@ class _Recorder:
                     "total_steps": info["total_steps"],
                     "steps_per_epoch": info["steps_per_epoch"],
                     "epochs": info["epochs"],
+                    # a resumed run: the page keeps the curves up to this step
+                    "resumed_from_step": info.get("resumed_from_step"),
                 }
             )
-            self.ctx.progress(0, self.total_steps, f"epoch 1/{self.epochs}", force=True)
+            resumed = info.get("resumed_from_step")
+            if resumed is not None:
+                self.ctx.log(f"resumed from the last checkpoint at step {resumed}", step=resumed)
+            epoch = starting_epoch(resumed, info["steps_per_epoch"], self.epochs)
+            self.ctx.progress(resumed or 0, self.total_steps, f"epoch {epoch}/{self.epochs}", force=True)
         elif kind == "step":
             with self.studio.sessions.begin() as s:
                 self._rows(s, msg["epoch"], msg["step"], msg["metrics"])
@@ -219,7 +275,19 @@ def run_training(ctx: JobContext) -> dict[str, Any]:
         # stopped before its worker died: a retry would start over; keep what was saved instead
         _finish(studio, exp_id, "stopped")
         raise JobCancelled()
-    _reset_attempt(studio, exp_id)
+    # a resume asked for, or a retry of an attempt that left a last checkpoint: continue from it
+    asked = ctx.params.get("resume")
+    last = _resume_point(studio, exp_id) if asked or ctx.attempt > 1 else None
+    if asked and last is None:
+        message = "its last checkpoint (with the training state to resume from) is gone or damaged"
+        _finish(
+            studio, exp_id, ctx.params.get("previous_status") or "failed", error=f"cannot resume: {message}"
+        )
+        raise PermanentJobError(f"cannot resume: {message}")
+    if last is None:
+        _reset_attempt(studio, exp_id)
+    else:
+        _trim_after(studio, exp_id, last)
     with studio.sessions.begin() as s:
         exp = s.get(Experiment, exp_id)
         if exp is None:
@@ -229,13 +297,15 @@ def run_training(ctx: JobContext) -> dict[str, Any]:
             raise PermanentJobError("the experiment's split was deleted")
         exp.status = "running"
         exp.error = None
-        exp.started_at = utcnow()
         exp.finished_at = None
-        exp.epochs_done = 0
-        exp.best_metrics = {}
-        exp.final_metrics = {}
+        if last is None or exp.started_at is None:
+            exp.started_at = utcnow()
+        if last is None:
+            exp.epochs_done = 0
+            exp.best_metrics = {}
+            exp.final_metrics = {}
         project = s.get(Project, exp.project_id)
-        items = split_items(studio, s, exp.split_id, ["train", "val"], exp.classes)
+        items = split_items(studio, s, exp.split_id, ["train", "val"], exp.classes, task=exp.task)
         config, classes, name, task = dict(exp.config), list(exp.classes), exp.name, exp.task
     workdir = studio.tmp / f"train-{exp_id}-job{ctx.job_id}-a{ctx.attempt}"
     spec = TrainSpec(
@@ -247,6 +317,15 @@ def run_training(ctx: JobContext) -> dict[str, Any]:
         workdir=str(workdir),
         meta={"experiment": name, "experiment_id": exp_id, "project": project.name if project else None},
     )
+    if last is not None:
+        # a copy: the store's blob is released as soon as the resumed run saves its next checkpoint
+        workdir.mkdir(parents=True, exist_ok=True)
+        spec.resume_from = str(
+            shutil.copyfile(checkpoint_path(studio, last.sha256), workdir / "resume-from.pt")
+        )
+        # the user's resume (more epochs…) starts early stopping's patience over; a retry, or a
+        # retry of that resume once it has saved a newer checkpoint, continues exactly
+        spec.resume_mode = "extend" if asked and last.step == ctx.params.get("from_step") else "retry"
     rec = _Recorder(ctx, exp_id, int(config.get("epochs", 0)), str(config.get("monitor") or ""))
     proc = TrainingProcess(spec)
     stopping_since: float | None = None
