@@ -14,9 +14,19 @@ batch size, input size, device, precision and memory format:
 The ratio ``vistudio_ips / baseline_ips`` is the share of the pure compute speed the full data
 path keeps (1.0 = no overhead); ``overhead_pct`` = (1 − ratio) × 100.
 
+``--task detection`` (or ``instance_segmentation``) runs the same comparison for a catalog detector
+(``--model``, default ``fcos_resnet18_fpn64`` / ``maskrcnn_resnet18_fpn64``): the JPEGs hold 1–3
+coloured rectangles with their boxes (and polygons), the baseline cycles in-memory batches of
+random images at the input size with fixed targets, and the data path is the project's: stored
+targets → decode with draft → joint augmentation → list collate → the detector's own resize.
+
     .venv/bin/python benchmarks/train.py [--images 512] [--image-size 64] [--model resnet18] \\
         [--batch-size 32] [--device auto|cpu|cuda] [--precision 32|bf16] [--channels-last] \\
         [--num-workers N] [--source-size 256] [--cache DIR] [--out FILE]
+
+    # detection on CPU (docs/benchmarks.md):
+    .venv/bin/python benchmarks/train.py --task detection --images 96 --image-size 96 \
+        --source-size 128 --batch-size 4
 
     # the GPU figure (pending a GPU machine):
     .venv/bin/python benchmarks/train.py --model resnet50 --device cuda --precision bf16 \\
@@ -48,6 +58,8 @@ from vistudio.ml.training.callbacks import TrainingCallbacks
 from vistudio.ml.training.trainer import TrainSpec, resolve_accelerator, train
 
 CLASSES = 10
+BOX_CLASSES = 3
+DEFAULT_DETECTORS = {"detection": "fcos_resnet18_fpn64", "instance_segmentation": "maskrcnn_resnet18_fpn64"}
 
 
 def log(message: str) -> None:
@@ -85,6 +97,100 @@ def make_images(folder: Path, n: int, size: int) -> list[tuple[str, int]]:
     return items
 
 
+def make_box_images(folder: Path, n: int, size: int) -> list[tuple[str, dict[str, Any]]]:
+    """``n`` JPEGs with 1–3 coloured rectangles each, and their stored targets (the format of
+    ``services.experiments.split_items``: normalised boxes and polygons)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(n):
+        objects = []
+        img = (rng.normal(120, 12, (size, size, 3))).clip(0, 255).astype(np.uint8)
+        for _ in range(int(rng.integers(1, 4))):
+            k = int(rng.integers(0, BOX_CLASSES))
+            w, h = rng.uniform(0.15, 0.45, 2)
+            x, y = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
+            img[int(y * size) : int((y + h) * size), int(x * size) : int((x + w) * size)] = (
+                (230, 40, 40),
+                (40, 200, 60),
+                (50, 80, 230),
+            )[k]
+            poly = [[x, y], [x + w, y], [x + w, y + h], [x, y + h]]
+            objects.append({"class": k, "box": [x, y, w, h], "iscrowd": False, "mask": {"polygons": [poly]}})
+        path = folder / f"box-{i:06d}.jpg"
+        if not path.exists():
+            Image.fromarray(img).save(path, quality=90)
+        items.append((str(path), {"width": size, "height": size, "objects": objects}))
+    return items
+
+
+def baseline_detector(
+    args: argparse.Namespace, device: torch.device, steps: int, warmup: int
+) -> dict[str, Any]:
+    """Plain PyTorch for a detector: model, AdamW, a few fixed in-memory batches (random images at
+    the input size, one box per image) cycled."""
+    from vistudio.ml.detectors import build_detector
+
+    torch.manual_seed(0)
+    model, _ = build_detector(args.model, BOX_CLASSES, image_size=args.image_size, task=args.task)
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    s = args.image_size
+    masks = args.task == "instance_segmentation"
+
+    def target(j: int) -> dict[str, torch.Tensor]:
+        x0, y0 = 4 + j % 8, 6 + j % 5
+        box = torch.tensor([[x0, y0, x0 + s // 2, y0 + s // 3]], dtype=torch.float32, device=device)
+        t = {"boxes": box, "labels": torch.tensor([1 + j % BOX_CLASSES], device=device)}
+        if masks:
+            m = torch.zeros(1, s, s, dtype=torch.uint8, device=device)
+            m[0, y0 : y0 + s // 3, x0 : x0 + s // 2] = 1
+            t["masks"] = m
+        return t
+
+    pool = [
+        (
+            [torch.rand(3, s, s, device=device) for _ in range(args.batch_size)],
+            [target(b * args.batch_size + j) for j in range(args.batch_size)],
+        )
+        for b in range(4)
+    ]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    model.train()
+
+    def step(i: int) -> None:
+        images, targets = pool[i % len(pool)]
+        with autocast:
+            losses = model(images, targets)
+        loss = torch.stack([v.float() for v in losses.values()]).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _timed(step, args, device, steps, warmup)
+
+
+def _timed(
+    step: Any, args: argparse.Namespace, device: torch.device, steps: int, warmup: int
+) -> dict[str, Any]:
+    for i in range(warmup):
+        step(i)
+    sync(device)
+    busy0, t0 = busy_cpu_s(), time.perf_counter()
+    cpu0 = time.process_time()
+    for i in range(steps):
+        step(i)
+    sync(device)
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    return {
+        "images": steps * args.batch_size,
+        "seconds": round(wall, 3),
+        "ips": round(steps * args.batch_size / wall, 2),
+        "other_cpu_s": round(max(0.0, busy_cpu_s() - busy0 - cpu), 2),
+    }
+
+
 def baseline(args: argparse.Namespace, device: torch.device, steps: int, warmup: int) -> dict[str, Any]:
     """Plain PyTorch: model, AdamW, cross-entropy, a few fixed in-memory batches cycled."""
     torch.manual_seed(0)
@@ -114,22 +220,7 @@ def baseline(args: argparse.Namespace, device: torch.device, steps: int, warmup:
         loss.backward()
         opt.step()
 
-    for i in range(warmup):
-        step(i)
-    sync(device)
-    busy0, t0 = busy_cpu_s(), time.perf_counter()
-    cpu0 = time.process_time()
-    for i in range(steps):
-        step(i)
-    sync(device)
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
-    return {
-        "images": steps * args.batch_size,
-        "seconds": round(wall, 3),
-        "ips": round(steps * args.batch_size / wall, 2),
-        "other_cpu_s": round(max(0.0, busy_cpu_s() - busy0 - cpu), 2),
-    }
+    return _timed(step, args, device, steps, warmup)
 
 
 def sync(device: torch.device) -> None:
@@ -151,7 +242,7 @@ class StepClock(TrainingCallbacks):
 
 
 def vistudio(
-    args: argparse.Namespace, items: list[tuple[str, int]], work: Path, warmup: int
+    args: argparse.Namespace, items: list[tuple[str, Any]], work: Path, warmup: int
 ) -> dict[str, Any]:
     config = {
         "model": args.model,
@@ -169,10 +260,11 @@ def vistudio(
         "seed": 0,
     }
     clock = StepClock(warmup)
+    boxes = args.task != "classification"
     spec = TrainSpec(
-        task="classification",
+        task=args.task,
         config=config,
-        classes=[str(i) for i in range(CLASSES)],
+        classes=[str(i) for i in range(BOX_CLASSES if boxes else CLASSES)],
         train=items,
         val=items[: args.batch_size],
         workdir=str(work),
@@ -195,25 +287,26 @@ def vistudio(
     }
 
 
-def loader_only(args: argparse.Namespace, items: list[tuple[str, int]]) -> dict[str, Any]:
+def loader_only(args: argparse.Namespace, items: list[tuple[str, Any]]) -> dict[str, Any]:
     """The training DataLoader alone (decode + augment + normalise + collate), no model."""
-    from vistudio.ml.preprocess import preprocess_meta
-    from vistudio.ml.tasks.classification import ClassificationConfig, ClassificationTask
+    from vistudio.ml.tasks import get_training
     from vistudio.ml.training.data import ImageDataModule
 
-    config = ClassificationConfig(model=args.model, image_size=args.image_size, batch_size=args.batch_size)
-    task = ClassificationTask(classes=[str(i) for i in range(CLASSES)], config=config)
+    task_cls = get_training(args.task)
+    config = task_cls.config_model(model=args.model, image_size=args.image_size, batch_size=args.batch_size)
+    n_classes = CLASSES if args.task == "classification" else BOX_CLASSES
+    task = task_cls(classes=[str(i) for i in range(n_classes)], config=config)
     _, info = task.build_model()
     data = ImageDataModule(
         task=task,
-        preprocess=preprocess_meta(args.image_size, info.mean, info.std),
+        preprocess=task.preprocess(info),
         train=items,
         val=items[:1],
         batch_size=args.batch_size,
         num_workers=max(0, args.num_workers),
     )
     t0 = time.perf_counter()
-    n = sum(len(y) for _, y in data.train_dataloader())
+    n = sum(len(y) for _, y in data.train_dataloader())  # labels or the list of targets
     wall = time.perf_counter() - t0
     return {"images": n, "seconds": round(wall, 3), "ips": round(n / wall, 2)}
 
@@ -223,7 +316,10 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=512, help="files on disk, one epoch (default 512)")
     ap.add_argument("--image-size", type=int, default=64, help="model input side (default 64)")
     ap.add_argument("--source-size", type=int, default=256, help="side of the generated JPEGs (default 256)")
-    ap.add_argument("--model", default="resnet18")
+    ap.add_argument(
+        "--task", default="classification", choices=("classification", "detection", "instance_segmentation")
+    )
+    ap.add_argument("--model", help="default resnet18; detection: fcos_resnet18_fpn64")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--precision", default="32", choices=("32", "bf16"))
@@ -235,6 +331,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, help="keep the generated images here and reuse them")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
+    args.model = args.model or DEFAULT_DETECTORS.get(args.task, "resnet18")
     if args.images < args.batch_size * (args.warmup + 2):
         ap.error(
             f"--images must be at least batch size × (warm-up + 2) = {args.batch_size * (args.warmup + 2)}"
@@ -242,14 +339,19 @@ def main() -> None:
     accelerator = resolve_accelerator(args.device)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     with tempfile.TemporaryDirectory(prefix="vistudio-bench-train-") as tmp:
-        folder = (args.cache or Path(tmp)) / f"jpeg-{args.source_size}-n{args.images}"
+        boxes = args.task != "classification"
+        folder = (args.cache or Path(tmp)) / f"{'box' if boxes else 'jpeg'}-{args.source_size}-n{args.images}"
         log(f"generating {args.images} JPEGs of {args.source_size}px in {folder}")
-        items = make_images(folder, args.images, args.source_size)
+        items: list[tuple[str, Any]] = (
+            make_box_images(folder, args.images, args.source_size)
+            if boxes
+            else list(make_images(folder, args.images, args.source_size))
+        )
         steps = (
             args.images // args.batch_size - 1
         )  # the same number of optimiser steps as one epoch (drop_last)
         log(f"baseline: {args.model} on in-memory tensors, {steps} steps after {args.warmup} warm-up")
-        base = baseline(args, device, steps - args.warmup, args.warmup)
+        base = (baseline_detector if boxes else baseline)(args, device, steps - args.warmup, args.warmup)
         log(f"baseline: {base['ips']} images/s")
         log("vistudio: files → ImageDataModule → Lightning, one epoch")
         ours = vistudio(args, items, Path(tmp) / "work", args.warmup)
@@ -259,6 +361,7 @@ def main() -> None:
     ratio = ours["ips"] / base["ips"] if ours["ips"] and base["ips"] else None
     result = {
         "benchmark": "train",
+        "task": args.task,
         "model": args.model,
         "device": str(device),
         "precision": args.precision,

@@ -116,3 +116,23 @@ def test_create_response_warns_about_an_image_size_too_small(
     assert r.status_code == 202 and r.json()["warnings"] == []
     sizes = {m["name"]: m["min_image_size"] for m in client.get(f"{API}/models").json()["items"]}
     assert sizes["mobilenet_v3_small"] == 96 and sizes["resnet18"] == 32
+
+
+def test_detector_weight_words_are_no_pass_for_classification(
+    client: TestClient, studio: Studio, tmp_path: Path
+) -> None:
+    """none/backbone/coco name a detector's weights only in projects whose task has objects: in a
+    classification project they are weights paths like any other, checked and refused clearly."""
+    tiny_project(studio, tmp_path, per_class=4)
+    for word in ("coco", "COCO ", "backbone", "none", "w.pt", " "):
+        err = _error(
+            client.post(API, json={"project": "shapes", "config": {**TINY, "pretrained": word}}), 422
+        )
+        assert "absolute path of a weights file" in err["message"] and err["details"]["key"] == "pretrained"
+    outside = tmp_path.parent / "elsewhere" / "coco"
+    err = _error(
+        client.post(API, json={"project": "shapes", "config": {**TINY, "pretrained": str(outside)}}), 422
+    )
+    assert "outside the folders" in err["message"] and err["details"]["key"] == "pretrained"
+    _error(client.post(API, json={"project": "nope", "config": {"pretrained": "coco"}}), 404, "not_found")
+    assert client.get(API, params={"project": "shapes"}).json()["total"] == 0  # nothing was created

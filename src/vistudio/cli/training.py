@@ -1,4 +1,5 @@
-"""``vistudio train``, ``vistudio experiments``, ``vistudio experiment …`` and ``vistudio models``."""
+"""``vistudio train`` (and ``train --resume``), ``vistudio experiments``, ``vistudio experiment …``
+and ``vistudio models``."""
 
 from __future__ import annotations
 
@@ -15,11 +16,28 @@ from vistudio.text import plural
 
 app = typer.Typer(help="One experiment: show, metrics, compare, stop, delete.", no_args_is_help=True)
 
+# the metrics tables lead with when the task is not known (a classifier's)
 SHOWN = ("val_accuracy", "val_f1_macro", "val_loss", "train_loss")
 
 
 def _num(v: Any) -> str:
     return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+
+def _shown(task: str | None) -> tuple[str, ...]:
+    """The metrics a task's tables lead with (its display's summary: accuracy and F1 for a
+    classifier, mAP for a detector); torch-free."""
+    from vistudio.ml.tasks import TASKS
+
+    spec = TASKS.entries.get(task or "")
+    return spec.display.summary if spec is not None else SHOWN
+
+
+def _project_task(ctx: typer.Context, project: str) -> str | None:
+    from vistudio.services import projects
+
+    task: str | None = projects.get_project(state(ctx).studio(), project).get("task")
+    return task
 
 
 def _summary(exp: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +92,8 @@ def _render_experiment(d: dict[str, Any]) -> None:
         console.print(line)
     _print_warnings(e.get("warnings") or [])
     best = {k: v for k, v in (e.get("best_metrics") or {}).items() if isinstance(v, float)}
+    lead = [k for k in _shown(e.get("task")) if k in best]  # the task's headline metrics first
+    best = {k: best[k] for k in [*lead, *(k for k in best if k not in lead)]}
     if best:
         t = table(key_column("metric"), "best", "final", title=f"best epoch {e['best_metrics'].get('epoch')}")
         for k, v in best.items():
@@ -115,7 +135,15 @@ def train(
     pretrained: Annotated[
         bool | None,
         typer.Option(
-            "--pretrained/--no-pretrained", help="ImageNet weights from the local cache (default: no)"
+            "--pretrained/--no-pretrained",
+            help="ImageNet weights from the local cache (default: no); for a detector, its backbone's",
+        ),
+    ] = None,
+    pretrained_weights: Annotated[
+        str | None,
+        typer.Option(
+            "--pretrained-weights",
+            help="detectors: none | backbone (ImageNet backbone) | coco (the whole detector trained on COCO)",
         ),
     ] = None,
     weights: Annotated[Path | None, typer.Option(help="start from a weights file (a state dict)")] = None,
@@ -139,14 +167,55 @@ def train(
     patience: Annotated[int | None, typer.Option(help="early-stopping patience in epochs")] = None,
     no_early_stopping: Annotated[bool, typer.Option("--no-early-stopping")] = False,
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="data loader processes")] = None,
+    score_threshold: Annotated[
+        float | None, typer.Option("--score-threshold", help="detectors: drop detections scoring below")
+    ] = None,
+    nms_iou: Annotated[
+        float | None, typer.Option("--nms-iou", help="detectors: IoU above which NMS drops the weaker box")
+    ] = None,
+    detections_per_image: Annotated[
+        int | None, typer.Option("--detections-per-image", help="detectors: at most this many per image")
+    ] = None,
+    trainable_backbone_layers: Annotated[
+        int | None,
+        typer.Option("--trainable-backbone-layers", help="detectors: how many backbone stages train (0-6)"),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="a JSON/YAML file of config keys (options override it)")
     ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="EXPERIMENT",
+            help="continue a stopped, failed or finished experiment from its last checkpoint "
+            "(only --epochs may change: the new total)",
+        ),
+    ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the training and print its job")] = False,
 ) -> None:
-    """Train a model on a project's split; waits with a progress bar unless --no-wait."""
+    """Train a model on a project's split, or --resume an experiment; waits with a progress bar
+    unless --no-wait."""
     from vistudio.services import experiments
 
+    if resume is not None:
+        frozen = {
+            k: v
+            for k, v in ctx.params.items()
+            if k not in ("project", "resume", "epochs", "no_wait") and v not in (None, False)
+        }
+        if frozen:
+            names = ", ".join("--" + k.replace("_", "-") for k in sorted(frozen))
+            raise BadRequest(
+                f"with --resume only --epochs may be given: the experiment's config is frozen (got {names})",
+                details={"options": sorted(frozen)},
+            )
+        studio = state(ctx).studio()
+        resumed = experiments.resume_experiment(studio, project=project, experiment=resume, epochs=epochs)
+        _wait_and_emit(ctx, project, resumed, no_wait=no_wait, verb="resumed")
+        return
+    if pretrained_weights is not None and weights is not None:
+        raise BadRequest("give either --weights (a file) or --pretrained-weights, not both")
     cfg: dict[str, Any] = _config_file(config) if config else {}
     options: dict[str, Any] = {
         "model": model,
@@ -166,7 +235,20 @@ def train(
         "class_weights": class_weights,
         "patience": patience,
         "num_workers": num_workers,
+        "score_threshold": score_threshold,
+        "nms_iou": nms_iou,
+        "detections_per_image": detections_per_image,
+        "trainable_backbone_layers": trainable_backbone_layers,
     }
+    if pretrained_weights is not None:
+        choice = pretrained_weights.strip().lower()
+        if choice not in ("none", "backbone", "coco"):
+            raise BadRequest(
+                f"--pretrained-weights must be none, backbone or coco (got {pretrained_weights[:40]!r}); "
+                "a weights file is --weights"
+            )
+        # none/backbone are what --no-pretrained/--pretrained say, for a classifier too
+        options["pretrained"] = {"none": False, "backbone": True}.get(choice, choice)
     cfg.update({k: v for k, v in options.items() if v is not None})
     if freeze_backbone:
         cfg["freeze_backbone"] = True
@@ -180,16 +262,26 @@ def train(
     started = experiments.start_experiment(studio, project=project, config=cfg, name=name)
     if not state(ctx).json:  # before the wait: a doomed setting is worth stopping for at once
         _print_warnings(started["warnings"])
+    _wait_and_emit(ctx, project, started, no_wait=no_wait, verb="queued")
+
+
+def _wait_and_emit(
+    ctx: typer.Context, project: str, started: dict[str, Any], *, no_wait: bool, verb: str
+) -> None:
+    """``--no-wait``: print the queued job; else wait for it and print the experiment's outcome."""
+    from vistudio.services import experiments
+
     if no_wait:
         emit(
             ctx,
             started,
             lambda d: console.print(
-                f"queued experiment {d['experiment']['name']} (job {d['job']['id']}); "
+                f"{verb} experiment {d['experiment']['name']} (job {d['job']['id']}); "
                 f"follow it with: vistudio experiment show {project!r} {d['experiment']['name']!r}"
             ),
         )
         return
+    studio = state(ctx).studio()
     exp_name = started["experiment"]["name"]
     final = wait_for_job(ctx, started["job"]["id"])
     exp = experiments.get_experiment(studio, project=project, experiment=started["experiment"]["id"])
@@ -219,7 +311,8 @@ def list_experiments(
     )
 
     def render(d: dict[str, Any]) -> None:
-        t = table(key_column("name"), "model", "status", "epochs", *SHOWN)
+        shown = _shown(d["items"][0]["task"] if d["items"] else _project_task(ctx, project))
+        t = table(key_column("name"), "model", "status", "epochs", *shown)
         for e in d["items"]:
             best = e["best_metrics"]
             t.add_row(
@@ -227,7 +320,7 @@ def list_experiments(
                 e["model"],
                 e["status"],
                 f"{e['epochs_done']}/{e['epochs']}",
-                *(_num(best.get(k)) for k in SHOWN),
+                *(_num(best.get(k)) for k in shown),
             )
         console.print(t)
         if not d["items"]:
@@ -263,7 +356,7 @@ def metrics(
         series = d["series"]
         keys = (
             name
-            or [k for k in SHOWN if k in series]
+            or [k for k in _shown(_project_task(ctx, project)) if k in series]
             or [k for k in series if not k.endswith("_step") and k != "lr"]
         )
         epoch_level = {k: series[k] for k in keys if k in series}
@@ -291,7 +384,8 @@ def compare(
     out = experiments.compare_experiments(state(ctx).studio(), project=project, experiments=experiment)
 
     def render(d: dict[str, Any]) -> None:
-        names = [n for n in SHOWN if any(n in row["best"] for row in d["table"])]
+        task = d["experiments"][0].get("task") if d["experiments"] else None
+        names = [n for n in _shown(task) if any(n in row["best"] for row in d["table"])]
         t = table(key_column("experiment"), "model", "status", "best epoch", *names)
         for row in d["table"]:
             t.add_row(
@@ -348,8 +442,22 @@ def delete(
     )
 
 
-def models(ctx: typer.Context) -> None:
-    """The model catalog."""
+def _cached(model: dict[str, Any]) -> str:
+    """``yes``/``no``; for a detector, per kind of weights (``backbone yes, coco no``)."""
+    per_kind = model.get("weights_cached")
+    if isinstance(per_kind, dict):
+        return ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in per_kind.items())
+    return "yes" if model.get("pretrained_cached") else "no"
+
+
+def models(
+    ctx: typer.Context,
+    task: Annotated[
+        str | None,
+        typer.Option(help="the models of this task: classification, detection, instance_segmentation…"),
+    ] = None,
+) -> None:
+    """The model catalog (of one task; default: classification)."""
     from vistudio.services import experiments
 
     def render(d: dict[str, Any]) -> None:
@@ -360,11 +468,11 @@ def models(ctx: typer.Context) -> None:
                 m["family"],
                 str(m["params_millions"]),
                 str(m["default_image_size"]),
-                "yes" if m["pretrained_cached"] else "no",
+                _cached(m),
             )
         console.print(t)
 
-    emit(ctx, experiments.model_catalog(), render)
+    emit(ctx, experiments.model_catalog(task), render)
 
 
 def register(root: typer.Typer) -> None:

@@ -16,8 +16,9 @@ Mask R-CNN) with:
   index ``i`` of the project is model label ``i + 1``).
 - **post-processing knobs**: score threshold, NMS IoU and detections per image.
 
-Two small configurations, ``fcos_resnet18_fpn64`` and ``maskrcnn_resnet18_fpn64`` (a ResNet-18
-backbone with a 64-channel FPN), are the same architectures at a size that trains in a minute on
+Three small configurations, ``fcos_resnet18_fpn64``, ``fasterrcnn_resnet18_fpn64`` and
+``maskrcnn_resnet18_fpn64`` (a ResNet-18 backbone with a 64-channel FPN, R-CNN heads at that width),
+are the same architectures at a size that trains in a minute on
 a laptop CPU at 96–160 px: for small images and quick experiments, and what the test suite trains.
 
 A library module: no database, no web.
@@ -122,9 +123,38 @@ def fcos_resnet18_fpn64(*, num_classes: int, **kwargs: Any) -> nn.Module:
     return tvd.FCOS(backbone, num_classes, **kwargs)
 
 
-def maskrcnn_resnet18_fpn64(*, num_classes: int, **kwargs: Any) -> nn.Module:
+def fasterrcnn_resnet18_fpn64(*, num_classes: int, **kwargs: Any) -> nn.Module:
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
     backbone = _resnet18_fpn([1, 2, 3, 4], 64, fpn.LastLevelMaxPool())
-    return tvd.MaskRCNN(backbone, num_classes, **kwargs)
+    # the box head at the FPN's width too (see maskrcnn_resnet18_fpn64)
+    return tvd.FasterRCNN(
+        backbone,
+        num_classes=None,
+        box_head=TwoMLPHead(64 * 7 * 7, 256),
+        box_predictor=FastRCNNPredictor(256, num_classes),
+        box_batch_size_per_image=128,
+        **kwargs,
+    )
+
+
+def maskrcnn_resnet18_fpn64(*, num_classes: int, **kwargs: Any) -> nn.Module:
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+
+    backbone = _resnet18_fpn([1, 2, 3, 4], 64, fpn.LastLevelMaxPool())
+    # heads at the FPN's width too: torchvision's default mask head (four 256-channel convolutions
+    # on every positive region) would cost ten times the rest of this small model
+    return tvd.MaskRCNN(
+        backbone,
+        num_classes=None,
+        box_head=TwoMLPHead(64 * 7 * 7, 256),
+        box_predictor=FastRCNNPredictor(256, num_classes),
+        mask_head=MaskRCNNHeads(64, [64, 64, 64, 64], 1),
+        mask_predictor=MaskRCNNPredictor(64, 64, num_classes),
+        box_batch_size_per_image=128,
+        **kwargs,
+    )
 
 
 _R50 = tvm.ResNet50_Weights.IMAGENET1K_V1
@@ -226,6 +256,9 @@ for _spec in (
         max_trainable_layers=6,
     ),
     DetectorSpec("fcos_resnet18_fpn64", "fcos", False, fcos_resnet18_fpn64, None, None, 160, 64),
+    DetectorSpec(
+        "fasterrcnn_resnet18_fpn64", "faster_rcnn", False, fasterrcnn_resnet18_fpn64, None, None, 160, 64
+    ),
     DetectorSpec(
         "maskrcnn_resnet50_fpn",
         "mask_rcnn",
@@ -348,6 +381,42 @@ def _replace_heads(model: nn.Module, spec: DetectorSpec, num_outputs: int) -> No
 # --- building ---------------------------------------------------------------------------------------
 
 
+def pin_roi_scales(model: nn.Module, side: int = 128) -> None:
+    """Fix the feature scales of an R-CNN's region pooling once, from a square input.
+
+    torchvision's ``MultiScaleRoIAlign`` infers them from the first batch it sees, from the
+    unpadded image height rounded in log2: when that first image is in landscape (say 96×67 after
+    resizing), every scale comes out twice too large, and every later result — training,
+    evaluation, the parity check of an export — depends on which image came first. Measured here
+    on a ``side``×``side`` input (the feature strides), they are the same whatever comes first,
+    and the same as in the exported ONNX graph."""
+    heads = getattr(model, "roi_heads", None)
+    backbone = getattr(model, "backbone", None)
+    if heads is None or backbone is None:
+        return
+    from torchvision.ops.poolers import MultiScaleRoIAlign, _setup_scales
+
+    pools = [
+        p
+        for p in (heads.box_roi_pool, getattr(heads, "mask_roi_pool", None))
+        if isinstance(p, MultiScaleRoIAlign)
+    ]
+    if not pools:
+        return
+    was_training = backbone.training
+    backbone.eval()  # batch-norm statistics stay as they are
+    try:
+        with torch.no_grad():
+            features = backbone(torch.zeros(1, 3, side, side))
+    finally:
+        backbone.train(was_training)
+    for pool in pools:
+        chosen = [v for k, v in features.items() if k in pool.featmap_names]  # as the pool filters
+        pool.scales, pool.map_levels = _setup_scales(
+            chosen, [(side, side)], pool.canonical_scale, pool.canonical_level
+        )
+
+
 def build_detector(
     name: str,
     num_classes: int,
@@ -402,6 +471,7 @@ def build_detector(
             _replace_heads(model, spec, num_classes + 1)
         else:
             model = spec.builder(weights=None, weights_backbone=chosen, num_classes=num_classes + 1, **common)
+    pin_roi_scales(model)
     info = ModelInfo(
         name=name,
         num_classes=num_classes,

@@ -1,5 +1,5 @@
-"""Experiments: start (a training job), list, get, metric series, compare, stop, rename, delete;
-and the model catalog."""
+"""Experiments: start (a training job), list, get, metric series, compare, stop, resume, rename,
+delete; and the model catalog."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pydantic import BaseModel, Field
 
 from vistudio.api.deps import Limit, Offset, StudioDep
 from vistudio.api.routes.imports import _inside_roots
-from vistudio.services import experiments
+from vistudio.errors import InvalidInput
+from vistudio.ml.tasks import get_task
+from vistudio.services import experiments, projects
+from vistudio.studio import Studio
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 ProjectRef = Annotated[str, Query(min_length=1, max_length=200)]
@@ -29,15 +32,28 @@ class ExperimentRequest(BaseModel):
     )
 
 
+class ResumeRequest(BaseModel):
+    epochs: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="the new total of epochs (default: the config's); more than the epochs done",
+    )
+
+
 class ExperimentPatch(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     config: dict[str, Any] | None = Field(default=None, max_length=100, description="always refused: 409")
 
 
 @router.get("/models")
-def models() -> dict[str, Any]:
-    """The model catalog: names, families, sizes, whether pretrained weights are cached locally."""
-    return experiments.model_catalog()
+def models(
+    task: str | None = Query(
+        default=None, max_length=64, description="the models of this task (default: classification)"
+    ),
+) -> dict[str, Any]:
+    """The model catalog of a task: names, families, sizes, whether pretrained weights are cached locally."""
+    return experiments.model_catalog(task)
 
 
 @router.post("", status_code=202)
@@ -45,9 +61,37 @@ def start(studio: StudioDep, body: ExperimentRequest) -> dict[str, Any]:
     """Create an experiment with a frozen config and queue its training → ``{"job", "experiment"}``."""
     config = dict(body.config)
     weights = config.get("pretrained")
-    if isinstance(weights, str):  # a weights file on the server: only from the import roots
-        config["pretrained"] = str(_inside_roots(Path(weights), studio.settings.import_roots))
+    if isinstance(weights, str):
+        config["pretrained"] = _weights_file(studio, body.project, weights)
     return experiments.start_experiment(studio, project=body.project, config=config, name=body.name)
+
+
+# what the detectors' ``pretrained`` names: weights, not a file
+DETECTOR_WEIGHTS = ("none", "backbone", "coco")
+
+
+def _weights_file(studio: Studio, project: str, weights: str) -> str:
+    """A string ``pretrained``: a weights file on the server, taken only from the import roots —
+    except the words of :data:`DETECTOR_WEIGHTS` in a project whose task has objects (its
+    detectors take those words and no file)."""
+    task = projects.get_project(studio, project)["task"]
+    if get_task(task).has_objects and weights.strip().lower() in DETECTOR_WEIGHTS:
+        return weights
+    path = Path(weights.strip())
+    if "\x00" in weights or not path.is_absolute():
+        raise InvalidInput(
+            f"pretrained must be true, false or the absolute path of a weights file on the server "
+            f"for a {task} project, not {weights[:100]!r}",
+            details={"key": "pretrained"},
+        )
+    try:
+        return str(_inside_roots(path, studio.settings.import_roots))
+    except InvalidInput as exc:
+        raise InvalidInput(
+            "the pretrained weights file is outside the folders this server may read from "
+            "(setting VISTUDIO_IMPORT_ROOTS)",
+            details={"key": "pretrained", **exc.details},
+        ) from exc
 
 
 @router.get("")
@@ -101,6 +145,17 @@ def metrics(studio: StudioDep, project: str, experiment: str, names: MetricNames
 def stop(studio: StudioDep, project: str, experiment: str) -> dict[str, Any]:
     """Stop gracefully: the batch in flight finishes and the last checkpoint is saved."""
     return {"experiment": experiments.stop_experiment(studio, project=project, experiment=experiment)}
+
+
+@router.post("/{project}/{experiment}/resume", status_code=202)
+def resume(
+    studio: StudioDep, project: str, experiment: str, body: ResumeRequest | None = None
+) -> dict[str, Any]:
+    """Continue a stopped, failed or finished experiment from its last checkpoint (weights,
+    optimiser, schedule, position in the epoch, RNG states) → ``{"job", "experiment"}``; 409 while
+    it trains or when it has nothing to resume from."""
+    epochs = body.epochs if body is not None else None
+    return experiments.resume_experiment(studio, project=project, experiment=experiment, epochs=epochs)
 
 
 @router.delete("/{project}/{experiment}")

@@ -56,6 +56,195 @@ def _has_training_module(name: str) -> bool:
     return importlib.util.find_spec(f"{__name__}.{name}") is not None
 
 
+# How pages and the CLI write a metric value: percent 0.873 → "87.3%", decimal → "0.873",
+# loss → "0.8731"
+METRIC_FORMATS = ("percent", "decimal", "loss")
+
+
+@dataclass(frozen=True)
+class MetricView:
+    """One metric as the pages and the CLI show it: its key, its title and how its value is written."""
+
+    key: str
+    title: str
+    format: str = "percent"  # one of METRIC_FORMATS
+
+    def text(self, value: float | None) -> str:
+        return format_metric(value, self.format)
+
+
+def format_metric(value: float | None, fmt: str) -> str:
+    """``value`` written as ``fmt`` (a ``METRIC_FORMATS`` name); None or a non-number is ``—``."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "—"
+    if fmt == "percent":
+        return f"{value * 100:.1f}%"
+    return f"{value:.3f}" if fmt == "decimal" else f"{value:.4f}"
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses (``val_loss``, ``train_loss_box_reg``…) and errors improve downwards, scores upwards."""
+    return metric.endswith(("loss", "error")) or "_loss_" in metric
+
+
+@dataclass(frozen=True)
+class TaskDisplay:
+    """What the experiment pages, the comparison and the CLI show of a task's training metrics,
+    torch-free so that pages know it without importing a training module. Every key is one of the
+    task's ``TrainingTask.metric_names()`` or its per-step variant (``<name>_step``)."""
+
+    # the "Best" figures of an experiment's page, in order
+    headline: tuple[MetricView, ...]
+    # the metric columns of the experiment list (short titles)
+    columns: tuple[MetricView, ...]
+    # the metrics CLI tables and the comparison page lead with (the comparison adds the others)
+    summary: tuple[str, ...]
+    # the live charts: (series key, legend) of the loss chart (log scale) and of the metric chart
+    # (0-100 %); ``_step`` series are the per-step points
+    loss_series: tuple[tuple[str, str], ...]
+    metric_series: tuple[tuple[str, str], ...]
+    metric_chart: str = "Metrics"  # the metric chart's caption
+    loss_chart: str = "Loss"  # the loss chart's caption
+    loss_label: str = "Training loss by step"  # what the loss chart draws, for screen readers
+    metric_noun: str = "metric"  # "its loss and <noun> curves"
+    # titles of the other metrics the task reports (loss components…), for tables and legends
+    titles: tuple[tuple[str, str], ...] = ()
+
+    def keys(self) -> set[str]:
+        """Every metric key this display shows."""
+        shown = [m.key for m in (*self.headline, *self.columns)] + list(self.summary)
+        shown += [k for k, _ in (*self.loss_series, *self.metric_series, *self.titles)]
+        return set(shown)
+
+    def title(self, key: str) -> str:
+        """A metric's title: the one given here, else its key in words (``val_loss`` → val loss)."""
+        for m in self.headline:
+            if m.key == key:
+                return m.title
+        return dict(self.titles).get(key) or key.replace("_", " ")
+
+    def formats(self) -> dict[str, str]:
+        """The format of every headline metric, for the page's script."""
+        return {m.key: m.format for m in self.headline}
+
+    def charts(self) -> dict[str, Any]:
+        """The live charts' series for the page's script: ``{"loss": [[key, legend]…], "metric": …}``."""
+        return {
+            "loss": [list(s) for s in self.loss_series],
+            "metric": [list(s) for s in self.metric_series],
+        }
+
+
+# a task with training but no display of its own: its losses
+GENERIC_DISPLAY = TaskDisplay(
+    headline=(MetricView("train_loss", "train loss", "loss"),),
+    columns=(MetricView("train_loss", "Train loss", "loss"),),
+    summary=("train_loss",),
+    loss_series=(("train_loss_step", "train loss (per step)"), ("train_loss", "train loss (epoch)")),
+    metric_series=(),
+    metric_noun="loss",
+)
+
+CLASSIFICATION_DISPLAY = TaskDisplay(
+    headline=(
+        MetricView("val_accuracy", "val accuracy"),
+        MetricView("val_f1_macro", "val F1 macro"),
+        MetricView("val_loss", "val loss", "loss"),
+        MetricView("train_accuracy", "train accuracy"),
+    ),
+    columns=(
+        MetricView("val_accuracy", "Val acc."),
+        MetricView("val_f1_macro", "Val F1", "decimal"),
+        MetricView("val_loss", "Val loss", "loss"),
+    ),
+    summary=("val_accuracy", "val_f1_macro", "val_loss", "train_loss"),
+    loss_series=(
+        ("train_loss_step", "train loss (per step)"),
+        ("train_loss", "train loss (epoch)"),
+        ("val_loss", "val loss"),
+    ),
+    metric_series=(
+        ("train_accuracy_step", "train accuracy (running)"),
+        ("val_accuracy", "val accuracy"),
+        ("train_accuracy", "train accuracy"),
+        ("val_f1_macro", "val F1 (macro)"),
+    ),
+    metric_chart="Accuracy and F1",
+    metric_noun="accuracy",
+    loss_label="Training and validation loss by step",
+)
+
+# the loss components of the detectors (each family reports its own: a chart draws those it gets),
+# as running means of the epoch so far
+_DETECTION_LOSSES = (
+    ("train_loss_classifier", "classification"),
+    ("train_loss_box_reg", "box regression"),
+    ("train_loss_objectness", "objectness"),
+    ("train_loss_rpn_box_reg", "RPN box regression"),
+    ("train_loss_centerness", "centerness"),
+)
+_MASK_LOSSES = (("train_loss_mask", "mask"),)
+
+
+def _detector_display(*, masks: bool) -> TaskDisplay:
+    """Detection: box mAP; instance segmentation: mask mAP first, then box mAP. Both: the total
+    training loss and each component of the model's family in the loss chart."""
+    losses = _DETECTION_LOSSES + (_MASK_LOSSES if masks else ())
+    loss_series = (
+        ("train_loss_step", "train loss (per step)"),
+        ("train_loss", "train loss (epoch)"),
+        *((f"{key}_step", title) for key, title in losses),
+    )
+    titles = tuple((key, f"train loss: {title}") for key, title in losses)
+    train_loss = MetricView("train_loss", "train loss", "loss")
+    loss_chart = "Loss and its components"
+    loss_label = "Training loss and each of its components by step"
+    box = "box " if masks else ""  # instance segmentation has two kinds of mAP
+    box_maps = [MetricView(f"val_map{iou}", f"val {box}mAP{iou}", "decimal") for iou in ("", "50", "75")]
+    box_series = tuple((m.key, f"{box}mAP{iou}") for m, iou in zip(box_maps, ("", "50", "75"), strict=True))
+    if not masks:
+        return TaskDisplay(
+            headline=(*box_maps, train_loss),
+            columns=(
+                MetricView("val_map", "Val mAP", "decimal"),
+                MetricView("val_map50", "Val mAP50", "decimal"),
+                MetricView("train_loss", "Train loss", "loss"),
+            ),
+            summary=("val_map", "val_map50", "val_map75", "train_loss"),
+            loss_series=loss_series,
+            metric_series=box_series,
+            metric_chart="Validation mAP",
+            metric_noun="mAP",
+            loss_chart=loss_chart,
+            loss_label=loss_label,
+            titles=titles,
+        )
+    mask_maps = [
+        MetricView(f"val_mask_map{iou}", f"val mask mAP{iou}", "decimal") for iou in ("", "50", "75")
+    ]
+    return TaskDisplay(
+        headline=(mask_maps[0], mask_maps[1], box_maps[0], box_maps[1], train_loss),
+        columns=(
+            MetricView("val_mask_map", "Mask mAP", "decimal"),
+            MetricView("val_map", "Box mAP", "decimal"),
+            MetricView("train_loss", "Train loss", "loss"),
+        ),
+        summary=("val_mask_map", "val_mask_map50", "val_map", "val_map50", "train_loss"),
+        loss_series=loss_series,
+        # the headline's four: six lines would crowd the chart
+        metric_series=(
+            (mask_maps[0].key, "mask mAP"),
+            (mask_maps[1].key, "mask mAP50"),
+            *box_series[:2],
+        ),
+        metric_chart="Validation mAP (masks and boxes)",
+        metric_noun="mAP",
+        loss_chart=loss_chart,
+        loss_label=loss_label,
+        titles=(*titles, (mask_maps[2].key, mask_maps[2].title), (box_maps[2].key, box_maps[2].title)),
+    )
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -63,6 +252,17 @@ class TaskSpec:
     annotation_kinds: tuple[str, ...]
     # False: the task is never trained (a photo library); True: it is meant to be, see can_train
     trainable: bool = True
+    # the annotation kinds that are the task's objects (what object counts, sizes, training targets
+    # and evaluation count); an instance segmentation object is its mask, its imported box the same
+    # object. Empty: the task has no objects (labels, values)
+    object_kinds: tuple[str, ...] = ()
+    masks: bool = False  # objects are masks (instance segmentation), not boxes alone
+    # what the experiment pages and the CLI show of its training metrics
+    display: TaskDisplay = GENERIC_DISPLAY
+
+    @property
+    def has_objects(self) -> bool:
+        return bool(self.object_kinds)
 
     @property
     def can_train(self) -> bool:
@@ -113,13 +313,22 @@ def task_names() -> list[str]:
 
 
 for _spec in (
-    TaskSpec("classification", "Classification", ("label",)),
-    TaskSpec("detection", "Detection", ("box",)),
+    TaskSpec("classification", "Classification", ("label",), display=CLASSIFICATION_DISPLAY),
+    TaskSpec(
+        "detection", "Detection", ("box",), object_kinds=("box",), display=_detector_display(masks=False)
+    ),
     TaskSpec("semantic_segmentation", "Semantic segmentation", ("polygon", "mask_rle")),
-    TaskSpec("instance_segmentation", "Instance segmentation", ("polygon", "mask_rle", "box")),
+    TaskSpec(
+        "instance_segmentation",
+        "Instance segmentation",
+        ("polygon", "mask_rle", "box"),
+        object_kinds=("polygon", "mask_rle"),
+        masks=True,
+        display=_detector_display(masks=True),
+    ),
     TaskSpec("anomaly_detection", "Anomaly detection", ("label",)),
     TaskSpec("regression", "Regression", ("value",)),
-    TaskSpec("oriented_detection", "Oriented detection", ("rotated_box",)),
+    TaskSpec("oriented_detection", "Oriented detection", ("rotated_box",), object_kinds=("rotated_box",)),
     TaskSpec("library", "Photo library", (), trainable=False),
 ):
     register_task(_spec)

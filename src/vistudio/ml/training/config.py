@@ -78,6 +78,11 @@ class TrainConfig(BaseModel):
     def _split(cls, v: str | None) -> str | None:
         return v.strip() or None if v is not None else None
 
+    def warnings(self) -> list[dict[str, Any]]:
+        """What in this valid config will probably not train well (see :func:`config_warnings`);
+        a task's config overrides it for its own models."""
+        return _classifier_warnings(self)
+
 
 def validate_config(model: type[TrainConfig], raw: dict[str, Any] | None) -> TrainConfig:
     """``raw`` → a config of the task's ``model``; any problem is a 400 listing every bad key."""
@@ -106,7 +111,12 @@ def _message(error: Any) -> str:
 def config_warnings(config: TrainConfig) -> list[dict[str, Any]]:
     """What in a valid config will probably not train well: ``[{"key", "code", "message", …}]``.
 
-    Today: an ``image_size`` below the model's ``min_image_size`` (see ``ml/models.py``)."""
+    Classifiers: an ``image_size`` below the model's ``min_image_size`` (see ``ml/models.py``);
+    detectors: see ``DetectionConfig.warnings`` (``ml/tasks/detection.py``)."""
+    return config.warnings()
+
+
+def _classifier_warnings(config: TrainConfig) -> list[dict[str, Any]]:
     from vistudio.errors import VistudioError
     from vistudio.ml.models import MODELS, get_model_spec
 

@@ -71,7 +71,10 @@ class TaskModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, preds, targets = self.task.forward(self.model, self._prepare(batch), self.loss)
         self.val_metrics.update(preds, targets)
-        self._add("val", loss, len(targets))
+        # a task without a validation loss (torchvision detectors only give losses in training
+        # mode) returns None: no val_loss is reported rather than a made-up 0
+        if loss is not None:
+            self._add("val", loss, len(targets))
 
     def on_train_epoch_start(self) -> None:
         self._reset("train")

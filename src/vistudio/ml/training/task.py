@@ -19,6 +19,7 @@ from torch.utils.data import default_collate
 from torchmetrics import MetricCollection
 
 from vistudio.ml.models import ModelInfo
+from vistudio.ml.tasks import TaskDisplay
 from vistudio.ml.training.config import TrainConfig
 
 # (decoded RGB image, encoded target) → (input tensor C×H×W, target as the loss wants it)
@@ -32,6 +33,7 @@ class TrainingTask(ABC):
     config_model: ClassVar[type[TrainConfig]] = TrainConfig
     default_monitor: ClassVar[str]
     min_classes: ClassVar[int] = 2  # a classifier needs two classes; a detector one
+    model_noun: ClassVar[str] = "classifier"  # what is trained, in messages ("… to train a classifier")
 
     def __init__(self, *, classes: list[str], config: TrainConfig) -> None:
         self.classes = list(classes)
@@ -41,6 +43,16 @@ class TrainingTask(ABC):
     @abstractmethod
     def metric_names(cls) -> list[str]:
         """Scalar metrics reported every epoch (``train_…``/``val_…``), any of which can be monitored."""
+
+    @classmethod
+    def display(cls) -> TaskDisplay:
+        """What the experiment pages, the comparison and the CLI show of this task's metrics
+        (headline figures, live chart series). It is declared on the task's torch-free
+        ``TaskSpec`` (``vistudio.ml.tasks``) so that pages read it without importing this module;
+        every key it shows is one of :meth:`metric_names` or its ``_step`` variant."""
+        from vistudio.ml.tasks import get_task
+
+        return get_task(cls.name).display
 
     @classmethod
     def monitor_mode(cls, metric: str) -> str:
@@ -73,7 +85,8 @@ class TrainingTask(ABC):
 
     @abstractmethod
     def forward(self, model: nn.Module, batch: Any, loss: nn.Module) -> tuple[torch.Tensor, Any, Any]:
-        """One batch → ``(loss, predictions, targets)``; the last two go to the metrics."""
+        """One batch → ``(loss, predictions, targets)``; the last two go to the metrics. With the
+        model in eval mode (validation) a task without a validation loss returns None as the loss."""
 
     @abstractmethod
     def summarise(
@@ -85,6 +98,47 @@ class TrainingTask(ABC):
     def collate(self, batch: list[Any]) -> Any:
         """Samples → a batch (the default stacks inputs and targets)."""
         return default_collate(batch)
+
+    def preprocess(self, info: ModelInfo) -> dict[str, Any]:
+        """The input description stored with checkpoints (``meta["preprocess"]``) and handed to the
+        transforms; the default is the shared classification preprocessing at the config's size."""
+        from vistudio.ml.preprocess import preprocess_meta
+
+        return preprocess_meta(self.config.image_size, info.mean, info.std)
+
+    @classmethod
+    def catalog(cls) -> list[dict[str, Any]]:
+        """The models this task trains (``describe()`` of each catalog entry); default: the image
+        classifiers of ``ml/models``."""
+        from vistudio.ml.models import MODELS
+
+        return [spec.describe() for spec in MODELS.entries.values()]
+
+    @classmethod
+    def check_config(cls, config: TrainConfig, weights: Any = None) -> None:
+        """What can be checked before training starts: the model is in the task's catalog and its
+        pretrained weights are present or downloadable under ``weights`` (a ``WeightsPolicy``).
+        The default checks the image classifiers of ``ml/models``."""
+        from pathlib import Path
+
+        from vistudio.errors import ModelUnavailable
+        from vistudio.ml.models import check_pretrained_available, get_model_spec, weights_file_exists
+
+        spec = get_model_spec(config.model)
+        if config.pretrained is True:
+            check_pretrained_available(spec, weights)
+        if isinstance(config.pretrained, str) and not weights_file_exists(
+            Path(config.pretrained).expanduser()
+        ):
+            raise ModelUnavailable(
+                f"pretrained weights file not found: {config.pretrained[:300]}", details={"model": spec.name}
+            )
+
+    @classmethod
+    def targets_problem(cls, targets: Sequence[Any]) -> str | None:
+        """Why the (stored, not yet encoded) training targets of a split cannot train a model, or
+        None; the default accepts any non-empty list (its items are already usable)."""
+        return None
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """Extra fields for checkpoint ``meta`` (the generic ones are added by the loop)."""

@@ -5,10 +5,9 @@ catalog of trainable models.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vistudio.errors import BadRequest, InvalidInput, ModelUnavailable
+from vistudio.errors import BadRequest, InvalidInput
 from vistudio.ml.weights import WeightsPolicy
 
 if TYPE_CHECKING:
@@ -29,11 +28,12 @@ def experiment_warnings(task: str, config: dict[str, Any]) -> list[dict[str, Any
         return []
 
 
-def model_catalog() -> dict[str, Any]:
-    """The models that can be trained, with their weights metadata."""
-    from vistudio.ml.models import MODELS
+def model_catalog(task: str | None = None) -> dict[str, Any]:
+    """The models that can be trained for ``task`` (default: classification), with their weights
+    metadata; a task that cannot be trained is a 400."""
+    from vistudio.ml.tasks import get_training
 
-    items = [spec.describe() for spec in MODELS.entries.values()]
+    items = get_training(task or "classification").catalog()
     return {"items": items, "total": len(items)}
 
 
@@ -53,21 +53,14 @@ def validate_experiment_config(
     """The task's config model applied to ``raw`` plus what can be checked before training:
     model name, monitored metric, device and precision, pretrained weights present or downloadable
     under ``weights`` (the workspace's model policy; default: the environment's)."""
-    from vistudio.ml.models import check_pretrained_available, get_model_spec, weights_file_exists
     from vistudio.ml.tasks import get_training
     from vistudio.ml.training.config import validate_config
     from vistudio.ml.training.trainer import resolve_accelerator, resolve_monitor, resolve_precision
 
     task_cls = get_training(task)
     config = validate_config(task_cls.config_model, raw)
-    spec = get_model_spec(config.model)
+    task_cls.check_config(config, weights)
     monitor, _ = resolve_monitor(task_cls, config)
     accelerator = resolve_accelerator(config.device)
     resolve_precision(config.precision, accelerator)
-    if config.pretrained is True:
-        check_pretrained_available(spec, weights)
-    if isinstance(config.pretrained, str) and not weights_file_exists(Path(config.pretrained).expanduser()):
-        raise ModelUnavailable(
-            f"pretrained weights file not found: {config.pretrained[:300]}", details={"model": spec.name}
-        )
     return config.model_copy(update={"monitor": monitor})

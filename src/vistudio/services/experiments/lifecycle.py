@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from vistudio.studio import Studio
 
 
+_NUMBERS = {1: "one", 2: "two", 3: "three"}
+
+
 def _latest_split(s: Session, project_id: int) -> Split | None:
     return s.scalar(
         select(Split).where(Split.project_id == project_id).order_by(Split.created_at.desc(), Split.id.desc())
@@ -53,6 +56,7 @@ def start_experiment(
         p = find_project(s, project)
         task = p.task
     cfg = validate_experiment_config(task, config, weights=WeightsPolicy.from_settings(studio.settings))
+    from vistudio.ml.tasks import get_training
     from vistudio.ml.training.config import config_warnings
 
     warnings = config_warnings(cfg)
@@ -71,8 +75,13 @@ def start_experiment(
                     details={"project": p.name},
                 )
         classes = sorted(s.scalars(select(LabelClass.name).where(LabelClass.project_id == p.id)))
-        if len(classes) < 2:
-            raise BadRequest(f"project {p.name!r} needs at least two classes to train a classifier")
+        task_cls = get_training(task)
+        if len(classes) < task_cls.min_classes:
+            need = _NUMBERS.get(task_cls.min_classes, str(task_cls.min_classes))
+            raise BadRequest(
+                f"project {p.name!r} needs at least {need} class{'es' if task_cls.min_classes > 1 else ''} "
+                f"to train a {task_cls.model_noun}"
+            )
         weights = getattr(cfg, "class_weights", None)
         if isinstance(weights, list) and len(weights) != len(classes):
             raise InvalidInput(
@@ -80,13 +89,16 @@ def start_experiment(
                 f"classes; give one weight per class, in this order: {', '.join(classes)[:500]}",
                 details={"classes": classes[:1000]},
             )
-        counts = {sub: len(split_items(studio, s, split.id, [sub], classes)) for sub in ("train", "val")}
-        if not counts["train"]:
+        items = {sub: split_items(studio, s, split.id, [sub], classes, task=task) for sub in ("train", "val")}
+        if not items["train"]:
             raise BadRequest(f"split {split.name!r} has no labelled training images")
-        if not counts["val"]:
+        if not items["val"]:
             raise BadRequest(
                 f"split {split.name!r} has no labelled validation images; create a split with a val ratio above 0"
             )
+        problem = task_cls.targets_problem([it.target for it in items["train"]])
+        if problem:
+            raise BadRequest(f"split {split.name!r}: {problem}", details={"split": split.name})
         exp_name = check_name(name) if name else _free_name(s, p.id, cfg.model)
         project_id, project_name, split_id, split_name = p.id, p.name, split.id, split.name
     frozen = cfg.model_copy(update={"split": split_name}).model_dump(mode="json")

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from vistudio.db import Annotation, LabelClass, Sample, SplitMember
 from vistudio.db.training import Checkpoint, Experiment
 from vistudio.errors import BadRequest, NotFound
+from vistudio.ml.tasks import get_task
 
 if TYPE_CHECKING:
     from vistudio.studio import Studio
@@ -61,22 +63,43 @@ def checkpoint_path(studio: Studio, sha256: str) -> Path:
 
 @dataclass(frozen=True)
 class LabelledItem:
-    """One image of a split subset with its class index (in the experiment's class order)."""
+    """One image of a split subset with its target in the experiment's class order.
+
+    Classification: the class index. Detection and instance segmentation: a JSON-able dict
+    ``{"width", "height", "objects": [{"class", "box", "iscrowd", "mask"}]}`` (see
+    :func:`split_items`)."""
 
     sample_id: int
     path: str
-    target: int
+    target: Any
     subset: str
 
 
 def split_items(
-    studio: Studio, session: Session, split_id: int, subsets: list[str], classes: list[str]
+    studio: Studio,
+    session: Session,
+    split_id: int,
+    subsets: list[str],
+    classes: list[str],
+    task: str = "classification",
 ) -> list[LabelledItem]:
-    """The single-label images of ``subsets`` of a split, ordered by sample id.
+    """The images of ``subsets`` of a split with their targets, ordered by sample id.
 
-    Images without a label, with several labels, or with a label outside ``classes`` are left out
-    (a classification target must be one known class).
+    Classification: single-label images only; images without a label, with several labels, or
+    with a label outside ``classes`` are left out (a classification target must be one known class).
+
+    Detection and instance segmentation: every image of the subsets (an image without objects is
+    a negative), its target ``{"width": W, "height": H, "objects": [...]}`` where each object is
+    ``{"class": index, "box": [x, y, w, h], "iscrowd": bool, "mask": None | {"polygons": ...} |
+    {"size": [h, w], "counts": ...}}``: box and polygons normalised to 0..1 of the displayed image,
+    RLE in pixels. Detection objects come from ``box`` annotations, instance segmentation objects
+    from ``polygon`` and ``mask_rle`` annotations (the box computed from the mask). ``iscrowd`` is
+    set for COCO crowd regions and VOC difficult objects. Annotations of a class outside
+    ``classes`` or with unusable geometry (no area, not finite) are left out.
     """
+    spec = get_task(task)
+    if spec.has_objects:
+        return _object_items(studio, session, split_id, subsets, classes, spec.object_kinds)
     index = {name: i for i, name in enumerate(classes)}
     rows = session.execute(
         select(Sample.id, Sample.storage, Sample.path, SplitMember.subset, LabelClass.name)
@@ -105,3 +128,112 @@ def split_items(
         if name in index:
             out.append(LabelledItem(sid, info[sid][0], index[name], info[sid][1]))
     return out
+
+
+def _object_items(
+    studio: Studio,
+    session: Session,
+    split_id: int,
+    subsets: list[str],
+    classes: list[str],
+    kinds: tuple[str, ...],
+) -> list[LabelledItem]:
+    index = {name: i for i, name in enumerate(classes)}
+    samples = session.execute(
+        select(Sample.id, Sample.storage, Sample.path, Sample.width, Sample.height, SplitMember.subset)
+        .join(SplitMember, SplitMember.sample_id == Sample.id)
+        .where(SplitMember.split_id == split_id, SplitMember.subset.in_(subsets))
+        .order_by(Sample.id)
+    ).all()
+    anns = session.execute(
+        select(Annotation.sample_id, Annotation.kind, Annotation.geometry, LabelClass.name)
+        .join(SplitMember, SplitMember.sample_id == Annotation.sample_id)
+        .join(LabelClass, LabelClass.id == Annotation.class_id)
+        .where(
+            SplitMember.split_id == split_id,
+            SplitMember.subset.in_(subsets),
+            Annotation.kind.in_(kinds),
+            Annotation.score.is_(None),
+        )
+        .order_by(Annotation.sample_id, Annotation.id)
+    ).all()
+    objects: dict[int, list[dict[str, Any]]] = {}
+    for sid, kind, geometry, name in anns:
+        if name not in index or not isinstance(geometry, dict):
+            continue
+        obj = object_target(kind, geometry)
+        if obj is not None:
+            objects.setdefault(sid, []).append({"class": index[name], **obj})
+    out = []
+    for sid, storage, path, width, height, subset in samples:
+        full = str(studio.home / path) if storage == "copy" else path
+        target = {"width": int(width), "height": int(height), "objects": objects.get(sid, [])}
+        out.append(LabelledItem(sid, full, target, subset))
+    return out
+
+
+def _finite(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def _clipped_box(x0: float, y0: float, x1: float, y1: float) -> list[float] | None:
+    """``[x, y, w, h]`` of a corner box clipped to the image (0..1), None when nothing is left."""
+    x0, y0 = max(0.0, min(1.0, x0)), max(0.0, min(1.0, y0))
+    x1, y1 = max(0.0, min(1.0, x1)), max(0.0, min(1.0, y1))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def object_target(kind: str, geometry: dict[str, Any]) -> dict[str, Any] | None:
+    """One annotation's geometry → ``{"box", "iscrowd", "mask"}`` of a training target (the object
+    of a ``split_items`` target without its class), or None if unusable."""
+    from vistudio.ml.inference.detection_metrics import is_ignored_region
+
+    crowd = is_ignored_region(geometry)
+    if kind == "box":
+        x, y, w, h = (geometry.get(k) for k in ("x", "y", "w", "h"))
+        if not _finite(x, y, w, h):
+            return None
+        box = _clipped_box(float(x), float(y), float(x) + float(w), float(y) + float(h))  # type: ignore[arg-type]
+        return None if box is None else {"box": box, "iscrowd": crowd, "mask": None}
+    if kind == "polygon":
+        rings = geometry.get("polygons")
+        if not isinstance(rings, list):
+            return None
+        kept = [
+            [[float(p[0]), float(p[1])] for p in ring]
+            for ring in rings
+            if isinstance(ring, list)
+            and len(ring) >= 3
+            and all(isinstance(p, list | tuple) and len(p) == 2 and _finite(*p) for p in ring)
+        ]
+        if not kept:
+            return None
+        xs = [p[0] for ring in kept for p in ring]
+        ys = [p[1] for ring in kept for p in ring]
+        box = _clipped_box(min(xs), min(ys), max(xs), max(ys))
+        return None if box is None else {"box": box, "iscrowd": crowd, "mask": {"polygons": kept}}
+    if kind == "mask_rle":
+        size, counts = geometry.get("size"), geometry.get("counts")
+        if not (
+            isinstance(size, list)
+            and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)
+            and isinstance(counts, str | list)
+        ):
+            return None
+        try:
+            from faster_coco_eval.core import mask as mask_utils
+
+            rle = {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+            if isinstance(counts, list):
+                rle = mask_utils.frPyObjects(rle, size[0], size[1])
+            bx, by, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
+        except Exception:  # a malformed RLE string: not an object
+            return None
+        h, w = size
+        box = _clipped_box(bx / w, by / h, (bx + bw) / w, (by + bh) / h)
+        mask = {"size": list(size), "counts": counts}
+        return None if box is None else {"box": box, "iscrowd": crowd, "mask": mask}
+    return None

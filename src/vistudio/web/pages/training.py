@@ -13,9 +13,10 @@ from starlette.datastructures import FormData
 
 from vistudio.api.deps import StudioDep
 from vistudio.errors import BadRequest, InvalidInput, VistudioError
+from vistudio.ml.tasks import TaskDisplay, format_metric, get_task, lower_is_better
 from vistudio.services import experiments, projects, splits
 from vistudio.studio import Studio
-from vistudio.web.pages._common import error_fragment, error_page, hidden_section, is_htmx, render
+from vistudio.web.pages._common import error_fragment, error_page, hidden_section, is_htmx, render, templates
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 LISTED = 100  # experiments in the list
@@ -33,6 +34,11 @@ NUMBERS = (
     ("gradient_clip", "gradient_clip", float),
     ("num_workers", "num_workers", int),
     ("log_every_n_steps", "log_every_n_steps", int),
+    # detectors (detection, instance segmentation) only: the form shows them for those tasks
+    ("score_threshold", "score_threshold", float),
+    ("nms_iou", "nms_iou", float),
+    ("detections_per_image", "detections_per_image", int),
+    ("trainable_backbone_layers", "trainable_backbone_layers", int),
 )
 CHOICES = ("model", "split", "optimizer", "scheduler", "precision", "device", "class_weights")
 AUGMENT = ("crop", "flip", "rotate", "color")
@@ -48,6 +54,11 @@ LABELS = {
     "gradient_clip": "Gradient clipping",
     "num_workers": "Loader workers",
     "log_every_n_steps": "Log every N steps",
+    "score_threshold": "Score threshold",
+    "nms_iou": "NMS IoU",
+    "detections_per_image": "Detections per image",
+    "trainable_backbone_layers": "Trainable backbone layers",
+    "pretrained": "Pretrained weights",
     "name": "Name",
 }
 DEFAULTS: dict[str, Any] = {
@@ -63,6 +74,16 @@ DEFAULTS: dict[str, Any] = {
     "num_workers": -1,
     "log_every_n_steps": 10,
 }
+
+
+def task_display(task: str) -> TaskDisplay:
+    """What the train pages show of ``task``'s metrics (headline, list columns, chart series); torch-free."""
+    return get_task(task).display
+
+
+# the experiment list, detail and comparison read the metrics to show from the project's task
+templates.env.globals["task_display"] = task_display
+templates.env.filters["metric_text"] = format_metric  # {{ value | metric_text("percent") }}
 
 
 def form_config(form: FormData) -> tuple[dict[str, Any], str | None]:
@@ -87,12 +108,33 @@ def form_config(form: FormData) -> tuple[dict[str, Any], str | None]:
         raw = str(form.get(key) or "").strip()
         if raw:
             config[key] = raw
-    config["pretrained"] = form.get("pretrained") == "on"
-    config["freeze_backbone"] = form.get("freeze_backbone") == "on"
+    # a checkbox ("on": ImageNet weights) for classifiers; a choice of weights for detectors
+    pretrained = str(form.get("pretrained") or "").strip()
+    config["pretrained"] = pretrained if pretrained in ("none", "backbone", "coco") else pretrained == "on"
+    if isinstance(config["pretrained"], bool):  # a classifier's form (detectors choose layers instead)
+        config["freeze_backbone"] = form.get("freeze_backbone") == "on"
     config["early_stopping"] = form.get("early_stopping") == "on"
     config["augment"] = {k: form.get(f"augment_{k}") == "on" for k in AUGMENT}
     name = str(form.get("name") or "").strip() or None
     return config, name
+
+
+def form_fields(task: str) -> dict[str, Any]:
+    """What the form of ``task`` shows: its models, its defaults, whether it trains a detector
+    (score threshold, NMS IoU, detections per image, trainable backbone layers, a choice of
+    pretrained weights) and the metric early stopping watches."""
+    from vistudio.ml.tasks import get_training
+
+    task_cls = get_training(task)
+    fields = task_cls.config_model.model_fields
+    defaults = {**DEFAULTS, **{key: fields[key].default for _, key, _ in NUMBERS if key in fields}}
+    return {
+        "models": experiments.model_catalog(task)["items"],
+        "defaults": defaults,
+        "detector": "score_threshold" in fields,
+        "monitor": task_cls.default_monitor,
+        "monitor_title": task_display(task).title(task_cls.default_monitor),
+    }
 
 
 def _context(studio: Studio, name: str) -> dict[str, Any]:
@@ -139,8 +181,7 @@ def train_page(
             **ctx,
             **listing,
             "detail": detail,
-            "models": experiments.model_catalog()["items"],
-            "defaults": DEFAULTS,
+            **form_fields(ctx["project"]["task"]),
         },
     )
 
@@ -227,6 +268,32 @@ def stop(request: Request, studio: StudioDep, name: str, exp: ExpName) -> Respon
     return render(request, "fragments/train_detail.html", {**detail, "project": project})
 
 
+@router.post("/projects/{name}/train/experiments/{exp}/resume", response_class=HTMLResponse)
+async def resume(request: Request, studio: StudioDep, name: str, exp: ExpName) -> Response:
+    """Continue from the last checkpoint; the form's ``epochs`` (the new total) is optional."""
+    form = await request.form()
+    errors = {"HX-Retarget": "#resume-errors", "HX-Reswap": "innerHTML"}
+    raw = str(form.get("epochs") or "").strip()
+    try:
+        if raw and not raw.isdigit():
+            raise BadRequest(f"epochs must be a whole number (got {raw[:20]!r})")
+        epochs = int(raw) if raw else None
+        await run_in_threadpool(
+            experiments.resume_experiment, studio, project=name, experiment=exp, epochs=epochs
+        )
+        detail = await run_in_threadpool(_detail, studio, name, exp)
+        listing = await run_in_threadpool(_listing, studio, name)
+        project = await run_in_threadpool(projects.get_project, studio, name)
+    except VistudioError as exc:
+        return error_fragment(request, exc, headers=errors)
+    return render(
+        request,
+        "fragments/train_detail.html",
+        {**detail, **listing, "project": project, "oob_list": True},
+        headers={"HX-Trigger": "training-started"},
+    )
+
+
 @router.post("/projects/{name}/train/experiments/{exp}/delete")
 def delete(request: Request, studio: StudioDep, name: str, exp: ExpName) -> Response:
     try:
@@ -254,15 +321,28 @@ def compare_page(
         cmp = experiments.compare_experiments(studio, project=name, experiments=picked)
     except VistudioError as exc:
         return error_page(request, exc)
-    shown = [m for m in ("val_accuracy", "val_f1_macro", "val_loss", "train_loss") if m in cmp["series"]]
+    display = task_display(ctx["project"]["task"])
+    # the task's summary metrics first (the first four charted), then the others it titles (the
+    # rest of its headline, its loss components) in its order, then any other one recorded
+    known = [*display.summary, *(m.key for m in display.headline), *dict(display.titles)]
+    shown = list(dict.fromkeys(m for m in known if m in cmp["series"]))
     shown += [m for m in cmp["metrics"] if m not in shown]
     best: dict[str, float] = {}
     for m in shown:
         values = [row["best"][m] for row in cmp["table"] if m in row["best"]]
         if values:
-            best[m] = min(values) if m.endswith("loss") else max(values)
+            best[m] = min(values) if lower_is_better(m) else max(values)
     return render(
         request,
         "train_compare.html",
-        {**ctx, "cmp": cmp, "shown": shown, "charted": shown[:4], "best": best},
+        {
+            **ctx,
+            "cmp": cmp,
+            "shown": shown,
+            "charted": shown[:4],
+            "best": best,
+            "titles": {m: display.title(m) for m in shown},
+            # losses on a log scale, scores (accuracy, mAP) on a 0-100 % one
+            "unit": {m: not lower_is_better(m) for m in shown},
+        },
     )

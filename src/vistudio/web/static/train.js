@@ -3,6 +3,9 @@
 "use strict";
 
 const trainPalette = ["#4f46e5", "#0ea5e9", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#14b8a6", "#f97316", "#64748b", "#db2777"];
+// The series of the two live charts come from the page (the task's display, ml/tasks TaskDisplay):
+// opts.charts = {loss: [[key, legend], …], metric: […]}; these are the classification ones, used
+// when a page gives none.
 const TRAIN_LOSS_SERIES = [["train_loss_step", "train loss (per step)"], ["train_loss", "train loss (epoch)"], ["val_loss", "val loss"]];
 const TRAIN_METRIC_SERIES = [["train_accuracy_step", "train accuracy (running)"], ["val_accuracy", "val accuracy"], ["train_accuracy", "train accuracy"], ["val_f1_macro", "val F1 (macro)"]];
 
@@ -65,7 +68,7 @@ function trainLineChart(canvas, datasets, opts) {
       normalized: true,
       interaction: { mode: "nearest", axis: "x", intersect: false },
       scales: { x: { type: "linear", min: 0, max: opts.maxStep || undefined, title: { display: true, text: opts.xTitle || "step" }, ticks: { precision: 0 } }, y: y },
-      plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } }, epochLines: { every: opts.stepsPerEpoch || 0 } },
+      plugins: { legend: { position: "bottom", labels: { boxWidth: 12, filter: trainLegendShown } }, epochLines: { every: opts.stepsPerEpoch || 0 } },
     },
     plugins: [trainEpochLines],
   });
@@ -73,15 +76,30 @@ function trainLineChart(canvas, datasets, opts) {
   return chart;
 }
 
+/* A legend entry for every series, except a per-step one that got no point while another per-step
+   series of its chart did: the loss components a detector family does not have (an FCOS has no
+   objectness loss). Before the first step every entry shows. */
+function trainLegendShown(item, data) {
+  const sets = data.datasets;
+  const ds = sets[item.datasetIndex];
+  if (!ds || !ds.key || !ds.key.endsWith("_step") || ds.data.length) return true;
+  return !sets.some((d) => d.key && d.key.endsWith("_step") && d.data.length);
+}
+
 function trainDatasets(series, specs) {
+  let steps = 0;
   return specs.map(([key, label], i) => {
     const perStep = key.endsWith("_step");
+    // the first per-step series (the batch loss, the running accuracy) is pale behind the epoch
+    // values; further ones (a detector's loss components) take a colour of their own
+    const pale = perStep && steps++ === 0;
+    const colour = pale ? "#a5b4fc" : trainPalette[i % trainPalette.length];
     return {
       key: key,
       label: label,
       data: trainPoints(series[key]),
-      borderColor: perStep ? "#a5b4fc" : trainPalette[i % trainPalette.length],
-      backgroundColor: perStep ? "#a5b4fc" : trainPalette[i % trainPalette.length],
+      borderColor: colour,
+      backgroundColor: colour,
       borderWidth: perStep ? 1.25 : 2,
       // a few step points are dots (a lone first point would be invisible as a line); many, a line
       pointRadius: perStep ? (c) => (c.dataset.data.length <= 40 ? 2 : 0) : 3,
@@ -123,9 +141,10 @@ function trainLive(opts) {
       for (const [name, s] of Object.entries(series)) s.step.forEach((st) => live.seen.add(name + "@" + st));
       if (typeof Chart === "undefined") return;
       const axis = { maxStep: this.axisEnd(), stepsPerEpoch: this.stepsPerEpoch };
+      const charts = opts.charts || {};
       live.charts = [
-        trainLineChart(this.$refs.loss, trainDatasets(series, TRAIN_LOSS_SERIES), axis),
-        trainLineChart(this.$refs.metric, trainDatasets(series, TRAIN_METRIC_SERIES), Object.assign({ unit: true }, axis)),
+        trainLineChart(this.$refs.loss, trainDatasets(series, charts.loss || TRAIN_LOSS_SERIES), axis),
+        trainLineChart(this.$refs.metric, trainDatasets(series, charts.metric || TRAIN_METRIC_SERIES), Object.assign({ unit: true }, axis)),
       ];
       this.count();
       if (opts.active && opts.jobId) this.follow();
@@ -135,9 +154,12 @@ function trainLive(opts) {
       live.charts.forEach((c) => c.destroy());
     },
     fmt(key) {
+      // as the server writes it (ml/tasks format_metric): percent, decimal (mAP) or loss
       const v = this.best[key];
       if (v === undefined || v === null) return "";
-      return key.endsWith("loss") ? v.toFixed(4) : (v * 100).toFixed(1) + "%";
+      const f = (opts.formats || {})[key] || (key.endsWith("loss") ? "loss" : "percent");
+      if (f === "percent") return (v * 100).toFixed(1) + "%";
+      return f === "decimal" ? v.toFixed(3) : v.toFixed(4);
     },
     stepText() { return this.totalSteps ? this.step.toLocaleString() + " / " + this.totalSteps.toLocaleString() : "—"; },
     epochText() {
@@ -191,6 +213,17 @@ function trainLive(opts) {
       live.charts.forEach((c) => { c.data.datasets.forEach((d) => { d.data = []; }); c.update("none"); });
       this.count();
     },
+    trim(step) {
+      // drop what an interrupted attempt drew after the checkpoint a resumed run continues from
+      live.charts.forEach((c) => {
+        c.data.datasets.forEach((d) => {
+          d.data = d.data.filter((p) => p.x <= step);
+        });
+        c.update("none");
+      });
+      live.seen = new Set([...live.seen].filter((key) => +key.slice(key.lastIndexOf("@") + 1) <= step));
+      this.count();
+    },
     add(metrics, step) {
       let changed = false;
       for (const chart of live.charts) {
@@ -212,7 +245,13 @@ function trainLive(opts) {
       es.addEventListener("metrics", (e) => {
         const d = JSON.parse(e.data);
         if (d.attempt !== undefined && d.attempt < this.attempt) return; // an earlier, interrupted attempt
-        if (d.attempt !== undefined && d.attempt > this.attempt) { this.attempt = d.attempt; this.reset(); }
+        if (d.attempt !== undefined && d.attempt > this.attempt) {
+          // a new attempt: one resumed from a checkpoint keeps the points up to its step; one
+          // that starts over (nothing to resume from) starts the curves over
+          this.attempt = d.attempt;
+          const from = d.scope === "start" ? d.resumed_from_step : null;
+          if (typeof from === "number") this.trim(from); else this.reset();
+        }
         if (d.scope === "start") { this.total = d.total_steps; this.status = "running"; this.axis(d.total_steps, d.steps_per_epoch); }
         else if (d.scope === "progress") { this.progress(d.live); }
         else if (d.scope === "checkpoint") { this.saved = d.kind + " checkpoint saved at epoch " + d.epoch + ", step " + d.step; }
@@ -263,7 +302,8 @@ function trainCompareCharts(root) {
       pointRadius: 2,
       cubicInterpolationMode: "monotone",
     }));
-    const unit = !spec.metric.endsWith("loss");
+    // the page says which metrics are scores (0-100 %) and which losses (log scale)
+    const unit = spec.unit === undefined ? !spec.metric.endsWith("loss") : !!spec.unit;
     el._chart = trainLineChart(el, datasets, { unit: unit });
   });
 }
