@@ -21,10 +21,13 @@ from vistudio.ml.inference.detection_metrics import (
     STAT_NAMES,
     CocoBoxMetrics,
     PredictedBox,
+    PredictedMask,
     TruthBox,
     TruthImage,
+    TruthMask,
     coco_box_metrics,
     coco_datasets,
+    coco_mask_metrics,
     is_ignored_region,
     normalised_box_to_pixels,
     truth_box_from_geometry,
@@ -116,7 +119,7 @@ def random_fixture(seed: int = 0) -> tuple[list[TruthImage], Predictions]:
             predictions[image_id] = []
             continue
         preds: list[PredictedBox] = []
-        for class_id, (x, y, w, h), _ in boxes:
+        for class_id, (x, y, w, h), *_ in boxes:
             if rng.random() < 0.2:
                 continue  # a miss
             jitter = rng.normal(0, 0.08, size=4) * np.array([w, h, w, h])
@@ -282,7 +285,7 @@ def small_cases(draw: Any) -> tuple[list[TruthImage], Predictions]:
         for _ in range(draw(st.integers(0, 5))):
             score = draw(st.sampled_from([0.1, 0.5, 0.9]))  # few values: ties
             if boxes and draw(st.booleans()):  # near a ground-truth box, maybe of another class
-                c, (x, y, w, h), _ = draw(st.sampled_from(boxes))
+                c, (x, y, w, h) = draw(st.sampled_from(boxes))[:2]
                 dx, dy = draw(st.integers(-8, 8)), draw(st.integers(-8, 8))
                 preds.append(PredictedBox(draw(st.sampled_from([c, c, 1])), (x + dx, y + dy, w, h), score))
             else:
@@ -300,3 +303,175 @@ def small_cases(draw: Any) -> tuple[list[TruthImage], Predictions]:
 @given(small_cases())
 def test_small_random_cases_equal_pycocotools(case: tuple[list[TruthImage], Predictions]) -> None:
     check_against_pycocotools(*case)
+
+
+# --- masks (iouType "segm") ------------------------------------------------------------------------
+
+
+def _rle_of(mask: np.ndarray) -> dict[str, Any]:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def random_mask_fixture(seed: int = 0) -> tuple[list[TruthImage], dict[int, list[PredictedMask]]]:
+    """~20 images of 64×48 with blob masks (ellipses, rectangles), crowd masks, empty images,
+    images without predictions, tied scores and predictions of a class absent from the truth."""
+    rng = np.random.default_rng(seed)
+    height, width = 48, 64
+    yy, xx = np.mgrid[0:height, 0:width]
+
+    def blob() -> np.ndarray:
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        rx, ry = rng.uniform(2, 25), rng.uniform(2, 20)
+        if rng.random() < 0.5:
+            return ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+        return (abs(xx - cx) <= rx) & (abs(yy - cy) <= ry)
+
+    truths: list[TruthImage] = []
+    predictions: dict[int, list[PredictedMask]] = {}
+    for i in range(20):
+        image_id = 3 + 5 * i
+        objects = []
+        for _ in range(0 if i % 8 == 2 else int(rng.integers(1, 5))):
+            m = blob()
+            if m.any():
+                objects.append((int(rng.integers(0, 3)), m, bool(rng.random() < 0.1)))
+        truths.append(
+            TruthImage(image_id, width, height, [TruthMask(c, _rle_of(m), cr) for c, m, cr in objects])
+        )
+        if i % 6 == 1:
+            continue
+        preds = []
+        for c, m, _ in objects:
+            if rng.random() < 0.2:
+                continue
+            noisy = m & (rng.random(m.shape) >= 0.08)  # a few holes
+            preds.append(
+                PredictedMask(
+                    c if rng.random() < 0.85 else 1, _rle_of(noisy), float(np.round(rng.uniform(0.1, 1), 1))
+                )
+            )
+        for _ in range(int(rng.integers(0, 3))):
+            preds.append(
+                PredictedMask(
+                    int(rng.integers(0, 4)), _rle_of(blob()), float(np.round(rng.uniform(0.1, 1), 1))
+                )
+            )
+        predictions[image_id] = preds
+    return truths, predictions
+
+
+def pycocotools_segm(truths: list[TruthImage], predictions: dict[int, list[PredictedMask]]) -> COCOeval:
+    dataset, results = coco_datasets(truths=truths, predictions=predictions, iou_type="segm")
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = copy.deepcopy(dataset)
+        gt.createIndex()
+        dt = gt.loadRes(copy.deepcopy(results))
+        ev = COCOeval(gt, dt, "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mask_metrics_equal_pycocotools(seed: int) -> None:
+    truths, predictions = random_mask_fixture(seed)
+    assert any(o.iscrowd for t in truths for o in t.boxes) and any(not t.boxes for t in truths)
+    ours = coco_mask_metrics(truths=truths, predictions=predictions)
+    ev = pycocotools_segm(truths, predictions)
+    assert max_difference(ours, ev) <= TOLERANCE, (ours, ev.stats.tolist())
+    assert ours.ap50 > 0.2  # the fixture measures something
+
+
+def test_mask_areas_are_mask_areas_not_box_areas() -> None:
+    # a thin diagonal line: its box is large (64×48 > 32²) but its mask is small (< 32²)
+    line = np.zeros((48, 64), bool)
+    for k in range(48):
+        line[k, k] = True
+    truths = [TruthImage(1, 64, 48, [TruthMask(0, _rle_of(line))])]
+    ours = coco_mask_metrics(truths=truths, predictions={1: [PredictedMask(0, _rle_of(line), 0.9)]})
+    assert ours.ap_small == 1.0 and ours.ap_large == -1.0
+    dataset, _ = coco_datasets(truths=truths, predictions={}, iou_type="segm")
+    assert dataset["annotations"][0]["area"] == 48.0
+    assert dataset["annotations"][0]["bbox"] == [0.0, 0.0, 48.0, 48.0]
+
+
+def test_mask_rle_with_bytes_counts_is_accepted() -> None:
+    m = np.zeros((20, 20), bool)
+    m[2:10, 3:12] = True
+    rle = _rle_of(m)
+    as_bytes = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+    truths = [TruthImage(1, 20, 20, [TruthMask(0, rle)])]
+    ours = coco_mask_metrics(truths=truths, predictions={1: [PredictedMask(0, as_bytes, 0.5)]})
+    assert ours.ap == 1.0
+
+
+def test_box_area_ranges_use_the_given_mask_area_as_pycocotools_reads_a_coco_file(tmp_path) -> None:
+    """Ellipses whose box is medium (or large) while their mask is small (or medium): pycocotools,
+    reading a COCO file whose ``area`` is the mask area, ranks them by the mask area in bbox
+    evaluation too — and so do we when ``TruthBox.area`` carries it."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(5)
+    size = 320
+    yy, xx = np.mgrid[0:size, 0:size]
+    images, annotations, truths, predictions = [], [], [], {}
+    for image_id in range(1, 9):
+        images.append({"id": image_id, "width": size, "height": size})
+        boxes = []
+        for side in (34, 36, 100, 105, 40, 20):  # box area just above 32² / 96², mask area below
+            cx, cy = rng.uniform(side, size - side, 2)
+            r = side / 2
+            ellipse = (((xx - cx) / r) ** 2 + ((yy - cy) / r) ** 2 <= 1).astype(np.uint8)
+            rle = mask_utils.encode(np.asfortranarray(ellipse))
+            x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
+            area = float(mask_utils.area(rle))
+            c = int(rng.integers(0, 2))
+            crowd = bool(rng.random() < 0.1)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": c,
+                    "bbox": [x, y, w, h],
+                    "area": area,
+                    "iscrowd": int(crowd),
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                }
+            )
+            boxes.append(TruthBox(c, (x, y, w, h), crowd, area))
+            if rng.random() < 0.8:
+                jitter = rng.normal(0, 2.5, 4)
+                predictions.setdefault(image_id, []).append(
+                    PredictedBox(
+                        c, (x + jitter[0], y + jitter[1], w + jitter[2], h + jitter[3]), float(rng.random())
+                    )
+                )
+        truths.append(TruthImage(image_id, size, size, boxes))
+    path = tmp_path / "instances.json"
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 0}, {"id": 1}]})
+    )
+    results = [
+        {"image_id": i, "category_id": p.class_id, "bbox": list(p.box), "score": p.score}
+        for i, preds in predictions.items()
+        for p in preds
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(path))
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    ours = coco_box_metrics(truths=truths, predictions=predictions)
+    assert max_difference(ours, ev) <= TOLERANCE, (ours, ev.stats.tolist())
+    # the box areas would rank these objects otherwise: the small/medium statistics change
+    by_box = coco_box_metrics(
+        truths=[im._replace(boxes=[b._replace(area=None) for b in im.boxes]) for im in truths],
+        predictions=predictions,
+    )
+    assert (by_box.ap_small, by_box.ar_small) != (ours.ap_small, ours.ar_small)

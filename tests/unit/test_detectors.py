@@ -148,3 +148,71 @@ def test_rle_round_trip_equals_pycocotools() -> None:
         assert r["counts"] == ref["counts"].decode() and r["size"] == [13, 17]
     assert np.array_equal(decode_masks(rles).astype(bool), masks)
     assert encode_masks(np.zeros((0, 4, 4), bool)) == []
+
+
+def _smooth_probabilities(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
+    """Mask-R-CNN-like maps: a blob of probability per detection, zero far from it."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.zeros((n, 1, h, w), np.float32)
+    for k in range(n):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(1, h / 2), rng.uniform(1, w / 2)
+        blob = np.exp(-(((yy - cy) / ry) ** 2) - ((xx - cx) / rx) ** 2).astype(np.float32)
+        out[k, 0] = np.where(blob > 0.05, blob, 0) * np.float32(rng.uniform(0.6, 1.0))
+    out[n // 2 :, 0] += rng.random((n - n // 2, h, w), dtype=np.float32) * np.float32(0.02)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("model", "original"), [((28, 40), (161, 97)), ((50, 30), (50, 300)), ((64, 64), (17, 9))]
+)
+def test_masks_one_at_a_time_equal_resizing_all_maps_at_once(model, original) -> None:
+    from vistudio.ml.inference.detections import _resize_probabilities, threshold_resized
+
+    rng = np.random.default_rng(sum(model) + sum(original))
+    (iw, ih), (ow, oh) = model, original
+    probs = _smooth_probabilities(rng, 6, ih, iw)
+    probs[0, 0] = rng.random((ih, iw), dtype=np.float32)  # noise everywhere: the whole frame
+    probs[1, 0] = 0  # nothing above the threshold: an empty mask
+    full = _resize_probabilities(probs[:, 0], (oh, ow)) >= 0.5
+    assert threshold_resized(probs[:, 0], (oh, ow), 0.5) == encode_masks(full)
+    boxes = np.tile([0.0, 0.0, iw, ih], (6, 1))
+    d = from_arrays(
+        boxes, np.ones(6), np.linspace(0.9, 0.4, 6), probs, input_size=model, original_size=original
+    )
+    assert d.masks == encode_masks(full) and decode_masks(d.masks)[1].sum() == 0
+
+
+def test_detections_do_not_depend_on_the_batch(tmp_path) -> None:
+    from PIL import Image
+
+    from vistudio.ml.inference.pytorch import detect_batches
+
+    torch.manual_seed(0)
+    # at 128 px a landscape and a portrait image pad to different sizes (multiples of 32): batched
+    # together, both would be padded to 128×128 and get other detections (off by up to 145 px)
+    model, _ = det.build_detector("fcos_resnet18_fpn64", 3, image_size=128, score_threshold=0.0)
+    rng = np.random.default_rng(3)
+    items = []
+    for i, (w, h) in enumerate(
+        [(192, 128), (128, 192), (192, 128), (160, 160), (128, 192), (192, 128), (140, 100)]
+    ):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+        items.append((i, str(path), (w * 2, h * 2)))
+    meta = {"input_size": [128, 128]}
+
+    def run(batch_size: int) -> dict[int, Detections]:
+        found = {}
+        for batch in detect_batches(model, items, meta, batch_size=batch_size, device=torch.device("cpu")):
+            found.update(zip(batch.items, batch.detections, strict=True))
+        return found
+
+    alone, batched = run(1), run(4)
+    assert list(batched) == list(range(len(items)))
+    assert sum(len(d) for d in alone.values()) > 0
+    for i, d in alone.items():
+        assert len(batched[i]) == len(d)
+        assert np.abs(batched[i].boxes - d.boxes).max(initial=0) <= 1e-4
+        assert np.abs(batched[i].scores - d.scores).max(initial=0) <= 1e-5
+        assert np.array_equal(batched[i].labels, d.labels)

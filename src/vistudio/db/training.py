@@ -112,6 +112,34 @@ class EvalResult(Base):
     correct: Mapped[bool]
 
 
+class DetectionResult(Base):
+    """One image of a detection or instance segmentation evaluation: its predictions and ground
+    truth with their matching (JSON lists, pixels of the sample), and its counts at the
+    evaluation's score threshold. ``ap`` is the image's AP at the evaluation's IoU (null without
+    ground truth)."""
+
+    __tablename__ = "detection_results"
+    __table_args__ = (
+        UniqueConstraint("evaluation_id", "sample_id"),
+        Index("ix_detection_results_eval_fn", "evaluation_id", "fn"),
+        Index("ix_detection_results_eval_fp", "evaluation_id", "fp"),
+        Index("ix_detection_results_eval_ap", "evaluation_id", "ap"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    subset: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int]
+    height: Mapped[int]
+    predictions: Mapped[list[Any]] = mapped_column(default=list)
+    truths: Mapped[list[Any]] = mapped_column(default=list)
+    tp: Mapped[int] = mapped_column(default=0)
+    fp: Mapped[int] = mapped_column(default=0)
+    fn: Mapped[int] = mapped_column(default=0)
+    ap: Mapped[float | None]
+
+
 class ModelExport(Base):
     """An exported model file (ONNX or TorchScript) with its validation against PyTorch."""
 

@@ -30,8 +30,14 @@ class EvaluateRequest(BaseModel):
     experiment: str = Field(min_length=1, max_length=200)
     checkpoint: Literal["best", "last"] = "best"
     subsets: list[Subset] = Field(default_factory=_test_subset, min_length=1, max_length=3)
-    batch_size: int = Field(default=64, ge=1, le=evaluation.MAX_BATCH)
+    # default: the task's (64 for classifiers, 8 for detectors)
+    batch_size: int | None = Field(default=None, ge=1, le=evaluation.MAX_BATCH)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # detection and instance segmentation only
+    iou: float | None = Field(default=None, gt=0, lt=1, description="matching IoU (default 0.5)")
+    score_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="score from which predictions count (default: best F1)"
+    )
 
 
 class ExportRequest(BaseModel):
@@ -40,6 +46,8 @@ class ExportRequest(BaseModel):
     format: Literal["onnx", "torchscript"] = "onnx"
     checkpoint: Literal["best", "last"] = "best"
     opset: int = Field(default=DEFAULT_OPSET, ge=MIN_OPSET, le=MAX_OPSET)
+    # detectors: the threshold predict uses with the file (checked by the service: 400 outside [0, 1])
+    score_threshold: float | None = None
 
 
 @router.post("/evaluations", status_code=202)
@@ -53,6 +61,8 @@ def start_evaluation(studio: StudioDep, body: EvaluateRequest) -> dict[str, Any]
         subsets=list(body.subsets),
         batch_size=body.batch_size,
         device=body.device,
+        iou=body.iou,
+        score_threshold=body.score_threshold,
     )
 
 
@@ -70,11 +80,15 @@ def list_results(
     correct: bool | None = None,
     true: ClassName = None,
     pred: ClassName = None,
-    sort: Literal["confidence", "-confidence"] | None = None,
+    outcome: Literal["tp", "fp", "fn"] | None = None,
+    sort: Literal["confidence", "-confidence", "fn", "fp", "ap"] | None = None,
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> dict[str, Any]:
-    """Per-image results: filter by subset, correctness, true and predicted class; sort by confidence."""
+    """Per-image results. Classification: filter by subset, correctness, true and predicted class;
+    sort by confidence. Detection: filter by subset and ``outcome`` (images with at least one TP,
+    FP or FN at the evaluation's threshold); sort by ``fn`` / ``fp`` (most first) or ``ap``
+    (lowest first). Each detection item holds its predictions and ground truth with their outcome."""
     return evaluation.list_results(
         studio,
         project=project,
@@ -83,6 +97,7 @@ def list_results(
         correct=correct,
         true=true,
         pred=pred,
+        outcome=outcome,
         sort=sort,
         offset=offset,
         limit=limit,
@@ -120,6 +135,7 @@ def start_export(studio: StudioDep, body: ExportRequest) -> dict[str, Any]:
         format=body.format,
         checkpoint=body.checkpoint,
         opset=body.opset,
+        score_threshold=body.score_threshold,
     )
 
 

@@ -17,11 +17,18 @@ Conventions, all pycocotools':
   neither a true nor a false positive; several may match it; IoU = intersection / detection area).
   VOC's ``difficult`` objects are evaluated the same way, as crowd regions: VOC's own rule also
   ignores detections on a difficult object rather than counting them wrong.
-- **Areas** for the small / medium / large ranges (32², 96² pixels) are box areas ``w·h``: boxes
-  carry no segmentation, whereas the official COCO annotations use the mask area.
+- **Areas** for the small / medium / large ranges (32², 96² pixels) of ground truth are
+  :attr:`TruthBox.area` when given (the mask area for objects with a mask, as in a COCO file's
+  ``area``, which pycocotools uses for box evaluation too), else the box area ``w·h``; detections'
+  areas are always ``w·h`` (pycocotools' ``loadRes``).
 - **Ties**: detections are ranked by score with a stable sort, so equal scores keep input order
   (images in ascending id order, then each image's predictions in the order given).
 - At most 100 detections per image and class count (``maxDets``), best scores first.
+
+**Masks** (instance segmentation) go through :func:`coco_mask_metrics`, pycocotools'
+``iouType="segm"``: ground truth :class:`TruthMask` and predictions :class:`PredictedMask` carry
+COCO RLEs (``{"size": [h, w], "counts"}``, string or bytes counts) at the image size; areas are
+mask areas; crowd regions as for boxes (IoU = intersection / detection mask area).
 """
 
 from __future__ import annotations
@@ -50,11 +57,14 @@ UNDEFINED = -1.0
 
 
 class TruthBox(NamedTuple):
-    """One ground-truth box: class id, ``(x, y, w, h)`` in pixels, ignored region (crowd/difficult)."""
+    """One ground-truth box: class id, ``(x, y, w, h)`` in pixels, ignored region (crowd/difficult),
+    and the area that puts it in the small / medium / large range: ``w·h`` when None; for objects
+    with a mask, the mask's area, as pycocotools reads a COCO file's ``area`` for box evaluation."""
 
     class_id: int
     box: Box
     iscrowd: bool = False
+    area: float | None = None
 
 
 class TruthImage(NamedTuple):
@@ -63,12 +73,27 @@ class TruthImage(NamedTuple):
     image_id: int
     width: int
     height: int
-    boxes: Sequence[TruthBox] = ()
+    # TruthBox objects for box metrics, TruthMask objects for mask metrics
+    boxes: Sequence[TruthBox] | Sequence[TruthMask] = ()
 
 
 class PredictedBox(NamedTuple):
     class_id: int
     box: Box
+    score: float
+
+
+class TruthMask(NamedTuple):
+    """One ground-truth mask (COCO RLE at the image size) for :func:`coco_mask_metrics`."""
+
+    class_id: int
+    rle: Mapping[str, Any]
+    iscrowd: bool = False
+
+
+class PredictedMask(NamedTuple):
+    class_id: int
+    rle: Mapping[str, Any]
     score: float
 
 
@@ -151,11 +176,31 @@ def truth_box_from_geometry(
     )
 
 
+def _rle(rle: Mapping[str, Any]) -> dict[str, Any]:
+    from vistudio.ml.inference.detections import rle_for_json
+
+    return rle_for_json(rle)
+
+
+def _mask_geometry(rles: list[dict[str, Any]]) -> tuple[list[float], list[list[float]]]:
+    """Areas and xywh boxes of RLE masks (the values pycocotools' ``loadRes`` gives results)."""
+    if not rles:
+        return [], []
+    from faster_coco_eval.core import mask as mask_utils
+
+    from vistudio.ml.inference.detections import rle_area, rle_for_coco
+
+    areas = [float(a) for a in rle_area(rles)]
+    boxes = [[float(v) for v in b] for b in mask_utils.toBbox([rle_for_coco(r) for r in rles])]
+    return areas, boxes
+
+
 def coco_datasets(
     *,
     truths: Sequence[TruthImage],
-    predictions: Mapping[int, Sequence[PredictedBox]],
+    predictions: Mapping[int, Sequence[PredictedBox]] | Mapping[int, Sequence[PredictedMask]],
     class_ids: Iterable[int] = (),
+    iou_type: str = "bbox",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The COCO ground-truth dict and the results list that :func:`coco_box_metrics` evaluates.
 
@@ -169,21 +214,27 @@ def coco_datasets(
     for image in truths:
         image_id = int(image.image_id)
         images.append({"id": image_id, "width": int(image.width), "height": int(image.height)})
-        for class_id, box, crowd in image.boxes:
-            x, y, w, h = (float(v) for v in box)
+        objects: list[Any] = list(image.boxes)
+        segm = [_rle(obj[1]) for obj in objects] if iou_type == "segm" else []
+        areas, mask_boxes = _mask_geometry(segm)
+        for n, obj in enumerate(objects):
+            class_id, geometry, crowd = obj[0], obj[1], obj[2]
             categories.add(int(class_id))
-            annotations.append(
-                {
-                    # ids start at 1: pycocotools records a match as the matched ground truth's
-                    # id, so a ground truth with id 0 would read as unmatched
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "category_id": int(class_id),
-                    "bbox": [x, y, w, h],
-                    "area": w * h,
-                    "iscrowd": int(bool(crowd)),
-                }
-            )
+            ann: dict[str, Any] = {
+                # ids start at 1: pycocotools records a match as the matched ground truth's
+                # id, so a ground truth with id 0 would read as unmatched
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": int(class_id),
+                "iscrowd": int(bool(crowd)),
+            }
+            if iou_type == "segm":
+                ann.update(segmentation=segm[n], area=areas[n], bbox=mask_boxes[n])
+            else:
+                x, y, w, h = (float(v) for v in geometry)
+                area = obj.area if isinstance(obj, TruthBox) else None
+                ann.update(bbox=[x, y, w, h], area=w * h if area is None else float(area))
+            annotations.append(ann)
     if len({im["id"] for im in images}) != len(images):
         raise ValueError("image ids must be unique")
     known = {im["id"] for im in images}
@@ -192,22 +243,47 @@ def coco_datasets(
     for image_id in sorted(predictions):
         if int(image_id) not in known:
             raise ValueError(f"predictions for image {image_id}, which has no ground-truth entry")
-        for class_id, box, score in predictions[image_id]:
-            categories.add(int(class_id))
-            results.append(
-                {
-                    "image_id": int(image_id),
-                    "category_id": int(class_id),
-                    "bbox": [float(v) for v in box],
-                    "score": float(score),
-                }
+        listed: list[Any] = list(predictions[image_id])
+        iid = int(image_id)
+        if iou_type == "segm":
+            for class_id, geometry, score in listed:
+                results.append(
+                    {
+                        "image_id": iid,
+                        "category_id": int(class_id),
+                        "score": float(score),
+                        "segmentation": _rle(geometry),
+                    }
+                )
+        else:
+            results.extend(
+                {"image_id": iid, "category_id": int(c), "score": float(s), "bbox": list(map(float, b))}
+                for c, b, s in listed
             )
+        categories.update(int(p[0]) for p in listed)
     dataset = {
         "images": images,
         "annotations": annotations,
         "categories": [{"id": c, "name": str(c)} for c in sorted(categories)],
     }
     return dataset, results
+
+
+def _results_dataset(dataset: dict[str, Any], results: list[dict[str, Any]], iou_type: str) -> dict[str, Any]:
+    """The results as a COCO dataset, with the fields pycocotools' ``loadRes`` adds (``id`` from 1,
+    ``iscrowd`` 0, ``area``: the box's ``w·h`` for boxes, the mask's area and box for masks) —
+    built directly, without ``loadRes``'s copies and the polygon it makes of every box. The result
+    dicts are completed in place."""
+    annotations = results  # completed in place: the caller's lists are its own
+    if iou_type == "segm":
+        areas, boxes = _mask_geometry([r["segmentation"] for r in annotations])
+        for i, (r, area, box) in enumerate(zip(annotations, areas, boxes, strict=True), start=1):
+            r.update(id=i, iscrowd=0, area=area, bbox=box)
+    else:
+        for i, r in enumerate(annotations, start=1):
+            b = r["bbox"]
+            r.update(id=i, iscrowd=0, area=b[2] * b[3])
+    return {"images": dataset["images"], "categories": dataset["categories"], "annotations": annotations}
 
 
 def _quiet(*_args: Any, **_kwargs: Any) -> None:
@@ -227,7 +303,32 @@ def coco_box_metrics(
     ``class_ids``: classes to report even when neither the truth nor the predictions hold them.
     Undefined values are -1.0 (see the module docstring).
     """
-    dataset, results = coco_datasets(truths=truths, predictions=predictions, class_ids=class_ids)
+    return _coco_metrics(truths=truths, predictions=predictions, class_ids=class_ids, iou_type="bbox")
+
+
+def coco_mask_metrics(
+    *,
+    truths: Sequence[TruthImage],
+    predictions: Mapping[int, Sequence[PredictedMask]],
+    class_ids: Iterable[int] = (),
+) -> CocoBoxMetrics:
+    """The 12 COCO mask statistics and per-class mask AP / AP50 (pycocotools' ``segm``).
+
+    As :func:`coco_box_metrics`, with each image's objects :class:`TruthMask` and the
+    predictions :class:`PredictedMask`: RLEs of the image's size."""
+    return _coco_metrics(truths=truths, predictions=predictions, class_ids=class_ids, iou_type="segm")
+
+
+def _coco_metrics(
+    *,
+    truths: Sequence[TruthImage],
+    predictions: Mapping[int, Sequence[PredictedBox]] | Mapping[int, Sequence[PredictedMask]],
+    class_ids: Iterable[int],
+    iou_type: str,
+) -> CocoBoxMetrics:
+    dataset, results = coco_datasets(
+        truths=truths, predictions=predictions, class_ids=class_ids, iou_type=iou_type
+    )
     per_class_undefined = {c["id"]: ClassAP(UNDEFINED, UNDEFINED) for c in dataset["categories"]}
     if not dataset["images"] or not dataset["categories"]:
         # nothing to evaluate: the engine needs at least one image and one category, and
@@ -239,8 +340,8 @@ def coco_box_metrics(
     from faster_coco_eval import COCO, COCOeval_faster
 
     gt = COCO(dataset, print_function=_quiet)
-    dt = gt.loadRes(results)
-    evaluator = COCOeval_faster(gt, dt, iouType="bbox", print_function=_quiet)
+    dt = COCO(_results_dataset(dataset, results, iou_type), print_function=_quiet)
+    evaluator = COCOeval_faster(gt, dt, iouType=iou_type, print_function=_quiet)
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()

@@ -1,10 +1,12 @@
 """Evaluation of an experiment's checkpoint on subsets of its split (one per experiment; a job).
 
-The job (kind ``evaluate``) runs the checkpoint over the labelled images of the chosen subsets with
-the shared evaluation preprocessing, stores one ``EvalResult`` per image (prediction, confidence,
-top-k, correct, subset) in batches, then computes the metrics over the pooled subsets and writes
-readable files to ``<workspace>/exports/<project>/<experiment>-<id>/evaluation/``: ``results.parquet``,
-``results.csv``, ``metrics.json`` and ``confusion_matrix.png``.
+The job (kind ``evaluate``) runs the checkpoint over the images of the chosen subsets, stores one
+result row per image in batches, then computes the metrics over the pooled subsets and writes
+readable files to ``<workspace>/exports/<project>/<experiment>-<id>/evaluation/``. What the rows
+hold, which metrics and which files depend on the experiment's task: each task has an
+:class:`Evaluator` in :data:`EVALUATORS` (classification in ``evaluation.classification``,
+detection and instance segmentation in ``evaluation.detection``); this module is the part they
+share — starting, running and resetting the job, finding and showing the evaluation.
 
 A rerun of the same job (a retry after a crash) resumes: images that already have a result are
 skipped, so each image ends with exactly one row. Starting a new evaluation replaces the previous
@@ -14,33 +16,84 @@ one; ``reset`` deletes it (rows and files) at once.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vistudio.db import Project, Sample, utcnow
-from vistudio.db.training import EvalResult, Evaluation, Experiment
-from vistudio.errors import BadRequest, Conflict, InvalidInput, NotFound
+from vistudio.db import Project, utcnow
+from vistudio.db.training import Evaluation, Experiment
+from vistudio.errors import BadRequest, Conflict, NotFound
 from vistudio.jobs.queue import FINISHED, LeaseLost, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
-from vistudio.services.experiments import split_items, update_row
+from vistudio.registry import Registry
+from vistudio.services.experiments import update_row
 from vistudio.services.exports import checkpoint_file, experiment_dir, ready_checkpoint, resolve
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
 
 SUBSETS = ("train", "val", "test")
 DEVICES = ("auto", "cpu", "cuda")
-SORTS = ("confidence", "-confidence")
 TOP_K = 5
 MAX_BATCH = 1024
 ACTIVE = ("queued", "running")
 FOLDER = "evaluation"
+DEFAULT_IOU = 0.5
+
+
+class Evaluator(Protocol):
+    """What differs per task: the rows, the job's work, the per-image results and their filters."""
+
+    # the table of per-image rows (with ``evaluation_id`` and ``sample_id`` columns)
+    row_model: type[Any]
+    # whether ``iou`` and ``score_threshold`` mean something for this task
+    thresholds: bool
+    # images per batch when the caller gives none (detectors hold far more per image)
+    default_batch_size: int
+
+    def run(self, ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
+        """Evaluate (skipping images that have a row), compute the metrics, write the files, mark
+        the row succeeded; return :func:`get_evaluation`."""
+        ...
+
+    def extra(self, ev: Evaluation, folder: str, done: bool) -> dict[str, Any]:
+        """Task-specific keys of the evaluation's dict (``folder``: relative to the workspace)."""
+        ...
+
+    def list_results(
+        self, s: Session, ev: Evaluation, classes: list[str], filters: dict[str, Any], offset: int, limit: int
+    ) -> dict[str, Any]: ...
+
+    def get_result(
+        self, s: Session, ev: Evaluation, classes: list[str], sample_id: int
+    ) -> dict[str, Any]: ...
+
+    def summary(self, ev: Evaluation) -> dict[str, Any]:
+        """The headline numbers of the experiment list (e.g. ``accuracy`` or ``map50``)."""
+        ...
+
+
+EVALUATORS: Registry[Evaluator] = Registry("evaluator")
+
+
+def evaluator_for(task: str) -> Evaluator:
+    """The evaluator of a task; a task without one is a clear 400."""
+    try:
+        return EVALUATORS.get(task)
+    except KeyError:
+        raise BadRequest(
+            f"evaluation is not available for {task} experiments",
+            details={"task": task, "evaluable": EVALUATORS.names()},
+        ) from None
+
+
+def check_thresholds(iou: float | None, score_threshold: float | None) -> None:
+    if iou is not None and not (0.0 < iou < 1.0):
+        raise BadRequest(f"IoU threshold must be between 0 and 1 (exclusive), got {iou}")
+    if score_threshold is not None and not (0.0 <= score_threshold <= 1.0):
+        raise BadRequest(f"score threshold must be between 0 and 1, got {score_threshold}")
 
 
 def parse_subsets(subsets: str | list[str] | tuple[str, ...] | None) -> list[str]:
@@ -76,16 +129,23 @@ def start_evaluation(
     experiment: str | int,
     checkpoint: str = "best",
     subsets: str | list[str] | tuple[str, ...] | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: str = "auto",
+    iou: float | None = None,
+    score_threshold: float | None = None,
 ) -> dict[str, Any]:
     """Check the request, replace any previous evaluation of the experiment, and queue the job.
 
-    Returns ``{"job", "evaluation"}``. 409 when the experiment is still training, has no such
-    checkpoint, or is being evaluated right now.
+    ``iou`` (default 0.5) and ``score_threshold`` (default: the confidence that maximises F1)
+    are the matching IoU and the score above which predictions count, for box tasks: per-image
+    TP/FP/FN, the confusion matrix and per-class precision/recall/F1 use them (the COCO
+    statistics do not). ``batch_size`` defaults to the task's (64 images for classifiers, 8 for
+    detectors). Returns ``{"job", "evaluation"}``. 409 when the experiment is still
+    training, has no such checkpoint, or is being evaluated right now.
     """
     chosen = parse_subsets(subsets)
-    if not 1 <= batch_size <= MAX_BATCH:
+    check_thresholds(iou, score_threshold)
+    if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
         raise BadRequest(f"batch size must be between 1 and {MAX_BATCH}, got {batch_size}")
     if device not in DEVICES:
         raise BadRequest(f"device must be one of {', '.join(DEVICES)}, got {device[:20]!r}")
@@ -97,6 +157,11 @@ def start_evaluation(
         p, exp = resolve(s, project, experiment)
         ckpt = ready_checkpoint(s, exp, checkpoint)
         checkpoint_file(studio, ckpt)
+        evaluator = evaluator_for(exp.task)
+        if not evaluator.thresholds and (iou is not None or score_threshold is not None):
+            raise BadRequest(f"IoU and score thresholds do not apply to {exp.task} experiments")
+        if batch_size is None:
+            batch_size = evaluator.default_batch_size
         if exp.split_id is None:
             raise Conflict(
                 f"the split of experiment {exp.name!r} was deleted: there is nothing to evaluate on"
@@ -127,9 +192,12 @@ def start_evaluation(
         s.add(ev)
         s.flush()
         eval_id = ev.id
+    params: dict[str, Any] = {"evaluation_id": eval_id, "batch_size": batch_size, "device": device}
+    if evaluator.thresholds:
+        params.update(iou=DEFAULT_IOU if iou is None else float(iou), score_threshold=score_threshold)
     job = studio.queue.enqueue(
         "evaluate",
-        {"evaluation_id": eval_id, "batch_size": batch_size, "device": device},
+        params,
         project_id=p.id,
         max_attempts=2,
     )
@@ -165,10 +233,10 @@ def run_evaluation(ctx: JobContext) -> dict[str, Any]:
         s.expunge_all()
     update_row(studio, Evaluation, ev.id, status="running", error=None, job_id=ctx.job_id)
     try:
-        summary = _evaluate(ctx, ev, exp, project)
+        summary = evaluator_for(exp.task).run(ctx, ev, exp, project)
     except JobCancelled:
         with studio.sessions.begin() as s:
-            s.execute(delete(EvalResult).where(EvalResult.evaluation_id == ev.id))
+            _delete_rows(s, ev.id)
         update_row(studio, Evaluation, ev.id, status="cancelled", finished_at=utcnow())
         raise
     except LeaseLost:  # another worker runs it now: its row is theirs to update
@@ -183,196 +251,6 @@ def run_evaluation(ctx: JobContext) -> dict[str, Any]:
         )
         raise
     return {"evaluation": summary}
-
-
-def _evaluate(ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
-    from vistudio.ml.checkpoint import load_checkpoint
-    from vistudio.ml.inference.metrics import softmax, top_k
-    from vistudio.ml.inference.pytorch import predict_batches, resolve_device
-
-    studio = ctx.studio
-    device = resolve_device(str(ctx.params.get("device", "auto")))
-    batch_size = int(ctx.params.get("batch_size", 64))
-    with studio.sessions() as s:
-        if exp.split_id is None:
-            raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
-        ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
-        items = split_items(studio, s, exp.split_id, list(ev.subsets), list(exp.classes))
-        done = set(s.scalars(select(EvalResult.sample_id).where(EvalResult.evaluation_id == ev.id)))
-    if ckpt.sha256 != ev.checkpoint_sha256:
-        raise PermanentJobError(
-            f"the {ev.checkpoint_kind} checkpoint changed since this evaluation was queued"
-        )
-    if not items:
-        raise PermanentJobError(
-            f"subsets {', '.join(ev.subsets)} of the split hold no single-label images of the experiment's classes"
-        )
-    ctx.progress(len(done), len(items), "loading the checkpoint", force=True)
-    model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
-    classes = list(meta["classes"])
-    if classes != list(exp.classes):
-        raise PermanentJobError("the checkpoint's classes differ from the experiment's")
-    k = min(TOP_K, len(classes))
-    todo = [(it, it.path) for it in items if it.sample_id not in done]
-    skipped: list[dict[str, Any]] = []
-    count = len(done)
-    ctx.progress(count, len(items), f"evaluating on {device.type}", force=True)
-
-    def on_error(it: Any, reason: str) -> None:
-        skipped.append({"sample_id": it.sample_id, "path": it.path, "reason": reason})
-
-    for batch in predict_batches(
-        model, todo, meta["preprocess"], batch_size=batch_size, device=device, on_error=on_error
-    ):
-        probs = softmax(batch.logits)
-        idx, p = top_k(probs, k)
-        rows = [
-            {
-                "evaluation_id": ev.id,
-                "sample_id": it.sample_id,
-                "subset": it.subset,
-                "true_index": it.target,
-                "pred_index": int(idx[r, 0]),
-                "confidence": float(p[r, 0]),
-                "topk": [[int(c), float(v)] for c, v in zip(idx[r], p[r], strict=True)],
-                "correct": int(idx[r, 0]) == it.target,
-            }
-            for r, it in enumerate(batch.items)
-        ]
-        with studio.sessions.begin() as s:
-            if s.get(Evaluation, ev.id) is None:  # reset while running
-                raise JobCancelled()
-            s.execute(insert(EvalResult), rows)
-        count += len(rows)
-        ctx.progress(count, len(items), f"evaluating on {device.type}")
-        ctx.check_cancelled()
-    ctx.progress(count, len(items), "computing metrics", force=True)
-    return _finish(studio, ev, exp, project, classes, skipped)
-
-
-def _finish(
-    studio: Studio,
-    ev: Evaluation,
-    exp: Experiment,
-    project: Project,
-    classes: list[str],
-    skipped: list[dict[str, Any]],
-) -> dict[str, Any]:
-    import numpy as np
-
-    from vistudio.ml.inference.confusion import render_confusion_png
-    from vistudio.ml.inference.metrics import classification_metrics, confusion_matrix
-
-    with studio.sessions() as s:
-        pairs = s.execute(
-            select(EvalResult.true_index, EvalResult.pred_index).where(EvalResult.evaluation_id == ev.id)
-        ).all()
-    y_true = np.array([t for t, _ in pairs], dtype=np.int64)
-    y_pred = np.array([p for _, p in pairs], dtype=np.int64)
-    cm = confusion_matrix(y_true, y_pred, len(classes))
-    metrics = classification_metrics(cm, classes)
-    metrics["skipped"] = len(skipped)
-    metrics["skipped_items"] = [{k: v for k, v in x.items() if k != "path"} for x in skipped[:100]]
-    folder = eval_dir(studio, ev, project, exp)
-    folder.mkdir(parents=True, exist_ok=True)
-    table = _result_table(studio, ev.id, classes)
-    _write_parquet(folder / "results.parquet", table)
-    atomic_write_bytes(folder / "results.csv", _csv(table))
-    atomic_write_bytes(
-        folder / "confusion_matrix.png",
-        render_confusion_png(
-            cm, classes, title=f"{exp.name} · {ev.checkpoint_kind} · {'+'.join(ev.subsets)}"
-        ),
-    )
-    atomic_write_bytes(
-        folder / "metrics.json",
-        json.dumps(
-            {"metrics": metrics, "confusion_matrix": cm.tolist(), "classes": classes, "subsets": ev.subsets},
-            indent=2,
-        ).encode(),
-    )
-    with studio.sessions.begin() as s:
-        row = s.get(Evaluation, ev.id)
-        if row is None:
-            raise JobCancelled()
-        row.metrics = metrics
-        row.confusion = cm.tolist()
-        row.classes = classes
-        row.results_path = (
-            row.results_path or (folder / "results.parquet").relative_to(studio.home).as_posix()
-        )
-        row.status, row.error, row.finished_at = "succeeded", None, utcnow()
-    return get_evaluation(studio, project=project.id, experiment=exp.id)
-
-
-def _result_table(studio: Studio, eval_id: int, classes: list[str]) -> list[dict[str, Any]]:
-    with studio.sessions() as s:
-        rows = s.execute(
-            select(EvalResult, Sample.name, Sample.storage, Sample.path)
-            .join(Sample, Sample.id == EvalResult.sample_id)
-            .where(EvalResult.evaluation_id == eval_id)
-            .order_by(EvalResult.sample_id)
-        ).all()
-    out = []
-    for r, name, storage, path in rows:
-        out.append(
-            {
-                "sample_id": r.sample_id,
-                "name": name,
-                "path": str(studio.home / path) if storage == "copy" else path,
-                "subset": r.subset,
-                "true": classes[r.true_index],
-                "predicted": classes[r.pred_index],
-                "confidence": r.confidence,
-                "correct": bool(r.correct),
-                "top_k": [{"label": classes[c], "probability": p} for c, p in r.topk],
-            }
-        )
-    return out
-
-
-def _write_parquet(dest: Path, table: list[dict[str, Any]]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema(
-        [
-            ("sample_id", pa.int64()),
-            ("name", pa.string()),
-            ("path", pa.string()),
-            ("subset", pa.string()),
-            ("true", pa.string()),
-            ("predicted", pa.string()),
-            ("confidence", pa.float64()),
-            ("correct", pa.bool_()),
-            ("top_k", pa.list_(pa.struct([("label", pa.string()), ("probability", pa.float64())]))),
-        ]
-    )
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(table, schema=schema), buf)
-    atomic_write_bytes(dest, buf.getvalue())
-
-
-def _csv(table: list[dict[str, Any]]) -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["sample_id", "name", "path", "subset", "true", "predicted", "confidence", "correct", "top_k"])
-    for r in table:
-        top = ";".join(f"{t['label']}:{t['probability']:.6f}" for t in r["top_k"])
-        w.writerow(
-            [
-                r["sample_id"],
-                r["name"],
-                r["path"],
-                r["subset"],
-                r["true"],
-                r["predicted"],
-                f"{r['confidence']:.6f}",
-                "true" if r["correct"] else "false",
-                top,
-            ]
-        )
-    return buf.getvalue().encode("utf-8")
 
 
 # --- queries --------------------------------------------------------------------------------------------
@@ -398,6 +276,7 @@ def evaluation_dict(
         "project": p.name,
         "experiment": exp.name,
         "experiment_id": exp.id,
+        "task": exp.task,
         "status": ev.status,
         "checkpoint": ev.checkpoint_kind,
         "checkpoint_sha256": ev.checkpoint_sha256,
@@ -415,7 +294,21 @@ def evaluation_dict(
         "job": job,
         "created_at": ev.created_at.isoformat() + "Z",
         "finished_at": ev.finished_at.isoformat() + "Z" if ev.finished_at else None,
-    }
+    } | _extra(ev, exp, folder, done, params)
+
+
+def _extra(
+    ev: Evaluation, exp: Experiment, folder: str, done: bool, params: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        evaluator = EVALUATORS.get(exp.task)
+    except KeyError:
+        return {}
+    out = evaluator.extra(ev, folder, done)
+    if evaluator.thresholds:  # while it runs, the thresholds asked for are the job's
+        out.setdefault("iou", params.get("iou"))
+        out.setdefault("score_threshold", params.get("score_threshold"))
+    return out
 
 
 def get_evaluation(studio: Studio, *, project: str | int, experiment: str | int) -> dict[str, Any]:
@@ -445,80 +338,33 @@ def find_evaluation(studio: Studio, *, project: str | int, experiment: str | int
         return None
 
 
-def _class_index(classes: list[str], name: str | None, what: str) -> int | None:
-    if name is None or name == "":
-        return None
-    try:
-        return classes.index(name)
-    except ValueError:
-        raise InvalidInput(
-            f"unknown {what} class {name[:80]!r}", details={"classes": classes[:200]}
-        ) from None
-
-
-def result_dict(r: EvalResult, name: str, classes: list[str]) -> dict[str, Any]:
-    return {
-        "sample_id": r.sample_id,
-        "name": name,
-        "subset": r.subset,
-        "true": classes[r.true_index],
-        "true_index": r.true_index,
-        "predicted": classes[r.pred_index],
-        "pred_index": r.pred_index,
-        "confidence": r.confidence,
-        "correct": bool(r.correct),
-        "top_k": [{"label": classes[c], "index": c, "probability": p} for c, p in r.topk],
-        "thumbnail_url": f"/api/v1/samples/{r.sample_id}/thumbnail",
-    }
-
-
 def list_results(
     studio: Studio,
     *,
     project: str | int,
     experiment: str | int,
     subset: str | None = None,
-    correct: bool | None = None,
-    true: str | None = None,
-    pred: str | None = None,
-    sort: str | None = None,
     offset: int = 0,
     limit: int = 50,
+    **filters: Any,
 ) -> dict[str, Any]:
-    """Per-image results, filtered by subset, correctness, true and predicted class; sorted by
-    confidence (``confidence`` ascending, ``-confidence`` descending) or by sample; paginated."""
+    """Per-image results, filtered by subset and the task's own filters, sorted, paginated.
+
+    Classification: ``correct``, ``true``, ``pred`` (class names), ``sort`` ``confidence`` |
+    ``-confidence``. Detection and instance segmentation: ``outcome`` ``tp`` | ``fp`` | ``fn``
+    (images with at least one), ``sort`` ``fn`` | ``fp`` (most first) | ``ap`` (lowest first).
+    A filter of another task is a 400."""
     if subset and subset not in SUBSETS:
         raise BadRequest(f"subset must be one of {', '.join(SUBSETS)}, got {subset[:20]!r}")
-    if sort and sort not in SORTS:
-        raise BadRequest(f"sort must be one of {', '.join(SORTS)}, got {sort[:20]!r}")
     if offset < 0 or not 1 <= limit <= 500:
         raise BadRequest("offset must be ≥ 0 and limit between 1 and 500")
     with studio.sessions() as s:
         _, exp, ev = _find(s, project, experiment)
         classes = list(ev.classes or exp.classes)
-        q = select(EvalResult, Sample.name).join(Sample, Sample.id == EvalResult.sample_id)
-        q = q.where(EvalResult.evaluation_id == ev.id)
-        if subset:
-            q = q.where(EvalResult.subset == subset)
-        if correct is not None:
-            q = q.where(EvalResult.correct == correct)
-        t, pr = _class_index(classes, true, "true"), _class_index(classes, pred, "predicted")
-        if t is not None:
-            q = q.where(EvalResult.true_index == t)
-        if pr is not None:
-            q = q.where(EvalResult.pred_index == pr)
-        total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-        order = {
-            "confidence": (EvalResult.confidence.asc(), EvalResult.sample_id),
-            "-confidence": (EvalResult.confidence.desc(), EvalResult.sample_id),
-        }.get(sort or "", (EvalResult.sample_id,))
-        rows = s.execute(q.order_by(*order).offset(offset).limit(limit)).all()
-        return {
-            "items": [result_dict(r, name, classes) for r, name in rows],
-            "total": total,
-            "offset": offset,
-            "limit": limit,
-        }
+        given = {k: v for k, v in filters.items() if v is not None}
+        return evaluator_for(exp.task).list_results(
+            s, ev, classes, {"subset": subset, **given}, offset, limit
+        )
 
 
 def get_result(
@@ -526,14 +372,7 @@ def get_result(
 ) -> dict[str, Any]:
     with studio.sessions() as s:
         _, exp, ev = _find(s, project, experiment)
-        row = s.execute(
-            select(EvalResult, Sample.name)
-            .join(Sample, Sample.id == EvalResult.sample_id)
-            .where(EvalResult.evaluation_id == ev.id, EvalResult.sample_id == sample_id)
-        ).first()
-        if row is None:
-            raise NotFound(f"sample {sample_id} has no result in this evaluation")
-        return result_dict(row[0], row[1], list(ev.classes or exp.classes))
+        return evaluator_for(exp.task).get_result(s, ev, list(ev.classes or exp.classes), sample_id)
 
 
 def confusion_png(studio: Studio, *, project: str | int, experiment: str | int) -> Path:
@@ -546,8 +385,17 @@ def confusion_png(studio: Studio, *, project: str | int, experiment: str | int) 
         raise Conflict(f"the evaluation of {exp.name!r} is {ev.status}: no confusion matrix yet")
     path = eval_dir(studio, ev, p, exp) / "confusion_matrix.png"
     if not path.is_file():
-        atomic_write_bytes(path, render_confusion_png(ev.confusion, list(ev.classes)))
+        names = list(ev.classes)
+        if len(ev.confusion) == len(names) + 1:  # box tasks: the background row and column
+            names.append("background")
+        atomic_write_bytes(path, render_confusion_png(ev.confusion, names))
     return path
+
+
+def _delete_rows(s: Session, eval_id: int) -> None:
+    """Delete the per-image rows of an evaluation, whichever task's tables hold them."""
+    for model in {e.row_model for e in EVALUATORS.entries.values()}:
+        s.execute(delete(model).where(model.evaluation_id == eval_id))
 
 
 def _delete(studio: Studio, experiment_id: int) -> bool:
@@ -562,7 +410,7 @@ def _delete(studio: Studio, experiment_id: int) -> bool:
             found, job_id = True, ev.job_id
             exp = s.get_one(Experiment, experiment_id)
             folder = eval_dir(studio, ev, s.get_one(Project, exp.project_id), exp)
-            s.execute(delete(EvalResult).where(EvalResult.evaluation_id == ev.id))
+            _delete_rows(s, ev.id)
             s.delete(ev)
     if job_id is not None and _job_active(studio, job_id):
         with contextlib.suppress(Conflict):  # it finished in the meantime
@@ -584,16 +432,18 @@ def reset_evaluation(studio: Studio, *, project: str | int, experiment: str | in
 
 
 def evaluation_summaries(studio: Studio, experiment_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """``{experiment id: {"status", "accuracy", "checkpoint"}}`` for those that have an evaluation."""
+    """``{experiment id: {"status", "checkpoint", "task", …headline numbers}}`` for those that have
+    an evaluation: ``accuracy`` for classification, ``map`` and ``map50`` for box tasks."""
     if not experiment_ids:
         return {}
     with studio.sessions() as s:
-        rows = list(s.scalars(select(Evaluation).where(Evaluation.experiment_id.in_(experiment_ids))))
-    return {
-        r.experiment_id: {
-            "status": r.status,
-            "accuracy": (r.metrics or {}).get("accuracy"),
-            "checkpoint": r.checkpoint_kind,
-        }
-        for r in rows
-    }
+        rows = s.execute(
+            select(Evaluation, Experiment.task)
+            .join(Experiment, Experiment.id == Evaluation.experiment_id)
+            .where(Evaluation.experiment_id.in_(experiment_ids))
+        ).all()
+    out = {}
+    for r, task in rows:
+        headline = EVALUATORS.get(task).summary(r) if task in EVALUATORS.entries else {}
+        out[r.experiment_id] = {"status": r.status, "checkpoint": r.checkpoint_kind, "task": task, **headline}
+    return out

@@ -1,0 +1,63 @@
+"""Evaluation of an experiment's checkpoint (see :mod:`.core`); one evaluator per task.
+
+The task modules register their evaluator in :data:`EVALUATORS` when imported here: the
+``evaluate`` job, the queries and the reset pick it by the experiment's task.
+"""
+
+from vistudio.services.evaluation import classification, detection
+from vistudio.services.evaluation.classification import SORTS, result_dict
+from vistudio.services.evaluation.core import (
+    ACTIVE,
+    DEFAULT_IOU,
+    DEVICES,
+    EVALUATORS,
+    FOLDER,
+    MAX_BATCH,
+    SUBSETS,
+    TOP_K,
+    Evaluator,
+    check_thresholds,
+    confusion_png,
+    eval_dir,
+    evaluation_dict,
+    evaluation_summaries,
+    evaluator_for,
+    find_evaluation,
+    get_evaluation,
+    get_result,
+    list_results,
+    parse_subsets,
+    reset_evaluation,
+    run_evaluation,
+    start_evaluation,
+)
+
+__all__ = [
+    "ACTIVE",
+    "DEFAULT_IOU",
+    "DEVICES",
+    "EVALUATORS",
+    "FOLDER",
+    "MAX_BATCH",
+    "SORTS",
+    "SUBSETS",
+    "TOP_K",
+    "Evaluator",
+    "check_thresholds",
+    "classification",
+    "confusion_png",
+    "detection",
+    "eval_dir",
+    "evaluation_dict",
+    "evaluation_summaries",
+    "evaluator_for",
+    "find_evaluation",
+    "get_evaluation",
+    "get_result",
+    "list_results",
+    "parse_subsets",
+    "reset_evaluation",
+    "result_dict",
+    "run_evaluation",
+    "start_evaluation",
+]
