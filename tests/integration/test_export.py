@@ -232,7 +232,12 @@ def test_hostile_export_requests(ws: Studio) -> None:
         start(ws, project="digits", experiment="exp1", opset=99)
     with pytest.raises(BadRequest, match="'best' or 'last'"):
         start(ws, project="digits", experiment="exp1", checkpoint="worst")
+    # a score threshold is for detectors; a classifier has none
+    with pytest.raises(BadRequest, match="score threshold is for models that find objects"):
+        start(ws, project="digits", experiment="exp1", score_threshold=0.5)
+    assert exports.default_score_threshold(ws, project="digits", experiment="exp1") is None
     queued = start(ws, project="digits", experiment="exp1")
+    assert "score_threshold" not in queued["export"]["options"]
     with pytest.raises(Conflict, match="no file to download yet"):
         exports.export_file(ws, queued["export"]["id"])
     exports.delete_export(ws, queued["export"]["id"])  # cancels its job

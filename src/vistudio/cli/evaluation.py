@@ -23,7 +23,18 @@ from vistudio.text import plural
 # services.experiments.cleanup_hooks), not because this module happened to be imported
 
 evaluation_app = typer.Typer(help="An experiment's evaluation: show, results, reset.", no_args_is_help=True)
-PATH_KEYS = ("results_path", "csv_path", "confusion_png_path", "path", "metadata_path")
+PATH_KEYS = (
+    "results_path",
+    "csv_path",
+    "confusion_png_path",
+    "path",
+    "metadata_path",
+    "predictions_path",
+    "images_path",
+    "metrics_path",
+    "pr_curves_png_path",
+    "f1_curve_png_path",
+)
 
 
 def _absolute(ctx: typer.Context, d: dict[str, Any]) -> dict[str, Any]:
@@ -50,18 +61,75 @@ def _render_evaluation(d: dict[str, Any]) -> None:
     )
     if not m:
         return
-    t = table(key_column("metric"), "value")
-    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1"):
-        t.add_row(key, f"{m[key]:.4f}")
-    t.add_row("images", str(m["samples"]))
-    console.print(t)
-    classes = ev["classes"]
-    cm = table("true \\ predicted", *classes, title="confusion matrix")
+    if "map" in m:
+        _render_detection(ev, m)
+    else:
+        t = table(key_column("metric"), "value")
+        for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "micro_f1", "weighted_f1"):
+            t.add_row(key, f"{m[key]:.4f}")
+        t.add_row("images", str(m["samples"]))
+        console.print(t)
+    classes = ev.get("confusion_labels") or ev["classes"]
+    cm = table("true \\ predicted", *(escape(c) for c in classes), title="confusion matrix")
     for name, row in zip(classes, ev["confusion_matrix"], strict=True):
         cm.add_row(escape(name), *(str(v) for v in row))
     console.print(cm)
     if ev.get("results_path"):
         console.print(f"results: {escape(ev['results_path'])}")
+
+
+def _number(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def _render_detection(ev: dict[str, Any], m: dict[str, Any]) -> None:
+    prefixes = ["", "mask_"] if "mask_map" in m else [""]
+    t = table(key_column("metric"), *("box" if not p else "mask" for p in prefixes))
+    for key in (
+        "map",
+        "map50",
+        "map75",
+        "map_small",
+        "map_medium",
+        "map_large",
+        "mar_1",
+        "mar_10",
+        "mar_100",
+        "mar_small",
+        "mar_medium",
+        "mar_large",
+    ):
+        t.add_row(key, *(_number(m.get(p + key)) for p in prefixes))
+    console.print(t)
+    console.print(
+        f"at IoU {m['iou']:g} and score ≥ {m['score_threshold']:.3f} ({m['score_threshold_source'].replace('_', ' ')}): "
+        f"precision {m['precision']:.3f} · recall {m['recall']:.3f} · F1 {m['f1']:.3f} · "
+        f"TP {m['tp']} · FP {m['fp']} · FN {m['fn']} · best F1 {m['best_f1']:.3f} at {m['best_f1_threshold']:.3f}"
+    )
+    pc = table(
+        key_column("class"),
+        "objects",
+        "AP",
+        "AP50",
+        *(["mask AP", "mask AP50"] if len(prefixes) > 1 else []),
+        "precision",
+        "recall",
+        "F1",
+        title="per class",
+    )
+    for name, c in m["per_class"].items():
+        masks = [_number(c.get("mask_ap")), _number(c.get("mask_ap50"))] if len(prefixes) > 1 else []
+        pc.add_row(
+            escape(name),
+            str(c["objects"]),
+            _number(c["ap"]),
+            _number(c["ap50"]),
+            *masks,
+            f"{c['precision']:.3f}",
+            f"{c['recall']:.3f}",
+            f"{c['f1']:.3f}",
+        )
+    console.print(pc)
 
 
 def evaluate(
@@ -70,11 +138,27 @@ def evaluate(
     experiment: Annotated[str, typer.Argument(help="experiment name or id")],
     subsets: Annotated[str, typer.Option(help="split subsets, comma-separated: train,val,test")] = "test",
     checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
-    batch_size: Annotated[int, typer.Option("--batch-size", help="images per batch")] = 64,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="images per batch (default: 64 for classifiers, 8 for detectors)"),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    iou: Annotated[
+        float | None, typer.Option(help="detection: IoU a prediction needs to match an object (default 0.5)")
+    ] = None,
+    score_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--score-threshold",
+            help="detection: score from which predictions count (default: the confidence of the best F1)",
+        ),
+    ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and return")] = False,
 ) -> None:
-    """Evaluate an experiment's checkpoint on split subsets (replaces its previous evaluation)."""
+    """Evaluate an experiment's checkpoint on split subsets (replaces its previous evaluation).
+
+    Detection and instance segmentation: COCO mAP (boxes, and masks), per-class AP, and at the
+    IoU and score threshold the per-image TP/FP/FN, the confusion matrix and precision/recall/F1."""
     from vistudio.services import evaluation
 
     studio = state(ctx).studio()
@@ -86,6 +170,8 @@ def evaluate(
         subsets=subsets,
         batch_size=batch_size,
         device=device,
+        iou=iou,
+        score_threshold=score_threshold,
     )
     if no_wait:
         emit(
@@ -122,8 +208,14 @@ def results(
     right: Annotated[bool, typer.Option("--correct", help="only correct predictions")] = False,
     true: Annotated[str | None, typer.Option("--true", help="true class name")] = None,
     pred: Annotated[str | None, typer.Option("--pred", help="predicted class name")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="detection: images with at least one tp | fp | fn")
+    ] = None,
     sort: Annotated[
-        str | None, typer.Option(help="confidence (lowest first) | -confidence (highest first)")
+        str | None,
+        typer.Option(
+            help="confidence (lowest first) | -confidence (highest first); detection: fn | fp (most first) | ap (lowest first)"
+        ),
     ] = None,
     offset: Annotated[int, typer.Option(min=0)] = 0,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
@@ -141,12 +233,16 @@ def results(
         correct=False if wrong else True if right else None,
         true=true,
         pred=pred,
+        outcome=outcome,
         sort=sort,
         offset=offset,
         limit=limit,
     )
 
     def render(d: dict[str, Any]) -> None:
+        if d["items"] and "tp" in d["items"][0]:
+            render_boxes(d)
+            return
         t = table(
             "sample", "name", "subset", "true", "predicted", "confidence", "", title=f"{d['total']} results"
         )
@@ -159,6 +255,33 @@ def results(
                 r["predicted"],
                 f"{r['confidence']:.3f}",
                 "[green]✓[/]" if r["correct"] else "[red]✗[/]",
+            )
+        console.print(t)
+
+    def render_boxes(d: dict[str, Any]) -> None:
+        t = table(
+            "sample",
+            "name",
+            "subset",
+            "objects",
+            "predictions",
+            "TP",
+            "FP",
+            "FN",
+            "AP",
+            title=f"{d['total']} results",
+        )
+        for r in d["items"]:
+            t.add_row(
+                str(r["sample_id"]),
+                escape(r["name"]),
+                r["subset"],
+                str(sum(1 for x in r["truths"] if not x["iscrowd"])),
+                str(len(r["predictions"])),
+                str(r["tp"]),
+                f"[red]{r['fp']}[/]" if r["fp"] else "0",
+                f"[red]{r['fn']}[/]" if r["fn"] else "0",
+                "—" if r["ap"] is None else f"{r['ap']:.3f}",
             )
         console.print(t)
 
@@ -185,6 +308,14 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="onnx | torchscript")] = "onnx",
     checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
     opset: Annotated[int, typer.Option(help="ONNX opset")] = DEFAULT_OPSET,
+    score_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--score-threshold",
+            help="detectors: the score threshold predict uses with the file (default: the best-F1 "
+            "confidence of the experiment's evaluation, else the training's)",
+        ),
+    ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and return")] = False,
 ) -> None:
     """Export an experiment's checkpoint to ONNX or TorchScript, validated against PyTorch."""
@@ -192,7 +323,13 @@ def export(
 
     studio = state(ctx).studio()
     started = exports.start_export(
-        studio, project=project, experiment=experiment, format=fmt, checkpoint=checkpoint, opset=opset
+        studio,
+        project=project,
+        experiment=experiment,
+        format=fmt,
+        checkpoint=checkpoint,
+        opset=opset,
+        score_threshold=score_threshold,
     )
     if no_wait:
         emit(
@@ -208,12 +345,39 @@ def export(
     def render(d: dict[str, Any]) -> None:
         e, v = d["export"], d["export"]["validation"]
         console.print(f"[bold]{e['format']}[/] export: {escape(e['path'])}")
+        if "matched" in v:  # a detector: compared box by box
+            worst = (
+                f"; worst box IoU {v['min_box_iou']:.4f}, max |Δscore| {v['max_abs_score_diff']:.1e}"
+                if v["matched"]
+                else ""
+            )
+            masks = f", worst mask IoU {v['min_mask_iou']:.4f}" if v.get("min_mask_iou") is not None else ""
+            console.print(
+                f"validated on {plural(v['images'], 'image')} ({v['source']}): "
+                f"{v['matched']} of {v['boxes_pytorch']} boxes matched{worst}{masks}"
+            )
+            opts = e.get("options") or {}
+            if opts.get("score_threshold") is not None:
+                console.print(
+                    f"score threshold {opts['score_threshold']:.3f} "
+                    f"({THRESHOLD_SOURCES.get(str(opts.get('score_threshold_source')), 'given')}): "
+                    "predict keeps the detections scoring at least it unless told otherwise"
+                )
+            return
         console.print(
             f"validated on {plural(v['images'], 'image')} ({v['source']}): max |Δlogit| {v['max_abs_diff']:.2e}, "
             f"top-1 agreement {v['top1_agreement']:.0%}"
         )
 
     emit(ctx, {"export": _absolute(ctx, out)}, render)
+
+
+# where an export's score threshold comes from, in words
+THRESHOLD_SOURCES = {
+    "given": "given",
+    "evaluation": "best F1 of the evaluation",
+    "training": "the training's",
+}
 
 
 def exports_list(
@@ -255,13 +419,36 @@ def predict(
     images: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively)")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, max=1000, help="classes to list per image")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1024)] = 32,
+    score_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--score-threshold",
+            min=0.0,
+            max=1.0,
+            help="detectors: keep detections scoring at least this (default: the file's recorded threshold)",
+        ),
+    ] = None,
+    save_overlays: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-overlays", help="detectors: write each image with its detections drawn into DIR"
+        ),
+    ] = None,
 ) -> None:
-    """Classify images with an exported ONNX model (ONNX Runtime only, the model's own preprocessing).
+    """Classify images, or find objects in them, with an exported ONNX model (ONNX Runtime only, the
+    model's own preprocessing).
 
     Unreadable files are listed under "errors" and the others go on; no workspace is needed.
     """
-    from vistudio.ml.inference.onnx import OnnxClassifier, collect_images
+    from vistudio.ml.inference.onnx import OnnxClassifier, collect_images, is_detector_task, model_task
 
+    if is_detector_task(model_task(model)):
+        _predict_detections(ctx, model, images, score_threshold=score_threshold, overlays=save_overlays)
+        return
+    if score_threshold is not None or save_overlays is not None:
+        raise InvalidInput(
+            "--score-threshold and --save-overlays are for detection models; this one classifies"
+        )
     clf = OnnxClassifier(model)
     files, errors = collect_images(images)
     predictions, bad = clf.predict_files(files, k=top_k, batch_size=batch_size)
@@ -288,6 +475,92 @@ def predict(
             top = ", ".join(f"{x['label']}: {x['probability']:.2f}" for x in p["top_k"][1:])
             t.add_row(escape(name), escape(p["label"]), f"{p['confidence']:.3f}", escape(top))
         console.print(t)
+        for e in d["errors"]:
+            console.print(f"[red]skipped[/] {escape(e['path'])}: {escape(e['reason'])}")
+
+    emit(ctx, out, render)
+
+
+def _overlay_name(path: str, taken: set[str]) -> str:
+    """``<stem>.png``, with ``-2``, ``-3``… when two images share a stem."""
+    from vistudio.pipelines.saver import safe_name
+
+    stem = safe_name(Path(path).stem, 100)
+    name, n = f"{stem}.png", 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}.png"
+    taken.add(name)
+    return name
+
+
+def _predict_detections(
+    ctx: typer.Context,
+    model: Path,
+    images: list[Path],
+    *,
+    score_threshold: float | None,
+    overlays: Path | None,
+) -> None:
+    """``predict`` with a detector: boxes (and masks) per image, overlays on request."""
+    from vistudio.ml.inference.onnx import OnnxDetector, collect_images
+    from vistudio.ml.inference.overlays import draw_detections
+    from vistudio.ml.preprocess import open_rgb
+    from vistudio.storage.atomic import atomic_write_bytes
+
+    det = OnnxDetector(model)
+    if overlays is not None and overlays.exists() and not overlays.is_dir():
+        raise InvalidInput(f"--save-overlays: {overlays} exists and is not a folder")
+    files, errors = collect_images(images)
+    predictions, bad = det.predict_files(files, score_threshold=score_threshold)
+    errors.extend(bad)
+    if not predictions:
+        raise InvalidInput(
+            "no image could be read" + (f": {errors[0]['path']}: {errors[0]['reason']}" if errors else ""),
+            details={"errors": errors[:100]},
+        )
+    rows = [p.to_dict(det.classes) for p in predictions]
+    if overlays is not None:
+        import io
+
+        overlays.mkdir(parents=True, exist_ok=True)
+        taken: set[str] = set()
+        for p, row in zip(predictions, rows, strict=True):
+            img = open_rgb(p.path)  # the full image: the detections are in its pixels
+            buf = io.BytesIO()
+            draw_detections(img, p.detections, det.classes).save(buf, "PNG")
+            dest = overlays / _overlay_name(p.path, taken)
+            atomic_write_bytes(dest, buf.getvalue())
+            row["overlay"] = str(dest)
+    out = {
+        "model": {
+            "path": str(model),
+            "name": det.model,
+            "task": det.task,
+            "classes": det.classes,
+            "score_threshold": score_threshold if score_threshold is not None else det.score_threshold,
+            "score_threshold_source": "given" if score_threshold is not None else det.score_threshold_source,
+        },
+        "predictions": rows,
+        "errors": errors,
+    }
+
+    def render(d: dict[str, Any]) -> None:
+        folder, names = common_folder([p["path"] for p in d["predictions"]])
+        if folder:
+            console.print(f"images in {escape(folder)}")
+        t = table(key_column("image"), "objects", "detections (best first)")
+        for p, name in zip(d["predictions"], names, strict=True):
+            found = ", ".join(f"{x['label']} {x['score']:.2f}" for x in p["detections"][:8])
+            more = len(p["detections"]) - 8
+            t.add_row(
+                escape(name),
+                str(len(p["detections"])),
+                escape(found + (f", … {more} more" if more > 0 else "")),
+            )
+        console.print(t)
+        if overlays is not None:
+            console.print(f"overlays in {escape(str(overlays))}")
         for e in d["errors"]:
             console.print(f"[red]skipped[/] {escape(e['path'])}: {escape(e['reason'])}")
 

@@ -1,4 +1,5 @@
-"""Built-in pipeline stages: load, resize, crop, grayscale, blur, edges, normalise, classify_onnx.
+"""Built-in pipeline stages: load, resize, crop, grayscale, blur, edges, normalise, classify_onnx,
+detect_onnx.
 
 Images travel between stages as numpy arrays: ``uint8`` H×W×3 (RGB) or H×W (grey); ``normalise``
 turns them into a ``float32`` C×H×W tensor. Stages only read (the input image, an ONNX model); they
@@ -48,9 +49,14 @@ BUILTIN_STAGES: tuple[str, ...] = (
     "edges",
     "normalise",
     "classify_onnx",
+    "detect_onnx",
 )
 
 LOAD_MODES: tuple[str, ...] = ("RGB", "L")
+# item.meta key of the crops applied to the item's image since it was loaded, in order:
+# ``{"box": [x0, y0, x1, y1], "size": [w, h]}`` (pixels of the image the crop received), so that a
+# later stage can map ground truth given in the file's pixels onto the cropped image
+CROPS_KEY = "_crops"
 
 # Errors Pillow raises for unreadable, truncated, hostile or non-image files. DecompressionBombError
 # is not an OSError, and some plugins raise SyntaxError/EOFError on malformed headers.
@@ -140,6 +146,7 @@ def load(item: Item, data: Any, *, mode: str = "RGB") -> StepOutput:
     if item.path is None:
         raise StageError(f"load: item {item.key!r} has no file path")
     arr = read_image(Path(item.path), mode=mode)
+    item.meta.pop(CROPS_KEY, None)  # the whole file again: no crop applies any more
     return StepOutput(data=arr, metrics=_size_metrics(arr))
 
 
@@ -239,6 +246,7 @@ def crop(item: Item, data: Any, *, box: Sequence[float], normalised: bool = Fals
         if x1 > img_w or y1 > img_h:
             raise StageError(f"crop: box {list(box)} is outside the {img_w}×{img_h} image")
     out = img[y0:y1, x0:x1].copy()
+    item.meta.setdefault(CROPS_KEY, []).append({"box": [x0, y0, x1, y1], "size": [img_w, img_h]})
     return StepOutput(data=out, metrics=_size_metrics(out) | {"x": float(x0), "y": float(y0)})
 
 
@@ -471,7 +479,7 @@ def _open_classifier(path: Path) -> OnnxClassifier:
 
 
 class OnnxSessionCache:
-    """Loaded ONNX classifiers by ``(resolved path, mtime_ns)``, least recently used dropped first.
+    """Loaded ONNX models by ``(resolved path, mtime_ns)``, least recently used dropped first.
 
     This class-level cache is the one piece of process-wide mutable state in the stages: loading
     an ONNX session costs far more than running one image, and a pipeline calls the stage once per
@@ -480,20 +488,26 @@ class OnnxSessionCache:
     """
 
     maxsize: ClassVar[int] = 4
-    _entries: ClassVar[OrderedDict[tuple[str, int], OnnxClassifier]] = OrderedDict()
+    _entries: ClassVar[OrderedDict[tuple[str, int, str], Any]] = OrderedDict()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod
     def get(cls, model: str | Path) -> OnnxClassifier:
+        classifier: OnnxClassifier = cls.load(model, "classify_onnx", _open_classifier)
+        return classifier
+
+    @classmethod
+    def load(cls, model: str | Path, stage_name: str, opener: Any) -> Any:
+        """``opener(resolved path)`` cached by file and version and by what opened it."""
         path = Path(model).expanduser()
         try:
             resolved = path.resolve(strict=True)
             mtime = resolved.stat().st_mtime_ns
         except OSError:
-            raise StageError(f"classify_onnx: model file not found: {model}") from None
+            raise StageError(f"{stage_name}: model file not found: {model}") from None
         if not resolved.is_file():
-            raise StageError(f"classify_onnx: model is not a file: {model}")
-        key = (str(resolved), mtime)
+            raise StageError(f"{stage_name}: model is not a file: {model}")
+        key = (str(resolved), mtime, stage_name)
         with cls._lock:
             hit = cls._entries.get(key)
             if hit is not None:
@@ -501,14 +515,14 @@ class OnnxSessionCache:
                 return hit
         # Loaded outside the lock so one slow model does not hold up other threads; two threads
         # loading the same new model at once both succeed and the second simply replaces the first.
-        classifier = _open_classifier(resolved)
+        loaded = opener(resolved)
         with cls._lock:
-            for old in [k for k in cls._entries if k[0] == key[0]]:
+            for old in [k for k in cls._entries if k[0] == key[0] and k[2] == key[2]]:
                 del cls._entries[old]  # an older version of the same file
-            cls._entries[key] = classifier
+            cls._entries[key] = loaded
             while len(cls._entries) > cls.maxsize:
                 cls._entries.popitem(last=False)
-        return classifier
+        return loaded
 
     @classmethod
     def clear(cls) -> None:
@@ -583,5 +597,172 @@ def classify_onnx(item: Item, data: Any, *, model: str, top_k: int = 5) -> StepO
         metrics["correct"] = float(label == item.ground_truth)
     return StepOutput(
         data={"label": label, "confidence": confidence, "top_k": [[n, p] for n, p in ranked]},
+        metrics=metrics,
+    )
+
+
+# --- ONNX detection --------------------------------------------------------------------------------
+
+
+def _open_detector(path: Path) -> Any:
+    _import_onnxruntime()
+    from vistudio.errors import VistudioError
+    from vistudio.ml.inference.onnx import OnnxDetector
+
+    try:
+        return OnnxDetector(path)
+    except VistudioError as exc:  # not ONNX, no vistudio metadata, a classifier, wrong outputs
+        raise StageError(f"detect_onnx: {exc.message}") from None
+
+
+def _summary(names: list[str]) -> str:
+    """``"2 rectangle, 1 ellipse"`` (most frequent first), ``"nothing"`` for no object."""
+    if not names:
+        return "nothing"
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return ", ".join(f"{c} {n}" for n, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _truths(item: Item, classes: list[str], size: tuple[int, int]) -> Any | None:
+    """The item's ground-truth objects (``item.meta["objects"]``: ``{"class", "box" [x1, y1, x2,
+    y2] in the pixels of ``item.meta["width"]``×``["height"]``, "iscrowd"}``) in the pixels of the
+    image the detector saw, as the evaluation's :class:`Truths`; None when the item has none.
+
+    Image stages before the detector are followed: resizes scale the boxes, and each ``crop``
+    (recorded under :data:`CROPS_KEY`) cuts them to the kept region — a box is clipped to it and
+    left out when nothing of it is left, as the crop left its object out of the image."""
+    objects = item.meta.get("objects")
+    if not isinstance(objects, list):
+        return None
+    from vistudio.ml.inference.detection_matching import Truths
+
+    index = {name: i for i, name in enumerate(classes)}
+    rows, raw, ignored = [], [], []
+    for obj in objects:
+        box = obj.get("box") if isinstance(obj, dict) else None
+        if not (isinstance(box, list | tuple) and len(box) == 4 and all(_is_number(v) for v in box)):
+            continue
+        rows.append(index.get(str(obj.get("class")), -1))  # a class the model does not know: missed
+        raw.append([float(v) for v in box])
+        ignored.append(bool(obj.get("iscrowd")))
+    boxes = np.asarray(raw, dtype=np.float64).reshape(-1, 4)
+    keep = np.ones(len(boxes), dtype=bool)
+    # the frame the boxes are in: the file's pixels, then each crop's output
+    frame = (float(item.meta.get("width") or size[0]), float(item.meta.get("height") or size[1]))
+    crops = item.meta.get(CROPS_KEY)
+    for crop in crops if isinstance(crops, list) else []:
+        (x0, y0, x1, y1), (w, h) = crop["box"], crop["size"]
+        boxes *= [w / max(frame[0], 1.0), h / max(frame[1], 1.0)] * 2  # to the crop's input image
+        boxes -= [x0, y0, x0, y0]
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, x1 - x0)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, y1 - y0)
+        keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        frame = (float(x1 - x0), float(y1 - y0))
+    boxes *= [size[0] / max(frame[0], 1.0), size[1] / max(frame[1], 1.0)] * 2
+    return Truths.from_lists(
+        [r for r, k in zip(rows, keep, strict=True) if k],
+        boxes[keep].tolist(),
+        [g for g, k in zip(ignored, keep, strict=True) if k],
+    )
+
+
+@stage("detect_onnx", takes=(IMAGE, FILE), gives=LABEL)
+def detect_onnx(
+    item: Item,
+    data: Any,
+    *,
+    model: str,
+    score_threshold: float | None = None,
+    iou: float = 0.5,
+) -> StepOutput:
+    """Find objects with a detector exported by vistudio (``vistudio export``; onnxruntime).
+
+    With no previous data the image is read from ``item.path`` exactly as ``vistudio predict``
+    and the evaluation read it (detections in the image's own pixels); after an image stage the
+    detector runs on that image. ``score_threshold`` keeps the detections scoring at least it
+    (default: the one the exported file records, see ``vistudio export``). Returns ``{"label": "2 rectangle, 1 ellipse", "count",
+    "detections": [{"label", "class_index", "score", "box" [x1, y1, x2, y2], "mask"?}]}`` and
+    saves the image with its detections drawn (``overlay``) and the detections (``detections``
+    JSON).
+
+    When the item has ground-truth objects (a detection or instance segmentation project's
+    images), detections are matched to them by the evaluation's matching (boxes, at IoU ≥ ``iou``,
+    crowd regions ignored; after a ``crop`` stage, the objects cut to the kept region): metrics ``tp``, ``fp``, ``fn``, the item counts as a mistake when any
+    prediction is a false positive or any object is missed, and the saved image shows true
+    positives green, false positives red and missed objects dashed orange.
+    """
+    if not isinstance(model, str | Path) or not str(model).strip():
+        raise StageError(f"detect_onnx: model must be a path to an .onnx file, got {model!r}")
+    if score_threshold is not None and (not _is_number(score_threshold) or not 0 <= score_threshold <= 1):
+        raise StageError(f"detect_onnx: score_threshold must be a number in [0, 1], got {score_threshold!r}")
+    if not _is_number(iou) or not 0 < iou < 1:
+        raise StageError(f"detect_onnx: iou must be a number between 0 and 1 (exclusive), got {iou!r}")
+    det = OnnxSessionCache.load(model, "detect_onnx", _open_detector)
+    if data is None:
+        if item.path is None:
+            raise StageError(f"detect_onnx: item {item.key!r} has no image data and no file path")
+        from vistudio.ml.inference.onnx import detection_input
+
+        try:
+            chw, _, original = detection_input(item.path, det.image_size)
+        except FileNotFoundError:
+            raise StageError(f"detect_onnx: file not found: {item.path}") from None
+        except _PIL_ERRORS as exc:
+            raise StageError(f"detect_onnx: cannot read {Path(item.path).name} as an image: {exc}") from exc
+        from vistudio.ml.preprocess import open_rgb
+
+        picture = open_rgb(item.path)
+    else:
+        img = _image("detect_onnx", data)
+        rgb = np.repeat(img[:, :, np.newaxis], 3, axis=2) if img.ndim == 2 else img
+        chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255)
+        original = (rgb.shape[1], rgb.shape[0])
+        picture = _to_pil(rgb)
+    try:
+        found = det.detect(chw, original_size=original)
+    except Exception as exc:  # onnxruntime's failure on this input, reported with its reason
+        raise StageError(f"detect_onnx: {getattr(exc, 'message', exc)}") from exc
+    found = found.above(float(score_threshold) if score_threshold is not None else det.score_threshold)
+    classes = list(det.classes)
+    names = [classes[int(k)] if 0 <= int(k) < len(classes) else str(int(k)) for k in found.labels]
+    result: dict[str, Any] = {
+        "label": _summary(names),
+        "count": len(found),
+        "detections": found.to_list(classes),
+    }
+    metrics: dict[str, float] = {"detections": float(len(found))}
+    if len(found):
+        metrics["max_score"] = float(found.scores.max())
+    truths = _truths(item, classes, original)
+    if truths is None:
+        from vistudio.ml.inference.overlays import draw_detections
+
+        overlay = draw_detections(picture, found, classes)
+    else:
+        from vistudio.ml.inference.detection_matching import match_image
+        from vistudio.ml.inference.overlays import draw_outcomes
+
+        matched = match_image(truths, found, iou_threshold=float(iou))
+        tp = sum(o == "tp" for o in matched.pred_outcome)
+        fp = sum(o == "fp" for o in matched.pred_outcome)
+        fn = sum(o == "fn" for o in matched.truth_outcome)
+        metrics |= {"tp": float(tp), "fp": float(fp), "fn": float(fn)}
+        truth_names = [classes[int(k)] if 0 <= int(k) < len(classes) else "?" for k in truths.classes]
+        result |= {
+            "truth": _summary([n for n, ig in zip(truth_names, truths.ignored, strict=True) if not ig]),
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "outcomes": list(matched.pred_outcome),
+            "mistaken": bool(fp or fn),
+        }
+        overlay = draw_outcomes(
+            picture, found, matched.pred_outcome, truths.boxes, matched.truth_outcome, classes
+        )
+    return StepOutput(
+        data=result,
+        outputs=[(_to_array(overlay), "overlay", "png"), (result, "detections", "json")],
         metrics=metrics,
     )

@@ -7,6 +7,21 @@ and records the largest logit/probability difference and the top-1 agreement. Th
 ``<workspace>/exports/<project>/<experiment>-<id>/<name>.onnx|.pt`` beside ``<name>.json`` (metadata
 and validation), and is also kept as an artifact blob (kind ``export``). The path is stored on the
 export's row: renaming the experiment later moves nothing.
+
+Detectors (detection, instance segmentation) export to ONNX only, the whole torchvision model with
+its post-processing, one image per call (:mod:`vistudio.ml.export.detection`). Their check runs
+the split's images (decoded as evaluation decodes them) through PyTorch and ONNX Runtime and
+matches the detections box by box (same class, IoU ≥ 0.99, |Δscore| < 1e-3, masks IoU ≥ 0.99);
+a mismatch fails the export and says where.
+
+A detector's export also records the **score threshold** to use with it: the one asked for, else
+the confidence that maximises F1 in the experiment's finished evaluation of the same checkpoint,
+else the training configuration's. It is stored in the file's metadata (``score_threshold`` and
+``score_threshold_source``: ``given``, ``evaluation`` or ``training``) and ``vistudio predict``
+and the ``detect_onnx`` stage keep the detections that score at least it unless told otherwise.
+The graph's own post-processing keeps everything down to the lower of that threshold and the
+training configuration's (``graph_score_threshold``), so a lower threshold can still be chosen at
+prediction time.
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ from vistudio.jobs.queue import FINISHED, LeaseLost, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.ml.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+from vistudio.ml.tasks import get_task
 from vistudio.pipelines.saver import safe_name
 from vistudio.services.experiments import (
     checkpoint_path,
@@ -43,6 +59,53 @@ EXPORT_KIND = "export"  # artifact kind of exported model blobs
 CHECKPOINT_KINDS = ("best", "last")
 ACTIVE_EXPERIMENT = ("draft", "queued", "running")
 PARITY_IMAGES = 64
+# the formats a detector (a model of a task whose targets are objects) can be exported to
+DETECTOR_FORMATS: tuple[str, ...] = ("onnx",)
+
+
+def is_detector(task: str) -> bool:
+    """Whether models of ``task`` are exported as detectors (the task's targets are objects)."""
+    try:
+        return get_task(task).has_objects
+    except (KeyError, TypeError):  # a task this version does not know: not a detector
+        return False
+
+
+def formats_for(task: str) -> tuple[str, ...]:
+    """The formats a model of ``task`` can be exported to."""
+    return DETECTOR_FORMATS if is_detector(task) else tuple(FORMATS)
+
+
+def check_score_threshold(value: Any) -> float | None:
+    """``value`` as a score threshold (a number in [0, 1]), None when not given; else a 400."""
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0.0 <= number <= 1.0:  # NaN fails too
+        raise BadRequest(
+            f"score_threshold must be a number between 0 and 1, got {str(value)[:40]!r}",
+            details={"score_threshold": str(value)[:40]},
+        )
+    return number
+
+
+def export_score_threshold(
+    session: Session, exp: Experiment, ckpt: Checkpoint, given: float | None
+) -> tuple[float, str]:
+    """The score threshold a detector's export records, and where it comes from: ``given``; else
+    ``evaluation`` (the confidence that maximises F1 in the experiment's finished evaluation of
+    the same checkpoint); else ``training`` (the experiment's configuration)."""
+    if given is not None:
+        return given, "given"
+    ev = session.scalar(select(Evaluation).where(Evaluation.experiment_id == exp.id))
+    if ev is not None and ev.status == "succeeded" and ev.checkpoint_sha256 == ckpt.sha256:
+        best = (ev.metrics or {}).get("best_f1_threshold")
+        if isinstance(best, int | float) and 0.0 <= float(best) <= 1.0:
+            return float(best), "evaluation"
+    return float((exp.config or {}).get("score_threshold", 0.05)), "training"
 
 
 # --- shared with services.evaluation --------------------------------------------------------------
@@ -175,6 +238,24 @@ def export_dict(row: ModelExport, *, project: str, experiment: str) -> dict[str,
     }
 
 
+def default_score_threshold(
+    studio: Studio, *, project: str | int, experiment: str | int, checkpoint: str = "best"
+) -> dict[str, Any] | None:
+    """The score threshold an export of the experiment's ``checkpoint`` records when none is
+    given, ``{"value", "source"}``; None for a model that is not a detector or a checkpoint that
+    cannot be exported yet."""
+    with studio.sessions() as s:
+        _, exp = resolve(s, project, experiment)
+        if not is_detector(exp.task):
+            return None
+        try:
+            ckpt = ready_checkpoint(s, exp, checkpoint)
+        except (BadRequest, Conflict):
+            return None
+        value, source = export_score_threshold(s, exp, ckpt, None)
+    return {"value": value, "source": source}
+
+
 def start_export(
     studio: Studio,
     *,
@@ -183,17 +264,37 @@ def start_export(
     format: str = "onnx",
     checkpoint: str = "best",
     opset: int = DEFAULT_OPSET,
+    score_threshold: float | None = None,
 ) -> dict[str, Any]:
-    """Check the request and queue the export job; returns ``{"job", "export"}``."""
+    """Check the request and queue the export job; returns ``{"job", "export"}``. A detector's
+    export records ``score_threshold`` (see the module's docstring for its default)."""
+    given = check_score_threshold(score_threshold)
     if format not in FORMATS:
         raise BadRequest(f"format must be one of {', '.join(FORMATS)}, got {format[:40]!r}")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise BadRequest(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     with studio.sessions() as s:
         p, exp = resolve(s, project, experiment)
-        checkpoint_file(studio, ready_checkpoint(s, exp, checkpoint))
+        ckpt = ready_checkpoint(s, exp, checkpoint)
+        checkpoint_file(studio, ckpt)
         exp_id, exp_name, pname = exp.id, exp.name, p.name
+        detector = is_detector(exp.task)
+        if detector and format not in DETECTOR_FORMATS:
+            raise BadRequest(
+                f"{exp.task.replace('_', ' ')} models export to {', '.join(DETECTOR_FORMATS)} "
+                f"only, not {format}",
+                details={"task": exp.task, "formats": list(DETECTOR_FORMATS)},
+            )
+        if not detector and given is not None:
+            raise BadRequest(
+                f"a score threshold is for models that find objects; {exp.task.replace('_', ' ')} "
+                "models have none",
+                details={"task": exp.task},
+            )
+        threshold = export_score_threshold(s, exp, ckpt, given) if detector else None
     options: dict[str, Any] = {"opset": opset} if format == "onnx" else {}
+    if threshold is not None:
+        options |= {"score_threshold": threshold[0], "score_threshold_source": threshold[1]}
     with studio.sessions.begin() as s:
         row = ModelExport(
             experiment_id=exp_id,
@@ -234,7 +335,7 @@ def _parity_items(studio: Studio, exp: Experiment) -> list[str]:
     paths: list[str] = []
     with studio.sessions() as s:
         for subset in ("test", "val", "train"):
-            for it in split_items(studio, s, exp.split_id, [subset], list(exp.classes)):
+            for it in split_items(studio, s, exp.split_id, [subset], list(exp.classes), task=exp.task):
                 if Path(it.path).is_file():
                     paths.append(it.path)
                 if len(paths) >= PARITY_IMAGES:
@@ -279,9 +380,148 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
 def _export(
     ctx: JobContext, row: ModelExport, exp: Experiment, project: Project, ckpt: Checkpoint, dest: Path
 ) -> dict[str, Any]:
+    from vistudio.ml.checkpoint import load_checkpoint
+    from vistudio.ml.inference.onnx import metadata_props
+
+    studio = ctx.studio
+    ctx.progress(0, 4, "loading the checkpoint", force=True)
+    model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device="cpu")
+    pre = meta["preprocess"]
+    size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
+    task = meta.get("task", "classification")
+    extra: dict[str, Any] = {
+        "project": project.name,
+        "experiment": exp.name,
+        "checkpoint": ckpt.kind,
+        "checkpoint_sha256": ckpt.sha256,
+        "epoch": str(ckpt.epoch),
+        "exported_at": utcnow().isoformat() + "Z",
+        "exporter": "vistudio",
+    }
+    if is_detector(task):
+        extra |= _detector_props(meta, row.options)
+    props = metadata_props(
+        model=meta["model"], classes=list(meta["classes"]), preprocess=pre, task=task, extra=extra
+    )
+    ctx.check_cancelled()
+    if is_detector(task):
+        if row.format not in DETECTOR_FORMATS:
+            raise PermanentJobError(f"{task.replace('_', ' ')} models export to ONNX only")
+        validation = _export_detector(ctx, row, exp, model, meta, props, dest)
+    else:
+        validation = _export_classifier(ctx, row, exp, model, pre, size, props, dest)
+    return _store(ctx, row, exp, project, props, validation, dest)
+
+
+def graph_score_threshold(meta: dict[str, Any], options: dict[str, Any]) -> float:
+    """The score threshold of the exported graph's own post-processing: the lower of the training
+    configuration's and the one the export records (so that predict can still go lower)."""
+    trained = float((meta.get("config") or {}).get("score_threshold", 0.05))
+    recorded = options.get("score_threshold")
+    return trained if recorded is None else min(trained, float(recorded))
+
+
+def _detector_props(meta: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """What a detector's file says about its inputs, outputs and post-processing."""
+    from vistudio.ml.export.detection import INPUT_NAME, output_names
+
+    config = meta.get("config") or {}
+    masks = get_task(meta.get("task", "detection")).masks
+    graph = graph_score_threshold(meta, options)
+    recorded = options.get("score_threshold")
+    return {
+        "input_name": INPUT_NAME,
+        "input_layout": "CHW",  # one image per call, any height and width, RGB 0..1
+        "output_name": ",".join(output_names(masks)),
+        "output_names": output_names(masks),
+        "batch": "1",
+        # what predict keeps by default; the graph itself keeps down to graph_score_threshold
+        "score_threshold": str(float(recorded) if recorded is not None else graph),
+        "score_threshold_source": str(options.get("score_threshold_source") or "training"),
+        "graph_score_threshold": str(graph),
+        "nms_iou": str(float(config.get("nms_iou", 0.5))),
+        "detections_per_image": str(int(config.get("detections_per_image", 100))),
+    }
+
+
+def _export_detector(
+    ctx: JobContext,
+    row: ModelExport,
+    exp: Experiment,
+    model: Any,
+    meta: dict[str, Any],
+    props: dict[str, str],
+    dest: Path,
+) -> dict[str, Any]:
     import numpy as np
 
-    from vistudio.ml.checkpoint import load_checkpoint
+    from vistudio.ml.export import detection as det_export
+    from vistudio.ml.inference.onnx import OnnxDetector, detection_input
+
+    studio = ctx.studio
+    image_size = int(max(meta["preprocess"]["input_size"]))
+    graph_threshold = graph_score_threshold(meta, row.options)
+    det_export.set_score_threshold(model, graph_threshold)
+    ctx.progress(1, 4, "exporting to onnx", force=True)
+    det_export.export_detector_onnx(
+        model, dest, image_size=image_size, props=props, opset=int(row.options.get("opset", 17))
+    )
+    ctx.check_cancelled()
+    ctx.progress(2, 4, "validating against PyTorch", force=True)
+    images = []
+    for path in _parity_items(studio, exp):
+        try:
+            arr, _, _ = detection_input(path, image_size)
+        except Exception:  # an unreadable image is simply not used for the check
+            continue
+        images.append((path, arr))
+    source = "split images"
+    if not images:  # no readable image in the split: check on seeded noise rather than not at all
+        rng = np.random.default_rng(0)
+        images = [
+            (f"noise-{i}", rng.random((3, image_size, image_size - 8 * i), dtype=np.float32))
+            for i in range(4)
+        ]
+        source = "random inputs (the split has no readable images)"
+    runner = OnnxDetector(dest)
+    pairs = []
+    for _, arr in images:
+        ctx.check_cancelled()
+        pairs.append((det_export.pytorch_detections(model, arr), runner.detect(arr)))
+    config = meta.get("config") or {}
+    validation = {
+        **det_export.detection_parity(
+            pairs,
+            score_threshold=graph_threshold,
+            detections_per_image=int(config.get("detections_per_image", 100)),
+        ),
+        "source": source,
+        "against": "PyTorch (eager, CPU)",
+        "runtime": "onnxruntime (CPU)",
+    }
+    if not validation["passed"]:
+        first = validation["fault_examples"][0]
+        raise PermanentJobError(
+            f"the exported detector disagrees with PyTorch on {validation['faults']} detection(s) of "
+            f"{validation['images']} image(s) (first: image {first['image']}, {first['side']} side, "
+            f"score {first['score']:.4f}, {first['why']}); tolerances: box IoU ≥ {det_export.BOX_IOU}, "
+            f"|Δscore| < {det_export.SCORE_TOL}, mask IoU ≥ {det_export.MASK_IOU}"
+        )
+    return validation
+
+
+def _export_classifier(
+    ctx: JobContext,
+    row: ModelExport,
+    exp: Experiment,
+    model: Any,
+    pre: dict[str, Any],
+    size: tuple[int, int],
+    props: dict[str, str],
+    dest: Path,
+) -> dict[str, Any]:
+    import numpy as np
+
     from vistudio.ml.export.models import (
         export_onnx,
         export_torchscript,
@@ -289,32 +529,10 @@ def _export(
         parity,
         torchscript_logits,
     )
-    from vistudio.ml.inference.onnx import metadata_props
     from vistudio.ml.inference.pytorch import eager_logits
     from vistudio.ml.preprocess import eval_array, open_rgb
 
     studio = ctx.studio
-    ctx.progress(0, 4, "loading the checkpoint", force=True)
-    model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device="cpu")
-    pre = meta["preprocess"]
-    size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
-    filename = dest.name
-    props = metadata_props(
-        model=meta["model"],
-        classes=list(meta["classes"]),
-        preprocess=pre,
-        task=meta.get("task", "classification"),
-        extra={
-            "project": project.name,
-            "experiment": exp.name,
-            "checkpoint": ckpt.kind,
-            "checkpoint_sha256": ckpt.sha256,
-            "epoch": str(ckpt.epoch),
-            "exported_at": utcnow().isoformat() + "Z",
-            "exporter": "vistudio",
-        },
-    )
-    ctx.check_cancelled()
     ctx.progress(1, 4, f"exporting to {row.format}", force=True)
     if row.format == "onnx":
         export_onnx(model, dest, input_size=size, props=props, opset=int(row.options.get("opset", 17)))
@@ -337,12 +555,26 @@ def _export(
     reference = np.concatenate([eager_logits(model, batch[i : i + 32]) for i in range(0, len(batch), 32)])
     run = onnx_logits if row.format == "onnx" else torchscript_logits
     exported = np.concatenate([run(dest, batch[i : i + 32]) for i in range(0, len(batch), 32)])
-    validation = {
+    return {
         **parity(reference, exported),
         "source": source,
         "against": "PyTorch (eager, CPU)",
         "runtime": "onnxruntime (CPU)" if row.format == "onnx" else "torch.jit (CPU)",
     }
+
+
+def _store(
+    ctx: JobContext,
+    row: ModelExport,
+    exp: Experiment,
+    project: Project,
+    props: dict[str, str],
+    validation: dict[str, Any],
+    dest: Path,
+) -> dict[str, Any]:
+    """Keep the validated file as a blob, write its sidecar, record it on the export's row."""
+    studio = ctx.studio
+    filename = dest.name
     ctx.progress(3, 4, "storing", force=True)
     sha = studio.store.write_file(EXPORT_KIND, dest, ext=FORMATS[row.format])
     size_bytes = dest.stat().st_size
@@ -408,8 +640,11 @@ def _owned(s: Session, export_id: int, project: str | int | None) -> tuple[Model
     row = s.get(ModelExport, export_id)
     exp = s.get(Experiment, row.experiment_id) if row is not None else None
     owner = s.get(Project, exp.project_id) if exp is not None else None
-    if row is None or exp is None or owner is None or (
-        project is not None and owner.id != find_project(s, project).id
+    if (
+        row is None
+        or exp is None
+        or owner is None
+        or (project is not None and owner.id != find_project(s, project).id)
     ):
         raise NotFound(f"export {export_id} not found")
     return row, exp, owner

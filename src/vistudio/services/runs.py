@@ -173,14 +173,57 @@ def _project_items(studio: Studio, source: dict[str, Any]) -> list[Item]:
         )
         rows = list(s.scalars(stmt.order_by(Sample.name, Sample.id)))
         labels = labels_for(s, [r.id for r in rows])
+        objects = _box_objects(s, pid, rows)
     seen: set[str] = set()
     items = []
     for r in rows:
         path = studio.home / r.path if r.storage == "copy" else Path(r.path)
         key = _unique(safe_name(Path(r.name).with_suffix("").as_posix(), 80), seen)
         gt = labels[r.id][0] if len(labels[r.id]) == 1 else None
-        items.append(Item(key=key, path=path, sample_id=r.id, ground_truth=gt, meta={"name": r.name}))
+        meta: dict[str, Any] = {"name": r.name}
+        if objects is not None:  # a box task: the objects are the truth, for detection stages
+            meta |= {"objects": objects.get(r.id, []), "width": r.width, "height": r.height}
+            gt = None
+        items.append(Item(key=key, path=path, sample_id=r.id, ground_truth=gt, meta=meta))
     return items
+
+
+def _box_objects(s: Any, project_id: int, rows: list[Sample]) -> dict[int, list[dict[str, Any]]] | None:
+    """For detection and instance segmentation projects, each sample's objects ``{"class", "box"
+    [x1, y1, x2, y2] in the sample's pixels, "iscrowd"}`` (as training and evaluation read them);
+    None for other tasks."""
+    from vistudio.db import Annotation, LabelClass, Project
+    from vistudio.ml.tasks import get_task
+    from vistudio.services.experiments.lookup import object_target
+
+    project = s.get(Project, project_id)
+    if project is None or not rows:
+        return None
+    kinds = get_task(project.task).object_kinds
+    if not kinds:
+        return None
+    sizes = {r.id: (r.width or 0, r.height or 0) for r in rows}
+    out: dict[int, list[dict[str, Any]]] = {}
+    ids = list(sizes)
+    for lo in range(0, len(ids), 500):
+        found = s.execute(
+            select(Annotation.sample_id, Annotation.kind, Annotation.geometry, LabelClass.name)
+            .join(LabelClass, LabelClass.id == Annotation.class_id)
+            .where(
+                Annotation.sample_id.in_(ids[lo : lo + 500]),
+                Annotation.kind.in_(kinds),
+                Annotation.score.is_(None),
+            )
+            .order_by(Annotation.sample_id, Annotation.id)
+        )
+        for sid, kind, geometry, name in found:
+            obj = object_target(kind, geometry) if isinstance(geometry, dict) else None
+            if obj is None:
+                continue
+            (x, y, w, h), (width, height) = obj["box"], sizes[sid]
+            box = [x * width, y * height, (x + w) * width, (y + h) * height]
+            out.setdefault(sid, []).append({"class": name, "box": box, "iscrowd": obj["iscrowd"]})
+    return out
 
 
 def _unique(key: str, seen: set[str]) -> str:

@@ -6,6 +6,17 @@ evaluation preprocessing of :mod:`vistudio.ml.preprocess` as a JSON dict. ``inpu
 ``mean`` and ``std`` ("r,g,b") and ``class_names`` (a JSON list) are also written in the flat form
 that the ``classify_onnx`` pipeline stage reads. Prediction applies exactly that preprocessing, so
 ``vistudio predict`` gives the evaluation's predictions for the same images.
+
+Detectors (models of a task whose targets are objects — ``TaskSpec.has_objects`` of the task in
+the file's metadata —, see :mod:`vistudio.ml.export.detection`) are run by :class:`OnnxDetector`, one image per call, with the decode of PyTorch evaluation: the
+image upright in RGB (a JPEG drafted down to the model's image size at the least), scaled to 0..1
+at its decoded size (the model resizes and normalises inside); its outputs become
+:class:`~vistudio.ml.inference.detections.Detections` in the image's own pixels. Torch is imported
+only to resize the masks of a JPEG that was decoded smaller than it is. A detector's file records
+the score threshold to use with it (``score_threshold``, see :mod:`vistudio.services.exports`);
+its graph keeps detections down to ``graph_score_threshold`` (lower or equal), and
+:meth:`OnnxDetector.predict_files` keeps those that score at least the recorded threshold unless
+given another.
 """
 
 from __future__ import annotations
@@ -21,9 +32,24 @@ import numpy.typing as npt
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ml.inference.metrics import softmax, top_k
 from vistudio.ml.preprocess import eval_array, open_rgb
+from vistudio.ml.tasks import TaskSpec, get_task
 
 METADATA_FORMAT = "vistudio-model/1"
 FORMAT_KEY = "vistudio"
+
+
+def task_spec(task: str) -> TaskSpec | None:
+    """The registered task of this name, None when this version does not know it."""
+    try:
+        return get_task(task)
+    except (KeyError, TypeError):  # a name the registry does not hold
+        return None
+
+
+def is_detector_task(task: str) -> bool:
+    """Whether a model of ``task`` is a detector (the task's targets are objects)."""
+    spec = task_spec(task)
+    return spec is not None and spec.has_objects
 
 
 def metadata_props(
@@ -189,3 +215,162 @@ def collect_images(inputs: list[Path]) -> tuple[list[Path], list[dict[str, str]]
         else:
             errors.append({"path": str(item), "reason": "file not found"})
     return files, errors
+
+
+# --- detectors -------------------------------------------------------------------------------------
+
+
+def model_task(path: str | Path) -> str:
+    """The task an exported ONNX file was trained for (``classification`` when it does not say),
+    read from its metadata without building a session."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise NotFound(f"model file not found: {p}")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # not protobuf, truncated, a folder…
+        raise InvalidInput(f"not a loadable ONNX model: {p.name}: {exc}") from None
+    props = {e.key: e.value for e in proto.metadata_props}
+    return props.get("task", "classification")
+
+
+def detection_input(
+    path: str | Path, size: int, *, original: tuple[int, int] | None = None
+) -> tuple[npt.NDArray[np.float32], tuple[int, int], tuple[int, int]]:
+    """One image for a detector: ``(3×h×w float32 in 0..1, (w, h) decoded, (W, H) original)`` —
+    the one decode of every detector's input (evaluation, export check, predict, pipelines).
+
+    Decoded with ``open_rgb(path, draft_size=size)``: upright, RGB, a JPEG drafted down to
+    ``size`` at the least; the original size (given, e.g. a sample's stored size, or else read
+    from the file) is the upright image's full size, which the detections are scaled back to.
+    Torch-free; Pillow's errors (and ``FileNotFoundError``) propagate."""
+    from PIL import Image
+
+    if original is None:
+        with Image.open(path) as header:
+            width, height = header.size
+            if header.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that turn it sideways
+                width, height = height, width
+    else:
+        width, height = int(original[0]), int(original[1])
+    img = open_rgb(path, draft_size=size)
+    arr = np.asarray(img, dtype=np.float32) * np.float32(1 / 255)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1)), img.size, (width, height)
+
+
+@dataclass
+class DetectionPrediction:
+    path: str
+    width: int
+    height: int
+    detections: Any  # vistudio.ml.inference.detections.Detections
+
+    def to_dict(self, classes: list[str]) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "detections": self.detections.to_list(classes),
+        }
+
+
+class OnnxDetector:
+    """An exported vistudio detector (boxes, or boxes and masks) in an ONNX Runtime session."""
+
+    def __init__(self, path: str | Path, *, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise NotFound(f"model file not found: {self.path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise InvalidInput(f"not a loadable ONNX model: {self.path.name}: {exc}") from None
+        self.props: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.classes, self.preprocess = parse_metadata(self.props, source=self.path.name)
+        self.task = self.props.get("task", "classification")
+        spec = task_spec(self.task)
+        if spec is None or not spec.has_objects:
+            raise InvalidInput(f"{self.path.name} is a {self.task[:60]} model, not a detector")
+        self.masks = spec.masks
+        self.model = self.props.get("model", "")
+        self.image_size = int(max(self.preprocess["input_size"]))
+        inputs = self.session.get_inputs()
+        outputs = [o.name for o in self.session.get_outputs()]
+        wanted = ["boxes", "labels", "scores"] + (["masks"] if self.masks else [])
+        if len(inputs) != 1 or len(inputs[0].shape) != 3 or any(n not in outputs for n in wanted):
+            raise InvalidInput(
+                f"{self.path.name}: expected one [3, H, W] input and outputs {', '.join(wanted)}",
+                details={"inputs": [i.name for i in inputs], "outputs": outputs},
+            )
+        self.input_name = inputs[0].name
+        self.output_names = wanted
+        # what predict keeps by default (see the module's docstring), and where it comes from
+        self.score_threshold = min(max(_float_prop(self.props.get("score_threshold"), 0.0), 0.0), 1.0)
+        self.score_threshold_source = self.props.get("score_threshold_source", "training")
+
+    def raw(self, image: npt.NDArray[np.float32]) -> list[npt.NDArray[Any]]:
+        """The model's outputs (boxes, labels, scores[, masks]) for one ``3×H×W`` image in 0..1."""
+        try:
+            out = self.session.run(self.output_names, {self.input_name: image})
+        except Exception as exc:  # onnxruntime's own error types
+            raise InvalidInput(f"{self.path.name}: running the model failed: {exc}") from None
+        return [np.asarray(o) for o in out]
+
+    def detect(
+        self,
+        image: npt.NDArray[np.float32],
+        *,
+        original_size: tuple[int, int] | None = None,
+    ) -> Any:
+        """:class:`~vistudio.ml.inference.detections.Detections` of one ``3×h×w`` image in 0..1, in
+        the pixels of ``original_size`` (width, height; the image's own size when None)."""
+        from vistudio.ml.inference.detections import from_arrays
+
+        outs = self.raw(image)
+        size = (int(image.shape[2]), int(image.shape[1]))
+        return from_arrays(
+            outs[0],
+            outs[1],
+            outs[2],
+            outs[3] if self.masks else None,
+            input_size=size,
+            original_size=original_size or size,
+        )
+
+    def predict_files(
+        self, paths: list[Path], *, score_threshold: float | None = None
+    ) -> tuple[list[DetectionPrediction], list[dict[str, str]]]:
+        """Detections of readable images scoring at least ``score_threshold`` (the file's recorded
+        threshold when None), and ``{"path", "reason"}`` for the others (in order)."""
+        if score_threshold is None:
+            score_threshold = self.score_threshold
+        predictions: list[DetectionPrediction] = []
+        errors: list[dict[str, str]] = []
+        for path in paths:
+            try:
+                image, _, original = detection_input(path, self.image_size)
+            except FileNotFoundError:
+                errors.append({"path": str(path), "reason": "file not found"})
+                continue
+            except Exception as exc:  # Pillow raises many kinds for bad files (bombs are not OSError)
+                errors.append({"path": str(path), "reason": f"not a readable image: {exc}"[:300]})
+                continue
+            dets = self.detect(image, original_size=original).above(score_threshold)
+            predictions.append(DetectionPrediction(str(path), original[0], original[1], dets))
+        return predictions, errors
+
+
+def _float_prop(text: str | None, default: float) -> float:
+    try:
+        value = float(text) if text is not None else default
+    except ValueError:
+        return default
+    return value if value == value else default  # NaN: the default
