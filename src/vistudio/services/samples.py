@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, select, true
 
 from vistudio.db import Annotation, LabelClass, Sample, SampleTag, Split, SplitMember
 from vistudio.db.duplicates import HiddenSample
 from vistudio.errors import InvalidInput, NotFound
+from vistudio.ml.tasks import get_task, task_names
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
 
@@ -23,6 +27,14 @@ SORTS = {
     "id": Sample.id,
 }
 MAX_LIMIT = 500
+
+# COCO's object sizes by area in pixels of the image's own size: small < 32², medium < 96², large.
+OBJECT_SIZES: dict[str, tuple[float, float]] = {
+    "small": (0.0, 32.0**2),
+    "medium": (32.0**2, 96.0**2),
+    "large": (96.0**2, math.inf),
+}
+MAX_OBJECTS = 1_000_000
 
 
 def _iso(v: datetime | None) -> str | None:
@@ -63,8 +75,13 @@ def filtered_query(
     duplicates_only: bool,
     q: str | None,
     include_hidden: bool = True,
+    objects: ColumnElement[bool] | None = None,
 ) -> Select[Any]:
+    """The samples of a project that pass the filters; ``objects`` is a condition from
+    :func:`object_condition` (number, class and size of the objects)."""
     stmt = select(Sample).where(Sample.project_id == project_id)
+    if objects is not None:
+        stmt = stmt.where(objects)
     if not include_hidden:  # hidden by a duplicate review ("hide others"): out of browsing
         hidden = select(HiddenSample.sample_id).where(HiddenSample.project_id == project_id)
         stmt = stmt.where(Sample.id.not_in(hidden))
@@ -96,6 +113,193 @@ def filtered_query(
     if q:
         stmt = stmt.where(Sample.name.contains(q, autoescape=True))
     return stmt
+
+
+def polygon_area(points: Sequence[Sequence[float]]) -> float:
+    """Area of one ring (shoelace formula), in the units of its coordinates."""
+    n = len(points)
+    if n < 3:
+        return 0.0
+    twice = 0.0
+    for i in range(n):
+        x0, y0 = points[i][0], points[i][1]
+        x1, y1 = points[(i + 1) % n][0], points[(i + 1) % n][1]
+        twice += x0 * y1 - x1 * y0
+    return abs(twice) / 2
+
+
+def rle_counts(counts: str | list[int]) -> list[int]:
+    """The run lengths of a COCO RLE, decoding the compressed string form (COCO's ``rleFrString``)."""
+    if isinstance(counts, list):
+        return [int(c) for c in counts]
+    out: list[int] = []
+    p = 0
+    while p < len(counts):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(counts):
+                raise ValueError("truncated RLE string")
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError("not an RLE string")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
+
+
+def object_area(
+    kind: str, geometry: dict[str, Any] | None, width: int | None, height: int | None
+) -> float | None:
+    """An object's area in pixels of its sample's own size (COCO's ``area``: the box for a box, the
+    mask for a polygon or an RLE mask); None when the geometry cannot say."""
+    if not isinstance(geometry, dict):
+        return None
+    w, h = float(width or 0), float(height or 0)
+    try:
+        if kind == "box":
+            return float(geometry["w"]) * float(geometry["h"]) * w * h
+        if kind == "polygon":
+            rings = geometry["polygons"]
+            if not (isinstance(rings, list) and all(isinstance(r, list) for r in rings)):
+                return None
+            return sum(polygon_area(ring) for ring in rings) * w * h
+        if kind == "rotated_box":
+            return polygon_area(geometry["points"]) * w * h
+        if kind == "mask_rle":
+            rows, cols = (int(v) for v in geometry["size"])
+            counts = rle_counts(geometry["counts"])
+            if sum(counts) != rows * cols or min(counts, default=0) < 0:
+                return None  # not a mask of its declared size
+            return float(sum(counts[1::2]))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _count(value: int | None, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OBJECTS:
+        raise InvalidInput(f"{what} must be a whole number from 0 to {MAX_OBJECTS:,}")
+    return value
+
+
+def object_condition(
+    s: Any,
+    project: Any,
+    *,
+    label: str | None,
+    min_objects: int | None,
+    max_objects: int | None,
+    object_size: str | None,
+) -> ColumnElement[bool] | None:
+    """The samples whose objects (of class ``label`` and size ``object_size`` when given) number
+    from ``min_objects`` to ``max_objects``; at least one when only a class or a size is given.
+    None when no object filter is set."""
+    low, high = _count(min_objects, "min_objects"), _count(max_objects, "max_objects")
+    if object_size is not None and object_size not in OBJECT_SIZES:
+        raise InvalidInput(f"unknown object size {object_size!r}; use one of {', '.join(OBJECT_SIZES)}")
+    if low is None and high is None and object_size is None:
+        return None
+    # the task's objects are what "number of objects" and "object size" count (an instance
+    # segmentation object is its mask: its imported box is the same object)
+    kinds = get_task(project.task).object_kinds
+    if not kinds:
+        with_objects = [t for t in task_names() if get_task(t).has_objects]
+        raise InvalidInput(
+            f"object filters apply to projects with objects ({', '.join(with_objects)}), "
+            f"not to {project.task} projects"
+        )
+    if low is not None and high is not None and low > high:
+        raise InvalidInput(f"min_objects ({low}) is more than max_objects ({high})")
+    if low is None:  # "at most N" includes none; a class or a size alone asks for one at least
+        low = 0 if high is not None else 1
+    if low == 0 and high is None:
+        return true()  # "zero or more" objects: every sample
+    objects = (
+        select(Annotation.sample_id)
+        .join(Sample, Sample.id == Annotation.sample_id)
+        .where(
+            Sample.project_id == project.id,
+            Annotation.kind.in_(kinds),
+            Annotation.score.is_(None),  # ground truth: a prediction is not an object of the image
+        )
+    )
+    if label is not None:
+        objects = objects.where(Annotation.class_id.in_(_class_ids(project.id, label)))
+    if object_size is not None and kinds == ("box",):
+        lo, hi = OBJECT_SIZES[object_size]
+        area = (
+            Annotation.geometry["w"].as_float()
+            * Annotation.geometry["h"].as_float()
+            * Sample.width
+            * Sample.height
+        )
+        objects = objects.where(area >= lo)
+        if math.isfinite(hi):
+            objects = objects.where(area < hi)
+    elif object_size is not None:
+        # mask areas need the geometry decoded: count the objects of that size here
+        lo, hi = OBJECT_SIZES[object_size]
+        rows = s.execute(
+            objects.with_only_columns(
+                Annotation.sample_id, Annotation.kind, Annotation.geometry, Sample.width, Sample.height
+            )
+        )
+        per_sample: Counter[int] = Counter()
+        for sid, kind, geometry, width, height in rows:
+            area = object_area(kind, geometry, width, height)
+            if area is not None and lo <= area < hi:
+                per_sample[sid] += 1
+        if low >= 1:
+            keep = [sid for sid, n in per_sample.items() if n >= low and (high is None or n <= high)]
+            return Sample.id.in_(_literal_ids(keep))
+        return Sample.id.not_in(_literal_ids([sid for sid, n in per_sample.items() if n > (high or 0)]))
+    counted = objects.group_by(Annotation.sample_id)
+    if low >= 1:
+        having = func.count() >= low if high is None else func.count().between(low, high)
+        return Sample.id.in_(counted.having(having))
+    # no lower bound: the samples without more than ``high`` objects, those with none included
+    return Sample.id.not_in(counted.having(func.count() > (high or 0)))
+
+
+def _literal_ids(ids: list[int]) -> Any:
+    """A list of row ids written into the SQL itself: a bound parameter each would hit SQLite's
+    limit on parameters for a large project."""
+    return bindparam("object_ids", sorted(ids), expanding=True, literal_execute=True, unique=True)
+
+
+def _class_ids(project_id: int, label: str) -> Select[Any]:
+    return select(LabelClass.id).where(LabelClass.project_id == project_id, LabelClass.name == label)
+
+
+def annotations_for(s: Any, sample_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """Each sample's annotations (kind, class, geometry, score: None for ground truth, the
+    confidence of a prediction), for drawing them over its thumbnail."""
+    out: dict[int, list[dict[str, Any]]] = {i: [] for i in sample_ids}
+    if not sample_ids:
+        return out
+    rows = s.execute(
+        select(Annotation, LabelClass.name)
+        .outerjoin(LabelClass, LabelClass.id == Annotation.class_id)
+        .where(Annotation.sample_id.in_(sample_ids))
+        .order_by(Annotation.sample_id, Annotation.id)
+    )
+    for a, cname in rows:
+        out[a.sample_id].append(_annotation_dict(a, cname))
+    return out
+
+
+def _annotation_dict(a: Annotation, cname: str | None) -> dict[str, Any]:
+    return {"id": a.id, "kind": a.kind, "class": cname, "geometry": a.geometry, "score": a.score}
 
 
 def resolve_split(s: Any, project_id: int, split: str | None, subset: str | None) -> int | None:
@@ -147,7 +351,16 @@ def list_samples(
     offset: int = 0,
     limit: int = 60,
     include_hidden: bool = False,
+    min_objects: int | None = None,
+    max_objects: int | None = None,
+    object_size: str | None = None,
+    with_annotations: bool = False,
 ) -> dict[str, Any]:
+    """One page of a project's samples. ``label``: samples with an annotation of that class (404
+    for a class the project does not have). ``min_objects`` / ``max_objects`` / ``object_size``
+    (detection-like projects): samples whose objects — of class ``label`` when given, of that COCO
+    size (small, medium, large) when given — number within the bounds. ``with_annotations`` adds
+    each item's annotations, for drawing them."""
     if sort not in SORTS:
         raise InvalidInput(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
     if order not in ("asc", "desc"):
@@ -157,9 +370,14 @@ def list_samples(
     with studio.sessions() as s:
         p = find_project(s, project)
         split_id = resolve_split(s, p.id, split, subset)
+        if label is not None and s.scalar(_class_ids(p.id, label)) is None:
+            raise NotFound(f"class {label!r} not found in project {p.name!r}")
+        objects = object_condition(
+            s, p, label=label, min_objects=min_objects, max_objects=max_objects, object_size=object_size
+        )
         stmt = filtered_query(
             p.id,
-            label=label,
+            label=label if objects is None else None,  # the object filter counts that class
             tag=tag,
             split=split_id,
             subset=subset,
@@ -170,6 +388,7 @@ def list_samples(
             duplicates_only=duplicates_only,
             q=q,
             include_hidden=include_hidden,
+            objects=objects,
         )
         total = s.scalar(select(func.count()).select_from(stmt.with_only_columns(Sample.id).subquery())) or 0
         col = SORTS[sort]
@@ -182,8 +401,13 @@ def list_samples(
         else:
             rows = list(s.scalars(stmt.order_by(*ordering).offset(offset).limit(limit)))
         labels = labels_for(s, [r.id for r in rows])
+        items = [sample_dict(r, labels[r.id]) for r in rows]
+        if with_annotations:
+            anns = annotations_for(s, [r.id for r in rows])
+            for item in items:
+                item["annotations"] = anns[item["id"]]
         return {
-            "items": [sample_dict(r, labels[r.id]) for r in rows],
+            "items": items,
             "total": total,
             "offset": offset,
             "limit": limit,
@@ -241,10 +465,7 @@ def get_sample(studio: Studio, sample_id: int) -> dict[str, Any]:
                 "tags": tags,
                 "splits": {name: subset for name, subset in memberships},
                 "original_url": f"/api/v1/samples/{row.id}/original",
-                "annotations": [
-                    {"id": a.id, "kind": a.kind, "class": cname, "geometry": a.geometry, "score": a.score}
-                    for a, cname in anns
-                ],
+                "annotations": [_annotation_dict(a, cname) for a, cname in anns],
             }
         )
         return d

@@ -30,7 +30,21 @@ def list_samples(
     order: str = "asc",
     offset: Offset = 0,
     limit: Limit = 60,
+    min_objects: Annotated[
+        int | None, Query(description="at least this many objects (of class `label`, of `object_size`)")
+    ] = None,
+    max_objects: Annotated[
+        int | None, Query(description="at most this many objects (of class `label`, of `object_size`)")
+    ] = None,
+    object_size: Annotated[
+        str | None,
+        Query(max_length=16, description="small (< 32² px), medium (< 96² px) or large, as COCO"),
+    ] = None,
+    annotations: Annotated[bool, Query(description="include each sample's annotations")] = False,
 ) -> dict[str, Any]:
+    """Samples of a project, filtered, sorted and paged. In detection-like projects the object
+    filters count the objects of each image: ``min_objects``/``max_objects`` bound their number,
+    ``label`` and ``object_size`` restrict which objects count."""
     return samples.list_samples(
         studio,
         project=project,
@@ -48,6 +62,10 @@ def list_samples(
         order=order,
         offset=offset,
         limit=limit,
+        min_objects=min_objects,
+        max_objects=max_objects,
+        object_size=object_size,
+        with_annotations=annotations,
     )
 
 

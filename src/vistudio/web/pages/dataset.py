@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.ingest.readers import known_formats
+from vistudio.ml.tasks import get_task
 from vistudio.services import ingest, library, projects, samples, splits
 from vistudio.studio import Studio
 from vistudio.web.pages._common import RowId, error_fragment, error_page, form_date, is_htmx, render, row_id
@@ -34,9 +35,43 @@ FILTER_KEYS = (
     "taken_to",
     "duplicates",
     "q",
+    "min_objects",
+    "max_objects",
+    "object_size",
     "sort",
     "order",
 )
+# annotation kinds drawn over the images (the rest are listed in the detail only)
+DRAWN_KINDS = frozenset({"box", "polygon", "mask_rle", "rotated_box"})
+OBJECT_SIZES = {"small": "Small (< 32² px)", "medium": "Medium (< 96² px)", "large": "Large (≥ 96² px)"}
+
+
+def draws_overlay(task: str) -> bool:
+    """Whether a project's images get their annotations drawn over them (tasks with geometry)."""
+    return bool(DRAWN_KINDS & set(get_task(task).annotation_kinds))
+
+
+def overlay_data(task: str, sample: dict[str, Any], annotations: list[dict[str, Any]]) -> dict[str, Any]:
+    """What overlay.js draws over a sample: its size, its drawable ground-truth annotations (a
+    prediction, one with a score, is neither drawn nor counted) and its number of objects (an
+    instance segmentation object imported with its box and its mask counts once)."""
+    drawn = [a for a in annotations if a["kind"] in DRAWN_KINDS and a.get("score") is None]
+    objects = get_task(task).object_kinds or tuple(DRAWN_KINDS)
+    return {
+        "w": sample["width"],
+        "h": sample["height"],
+        "n": sum(a["kind"] in objects for a in drawn),
+        "a": [{"kind": a["kind"], "class": a["class"], "geometry": a["geometry"]} for a in drawn],
+    }
+
+
+def _object_count(params: dict[str, str], key: str) -> int | None:
+    text = params.get(key, "").strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 7):
+        raise InvalidInput(f"the number of objects must be a whole number from 0 ({key}: {text[:20]!r})")
+    return int(text)
 
 
 def _filters(params: dict[str, str]) -> dict[str, Any]:
@@ -62,6 +97,11 @@ def _filters(params: dict[str, str]) -> dict[str, Any]:
     out["duplicates_only"] = params.get("duplicates") in ("1", "on", "true", "yes")
     if params.get("q"):
         out["q"] = params["q"]
+    for key in ("min_objects", "max_objects"):
+        if (n := _object_count(params, key)) is not None:
+            out[key] = n
+    if params.get("object_size"):
+        out["object_size"] = params["object_size"]
     out["sort"] = params.get("sort") or "name"
     out["order"] = params.get("order") or "asc"
     return out
@@ -70,9 +110,18 @@ def _filters(params: dict[str, str]) -> dict[str, Any]:
 def _grid_context(
     studio: Studio, project: dict[str, Any], params: dict[str, str], offset: int
 ) -> dict[str, Any]:
+    overlay = draws_overlay(project["task"])
     page = samples.list_samples(
-        studio, project=project["id"], offset=offset, limit=PAGE_SIZE, **_filters(params)
+        studio,
+        project=project["id"],
+        offset=offset,
+        limit=PAGE_SIZE,
+        with_annotations=overlay,
+        **_filters(params),
     )
+    if overlay:
+        for item in page["items"]:
+            item["overlay"] = overlay_data(project["task"], item, item.pop("annotations"))
     shown = offset + len(page["items"])
     kept = {k: v for k, v in params.items() if v}
     next_url = None
@@ -88,6 +137,7 @@ def _grid_context(
         "shown": shown,
         "next_url": next_url,
         "filtered": any(kept.get(k) for k in FILTER_KEYS if k not in ("sort", "order")),
+        "overlay": overlay,
     }
 
 
@@ -100,6 +150,9 @@ def grid_params(
     taken_to: Text = "",
     duplicates: Text = "",
     q: Text = "",
+    min_objects: Text = "",
+    max_objects: Text = "",
+    object_size: Text = "",
     sort: Text = "",
     order: Text = "",
 ) -> dict[str, str]:
@@ -113,6 +166,9 @@ def grid_params(
         "taken_to": taken_to,
         "duplicates": duplicates,
         "q": q,
+        "min_objects": min_objects,
+        "max_objects": max_objects,
+        "object_size": object_size,
         "sort": sort,
         "order": order,
     }
@@ -141,7 +197,7 @@ def dataset_page(
     try:
         grid = _grid_context(studio, project, params, 0)
     except VistudioError as exc:
-        grid, grid_error = {"items": [], "total": 0, "shown": 0, "next_url": None}, exc
+        grid, grid_error = {"items": [], "total": 0, "shown": 0, "next_url": None, "filtered": True}, exc
     if is_htmx(request):
         # the filter form asks for this page's URL (so it lands in the history) and gets the grid
         if grid_error:
@@ -160,6 +216,7 @@ def dataset_page(
             detail = {"detail": _sample_context(studio, project, row_id(sample, "sample"))}
         except VistudioError as exc:
             detail = {"detail_error": {"message": exc.message, "code": exc.code}}
+    classes = samples.class_counts(studio, project=project["id"])
     subsets = [
         (f"{s['name']}:{sub}", f"{s['name']} · {sub}", n["total"])
         for s in splits.list_splits(studio, project=project["id"])["items"]
@@ -172,7 +229,10 @@ def dataset_page(
             **grid,
             "grid_error": grid_error.message if grid_error else None,
             "project": project,
-            "classes": samples.class_counts(studio, project=project["id"]),
+            "classes": classes,
+            "overlay": draws_overlay(project["task"]),
+            "object_filters": get_task(project["task"]).has_objects,
+            "object_sizes": OBJECT_SIZES,
             "tags": samples.tag_counts(studio, project=project["id"]),
             "subsets": subsets,
             "params": params,
@@ -229,41 +289,14 @@ def grid_page(
     return render(request, "fragments/tiles.html", ctx)
 
 
-def _annotation_shapes(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """SVG-ready shapes (normalised 0..1 coordinates) for the overlay; labels and values are listed only."""
-    shapes: list[dict[str, Any]] = []
-    for i, a in enumerate(annotations):
-        g = a.get("geometry") or {}
-        colour = i % 8
-        try:
-            if a["kind"] == "box":
-                x, y, w, h = (float(g[k]) for k in ("x", "y", "w", "h"))
-                shapes.append({"type": "rect", "x": x, "y": y, "w": w, "h": h, "colour": colour, "ann": a})
-            elif a["kind"] == "polygon":
-                for ring in g.get("polygons", []):
-                    pts = [(float(p[0]), float(p[1])) for p in ring]
-                    if len(pts) >= 3:
-                        shapes.append({"type": "poly", "points": pts, "colour": colour, "ann": a})
-            elif a["kind"] == "rotated_box":
-                pts = [(float(p[0]), float(p[1])) for p in g.get("points", [])]
-                if len(pts) == 4:
-                    shapes.append({"type": "poly", "points": pts, "colour": colour, "ann": a})
-        except (KeyError, TypeError, ValueError, IndexError):
-            continue  # a malformed geometry is listed in the table, just not drawn
-    for s in shapes:
-        if s["type"] == "rect":
-            s["label_at"] = (s["x"], s["y"])
-        else:
-            s["label_at"] = min(s["points"], key=lambda p: (p[1], p[0]))
-            s["points_attr"] = " ".join(f"{x:.5f},{y:.5f}" for x, y in s["points"])
-    return shapes
-
-
 def _sample_context(studio: Studio, project: dict[str, Any], sample_id: int) -> dict[str, Any]:
     sample = samples.get_sample(studio, sample_id)
     if sample["project_id"] != project["id"]:
         raise NotFound(f"sample {sample_id} is not in project {project['name']!r}")
-    return {"project": project, "s": sample, "shapes": _annotation_shapes(sample["annotations"])}
+    overlay = draws_overlay(project["task"])
+    if overlay:
+        sample["overlay"] = overlay_data(project["task"], sample, sample["annotations"])
+    return {"project": project, "s": sample, "overlay": overlay}
 
 
 @router.get("/projects/{name}/samples/{sample_id}", response_class=HTMLResponse)

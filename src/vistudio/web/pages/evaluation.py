@@ -3,12 +3,19 @@
 Evaluate: finished experiments on the left; for the chosen one, the evaluation form (checkpoint,
 subsets, batch size, device; started and reset through the API with live progress over SSE), the
 metrics, the confusion matrix (a shaded table), per-class bars, and the per-image grid with
-filters, sorting, pages and a detail dialog. Export: the form, live progress, the validation
-result with a download link, and the list of previous exports.
+filters, sorting, pages and a detail dialog. What the results look like depends on the task
+(:func:`view_for`): classification shows accuracy and top-k; tasks whose targets are objects show
+the COCO statistics, per-class AP, PR and F1 curves, the confusion matrix with its background row
+and column, and each image's predictions and ground truth drawn TP / FP / FN, refiltered in the
+browser by a confidence slider. Export: the form (for a detector, the score threshold the file
+records, by default the evaluation's best-F1 confidence), live progress, the validation result
+with a download link, and the list of previous exports.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -18,6 +25,7 @@ from fastapi.responses import HTMLResponse, Response
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, VistudioError
 from vistudio.ml.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from vistudio.ml.tasks import get_task
 from vistudio.services import evaluation, exports, projects
 from vistudio.studio import Studio
 from vistudio.web.pages._common import RowId, error_fragment, error_page, hidden_section, is_htmx, render
@@ -25,23 +33,132 @@ from vistudio.web.pages._common import RowId, error_fragment, error_page, hidden
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
 Text = Annotated[str, Query(max_length=200)]
-GRID_KEYS = ("subset", "correct", "true", "pred", "sort")
 
 
 def _base(project: dict[str, Any]) -> str:
     return "/projects/" + quote(project["name"], safe="")
 
 
-def _grid_params(subset: str, correct: str, true: str, pred: str, sort: str) -> dict[str, str]:
-    return {"subset": subset, "correct": correct, "true": true, "pred": pred, "sort": sort}
+def _grid_params(
+    subset: str, correct: str, true: str, pred: str, sort: str, outcome: str = ""
+) -> dict[str, str]:
+    return {
+        "subset": subset,
+        "correct": correct,
+        "true": true,
+        "pred": pred,
+        "sort": sort,
+        "outcome": outcome,
+    }
+
+
+def _only(params: dict[str, str], keys: tuple[str, ...], what: str) -> None:
+    """Refuse the grid filters of another task's results."""
+    other = [k for k, v in params.items() if v and k not in keys]
+    if other:
+        raise InvalidInput(f"the {', '.join(other)} filters do not apply to {what} results")
+
+
+def _classification_filters(params: dict[str, str]) -> dict[str, Any]:
+    _only(params, CLASSIFICATION_VIEW.keys, "classification")
+    if params["correct"] not in ("", "yes", "no"):
+        raise InvalidInput("the correctness filter is 'yes', 'no' or empty")
+    return {
+        "correct": None if not params["correct"] else params["correct"] == "yes",
+        "true": params["true"] or None,
+        "pred": params["pred"] or None,
+    }
+
+
+def _box_filters(params: dict[str, str]) -> dict[str, Any]:
+    _only(params, BOX_VIEW.keys, "detection")
+    if params["outcome"] not in ("", *BOX_OUTCOMES):
+        raise InvalidInput(f"the outcome filter is one of {', '.join(BOX_OUTCOMES)} or empty")
+    if params["sort"] not in ("", *BOX_SORTS):
+        raise InvalidInput(f"sort by one of {', '.join(BOX_SORTS)} or by image")
+    return {"outcome": params["outcome"] or None}
+
+
+BOX_OUTCOMES = {"tp": "with a true positive", "fp": "with a false positive", "fn": "with a missed object"}
+BOX_SORTS = {"fn": "most missed first", "fp": "most false positives first", "ap": "lowest AP first"}
+
+
+@dataclass(frozen=True)
+class View:
+    """The templates and grid filters of a task's results."""
+
+    panel: str
+    grid: str
+    detail: str
+    keys: tuple[str, ...]  # the grid's query keys (sort included)
+    filters: Callable[[dict[str, str]], dict[str, Any]]
+    batch_size: int  # the form's default
+    boxes: bool = False
+
+
+CLASSIFICATION_VIEW = View(
+    "evaluate_panel.html",
+    "evaluate_grid.html",
+    "evaluate_detail.html",
+    ("subset", "correct", "true", "pred", "sort"),
+    _classification_filters,
+    64,
+)
+BOX_VIEW = View(
+    "evaluate_boxes_panel.html",
+    "evaluate_boxes_grid.html",
+    "evaluate_boxes_detail.html",
+    ("subset", "outcome", "sort"),
+    _box_filters,
+    8,
+    boxes=True,
+)
+
+
+def task_masks(task: str) -> bool:
+    """Whether the task's objects are masks (instance segmentation)."""
+    try:
+        return get_task(task).masks
+    except (KeyError, TypeError):
+        return False
+
+
+def drawing(result: dict[str, Any]) -> dict[str, Any]:
+    """What the page draws of one image's detection result, in short keys: its size; each
+    prediction's box (pixels), score, class index, outcome and mask; each object's box, class,
+    outcome, the score of the prediction that found it, and mask."""
+
+    def box(b: list[float]) -> list[float]:
+        return [round(float(v), 2) for v in b]
+
+    preds = []
+    for p in result["predictions"]:
+        d: dict[str, Any] = {"b": box(p["box"]), "s": round(float(p["score"]), 5), "c": p["class_index"]}
+        d["o"] = p.get("outcome", "fp")
+        if p.get("mask") is not None:
+            d["m"] = p["mask"]
+        preds.append(d)
+    truths = []
+    for o in result["truths"]:
+        d = {"b": box(o["box"]), "c": o["class_index"], "o": o.get("outcome", "fn")}
+        d["ms"] = o.get("matched_score")
+        if o.get("mask") is not None:
+            d["m"] = o["mask"]
+        truths.append(d)
+    return {"w": result["width"], "h": result["height"], "p": preds, "t": truths}
+
+
+def view_for(task: str) -> View:
+    """The box view for tasks whose targets are objects, classification's for the others."""
+    return BOX_VIEW if exports.is_detector(task) else CLASSIFICATION_VIEW
 
 
 def _grid_context(
     studio: Studio, project: dict[str, Any], experiment: str, params: dict[str, str], page: int
 ) -> dict[str, Any]:
     """The per-image grid for the filters in ``params`` (raises InvalidInput for bad ones)."""
-    if params["correct"] not in ("", "yes", "no"):
-        raise InvalidInput("the correctness filter is 'yes', 'no' or empty")
+    view = view_for(project["task"])
+    filters = view.filters(params)
     total_pages = 1
     page = max(1, page)
     result = evaluation.list_results(
@@ -49,21 +166,21 @@ def _grid_context(
         project=project["id"],
         experiment=experiment,
         subset=params["subset"] or None,
-        correct=None if not params["correct"] else params["correct"] == "yes",
-        true=params["true"] or None,
-        pred=params["pred"] or None,
         sort=params["sort"] or None,
         offset=(page - 1) * PAGE_SIZE,
         limit=PAGE_SIZE,
+        **filters,
     )
     total_pages = max(1, -(-result["total"] // PAGE_SIZE))
-    kept = {k: v for k, v in params.items() if v}
+    kept = {k: v for k, v in params.items() if v and k in view.keys}
     grid_url = f"{_base(project)}/evaluate/{quote(experiment, safe='')}/grid"
 
     def page_url(n: int) -> str:
         return grid_url + "?" + urlencode({**kept, "page": n})
 
+    drawings = {str(item["sample_id"]): drawing(item) for item in result["items"]} if view.boxes else {}
     return {
+        "drawings": drawings,
         "items": result["items"],
         "total": result["total"],
         "page": page,
@@ -73,8 +190,10 @@ def _grid_context(
         "prev_url": page_url(page - 1) if page > 1 else None,
         "next_url": page_url(page + 1) if page < total_pages else None,
         "params": params,
-        "filtered": any(params[k] for k in GRID_KEYS if k != "sort"),
+        "filtered": any(params[k] for k in view.keys if k != "sort"),
         "grid_url": grid_url,
+        "outcomes": BOX_OUTCOMES,
+        "sorts": BOX_SORTS,
     }
 
 
@@ -108,14 +227,45 @@ def _chart(ev: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _box_charts(ev: dict[str, Any]) -> dict[str, Any]:
+    """What the box-task panel draws: per-class AP bars, PR curves, the F1-vs-confidence curve."""
+    m = ev["metrics"] or {}
+    per = m.get("per_class") or {}
+    classes = list(ev["classes"])
+    bars = [
+        {"label": "AP@[.5:.95]", "data": [per.get(c, {}).get("ap") for c in classes]},
+        {"label": "AP50", "data": [per.get(c, {}).get("ap50") for c in classes]},
+    ]
+    if task_masks(ev["task"]):
+        bars += [
+            {"label": "mask AP", "data": [per.get(c, {}).get("mask_ap") for c in classes]},
+            {"label": "mask AP50", "data": [per.get(c, {}).get("mask_ap50") for c in classes]},
+        ]
+    return {
+        "ap": {"labels": classes, "datasets": bars},
+        "pr": ev.get("pr_curves") or [],
+        "f1": ev.get("f1_curve") or {},
+        "threshold": ev.get("score_threshold"),
+        "best": ev.get("best_f1_threshold"),
+    }
+
+
 def _panel_context(
     studio: Studio, project: dict[str, Any], experiment: dict[str, Any], params: dict[str, str], page: int
 ) -> dict[str, Any]:
+    view = view_for(project["task"])
     ev = evaluation.find_evaluation(studio, project=project["id"], experiment=experiment["id"])
-    ctx: dict[str, Any] = {"project": project, "exp": experiment, "ev": ev, "base": _base(project)}
+    ctx: dict[str, Any] = {
+        "project": project,
+        "exp": experiment,
+        "ev": ev,
+        "masks": task_masks(project["task"]),
+        "base": _base(project),
+        "view": view,
+    }
     if ev and ev["status"] == "succeeded":
         ctx["heat"] = _heat(ev["confusion_matrix"])
-        ctx["chart"] = _chart(ev)
+        ctx["chart"] = _box_charts(ev) if view.boxes else _chart(ev)
         try:
             ctx["grid"] = _grid_context(studio, project, experiment["name"], params, page)
         except VistudioError as exc:
@@ -145,6 +295,7 @@ def evaluate_page(
     true: Text = "",
     pred: Text = "",
     sort: Text = "",
+    outcome: Text = "",
     page: Annotated[int, Query(ge=1, le=10**9)] = 1,
 ) -> Response:
     try:
@@ -164,13 +315,16 @@ def evaluate_page(
         "wanted": experiment,
         "summaries": evaluation.evaluation_summaries(studio, [e["id"] for e in finished]),
         "base": _base(project),
+        "view": view_for(project["task"]),
     }
     if chosen is None and experiment:
         ctx["not_ready"] = _not_ready(studio, project, experiment)
     if chosen is not None:
         ctx["checkpoints"] = exports.checkpoints_of(studio, chosen["id"])
         ctx.update(
-            _panel_context(studio, project, chosen, _grid_params(subset, correct, true, pred, sort), page)
+            _panel_context(
+                studio, project, chosen, _grid_params(subset, correct, true, pred, sort, outcome), page
+            )
         )
     return render(request, "evaluate.html", ctx)
 
@@ -199,7 +353,7 @@ def evaluate_panel(request: Request, studio: StudioDep, name: str, experiment: s
         ctx = _panel_context(studio, project, chosen, _grid_params("", "", "", "", ""), 1)
     except VistudioError as exc:
         return error_fragment(request, exc)
-    return render(request, "evaluate_panel.html", ctx)
+    return render(request, ctx["view"].panel, ctx)
 
 
 @router.get("/projects/{name}/evaluate/{experiment}/grid", response_class=HTMLResponse)
@@ -213,22 +367,24 @@ def evaluate_grid(
     true: Text = "",
     pred: Text = "",
     sort: Text = "",
+    outcome: Text = "",
     page: Annotated[int, Query(ge=1, le=10**9)] = 1,
 ) -> Response:
-    params = _grid_params(subset, correct, true, pred, sort)
+    params = _grid_params(subset, correct, true, pred, sort, outcome)
     try:
         project = projects.get_project(studio, name)
         ev = evaluation.get_evaluation(studio, project=project["id"], experiment=experiment)
         grid = _grid_context(studio, project, experiment, params, page)
     except VistudioError as exc:
         return error_fragment(request, exc)
-    kept = {k: v for k, v in params.items() if v}
+    view = view_for(project["task"])
+    kept = {k: v for k, v in params.items() if v and k in view.keys}
     page_url = f"{_base(project)}/evaluate?" + urlencode({"experiment": experiment, **kept, "page": page})
     headers = {"HX-Push-Url": page_url} if is_htmx(request) else None
     return render(
         request,
-        "evaluate_grid.html",
-        {"project": project, "ev": ev, "grid": grid, "base": _base(project)},
+        view.grid,
+        {"project": project, "ev": ev, "grid": grid, "base": _base(project), "view": view},
         headers=headers,
     )
 
@@ -244,7 +400,12 @@ def evaluate_detail(
         )
     except VistudioError as exc:
         return error_fragment(request, exc)
-    return render(request, "evaluate_detail.html", {"project": project, "r": result, "base": _base(project)})
+    view = view_for(project["task"])
+    ctx = {"project": project, "r": result, "base": _base(project)}
+    if view.boxes:
+        result["drawing"] = drawing(result)
+        ctx["ev"] = evaluation.get_evaluation(studio, project=project["id"], experiment=experiment)
+    return render(request, view.detail, ctx)
 
 
 # --- export -----------------------------------------------------------------------------------------------
@@ -261,6 +422,14 @@ def export_page(request: Request, studio: StudioDep, name: str, experiment: Text
     if (missing := hidden_section(request, project, "export")) is not None:
         return missing
     chosen = _pick(finished, experiment) or (finished[0] if finished else None)
+    try:
+        threshold = (
+            exports.default_score_threshold(studio, project=project["id"], experiment=chosen["id"])
+            if chosen
+            else None
+        )
+    except VistudioError:  # deleted meanwhile: the form says nothing about a threshold
+        threshold = None
     return render(
         request,
         "export.html",
@@ -273,6 +442,8 @@ def export_page(request: Request, studio: StudioDep, name: str, experiment: Text
             "checkpoints": exports.checkpoints_of(studio, chosen["id"]) if chosen else [],
             "exports": listed,
             "opset": {"default": DEFAULT_OPSET, "min": MIN_OPSET, "max": MAX_OPSET},
+            "formats": exports.formats_for(project["task"]),
+            "threshold": threshold,
             "base": _base(project),
         },
     )
