@@ -6,6 +6,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+# With several test processes on a small machine, one thread each: torch's default (a thread per
+# core in every process, and in every training child, which inherits this) oversubscribes the cores
+# and slows convolution-heavy tests several times over. Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 from factories import make_class_folders
