@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,22 @@ from vistudio.studio import Studio, open_studio
 # The suite runs offline: no test downloads model weights, whatever the machine's network (library
 # calls without workspace settings, CLI subprocesses and the test settings all see it).
 os.environ["VISTUDIO_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_module_scratch(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Remove what a module's own fixtures wrote (trained experiments, served workspaces) once the
+    module is done, unless one of its tests failed: a full run would otherwise keep gigabytes until
+    it ends (a passed test's ``tmp_path`` goes at once, see ``tmp_path_retention_policy``). Autouse
+    fixtures are set up first, so this one is torn down after the module's other fixtures."""
+    base = tmp_path_factory.getbasetemp()
+    before, failed = set(base.iterdir()), request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed:
+        for path in set(base.iterdir()) - before:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

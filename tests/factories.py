@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import uuid
@@ -160,3 +161,14 @@ def channel_model(path: Path, props: dict[str, str] | None) -> Path:
     onnx.checker.check_model(model)
     path.write_bytes(model.SerializeToString())
     return path
+
+
+def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, Any]:
+    """Run ``vistudio --workspace WS --json ARGS``: its exit code and its one JSON document."""
+    from vistudio.cli.main import main
+
+    code = main(["--workspace", str(ws), "--json", *args])
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out  # exactly one JSON document
+    return code, json.loads(lines[0])

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from factories import draw_image, make_class_folders
+from factories import cli, draw_image, make_class_folders
 from vistudio.cli.main import main
-
-
-def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, Any]:
-    code = main(["--workspace", str(ws), "--json", *args])
-    out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1, out  # exactly one JSON document
-    return code, json.loads(lines[0])
 
 
 def test_project_import_samples_split_flow(
@@ -145,7 +135,9 @@ def test_run_and_runs_commands(capsys: pytest.CaptureFixture[str], tmp_path: Pat
         draw_image(src / f"p{i}.png", seed=i)
     pipeline = tmp_path / "p.yaml"
     pipeline.write_text("name: tiny\nstages:\n  - name: load\n  - name: grayscale\n")
-    code, out = cli(capsys, ws, "run", str(pipeline), "--input", str(src), "--mode", "production", "--tag", "v1.1")
+    code, out = cli(
+        capsys, ws, "run", str(pipeline), "--input", str(src), "--mode", "production", "--tag", "v1.1"
+    )
     assert code == 0, out
     assert {"id", "status", "items", "failed", "audit_path", "report_path", "outputs_dir"} <= set(out["run"])
     first = out["run"]["id"]

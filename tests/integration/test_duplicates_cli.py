@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import delete
 from test_duplicates_service import make_photos
 
+from factories import cli
 from vistudio.cli.main import main
 from vistudio.config import Settings
 from vistudio.db.duplicates import DuplicateHash
 from vistudio.services import duplicates
 from vistudio.studio import open_studio
-
-
-def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, Any]:
-    code = main(["--workspace", str(ws), "--json", *args])
-    out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1, out  # exactly one JSON document
-    return code, json.loads(lines[0])
 
 
 @pytest.fixture

@@ -4,22 +4,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from embed_factories import COLOURS, SHAPES, captioned_folder, train_tiny_clip
-from vistudio.cli.main import main
-
-
-def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, Any]:
-    code = main(["--workspace", str(ws), "--json", *args])
-    out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1, out
-    return code, json.loads(lines[0])
+from factories import cli
 
 
 @pytest.mark.slow

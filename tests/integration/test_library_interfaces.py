@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,20 +9,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from factories import draw_image
+from factories import cli, draw_image
 from vistudio.api.app import create_app
 from vistudio.cli.main import main
 from vistudio.jobs.worker import Worker
 from vistudio.services import projects
 from vistudio.studio import Studio
-
-
-def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, Any]:
-    code = main(["--workspace", str(ws), "--json", *args])
-    out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1, out  # exactly one JSON document
-    return code, json.loads(lines[0])
 
 
 def _photos(root: Path, n: int = 4) -> Path:

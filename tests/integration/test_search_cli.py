@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 from embed_factories import TINY, register_tiny
-from factories import make_class_folders
+from factories import cli, make_class_folders
 from vistudio.cli.main import main
-
-
-def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, Any]:
-    code = main(["--workspace", str(ws), "--json", *args])
-    out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if line.strip()]
-    assert len(lines) == 1, out  # exactly one JSON document
-    return code, json.loads(lines[0])
 
 
 @pytest.fixture
