@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from pycocotools import mask as mask_utils
 
 from detection_factories import write_coco
-from factories import make_class_folders, run_import
+from factories import cli, make_class_folders, run_import
 from vistudio.api.app import create_app
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.services import projects, samples
@@ -315,3 +315,25 @@ def test_predictions_are_not_objects(client: TestClient, studio: Studio, boxes: 
     assert sum(counts) == sum(len(im["objects"]) for im in boxes) > 0
     detail = client.get(f"/projects/det/samples/{ids[0]}").text
     assert f'aria-label="{len(truth[ids[0]])} annotation' in detail
+
+
+def test_cli_object_filters(
+    studio: Studio, boxes: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = _expected(boxes, lambda o: sum(_size_word(a) == "medium" for _, a in o) >= 2)
+    code, out = cli(
+        capsys,
+        studio.home,
+        "samples",
+        "det",
+        "--object-size",
+        "medium",
+        "--min-objects",
+        "2",
+        "--limit",
+        "500",
+    )
+    assert code == 0 and out["total"] == len(expected)
+    assert {(it["width"], it["name"].rsplit("/", 1)[-1]) for it in out["items"]} == expected
+    code, out = cli(capsys, studio.home, "samples", "det", "--object-size", "huge")
+    assert code != 0 and "unknown object size" in out["error"]["message"]

@@ -85,6 +85,13 @@ def list_samples(
     dup_group: Annotated[int | None, typer.Option(help="one near-duplicate group")] = None,
     duplicates: Annotated[bool, typer.Option("--duplicates", help="only near-duplicate groups")] = False,
     name: Annotated[str | None, typer.Option("--name", help="file name contains")] = None,
+    min_objects: Annotated[
+        int | None, typer.Option(help="at least this many objects (of class --label, of --object-size)")
+    ] = None,
+    max_objects: Annotated[int | None, typer.Option(help="at most this many objects")] = None,
+    object_size: Annotated[
+        str | None, typer.Option(help="only objects of this COCO size: small, medium or large")
+    ] = None,
     sort: Annotated[str, typer.Option(help="name, taken_at, imported_at, bytes, dup_group")] = "name",
     desc: Annotated[bool, typer.Option("--desc")] = False,
     offset: int = 0,
@@ -106,6 +113,9 @@ def list_samples(
         dup_group=dup_group,
         duplicates_only=duplicates,
         q=name,
+        min_objects=min_objects,
+        max_objects=max_objects,
+        object_size=object_size,
         sort=sort,
         order="desc" if desc else "asc",
         offset=offset,

@@ -102,13 +102,22 @@ def test_coco_bad_input_corpus(tmp_path: Path) -> None:
             {"image_id": 1, "category_id": 1, "segmentation": [[1, 2, 3]]},  # bad polygon
             {"image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1]},  # image refused above: dropped
             {"image_id": 7, "category_id": 1, "bbox": [500, 500, 10, 10]},  # outside the image
+            # a bow tie: its two edges cross at (50, 50)
+            {"image_id": 1, "category_id": 1, "segmentation": [[10, 10, 90, 90, 90, 10, 10, 90]]},
+            {"image_id": 1, "category_id": 1, "segmentation": [[10, 10, 50, 50, 90, 90]]},  # on a line
+            {"image_id": 1, "category_id": 1, "segmentation": [[10, 10, 10, 10, 10, 10]]},  # one point
+            {"image_id": 1, "category_id": 1, "segmentation": {"size": [50, 100], "counts": [5000]}},
+            {"image_id": 1, "category_id": 1, "segmentation": {"size": [100, 100], "counts": [10000]}},
+            {"image_id": 1, "category_id": 1, "segmentation": [[10, 10, 90, 10, 90, 90, 10, 90]]},
         ],
     }
     parsed = read_coco(write_coco(root / "coco.json", doc))
     assert [i.name for i in parsed.items] == ["ok.png", "ok2.png"]
-    assert len(parsed.items[0].annotations) == 1
+    assert [a.kind for a in parsed.items[0].annotations] == ["box", "mask_rle", "polygon"]
     assert parsed.items[1].annotations == []
     reasons = [f"{e.path}: {e.reason}" for e in parsed.errors]
+    assert "self-intersecting polygon: its edges cross near (50, 50)" in " ".join(reasons)
+    assert "RLE size 50×100 (h×w) differs from the image's 100×100" in " ".join(reasons)
     for fragment in [
         "categories[1]",
         "../secret.png: path escapes",
@@ -121,12 +130,16 @@ def test_coco_bad_input_corpus(tmp_path: Path) -> None:
         "missing image id 99",
         "unknown category id 42",
         "width and height must be positive",
-        "malformed polygon",
+        "malformed polygon: need an even number",
         "outside the image",
+        "self-intersecting polygon",
+        "zero area",
+        "fewer than 3 distinct points",
+        "RLE size",
     ]:
         assert sum(fragment in r for r in reasons) == 1, (fragment, reasons)
     assert sum("malformed bbox" in r and "need 4 numbers" in r for r in reasons) == 2
-    assert len(reasons) == 15
+    assert len(reasons) == 19
 
 
 @pytest.mark.parametrize(

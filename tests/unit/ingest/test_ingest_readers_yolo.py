@@ -102,12 +102,14 @@ def test_yolo_bad_input_corpus(tmp_path: Path) -> None:
         "0 0.5 0.5 0.2\n"  # too few
         "0 0.5 0.5 0.2 0.2 0.1\n"  # odd count
         "0 0.5 0.5 0 0.2\n"  # zero width
-        "1 1.008 0.5 0.01 0.01\n",  # within epsilon, but right of the border
+        "1 1.008 0.5 0.01 0.01\n"  # within epsilon, but right of the border
+        "1 0.1 0.1 0.9 0.9 0.9 0.1 0.1 0.9\n"  # a bow tie: crosses itself at (0.5, 0.5)
+        "1 0.1 0.1 0.9 0.1 0.9 0.9 0.1 0.9\n",  # a square: fine
     )
     write_text(tmp_path / "labels" / "orphan.txt", "0 0.5 0.5 0.2 0.2\n")
     parsed = read_yolo(tmp_path)
     assert [i.name for i in parsed.items] == ["images/a.png"]
-    assert len(parsed.items[0].annotations) == 1
+    assert [a.kind for a in parsed.items[0].annotations] == ["box", "polygon"]
     reasons = {e.path: e.reason for e in parsed.errors}
     assert "'..'" in reasons["../outside"]
     assert reasons["images/leak.png"] == "symlink points outside the source folder"
@@ -119,8 +121,9 @@ def test_yolo_bad_input_corpus(tmp_path: Path) -> None:
     assert "got 5" in reasons["labels/a.txt:7"]
     assert "positive" in reasons["labels/a.txt:8"]
     assert "outside the image" in reasons["labels/a.txt:9"]
+    assert reasons["labels/a.txt:10"] == "self-intersecting polygon: its edges cross near (0.5, 0.5)"
     assert reasons["labels/orphan.txt"] == "label file has no matching image"
-    assert len(reasons) == 11
+    assert len(reasons) == 12
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from vistudio.ingest.geometry import ring_problem
 from vistudio.ingest.readers._common import Collector, displayed_size, short, single_file
 from vistudio.ingest.readers._registry import register_reader
 from vistudio.ingest.safepath import resolve_inside
@@ -191,6 +192,10 @@ def _convert(ann: dict[str, Any], class_name: str, width: float, height: float) 
             and (isinstance(counts, str) or (isinstance(counts, list) and all(_is_id(c) for c in counts)))
         ):
             raise IngestError("malformed RLE segmentation: need 'size' [h, w] and 'counts'")
+        if size != [round(height), round(width)]:
+            raise IngestError(
+                f"RLE size {size[0]}×{size[1]} (h×w) differs from the image's {round(height)}×{round(width)}"
+            )
         result.append(
             Annotation(
                 kind="mask_rle", class_name=class_name, geometry={"size": size, "counts": counts, **extra}
@@ -203,6 +208,9 @@ def _convert(ann: dict[str, Any], class_name: str, width: float, height: float) 
                 raise IngestError("malformed polygon: need an even number (>= 6) of coordinates")
             if not all(_number(v) for v in ring):
                 raise IngestError("malformed polygon: coordinates must be numbers")
+            problem = ring_problem([ring[i : i + 2] for i in range(0, len(ring), 2)])
+            if problem:
+                raise IngestError(problem)
             points = [[ring[i] / width, ring[i + 1] / height] for i in range(0, len(ring), 2)]
             if not all(math.isfinite(v) for point in points for v in point):
                 # a tiny declared width can push huge coordinates to infinity, which JSON cannot carry

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from vistudio.ingest.geometry import ring_problem
 from vistudio.ingest.readers._common import Collector, short
 from vistudio.ingest.readers._registry import register_reader
 from vistudio.ingest.safepath import is_image_name, normalise_join, resolve_inside, walk_images
@@ -96,6 +97,9 @@ def _parse_line(tokens: list[str], names: Mapping[int, str], obb: bool) -> Annot
         )
     if count >= 6 and count % 2 == 0:
         points = [[clipped[i], clipped[i + 1]] for i in range(0, count, 2)]
+        problem = ring_problem(points)
+        if problem:
+            raise IngestError(problem)
         if count == 8 and obb:
             return Annotation(kind="rotated_box", class_name=class_name, geometry={"points": points})
         return Annotation(kind="polygon", class_name=class_name, geometry={"polygons": [points]})
