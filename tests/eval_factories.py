@@ -141,6 +141,7 @@ def make_experiment(
     from vistudio.ml.models import build_model
     from vistudio.ml.preprocess import preprocess_meta
     from vistudio.services.samples import class_counts
+    from vistudio.services.versions import version_for_training
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -181,9 +182,12 @@ def make_experiment(
         sha = studio.store.write_file(CHECKPOINT_KIND, path, ext=CHECKPOINT_EXT)
         size = path.stat().st_size
     with studio.sessions.begin() as s:
+        # as a real start does: the dataset version it trains and evaluates on
+        version = version_for_training(s, s.get(Project, project_id), actor=f"experiment {name}")
         exp = Experiment(
             project_id=project_id,
             split_id=split_id,
+            version_id=version.id,
             name=name,
             task="classification",
             config=config,

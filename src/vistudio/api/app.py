@@ -15,6 +15,7 @@ from vistudio.api.body_limit import BodyLimit
 from vistudio.api.errors import error_body
 from vistudio.api.routes import (
     duplicates,
+    edits,
     evaluation,
     experiments,
     health,
@@ -88,6 +89,7 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
         projects,
         imports,
         samples,
+        edits,
         splits,
         jobs,
         runs,

@@ -153,6 +153,12 @@ def evaluate(
             help="detection: score from which predictions count (default: the confidence of the best F1)",
         ),
     ] = None,
+    labels: Annotated[
+        str,
+        typer.Option(
+            help="version: the labels of the experiment's dataset version; current: as they are now"
+        ),
+    ] = "version",
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and return")] = False,
 ) -> None:
     """Evaluate an experiment's checkpoint on split subsets (replaces its previous evaluation).
@@ -172,6 +178,7 @@ def evaluate(
         device=device,
         iou=iou,
         score_threshold=score_threshold,
+        labels=labels,
     )
     if no_wait:
         emit(

@@ -13,6 +13,7 @@ from rich.markup import escape
 from vistudio.cli import (
     data,
     duplicates,
+    edits,
     evaluation,
     jobs,
     library,
@@ -75,6 +76,7 @@ evaluation.register(app)
 library.register(app)
 search.register(app)
 duplicates.register(app)
+edits.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

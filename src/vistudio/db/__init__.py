@@ -1,7 +1,7 @@
 """Database models and session helpers."""
 
 # table modules owned by one feature each; imported so the metadata knows every table
-from vistudio.db import duplicates, embeddings, library, settings, training  # noqa: F401
+from vistudio.db import changes, duplicates, embeddings, library, settings, training, versions  # noqa: F401
 from vistudio.db.artifacts import Artifact
 from vistudio.db.base import Base, utcnow
 from vistudio.db.jobs import Job, JobEvent

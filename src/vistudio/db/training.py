@@ -25,6 +25,9 @@ class Experiment(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
     split_id: Mapped[int | None] = mapped_column(ForeignKey("splits.id", ondelete="SET NULL"))
+    # the dataset version it trains and evaluates on (``dataset_versions.id``; versions go only
+    # with their project, so no foreign key: adding one would make SQLite rebuild this table)
+    version_id: Mapped[int | None]
     name: Mapped[str] = mapped_column(Text)
     task: Mapped[str] = mapped_column(String(32))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)

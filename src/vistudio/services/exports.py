@@ -45,9 +45,9 @@ from vistudio.ml.tasks import get_task
 from vistudio.pipelines.saver import safe_name
 from vistudio.services.experiments import (
     checkpoint_path,
+    experiment_items,
     find_experiment,
     register_cleanup,
-    split_items,
     update_row,
 )
 from vistudio.services.projects import find_project
@@ -335,7 +335,7 @@ def _parity_items(studio: Studio, exp: Experiment) -> list[str]:
     paths: list[str] = []
     with studio.sessions() as s:
         for subset in ("test", "val", "train"):
-            for it in split_items(studio, s, exp.split_id, [subset], list(exp.classes), task=exp.task):
+            for it in experiment_items(studio, s, exp, [subset]):
                 if Path(it.path).is_file():
                     paths.append(it.path)
                 if len(paths) >= PARITY_IMAGES:

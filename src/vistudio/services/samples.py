@@ -332,10 +332,10 @@ def labels_for(s: Any, sample_ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def list_samples(
-    studio: Studio,
+def matching_query(
+    s: Any,
+    p: Any,
     *,
-    project: str | int,
     label: str | None = None,
     tag: str | None = None,
     split: str | None = None,
@@ -346,21 +346,52 @@ def list_samples(
     dup_group: int | None = None,
     duplicates_only: bool = False,
     q: str | None = None,
-    sort: str = "name",
-    order: str = "asc",
-    offset: int = 0,
-    limit: int = 60,
     include_hidden: bool = False,
     min_objects: int | None = None,
     max_objects: int | None = None,
     object_size: str | None = None,
+) -> Select[Any]:
+    """The samples of project ``p`` that the grid's filters select (see :func:`list_samples`): the
+    one definition of "the samples matching the current filter", for pages and bulk edits alike."""
+    split_id = resolve_split(s, p.id, split, subset)
+    if label is not None and s.scalar(_class_ids(p.id, label)) is None:
+        raise NotFound(f"class {label!r} not found in project {p.name!r}")
+    objects = object_condition(
+        s, p, label=label, min_objects=min_objects, max_objects=max_objects, object_size=object_size
+    )
+    return filtered_query(
+        p.id,
+        label=label if objects is None else None,  # the object filter counts that class
+        tag=tag,
+        split=split_id,
+        subset=subset,
+        has_annotations=has_annotations,
+        taken_from=taken_from,
+        taken_to=taken_to,
+        dup_group=dup_group,
+        duplicates_only=duplicates_only,
+        q=q,
+        include_hidden=include_hidden,
+        objects=objects,
+    )
+
+
+def list_samples(
+    studio: Studio,
+    *,
+    project: str | int,
+    sort: str = "name",
+    order: str = "asc",
+    offset: int = 0,
+    limit: int = 60,
     with_annotations: bool = False,
+    **filters: Any,
 ) -> dict[str, Any]:
-    """One page of a project's samples. ``label``: samples with an annotation of that class (404
-    for a class the project does not have). ``min_objects`` / ``max_objects`` / ``object_size``
-    (detection-like projects): samples whose objects — of class ``label`` when given, of that COCO
-    size (small, medium, large) when given — number within the bounds. ``with_annotations`` adds
-    each item's annotations, for drawing them."""
+    """One page of a project's samples; ``filters`` are :func:`matching_query`'s. ``label``: samples
+    with an annotation of that class (404 for a class the project does not have). ``min_objects`` /
+    ``max_objects`` / ``object_size`` (detection-like projects): samples whose objects — of class
+    ``label`` when given, of that COCO size (small, medium, large) when given — number within the
+    bounds. ``with_annotations`` adds each item's annotations, for drawing them."""
     if sort not in SORTS:
         raise InvalidInput(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
     if order not in ("asc", "desc"):
@@ -369,27 +400,7 @@ def list_samples(
         raise InvalidInput(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
     with studio.sessions() as s:
         p = find_project(s, project)
-        split_id = resolve_split(s, p.id, split, subset)
-        if label is not None and s.scalar(_class_ids(p.id, label)) is None:
-            raise NotFound(f"class {label!r} not found in project {p.name!r}")
-        objects = object_condition(
-            s, p, label=label, min_objects=min_objects, max_objects=max_objects, object_size=object_size
-        )
-        stmt = filtered_query(
-            p.id,
-            label=label if objects is None else None,  # the object filter counts that class
-            tag=tag,
-            split=split_id,
-            subset=subset,
-            has_annotations=has_annotations,
-            taken_from=taken_from,
-            taken_to=taken_to,
-            dup_group=dup_group,
-            duplicates_only=duplicates_only,
-            q=q,
-            include_hidden=include_hidden,
-            objects=objects,
-        )
+        stmt = matching_query(s, p, **filters)
         total = s.scalar(select(func.count()).select_from(stmt.with_only_columns(Sample.id).subquery())) or 0
         col = SORTS[sort]
         # id breaks ties so pages never overlap or skip rows

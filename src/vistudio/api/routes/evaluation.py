@@ -38,6 +38,10 @@ class EvaluateRequest(BaseModel):
     score_threshold: float | None = Field(
         default=None, ge=0, le=1, description="score from which predictions count (default: best F1)"
     )
+    labels: Literal["version", "current"] = Field(
+        default="version",
+        description="the ground truth: the experiment's dataset version (default) or the labels as they are now",
+    )
 
 
 class ExportRequest(BaseModel):
@@ -63,6 +67,7 @@ def start_evaluation(studio: StudioDep, body: EvaluateRequest) -> dict[str, Any]
         device=body.device,
         iou=body.iou,
         score_threshold=body.score_threshold,
+        labels=body.labels,
     )
 
 

@@ -17,7 +17,7 @@ from vistudio.errors import BadRequest, InvalidInput, NotFound
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.services.evaluation.core import EVALUATORS, TOP_K, eval_dir, get_evaluation
 from vistudio.services.evaluation.tables import ColumnType, write_csv, write_parquet
-from vistudio.services.experiments import split_items
+from vistudio.services.experiments import experiment_items
 from vistudio.services.exports import checkpoint_file, ready_checkpoint
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
@@ -38,7 +38,9 @@ def evaluate(ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project)
         if exp.split_id is None:
             raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
         ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
-        items = split_items(studio, s, exp.split_id, list(ev.subsets), list(exp.classes))
+        items = experiment_items(
+            studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
+        )
         done = set(s.scalars(select(EvalResult.sample_id).where(EvalResult.evaluation_id == ev.id)))
     if ckpt.sha256 != ev.checkpoint_sha256:
         raise PermanentJobError(

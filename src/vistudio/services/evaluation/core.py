@@ -133,8 +133,12 @@ def start_evaluation(
     device: str = "auto",
     iou: float | None = None,
     score_threshold: float | None = None,
+    labels: str = "version",
 ) -> dict[str, Any]:
     """Check the request, replace any previous evaluation of the experiment, and queue the job.
+
+    ``labels``: the ground truth — ``version``, the labels of the experiment's dataset version
+    (what it trained on; edits made since do not change the result), or ``current``.
 
     ``iou`` (default 0.5) and ``score_threshold`` (default: the confidence that maximises F1)
     are the matching IoU and the score above which predictions count, for box tasks: per-image
@@ -147,6 +151,8 @@ def start_evaluation(
     check_thresholds(iou, score_threshold)
     if batch_size is not None and not 1 <= batch_size <= MAX_BATCH:
         raise BadRequest(f"batch size must be between 1 and {MAX_BATCH}, got {batch_size}")
+    if labels not in ("version", "current"):
+        raise BadRequest(f"labels must be 'version' or 'current', got {labels[:20]!r}")
     if device not in DEVICES:
         raise BadRequest(f"device must be one of {', '.join(DEVICES)}, got {device[:20]!r}")
     if device == "cuda":
@@ -192,7 +198,12 @@ def start_evaluation(
         s.add(ev)
         s.flush()
         eval_id = ev.id
-    params: dict[str, Any] = {"evaluation_id": eval_id, "batch_size": batch_size, "device": device}
+    params: dict[str, Any] = {
+        "evaluation_id": eval_id,
+        "batch_size": batch_size,
+        "device": device,
+        "labels": labels,
+    }
     if evaluator.thresholds:
         params.update(iou=DEFAULT_IOU if iou is None else float(iou), score_threshold=score_threshold)
     job = studio.queue.enqueue(
@@ -283,6 +294,7 @@ def evaluation_dict(
         "subsets": ev.subsets,
         "batch_size": params.get("batch_size"),
         "device": params.get("device"),
+        "labels": params.get("labels", "version"),
         "metrics": ev.metrics,
         "confusion_matrix": ev.confusion,
         "classes": ev.classes or list(exp.classes),

@@ -43,7 +43,7 @@ from vistudio.errors import BadRequest, NotFound
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.services.evaluation.core import DEFAULT_IOU, EVALUATORS, eval_dir, get_evaluation
 from vistudio.services.evaluation.tables import write_csv, write_parquet
-from vistudio.services.experiments import split_items
+from vistudio.services.experiments import experiment_items
 from vistudio.services.exports import checkpoint_file, ready_checkpoint
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
@@ -172,7 +172,9 @@ class DetectionEvaluator:
             if exp.split_id is None:
                 raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
             ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
-            items = split_items(studio, s, exp.split_id, list(ev.subsets), list(exp.classes), task=exp.task)
+            items = experiment_items(
+                studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
+            )
             done = set(
                 s.scalars(select(DetectionResult.sample_id).where(DetectionResult.evaluation_id == ev.id))
             )

@@ -32,7 +32,7 @@ from vistudio.services.experiments.lookup import (
     CHECKPOINT_EXT,
     CHECKPOINT_KIND,
     checkpoint_path,
-    split_items,
+    experiment_items,
 )
 from vistudio.services.experiments.views import experiment_dict
 
@@ -305,7 +305,7 @@ def run_training(ctx: JobContext) -> dict[str, Any]:
             exp.best_metrics = {}
             exp.final_metrics = {}
         project = s.get(Project, exp.project_id)
-        items = split_items(studio, s, exp.split_id, ["train", "val"], exp.classes, task=exp.task)
+        items = experiment_items(studio, s, exp, ["train", "val"])
         config, classes, name, task = dict(exp.config), list(exp.classes), exp.name, exp.task
     workdir = studio.tmp / f"train-{exp_id}-job{ctx.job_id}-a{ctx.attempt}"
     spec = TrainSpec(

@@ -21,6 +21,7 @@ from vistudio.services.experiments.lookup import find_experiment, split_items
 from vistudio.services.experiments.queries import get_experiment
 from vistudio.services.experiments.views import ACTIVE, _reconcile, experiment_dict
 from vistudio.services.projects import find_project
+from vistudio.services.versions import version_for_training
 
 if TYPE_CHECKING:
     from vistudio.studio import Studio
@@ -102,11 +103,13 @@ def start_experiment(
         exp_name = check_name(name) if name else _free_name(s, p.id, cfg.model)
         project_id, project_name, split_id, split_name = p.id, p.name, split.id, split.name
     frozen = cfg.model_copy(update={"split": split_name}).model_dump(mode="json")
+    version_id = _training_version(studio, project_id, exp_name)
     try:
         with studio.sessions.begin() as s:
             exp = Experiment(
                 project_id=project_id,
                 split_id=split_id,
+                version_id=version_id,
                 name=exp_name,
                 task=task,
                 config=frozen,
@@ -126,6 +129,20 @@ def start_experiment(
         row.job_id = job.id
         out = experiment_dict(studio, row, project=project_name, checkpoints=[], warnings=warnings)
     return {"job": job_dict(job), "experiment": out, "warnings": warnings}
+
+
+def _training_version(studio: Studio, project_id: int, experiment: str) -> int:
+    """The dataset version a starting experiment trains on (made now unless the newest one is
+    still current); once more if another start made a version with the same number meanwhile."""
+    for attempt in range(2):
+        try:
+            with studio.sessions.begin() as s:
+                p = find_project(s, project_id)
+                return version_for_training(s, p, actor=f"experiment {experiment}").id
+        except IntegrityError:
+            if attempt:
+                raise Conflict("a dataset version was being made at the same moment; start again") from None
+    raise AssertionError("unreachable")
 
 
 def update_experiment(

@@ -82,8 +82,10 @@ def split_items(
     subsets: list[str],
     classes: list[str],
     task: str = "classification",
+    as_of: int | None = None,
 ) -> list[LabelledItem]:
-    """The images of ``subsets`` of a split with their targets, ordered by sample id.
+    """The images of ``subsets`` of a split with their targets, ordered by sample id; with
+    ``as_of`` (a dataset version's watermark) the labels as they were then, not now.
 
     Classification: single-label images only; images without a label, with several labels, or
     with a label outside ``classes`` are left out (a classification target must be one known class).
@@ -120,14 +122,60 @@ def split_items(
         labels.setdefault(sid, set()).add(label)
         full = str(studio.home / path) if storage == "copy" else path
         info[sid] = (full, subset)
+    if as_of is not None:
+        labels = _labels_then(studio, session, split_id, subsets, as_of, labels, info)
     out = []
-    for sid, names in labels.items():
+    for sid, names in sorted(labels.items()):
         if len(names) != 1:
             continue
         (name,) = names
         if name in index:
             out.append(LabelledItem(sid, info[sid][0], index[name], info[sid][1]))
     return out
+
+
+def _labels_then(
+    studio: Studio,
+    session: Session,
+    split_id: int,
+    subsets: list[str],
+    as_of: int,
+    labels: dict[int, set[str]],
+    info: dict[int, tuple[str, str]],
+) -> dict[int, set[str]]:
+    """The split's labels at watermark ``as_of``: a sample unlabelled now may have had a label."""
+    from vistudio.db import Split
+    from vistudio.services.versions import labels_as_of
+
+    split = session.get(Split, split_id)
+    if split is None:
+        return labels
+    members = session.execute(
+        select(Sample.id, Sample.storage, Sample.path, SplitMember.subset)
+        .join(SplitMember, SplitMember.sample_id == Sample.id)
+        .where(SplitMember.split_id == split_id, SplitMember.subset.in_(subsets))
+    ).all()
+    for sid, storage, path, subset in members:
+        info.setdefault(sid, (str(studio.home / path) if storage == "copy" else path, subset))
+    now = {sid: sorted(labels.get(sid, ())) for sid, *_ in members}
+    then = labels_as_of(session, split.project_id, as_of, now)
+    return {sid: set(names) for sid, names in then.items() if names}
+
+
+def experiment_items(
+    studio: Studio, session: Session, exp: Experiment, subsets: list[str], *, current_labels: bool = False
+) -> list[LabelledItem]:
+    """The images of ``subsets`` of the experiment's split with the labels of its dataset version
+    (the current labels with ``current_labels``, or when it has no version)."""
+    from vistudio.db.versions import DatasetVersion
+
+    if exp.split_id is None:
+        return []
+    as_of = None
+    if exp.version_id is not None and not current_labels:
+        version = session.get(DatasetVersion, exp.version_id)
+        as_of = version.watermark if version is not None else None
+    return split_items(studio, session, exp.split_id, subsets, list(exp.classes), task=exp.task, as_of=as_of)
 
 
 def _object_items(

@@ -47,8 +47,9 @@ def get_experiment(studio: Studio, *, project: str | int, experiment: str | int)
         job = s.get(Job, exp.job_id) if exp.job_id else None
         live = _live(s, job.id) if job is not None else None
         name = p.name
+        version = _version(s, exp)
     _reconcile(studio, [exp])
-    return experiment_dict(
+    d = experiment_dict(
         studio,
         exp,
         project=name,
@@ -57,6 +58,25 @@ def get_experiment(studio: Studio, *, project: str | int, experiment: str | int)
         live=live,
         warnings=experiment_warnings(exp.task, exp.config),
     )
+    d["version"] = version
+    return d
+
+
+def _version(s: Session, exp: Experiment) -> dict[str, Any] | None:
+    """The experiment's dataset version, with how many of its split's samples have other labels
+    now (``labels_changed_since``: evaluating against the current labels would differ)."""
+    from vistudio.db import SplitMember
+    from vistudio.db.versions import DatasetVersion
+    from vistudio.services.versions import labels_changed_since, watermark
+
+    v = s.get(DatasetVersion, exp.version_id) if exp.version_id is not None else None
+    if v is None:
+        return None
+    changed = 0
+    if watermark(s, exp.project_id) > v.watermark and exp.split_id is not None:
+        members = s.scalars(select(SplitMember.sample_id).where(SplitMember.split_id == exp.split_id))
+        changed = labels_changed_since(s, exp.project_id, v.watermark, members)
+    return {"id": v.id, "name": v.name, "number": v.number, "labels_changed_since": changed}
 
 
 def _series(s: Session, experiment_id: int, names: list[str] | None) -> dict[str, dict[str, list[Any]]]:

@@ -54,6 +54,7 @@ def experiment_dict(
         "status": exp.status,
         "split": exp.config.get("split"),
         "split_id": exp.split_id,
+        "version_id": exp.version_id,
         "model": exp.config.get("model"),
         "config": exp.config,
         "classes": exp.classes,

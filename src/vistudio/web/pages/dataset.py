@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -12,12 +13,13 @@ from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.ingest.readers import known_formats
 from vistudio.ml.tasks import get_task
-from vistudio.services import ingest, library, projects, samples, splits
+from vistudio.services import edits, ingest, library, projects, samples, splits
 from vistudio.studio import Studio
 from vistudio.web.pages._common import RowId, error_fragment, error_page, form_date, is_htmx, render, row_id
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
+HISTORY_SIZE = 20  # the newest changes of a sample listed in its detail
 SORTS = {
     "name": "Name",
     "taken_at": "Date taken",
@@ -107,17 +109,37 @@ def _filters(params: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def labels_editable(task: str) -> bool:
+    """Whether the pages offer to edit a project's image labels: tasks whose ground truth is one
+    label per image (classification, anomaly detection), not objects. Tags are for every task."""
+    spec = get_task(task)
+    return "label" in spec.annotation_kinds and not spec.has_objects
+
+
+def selection_filter(filters: dict[str, Any]) -> dict[str, Any]:
+    """The grid's filters (``_filters``' output) as the edit API's ``filter`` selection takes them:
+    no sort or order, no empty values, dates as ISO text. The page renders it into ``#grid`` so that
+    "select all matching" sends exactly what the grid shows, without parsing its query string again."""
+    out: dict[str, Any] = {}
+    for key, value in filters.items():
+        if key in ("sort", "order") or value is None or (key == "duplicates_only" and not value):
+            continue
+        out[key] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
 def _grid_context(
     studio: Studio, project: dict[str, Any], params: dict[str, str], offset: int
 ) -> dict[str, Any]:
     overlay = draws_overlay(project["task"])
+    filters = _filters(params)
     page = samples.list_samples(
         studio,
         project=project["id"],
         offset=offset,
         limit=PAGE_SIZE,
         with_annotations=overlay,
-        **_filters(params),
+        **filters,
     )
     if overlay:
         for item in page["items"]:
@@ -138,6 +160,7 @@ def _grid_context(
         "next_url": next_url,
         "filtered": any(kept.get(k) for k in FILTER_KEYS if k not in ("sort", "order")),
         "overlay": overlay,
+        "selection_filter": selection_filter(filters),
     }
 
 
@@ -234,6 +257,7 @@ def dataset_page(
             "object_filters": get_task(project["task"]).has_objects,
             "object_sizes": OBJECT_SIZES,
             "tags": samples.tag_counts(studio, project=project["id"]),
+            "labels_editable": labels_editable(project["task"]),
             "subsets": subsets,
             "params": params,
             "sorts": SORTS,
@@ -296,7 +320,56 @@ def _sample_context(studio: Studio, project: dict[str, Any], sample_id: int) -> 
     overlay = draws_overlay(project["task"])
     if overlay:
         sample["overlay"] = overlay_data(project["task"], sample, sample["annotations"])
-    return {"project": project, "s": sample, "overlay": overlay}
+    editable = labels_editable(project["task"])
+    changes = edits.history(studio, project=project["id"], sample_id=sample_id, limit=HISTORY_SIZE)
+    return {
+        "project": project,
+        "s": sample,
+        "overlay": overlay,
+        "labels_editable": editable,
+        "class_names": list(samples.class_counts(studio, project=project["id"])) if editable else [],
+        "history": [history_row(c) for c in changes["items"]],
+        "history_total": changes["total"],
+    }
+
+
+def _names_text(names: list[str] | None) -> str:
+    return ", ".join(names) if names else "—"
+
+
+def history_row(change: dict[str, Any]) -> dict[str, Any]:
+    """One change of a sample's history (``edits.history`` with ``sample_id``) in words: ``what``
+    ("tags: +blurry −review", "label: cat → dog", "undo of change 3") and, for an undo or a redo,
+    its ``effect`` on the sample ("tags: review → —"). Tags are told from the sample's own before
+    and after (what the edit did to it), not from the request, which may have asked for more."""
+    request = change["request"]
+    before, after = change.get("before"), change.get("after")
+    noun = "tags" if change["kind"] == "tags" else "label"
+    effect = None
+    revert = next((word for word in ("undo", "redo") if word in request), None)
+    if revert:
+        what = f"{revert} of change {request[revert]}"
+        if before is not None and after is not None:
+            effect = f"{noun}: {_names_text(before)} → {_names_text(after)}"
+    elif change["kind"] == "tags":
+        if before is not None and after is not None:
+            added = [t for t in after if t not in before]
+            removed = [t for t in before if t not in after]
+        else:
+            added, removed = list(request.get("add", [])), list(request.get("remove", []))
+        what = "tags: " + " ".join([f"+{t}" for t in added] + [f"−{t}" for t in removed])
+    elif before is not None and after is not None:
+        what = f"label: {_names_text(before)} → {_names_text(after)}"
+    else:
+        what = "label: set to " + _names_text(request.get("set"))
+    return {
+        "id": change["change_id"],
+        "what": what,
+        "effect": effect,
+        "actor": change["actor"],
+        "when": change["created_at"],
+        "undone": change["undone"],
+    }
 
 
 @router.get("/projects/{name}/samples/{sample_id}", response_class=HTMLResponse)

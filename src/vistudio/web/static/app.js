@@ -143,13 +143,14 @@ function importer(opts) {
   });
 }
 
-/* After an import the header counts and the class filter change: fetch the page and copy them over. */
+/* After an import or an edit the header counts, the class and tag filters and the tags offered for
+   tagging (edits.js) change: fetch the page and copy them over. */
 async function refreshCounts(base) {
   try {
     const resp = await fetch(location.pathname + location.search);
     if (!resp.ok) return;
     const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
-    for (const sel of ["#project-meta", "#f-label", "#f-subset"]) {
+    for (const sel of ["#project-meta", "#f-label", "#f-subset", "#f-tag-field", "#edit-tag-list"]) {
       const fresh = doc.querySelector(sel);
       const here = document.querySelector(sel);
       if (fresh && here) here.innerHTML = fresh.innerHTML;

@@ -51,6 +51,7 @@ function evaluator(opts) {
           subsets: subsets,
           batch_size: parseInt(form.querySelector("[name=batch_size]").value, 10) || undefined,
           device: form.querySelector("[name=device]").value,
+          labels: form.querySelector("[name=labels]").value,
           ...thresholds(form),
         }),
       });

@@ -1,0 +1,263 @@
+"""`vistudio tag`, `label`, `undo`, `redo`, `changes` and `version`: edit tags and labels with an undoable
+history, and snapshot them as dataset versions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from vistudio.cli.output import console, emit, key_column, state, table
+from vistudio.errors import BadRequest
+from vistudio.text import plural
+
+
+def _selection(
+    sample_ids: list[int] | None, label: str | None, tag: str | None, every: bool
+) -> dict[str, Any]:
+    chosen = [bool(sample_ids), label is not None or tag is not None, every]
+    if sum(chosen) != 1:
+        raise BadRequest("name the samples: SAMPLE_ID..., or --label / --with-tag, or --all")
+    if sample_ids:
+        return {"sample_ids": sample_ids}
+    if every:
+        return {"all": True}
+    return {"filter": {k: v for k, v in (("label", label), ("tag", tag)) if v is not None}}
+
+
+def _done(project: str) -> Any:
+    def render(d: dict[str, Any]) -> None:
+        if d.get("change_id") is None:
+            console.print(f"nothing changed ({plural(d.get('selected', 0), 'sample')} already as asked)")
+            return
+        console.print(
+            f"change {d['change_id']}: {plural(d['changed'], 'sample')} changed"
+            f" — take it back with: vistudio undo {project} {d['change_id']}"
+        )
+
+    return render
+
+
+def tag_command(
+    ctx: typer.Context,
+    project: str,
+    sample_ids: Annotated[list[int] | None, typer.Argument(help="the samples (ids)")] = None,
+    add: Annotated[list[str] | None, typer.Option("--add", help="tag to add (repeatable)")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="tag to remove (repeatable)")] = None,
+    label: Annotated[str | None, typer.Option(help="every sample with this class")] = None,
+    with_tag: Annotated[str | None, typer.Option("--with-tag", help="every sample with this tag")] = None,
+    every: Annotated[bool, typer.Option("--all", help="every sample of the project")] = False,
+) -> None:
+    """Add or remove tags on samples, as one undoable change → {"changed", "change_id"}."""
+    from vistudio.services import edits
+
+    out = edits.edit_tags(
+        state(ctx).studio(),
+        project=project,
+        selection=_selection(sample_ids, label, with_tag, every),
+        add=add or [],
+        remove=remove or [],
+        actor=edits.cli_actor(),
+    )
+    emit(ctx, out, _done(project))
+
+
+def label_command(
+    ctx: typer.Context,
+    project: str,
+    sample_ids: Annotated[list[int] | None, typer.Argument(help="the samples (ids)")] = None,
+    set_to: Annotated[
+        list[str] | None, typer.Option("--set", help="the label the samples get (repeat for several)")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="remove every label")] = False,
+    add: Annotated[list[str] | None, typer.Option("--add", help="label to add (repeatable)")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="label to remove (repeatable)")] = None,
+    label: Annotated[str | None, typer.Option(help="every sample with this class")] = None,
+    with_tag: Annotated[str | None, typer.Option("--with-tag", help="every sample with this tag")] = None,
+    every: Annotated[bool, typer.Option("--all", help="every sample of the project")] = False,
+    create_class: Annotated[
+        bool, typer.Option("--create-class", help="create a class the project does not have")
+    ] = False,
+) -> None:
+    """Change the ground-truth labels of samples, as one undoable change."""
+    from vistudio.services import edits
+
+    if clear and set_to:
+        raise BadRequest("--clear and --set exclude each other")
+    out = edits.edit_labels(
+        state(ctx).studio(),
+        project=project,
+        selection=_selection(sample_ids, label, with_tag, every),
+        set_to=[] if clear else set_to,
+        add=add or [],
+        remove=remove or [],
+        create_classes=create_class,
+        actor=edits.cli_actor(),
+    )
+    emit(ctx, out, _done(project))
+
+
+def undo_command(
+    ctx: typer.Context,
+    project: str,
+    change_id: Annotated[int | None, typer.Argument(help="default: the newest change in effect")] = None,
+) -> None:
+    """Take back a change (refused when its samples were changed since)."""
+    from vistudio.services import edits
+
+    out = edits.undo(state(ctx).studio(), project=project, change_id=change_id, actor=edits.cli_actor())
+    emit(
+        ctx,
+        out,
+        lambda d: console.print(f"undone: change {d['reverts']} (recorded as change {d['change_id']})"),
+    )
+
+
+def redo_command(
+    ctx: typer.Context,
+    project: str,
+    change_id: Annotated[
+        int | None, typer.Argument(help="the undone change; default: the newest undo")
+    ] = None,
+) -> None:
+    """Take back an undo."""
+    from vistudio.services import edits
+
+    out = edits.redo(state(ctx).studio(), project=project, change_id=change_id, actor=edits.cli_actor())
+    emit(ctx, out, lambda d: console.print(f"redone (recorded as change {d['change_id']})"))
+
+
+def changes_command(
+    ctx: typer.Context,
+    project: str,
+    sample: Annotated[int | None, typer.Option(help="only the changes of this sample")] = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> None:
+    """The edit history of a project (or of one sample), newest first."""
+    from vistudio.services import edits
+
+    out = edits.history(state(ctx).studio(), project=project, sample_id=sample, offset=offset, limit=limit)
+
+    def render(d: dict[str, Any]) -> None:
+        t = table(
+            key_column("change"),
+            "when",
+            "who",
+            "kind",
+            "what",
+            "samples",
+            "state",
+            title=plural(d["total"], "change"),
+        )
+        for c in d["items"]:
+            what = ", ".join(f"{k} {v}" for k, v in c["request"].items() if v not in ([], None))
+            if "before" in c:
+                what += f" ({', '.join(c['before']) or '—'} → {', '.join(c['after']) or '—'})"
+            t.add_row(
+                str(c["change_id"]),
+                c["created_at"][:19],
+                c["actor"],
+                c["kind"],
+                what,
+                str(c["changed"]),
+                "undone" if c["undone"] else "",
+            )
+        console.print(t)
+
+    emit(ctx, out, render)
+
+
+version_app = typer.Typer(
+    help="Dataset versions: immutable snapshots of samples and labels.", no_args_is_help=True
+)
+
+
+def _version_row(v: dict[str, Any]) -> tuple[str, ...]:
+    top = ", ".join(f"{k} {n}" for k, n in sorted(v["classes"].items(), key=lambda kv: -kv[1])[:4])
+    return (
+        str(v["number"]),
+        v["name"],
+        str(v["samples"]),
+        top or "—",
+        "auto" if v["auto"] else v["actor"],
+        v["created_at"][:19],
+        "edited since" if v.get("edited_since") else "",
+    )
+
+
+@version_app.command("create")
+def version_create(
+    ctx: typer.Context, project: str, name: Annotated[str | None, typer.Option("--name", "-n")] = None
+) -> None:
+    """Snapshot the project's samples and labels as they are now."""
+    from vistudio.services import edits, versions
+
+    out = {
+        "version": versions.create_version(
+            state(ctx).studio(), project=project, name=name, actor=edits.cli_actor()
+        )
+    }
+    emit(
+        ctx,
+        out,
+        lambda d: console.print(
+            f"version {d['version']['name']}: {plural(d['version']['samples'], 'sample')}"
+        ),
+    )
+
+
+@version_app.command("list")
+def version_list(ctx: typer.Context, project: str, offset: int = 0, limit: int = 100) -> None:
+    """The project's versions, newest first."""
+    from vistudio.services import versions
+
+    out = versions.list_versions(state(ctx).studio(), project=project, offset=offset, limit=limit)
+
+    def render(d: dict[str, Any]) -> None:
+        t = table(
+            key_column("#"),
+            "name",
+            "samples",
+            "classes",
+            "by",
+            "created",
+            "",
+            title=plural(d["total"], "version"),
+        )
+        for v in d["items"]:
+            t.add_row(*_version_row(v))
+        console.print(t)
+
+    emit(ctx, out, render)
+
+
+@version_app.command("diff")
+def version_diff(ctx: typer.Context, project: str, a: str, b: str) -> None:
+    """What changed from version A to version B (names or numbers)."""
+    from vistudio.services import versions
+
+    out = versions.diff_versions(state(ctx).studio(), project=project, a=a, b=b)
+
+    def render(d: dict[str, Any]) -> None:
+        console.print(
+            f"{d['a']['name']} → {d['b']['name']}: {d['added']} added, {d['removed']} removed, "
+            f"{plural(d['labels_changed'], 'sample')} relabelled"
+        )
+        if d["per_class"]:
+            t = table(key_column("class"), "gained", "lost")
+            for c, n in d["per_class"].items():
+                t.add_row(c, f"+{n['gained']}", f"−{n['lost']}")
+            console.print(t)
+
+    emit(ctx, out, render)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command("tag")(tag_command)
+    app.command("label")(label_command)
+    app.command("undo")(undo_command)
+    app.command("redo")(redo_command)
+    app.command("changes")(changes_command)
+    app.add_typer(version_app, name="version")
