@@ -27,7 +27,7 @@ from vistudio.services.projects import find_project
 from vistudio.services.samples import matching_query
 from vistudio.studio import Studio
 
-KINDS = ("tags", "labels")
+KINDS = ("tags", "labels", "annotations")
 MAX_SAMPLE_IDS = 20_000  # per request by id; larger selections are a filter (or all)
 MAX_NAMES = 100  # tags or classes named in one edit
 CHUNK = 5_000  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
@@ -151,9 +151,15 @@ def _label_state(s: Any, ids: Sequence[int]) -> dict[int, list[str]]:
     return {i: sorted(set(v)) for i, v in state.items()}
 
 
-def _apply(s: Any, p: Any, kind: str, wanted: dict[int, tuple[list[str], list[str]]]) -> None:
+def _apply(s: Any, p: Any, kind: str, wanted: dict[int, tuple[list[Any], list[Any]]]) -> None:
     """Move each sample from its ``before`` to its ``after`` (lists of names), set-wise: one insert
-    per name for the samples gaining it, chunked deletes for those losing it."""
+    per name for the samples gaining it, chunked deletes for those losing it. Objects
+    (``annotations``) are replaced per sample."""
+    if kind == "annotations":
+        from vistudio.services.annotations import apply_objects
+
+        apply_objects(s, p, wanted)
+        return
     gain: dict[str, list[int]] = defaultdict(list)
     lose: dict[str, list[int]] = defaultdict(list)
     for sid, (before, after) in wanted.items():
@@ -196,7 +202,7 @@ def _record(
     p: Any,
     kind: str,
     request: dict[str, Any],
-    wanted: dict[int, tuple[list[str], list[str]]],
+    wanted: dict[int, tuple[list[Any], list[Any]]],
     *,
     actor: str,
     reverts: int | None = None,
@@ -213,10 +219,12 @@ def _record(
         # core insert, states serialised once per distinct value: a bulk edit has few of them
         dumped: dict[tuple[str, ...], str] = {}
 
-        def text(names: list[str]) -> str:
-            key = tuple(names)
+        def text(state: list[Any]) -> str:
+            if not all(isinstance(v, str) for v in state):  # objects: one sample at a time
+                return json.dumps(state)
+            key = tuple(state)
             if key not in dumped:
-                dumped[key] = json.dumps(names)
+                dumped[key] = json.dumps(state)
             return dumped[key]
 
         s.execute(
@@ -396,7 +404,7 @@ def _edit(
     p: Any,
     kind: str,
     request: dict[str, Any],
-    wanted: dict[int, tuple[list[str], list[str]]],
+    wanted: dict[int, tuple[list[Any], list[Any]]],
     *,
     actor: str,
 ) -> dict[str, Any]:
@@ -412,15 +420,15 @@ def _edit(
 
 class _Entry(NamedTuple):
     sample_id: int
-    before: list[str]
-    after: list[str]
+    before: list[Any]
+    after: list[Any]
 
 
 def _entries(s: Any, change_id: int) -> list[_Entry]:
     """A change's entries, each distinct state parsed once (a bulk edit has few)."""
-    parsed: dict[str, list[str]] = {}
+    parsed: dict[str, list[Any]] = {}
 
-    def names(text: str) -> list[str]:
+    def names(text: str) -> list[Any]:
         if text not in parsed:
             parsed[text] = json.loads(text)
         return parsed[text]
@@ -503,11 +511,16 @@ def _revert(
                     raise Conflict(f"change {change_id} is already undone")
         entries = _entries(s, target.id)
         ids = sorted(e.sample_id for e in entries)
+        state: dict[int, list[Any]]
         if target.kind == "tags":
             touched = sorted({t for e in entries for t in (*e.before, *e.after)})
-            state = _tag_state(s, ids, touched)
+            state = dict(_tag_state(s, ids, touched))
+        elif target.kind == "annotations":
+            from vistudio.services.annotations import editable_kinds, object_state
+
+            state = dict(object_state(s, ids, editable_kinds(p.task)))
         else:
-            state = _label_state(s, ids)
+            state = dict(_label_state(s, ids))
         stale = sorted(e.sample_id for e in entries if state[e.sample_id] != e.after)
         if stale:
             later = s.scalar(

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, select, true
 
-from vistudio.db import Annotation, LabelClass, Sample, SampleTag, Split, SplitMember
+from vistudio.db import Annotation, LabelClass, Project, Sample, SampleTag, Split, SplitMember
 from vistudio.db.duplicates import HiddenSample
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ml.tasks import get_task, task_names
@@ -479,6 +479,12 @@ def get_sample(studio: Studio, sample_id: int) -> dict[str, Any]:
                 "annotations": [_annotation_dict(a, cname) for a, cname in anns],
             }
         )
+        from vistudio.services.annotations import editable_kinds, revision
+
+        project = s.get(Project, row.project_id)
+        kinds = editable_kinds(project.task) if project is not None else ()
+        truth = [a for a in d["annotations"] if a["kind"] in kinds and a["score"] is None]
+        d["objects_revision"] = revision(truth)  # what the annotation editor sends back with a save
         return d
 
 

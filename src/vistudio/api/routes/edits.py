@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vistudio.api.deps import Id, Limit, Offset, StudioDep
+from vistudio.services import annotations as object_edits
 from vistudio.services import edits, samples, versions
 
 router = APIRouter(tags=["edits"])
@@ -80,6 +81,15 @@ class SampleEdit(BaseModel):
     create_classes: bool = False
 
 
+class ObjectsSave(BaseModel):
+    """The editor's save: every ground-truth object of the image, and the revision it loaded."""
+
+    model_config = ConfigDict(extra="forbid")
+    objects: list[dict[str, Any]] = Field(max_length=object_edits.MAX_OBJECTS)
+    revision: str | None = Field(None, max_length=64, description="objects_revision of the loaded sample")
+    create_classes: bool = False
+
+
 class Revert(BaseModel):
     model_config = ConfigDict(extra="forbid")
     change_id: int | None = Field(None, ge=1, le=2**63 - 1)
@@ -129,6 +139,20 @@ def edit_sample(studio: StudioDep, sample_id: Id, body: SampleEdit, request: Req
         actor=actor(request),
     )
     return {"sample": samples.get_sample(studio, sample_id), "changes": made}
+
+
+@router.put("/samples/{sample_id}/annotations")
+def save_objects(studio: StudioDep, sample_id: Id, body: ObjectsSave, request: Request) -> dict[str, Any]:
+    """Replace the image's boxes, polygons, rotated boxes and masks (its ground truth) as one
+    undoable change; 409 with the current objects when they changed since ``revision``."""
+    return object_edits.set_objects(
+        studio,
+        sample_id,
+        body.objects,
+        expected_revision=body.revision,
+        create_classes=body.create_classes,
+        actor=actor(request),
+    )
 
 
 @router.post("/projects/{project}/undo")

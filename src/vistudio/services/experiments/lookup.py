@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,7 +102,7 @@ def split_items(
     """
     spec = get_task(task)
     if spec.has_objects:
-        return _object_items(studio, session, split_id, subsets, classes, spec.object_kinds)
+        return _object_items(studio, session, split_id, subsets, classes, spec.object_kinds, as_of)
     index = {name: i for i, name in enumerate(classes)}
     rows = session.execute(
         select(Sample.id, Sample.storage, Sample.path, SplitMember.subset, LabelClass.name)
@@ -185,6 +186,7 @@ def _object_items(
     subsets: list[str],
     classes: list[str],
     kinds: tuple[str, ...],
+    as_of: int | None = None,
 ) -> list[LabelledItem]:
     index = {name: i for i, name in enumerate(classes)}
     samples = session.execute(
@@ -193,7 +195,7 @@ def _object_items(
         .where(SplitMember.split_id == split_id, SplitMember.subset.in_(subsets))
         .order_by(Sample.id)
     ).all()
-    anns = session.execute(
+    anns: Sequence[Any] = session.execute(
         select(Annotation.sample_id, Annotation.kind, Annotation.geometry, LabelClass.name)
         .join(SplitMember, SplitMember.sample_id == Annotation.sample_id)
         .join(LabelClass, LabelClass.id == Annotation.class_id)
@@ -205,6 +207,20 @@ def _object_items(
         )
         .order_by(Annotation.sample_id, Annotation.id)
     ).all()
+    if as_of is not None and samples:  # the objects of the samples edited since, as they were then
+        from vistudio.db import Split
+        from vistudio.services.annotations import objects_as_of
+
+        split = session.get(Split, split_id)
+        then = objects_as_of(session, split.project_id, as_of) if split is not None else {}
+        members = {row[0] for row in samples}
+        anns = [a for a in anns if a[0] not in then] + [
+            (sid, o["kind"], o["geometry"], o["class"])
+            for sid, objs in then.items()
+            if sid in members
+            for o in objs
+            if o["kind"] in kinds
+        ]
     objects: dict[int, list[dict[str, Any]]] = {}
     for sid, kind, geometry, name in anns:
         if name not in index or not isinstance(geometry, dict):
