@@ -19,3 +19,8 @@ Offset = Annotated[int, Query(ge=0, le=2**62, description="rows to skip")]
 Limit = Annotated[int, Query(ge=1, le=500, description="rows to return")]
 MAX_ID = 2**63 - 1  # database integers are 64-bit
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def client_actor(request: Request) -> str:
+    """Who made an edit, for the history: the web pages say so in a header; anything else is the API."""
+    return "web" if request.headers.get("x-vistudio-client") == "web" else "api"

@@ -253,6 +253,62 @@ def version_diff(ctx: typer.Context, project: str, a: str, b: str) -> None:
     emit(ctx, out, render)
 
 
+def label_errors_command(
+    ctx: typer.Context,
+    project: str,
+    experiment: str,
+    limit: int = 50,
+    offset: int = 0,
+    every: Annotated[
+        bool, typer.Option("--all", help="every scored image, not only cleanlab's issues left to decide")
+    ] = False,
+    rerun: Annotated[
+        bool, typer.Option("--rerun", help="search again (after relabelling or retraining)")
+    ] = False,
+    folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
+    checkpoint: Annotated[str, typer.Option(help="best | last")] = "best",
+) -> None:
+    """Images whose label is likely wrong, most likely first, with the label the model suggests
+    (confident learning on out-of-sample probabilities; the search runs first when needed)."""
+    from vistudio.cli.output import wait_for_success
+    from vistudio.services import label_errors
+
+    studio = state(ctx).studio()
+    found = label_errors.list_label_errors(studio, project=project, experiment=experiment, limit=1)
+    if rerun or not found["scored"]:
+        started = label_errors.start_label_errors(
+            studio, project=project, experiment=experiment, checkpoint=checkpoint, folds=folds
+        )
+        wait_for_success(ctx, started["job"]["id"], "the search for label errors")
+    out = label_errors.list_label_errors(
+        studio,
+        project=project,
+        experiment=experiment,
+        flagged_only=not every,
+        undecided_only=not every,
+        offset=offset,
+        limit=limit,
+    )
+
+    def render(d: dict[str, Any]) -> None:
+        t = table(
+            key_column("sample"),
+            "name",
+            "given",
+            "suggested",
+            "score",
+            title=f"{plural(d['total'], 'likely label error')} of {d['scored']:,} images",
+        )
+        for it in d["items"]:
+            t.add_row(str(it["sample_id"]), it["name"], it["given"], it["suggested"], f"{it['score']:.3f}")
+        console.print(t)
+        console.print(
+            "relabel one: vistudio label PROJECT SAMPLE_ID --set CLASS (undo: vistudio undo PROJECT)"
+        )
+
+    emit(ctx, out, render)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     app.command("tag")(tag_command)
@@ -261,3 +317,4 @@ def register(app: typer.Typer) -> None:
     app.command("redo")(redo_command)
     app.command("changes")(changes_command)
     app.add_typer(version_app, name="version")
+    app.command("label-errors")(label_errors_command)

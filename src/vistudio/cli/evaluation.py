@@ -205,6 +205,42 @@ def show(
     emit(ctx, {"evaluation": _evaluation_out(ctx, ev)}, _render_evaluation)
 
 
+@evaluation_app.command("tag")
+def tag_results(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Argument(help="project name or id")],
+    experiment: Annotated[str, typer.Argument(help="experiment name or id")],
+    add: Annotated[list[str] | None, typer.Option("--add", help="tag to add (repeatable)")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="tag to remove (repeatable)")] = None,
+    subset: Annotated[str | None, typer.Option(help="train | val | test")] = None,
+    wrong: Annotated[bool, typer.Option("--wrong", help="only mistakes")] = False,
+    right: Annotated[bool, typer.Option("--correct", help="only correct predictions")] = False,
+    true: Annotated[str | None, typer.Option("--true", help="true class name")] = None,
+    pred: Annotated[str | None, typer.Option("--pred", help="predicted class name")] = None,
+    outcome: Annotated[
+        str | None, typer.Option(help="detection: images with at least one tp | fp | fn")
+    ] = None,
+) -> None:
+    """Tag every image of the evaluation's results that passes the filters (e.g. --wrong), as one
+    undoable change → {"changed", "change_id"}."""
+    from vistudio.services import edits
+
+    if wrong and right:
+        raise InvalidInput("--wrong and --correct exclude each other")
+    filters = {"subset": subset, "correct": False if wrong else True if right else None, "true": true}
+    filters |= {"pred": pred, "outcome": outcome}
+    out = edits.tag_results(
+        state(ctx).studio(),
+        project=project,
+        experiment=experiment,
+        filters=filters,
+        add=add or [],
+        remove=remove or [],
+        actor=edits.cli_actor(),
+    )
+    emit(ctx, out, lambda d: console.print(f"{d['changed']} images tagged (change {d['change_id']})"))
+
+
 @evaluation_app.command("results")
 def results(
     ctx: typer.Context,

@@ -1,7 +1,16 @@
 """Database models and session helpers."""
 
 # table modules owned by one feature each; imported so the metadata knows every table
-from vistudio.db import changes, duplicates, embeddings, library, settings, training, versions  # noqa: F401
+from vistudio.db import (  # noqa: F401
+    changes,
+    duplicates,
+    embeddings,
+    label_issues,
+    library,
+    settings,
+    training,
+    versions,
+)
 from vistudio.db.artifacts import Artifact
 from vistudio.db.base import Base, utcnow
 from vistudio.db.jobs import Job, JobEvent

@@ -33,5 +33,6 @@ def load_handlers() -> None:
     import vistudio.services.experiments
     import vistudio.services.exports
     import vistudio.services.ingest
+    import vistudio.services.label_errors
     import vistudio.services.library
     import vistudio.services.runs  # noqa: F401

@@ -326,8 +326,49 @@ def edit_sample(
         return made
 
 
+def tag_results(
+    studio: Studio,
+    *,
+    project: str | int,
+    experiment: str | int,
+    filters: dict[str, Any],
+    add: Sequence[str] = (),
+    remove: Sequence[str] = (),
+    actor: str = "api",
+) -> dict[str, Any]:
+    """Tag the images of an evaluation's results that pass ``filters`` (those of
+    ``evaluation.list_results``: ``subset``, and ``correct``/``true``/``pred`` or ``outcome``), all
+    of them, as one change — e.g. every mistake, to fix them or to train on them."""
+    from vistudio.services import evaluation
+
+    ids: list[int] = []
+    offset = 0
+    while True:
+        page = evaluation.list_results(
+            studio, project=project, experiment=experiment, offset=offset, limit=500, **filters
+        )
+        ids.extend(item["sample_id"] for item in page["items"])
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            break
+    with studio.sessions.begin() as s:
+        p = find_project(s, project)
+        present: set[int] = set()
+        for part in _chunks(sorted(set(ids))):
+            present.update(s.scalars(select(Sample.id).where(Sample.id.in_(part), Sample.project_id == p.id)))
+        results = {"experiment": str(experiment), **{k: v for k, v in filters.items() if v is not None}}
+        return _edit_tags(s, p, sorted(present), add, remove, actor, results=results)
+
+
 def _edit_tags(
-    s: Any, p: Any, ids: list[int], add: Sequence[str], remove: Sequence[str], actor: str
+    s: Any,
+    p: Any,
+    ids: list[int],
+    add: Sequence[str],
+    remove: Sequence[str],
+    actor: str,
+    *,
+    results: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     added = _names(add, "tag", max_length=100)
     removed = _names(remove, "tag", max_length=100)
@@ -337,7 +378,10 @@ def _edit_tags(
         raise InvalidInput(f"tag {sorted(set(added) & set(removed))[0]!r} is both added and removed")
     state = _tag_state(s, ids, sorted({*added, *removed}))
     wanted = {sid: (cur, sorted((set(cur) | set(added)) - set(removed))) for sid, cur in state.items()}
-    return _edit(s, p, "tags", {"add": added, "remove": removed}, wanted, actor=actor)
+    request: dict[str, Any] = {"add": added, "remove": removed}
+    if results is not None:  # the evaluation results it was made from
+        request["results"] = results
+    return _edit(s, p, "tags", request, wanted, actor=actor)
 
 
 def _edit_labels(

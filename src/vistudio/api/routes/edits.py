@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from vistudio.api.deps import Id, Limit, Offset, StudioDep
+from vistudio.api.deps import client_actor as actor
 from vistudio.services import annotations as object_edits
-from vistudio.services import edits, samples, versions
+from vistudio.services import edits, label_errors, samples, versions
 
 router = APIRouter(tags=["edits"])
 
@@ -93,11 +94,6 @@ class ObjectsSave(BaseModel):
 class Revert(BaseModel):
     model_config = ConfigDict(extra="forbid")
     change_id: int | None = Field(None, ge=1, le=2**63 - 1)
-
-
-def actor(request: Request) -> str:
-    """Who made an edit: the web pages say so in a header; everything else is the API."""
-    return "web" if request.headers.get("x-vistudio-client") == "web" else "api"
 
 
 @router.post("/projects/{project}/tags")
@@ -215,3 +211,67 @@ def get_version(
     studio: StudioDep, project: str, version: Annotated[str, Path(max_length=100)]
 ) -> dict[str, Any]:
     return {"version": versions.get_version(studio, project=project, version=version)}
+
+
+class LabelErrorsRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    checkpoint: Literal["best", "last"] = "best"
+    folds: int = Field(5, ge=2, le=20)
+    batch_size: int = Field(64, ge=1, le=1024)
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accept: bool
+
+
+@router.post("/projects/{project}/experiments/{experiment}/label-errors", status_code=202)
+def find_label_errors(
+    studio: StudioDep, project: str, experiment: str, body: LabelErrorsRun
+) -> dict[str, Any]:
+    """Queue the search for likely label errors with the experiment's model → 202 ``{"job"}``."""
+    return label_errors.start_label_errors(
+        studio,
+        project=project,
+        experiment=experiment,
+        checkpoint=body.checkpoint,
+        folds=body.folds,
+        batch_size=body.batch_size,
+    )
+
+
+@router.get("/projects/{project}/experiments/{experiment}/label-errors")
+def list_label_errors(
+    studio: StudioDep,
+    project: str,
+    experiment: str,
+    all: Annotated[bool, Query(description="every scored image, decided ones included")] = False,
+    offset: Offset = 0,
+    limit: Limit = 50,
+) -> dict[str, Any]:
+    """The images most likely mislabelled first: ``{"items": [{"sample_id", "name", "given",
+    "suggested", "score", "flagged", "decision"}], "total", "scored"}``."""
+    return label_errors.list_label_errors(
+        studio,
+        project=project,
+        experiment=experiment,
+        flagged_only=not all,
+        undecided_only=not all,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.post("/projects/{project}/experiments/{experiment}/label-errors/{sample_id}")
+def decide_label_error(
+    studio: StudioDep, project: str, experiment: str, sample_id: Id, body: Decision, request: Request
+) -> dict[str, Any]:
+    """Accept (relabel the image to the suggestion, one undoable change) or reject a suggestion."""
+    return label_errors.decide(
+        studio,
+        project=project,
+        experiment=experiment,
+        sample_id=sample_id,
+        accept=body.accept,
+        actor=actor(request),
+    )

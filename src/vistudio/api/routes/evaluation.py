@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from vistudio.api.deps import Id, Limit, Offset, StudioDep
+from vistudio.api.deps import client_actor as edit_actor
 from vistudio.ml.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from vistudio.services import evaluation, exports
+from vistudio.services import edits, evaluation, exports
 
 router = APIRouter(tags=["evaluation"])
 ProjectRef = Annotated[str, Path(min_length=1, max_length=200, description="project name or id")]
@@ -74,6 +75,35 @@ def start_evaluation(studio: StudioDep, body: EvaluateRequest) -> dict[str, Any]
 @router.get("/evaluations/{project}/{experiment}")
 def get_evaluation(studio: StudioDep, project: ProjectRef, experiment: ExperimentRef) -> dict[str, Any]:
     return {"evaluation": evaluation.get_evaluation(studio, project=project, experiment=experiment)}
+
+
+class TagResults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    add: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
+    remove: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
+    subset: Literal["train", "val", "test"] | None = None
+    correct: bool | None = None
+    true: str | None = Field(None, max_length=200)
+    pred: str | None = Field(None, max_length=200)
+    outcome: Literal["tp", "fp", "fn"] | None = None
+
+
+@router.post("/evaluations/{project}/{experiment}/tag")
+def tag_results(
+    studio: StudioDep, project: ProjectRef, experiment: ExperimentRef, body: TagResults, request: Request
+) -> dict[str, Any]:
+    """Tag every image of the results that pass the filters (those of ``GET …/results``), as one
+    undoable change — e.g. all the mistakes, to review them in the Dataset tab."""
+    filters = body.model_dump(exclude={"add", "remove"}, exclude_none=True)
+    return edits.tag_results(
+        studio,
+        project=project,
+        experiment=experiment,
+        filters=filters,
+        add=body.add,
+        remove=body.remove,
+        actor=edit_actor(request),
+    )
 
 
 @router.get("/evaluations/{project}/{experiment}/results")
