@@ -22,6 +22,7 @@ from vistudio.api.routes import (
     imports,
     jobs,
     library,
+    maps,
     projects,
     runs,
     samples,
@@ -98,6 +99,7 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
         library,
         search,
         duplicates,
+        maps,
         settings_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")

@@ -309,6 +309,45 @@ def label_errors_command(
     emit(ctx, out, render)
 
 
+def map_command(
+    ctx: typer.Context,
+    project: str,
+    experiment: Annotated[
+        str | None, typer.Option(help="map this experiment's features (default: the CLIP embeddings)")
+    ] = None,
+    method: Annotated[str, typer.Option(help="auto | umap | pca")] = "auto",
+    recompute: Annotated[bool, typer.Option("--recompute", help="compute it again")] = False,
+    points: Annotated[bool, typer.Option("--points", help="include every point (ids, x, y, label)")] = False,
+) -> None:
+    """The project's embedding map (2-D, near images near each other); computed when needed."""
+    from vistudio.cli.output import wait_for_success
+    from vistudio.errors import NotFound
+    from vistudio.services import embedding_map
+
+    studio = state(ctx).studio()
+    source = "experiment" if experiment else "embeddings"
+    try:
+        if recompute:
+            raise NotFound("recompute")
+        out = embedding_map.get_map(studio, project=project, source=source, experiment=experiment)
+    except NotFound:
+        started = embedding_map.start_map(
+            studio, project=project, source=source, experiment=experiment, method=method
+        )
+        wait_for_success(ctx, started["job"]["id"], "the embedding map")
+        out = embedding_map.get_map(studio, project=project, source=source, experiment=experiment)
+    if not points:
+        out = {k: v for k, v in out.items() if k not in ("ids", "x", "y", "label")}
+    emit(
+        ctx,
+        {"map": out},
+        lambda d: console.print(
+            f"{plural(d['map']['points'], 'point')} by {d['map']['method']} of {d['map']['vectors']}"
+            f" — see it on the project's Map page"
+        ),
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     app.command("tag")(tag_command)
@@ -318,3 +357,4 @@ def register(app: typer.Typer) -> None:
     app.command("changes")(changes_command)
     app.add_typer(version_app, name="version")
     app.command("label-errors")(label_errors_command)
+    app.command("map")(map_command)

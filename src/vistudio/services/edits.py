@@ -28,7 +28,7 @@ from vistudio.services.samples import matching_query
 from vistudio.studio import Studio
 
 KINDS = ("tags", "labels", "annotations")
-MAX_SAMPLE_IDS = 20_000  # per request by id; larger selections are a filter (or all)
+MAX_SAMPLE_IDS = 100_000  # per request by id (a lasso on the map); larger selections are a filter or all
 MAX_NAMES = 100  # tags or classes named in one edit
 CHUNK = 5_000  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -70,7 +70,7 @@ def _last_linear(model: Any) -> Any:
     return linears[-1]
 
 
-def _feature_net(model: Any) -> Any:
+def feature_net(model: Any) -> Any:
     """The classifier wrapped to return the input of its last linear layer (its features)."""
     import torch.nn as nn
 
@@ -120,7 +120,7 @@ def run_label_errors(ctx: JobContext) -> dict[str, Any]:
     model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
     features: dict[int, Any] = {}
     skipped: list[dict[str, Any]] = []
-    net = _feature_net(model)
+    net = feature_net(model)
     done = 0
     for batch in predict_batches(
         net,
