@@ -18,6 +18,7 @@ from vistudio.cli.output import (
     table,
     wait_for_success,
 )
+from vistudio.errors import BadRequest
 from vistudio.text import plural
 
 
@@ -68,6 +69,22 @@ def import_(
     emit(ctx, {"job": final, "report": (final.get("result") or {}).get("report")}, _report)
 
 
+def _render_samples(d: dict[str, Any]) -> None:
+    t = table(
+        key_column("id"), "name", "size", "format", "labels", "taken", title=plural(d["total"], "sample")
+    )
+    for s in d["items"]:
+        t.add_row(
+            str(s["id"]),
+            s["name"],
+            f"{s['width']}×{s['height']}",
+            s["format"],
+            ", ".join(s["labels"]),
+            (s["taken_at"] or "")[:19],
+        )
+    console.print(t)
+
+
 def list_samples(
     ctx: typer.Context,
     project: str,
@@ -94,12 +111,31 @@ def list_samples(
     ] = None,
     sort: Annotated[str, typer.Option(help="name, taken_at, imported_at, bytes, dup_group")] = "name",
     desc: Annotated[bool, typer.Option("--desc")] = False,
+    view: Annotated[
+        str | None, typer.Option(help="a saved view's filter and sort (other filters are then refused)")
+    ] = None,
     offset: int = 0,
     limit: int = 50,
 ) -> None:
     """List a project's samples with filters and pagination."""
     from vistudio.services import samples
 
+    if view is not None:
+        from vistudio.services import views
+
+        others = (label, tag, split, subset, annotated, taken_from, taken_to, dup_group, name)
+        if any(v is not None for v in (*others, min_objects, max_objects, object_size)) or duplicates:
+            raise BadRequest("--view brings its own filters: give either --view or filters")
+        saved = views.get_view(state(ctx).studio(), project=project, name=view)
+        out = samples.list_samples(
+            state(ctx).studio(),
+            project=project,
+            offset=offset,
+            limit=limit,
+            **views.grid_filters(saved["query"]),
+        )
+        emit(ctx, out, _render_samples)
+        return
     out = samples.list_samples(
         state(ctx).studio(),
         project=project,
@@ -122,22 +158,7 @@ def list_samples(
         limit=limit,
     )
 
-    def render(d: dict[str, Any]) -> None:
-        t = table(
-            key_column("id"), "name", "size", "format", "labels", "taken", title=plural(d["total"], "sample")
-        )
-        for s in d["items"]:
-            t.add_row(
-                str(s["id"]),
-                s["name"],
-                f"{s['width']}×{s['height']}",
-                s["format"],
-                ", ".join(s["labels"]),
-                (s["taken_at"] or "")[:19],
-            )
-        console.print(t)
-
-    emit(ctx, out, render)
+    emit(ctx, out, _render_samples)
 
 
 def show_sample(ctx: typer.Context, sample_id: int) -> None:

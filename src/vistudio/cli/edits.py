@@ -13,15 +13,25 @@ from vistudio.text import plural
 
 
 def _selection(
-    sample_ids: list[int] | None, label: str | None, tag: str | None, every: bool
+    ctx: typer.Context,
+    project: str,
+    sample_ids: list[int] | None,
+    label: str | None,
+    tag: str | None,
+    every: bool,
+    view: str | None = None,
 ) -> dict[str, Any]:
-    chosen = [bool(sample_ids), label is not None or tag is not None, every]
+    chosen = [bool(sample_ids), label is not None or tag is not None, every, view is not None]
     if sum(chosen) != 1:
-        raise BadRequest("name the samples: SAMPLE_ID..., or --label / --with-tag, or --all")
+        raise BadRequest("name the samples: SAMPLE_ID..., or --label / --with-tag, or --view, or --all")
     if sample_ids:
         return {"sample_ids": sample_ids}
     if every:
         return {"all": True}
+    if view is not None:
+        from vistudio.services import views
+
+        return {"filter": views.view_filter(state(ctx).studio(), project=project, name=view)}
     return {"filter": {k: v for k, v in (("label", label), ("tag", tag)) if v is not None}}
 
 
@@ -47,6 +57,7 @@ def tag_command(
     label: Annotated[str | None, typer.Option(help="every sample with this class")] = None,
     with_tag: Annotated[str | None, typer.Option("--with-tag", help="every sample with this tag")] = None,
     every: Annotated[bool, typer.Option("--all", help="every sample of the project")] = False,
+    view: Annotated[str | None, typer.Option(help="every sample of this saved view")] = None,
 ) -> None:
     """Add or remove tags on samples, as one undoable change → {"changed", "change_id"}."""
     from vistudio.services import edits
@@ -54,7 +65,7 @@ def tag_command(
     out = edits.edit_tags(
         state(ctx).studio(),
         project=project,
-        selection=_selection(sample_ids, label, with_tag, every),
+        selection=_selection(ctx, project, sample_ids, label, with_tag, every, view),
         add=add or [],
         remove=remove or [],
         actor=edits.cli_actor(),
@@ -75,6 +86,7 @@ def label_command(
     label: Annotated[str | None, typer.Option(help="every sample with this class")] = None,
     with_tag: Annotated[str | None, typer.Option("--with-tag", help="every sample with this tag")] = None,
     every: Annotated[bool, typer.Option("--all", help="every sample of the project")] = False,
+    view: Annotated[str | None, typer.Option(help="every sample of this saved view")] = None,
     create_class: Annotated[
         bool, typer.Option("--create-class", help="create a class the project does not have")
     ] = False,
@@ -87,7 +99,7 @@ def label_command(
     out = edits.edit_labels(
         state(ctx).studio(),
         project=project,
-        selection=_selection(sample_ids, label, with_tag, every),
+        selection=_selection(ctx, project, sample_ids, label, with_tag, every, view),
         set_to=[] if clear else set_to,
         add=add or [],
         remove=remove or [],
@@ -348,6 +360,62 @@ def map_command(
     )
 
 
+view_app = typer.Typer(
+    help="Saved views: a named filter and sort of a project's samples.", no_args_is_help=True
+)
+
+
+@view_app.command("save")
+def view_save(
+    ctx: typer.Context,
+    project: str,
+    name: str,
+    query: Annotated[
+        str, typer.Option(help="the Dataset page's query string, e.g. 'label=cat&tag=review&sort=taken_at'")
+    ] = "",
+    replace: Annotated[bool, typer.Option("--replace", help="replace a view of that name")] = False,
+) -> None:
+    """Save a filter and sort as a named view (its page: /projects/PROJECT?view=NAME)."""
+    from urllib.parse import parse_qsl
+
+    from vistudio.services import views
+
+    params = dict(parse_qsl(query.lstrip("?"), keep_blank_values=False))
+    out = {
+        "view": views.save_view(
+            state(ctx).studio(), project=project, name=name, query=params, replace=replace
+        )
+    }
+    emit(ctx, out, lambda d: console.print(f"view {d['view']['name']} saved: {d['view']['url']}"))
+
+
+@view_app.command("list")
+def view_list(ctx: typer.Context, project: str) -> None:
+    """The project's saved views."""
+    from urllib.parse import urlencode
+
+    from vistudio.services import views
+
+    out = views.list_views(state(ctx).studio(), project=project)
+
+    def render(d: dict[str, Any]) -> None:
+        t = table(key_column("name"), "filter and sort", "page", title=plural(d["total"], "view"))
+        for v in d["items"]:
+            t.add_row(v["name"], urlencode(v["query"]) or "—", v["url"])
+        console.print(t)
+
+    emit(ctx, out, render)
+
+
+@view_app.command("delete")
+def view_delete(ctx: typer.Context, project: str, name: str) -> None:
+    """Delete a saved view (the samples are not touched)."""
+    from vistudio.services import views
+
+    out = views.delete_view(state(ctx).studio(), project=project, name=name)
+    emit(ctx, out, lambda d: console.print(f"view {d['deleted']} deleted"))
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
     app.command("tag")(tag_command)
@@ -358,3 +426,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(version_app, name="version")
     app.command("label-errors")(label_errors_command)
     app.command("map")(map_command)
+    app.add_typer(view_app, name="view")

@@ -10,6 +10,7 @@ from vistudio.db import (  # noqa: F401
     settings,
     training,
     versions,
+    views,
 )
 from vistudio.db.artifacts import Artifact
 from vistudio.db.base import Base, utcnow

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from vistudio.api.deps import Id, Limit, Offset, StudioDep
 from vistudio.api.deps import client_actor as actor
 from vistudio.services import annotations as object_edits
-from vistudio.services import edits, label_errors, samples, versions
+from vistudio.services import edits, label_errors, samples, versions, views
 
 router = APIRouter(tags=["edits"])
 
@@ -275,3 +275,42 @@ def decide_label_error(
         accept=body.accept,
         actor=actor(request),
     )
+
+
+class ViewSave(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=100)
+    query: dict[str, str | int | bool | None] = Field(
+        description="the Dataset grid's query parameters: label, tag, subset (split:subset), annotated "
+        "(yes|no), taken_from, taken_to (YYYY-MM-DD), duplicates, q, min_objects, max_objects, "
+        "object_size, sort, order"
+    )
+    replace: bool = False
+
+
+@router.get("/projects/{project}/views")
+def list_views(studio: StudioDep, project: str) -> dict[str, Any]:
+    """The project's saved views, each with its query and its page address."""
+    return views.list_views(studio, project=project)
+
+
+@router.post("/projects/{project}/views", status_code=201)
+def save_view(studio: StudioDep, project: str, body: ViewSave) -> dict[str, Any]:
+    """Save a filter and sort as a named view (409 when the name is taken, unless ``replace``)."""
+    return {
+        "view": views.save_view(
+            studio, project=project, name=body.name, query=body.query, replace=body.replace
+        )
+    }
+
+
+@router.get("/projects/{project}/views/{name}")
+def get_view(studio: StudioDep, project: str, name: Annotated[str, Path(max_length=100)]) -> dict[str, Any]:
+    return {"view": views.get_view(studio, project=project, name=name)}
+
+
+@router.delete("/projects/{project}/views/{name}")
+def delete_view(
+    studio: StudioDep, project: str, name: Annotated[str, Path(max_length=100)]
+) -> dict[str, Any]:
+    return views.delete_view(studio, project=project, name=name)
