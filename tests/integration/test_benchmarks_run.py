@@ -63,3 +63,10 @@ def test_cli_startup_benchmark_runs() -> None:
     for r in result["commands"].values():
         assert r["median_ms"] > 0 and r["ratio"] > 0 and r["heavy_modules"] == []
     assert result["baselines"]["python -c pass"]["median_ms"] > 0
+
+
+@pytest.mark.slow
+def test_edits_benchmark_runs() -> None:
+    result = _run("benchmarks/edits.py", "--samples", "400", "--naive-samples", "40")
+    assert result["samples"] == 400 and len(result["steps"]) == 5
+    assert result["relabel"]["ratio"] > 0 and result["relabel"]["naive_samples"] == 40
