@@ -70,3 +70,9 @@ def test_edits_benchmark_runs() -> None:
     result = _run("benchmarks/edits.py", "--samples", "400", "--naive-samples", "40")
     assert result["samples"] == 400 and len(result["steps"]) == 5
     assert result["relabel"]["ratio"] > 0 and result["relabel"]["naive_samples"] == 40
+
+
+@pytest.mark.slow
+def test_rotated_iou_benchmark_runs() -> None:
+    result = _run("benchmarks/rotated_iou.py", "--pairs", "500", "--repeat", "1")
+    assert result["pairs"] == 500 and result["max_abs_diff"] < 1e-9 and result["ratio"] > 0
