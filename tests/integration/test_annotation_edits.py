@@ -110,7 +110,7 @@ def test_bad_geometry_is_refused_and_changes_nothing(studio: Studio, seg: list[i
             "3 to 10,000 points",
         ),
         (
-            [{"kind": "polygon", "class": "ellipse", "geometry": {"polygons": [ring + [[0.5, 0.5]]]}}],
+            [{"kind": "polygon", "class": "ellipse", "geometry": {"polygons": [[*ring, [0.5, 0.5]]]}}],
             "not 10,001",
         ),
         ([{"kind": "label", "class": "ellipse", "geometry": None}], "kind must be"),

@@ -61,7 +61,7 @@ def test_flipped_labels_rank_first(noisy: tuple[Studio, set[int]]) -> None:
 def test_accept_reject_and_interfaces(
     noisy: tuple[Studio, set[int]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    studio, flipped = noisy
+    studio, _ = noisy
     listed = label_errors.list_label_errors(studio, project="digits", experiment="exp1")
     issues = listed["items"]
     assert issues and all(it["decision"] is None and it["flagged"] for it in issues)
