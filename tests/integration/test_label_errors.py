@@ -85,6 +85,21 @@ def test_accept_reject_and_interfaces(
         label_errors.decide(studio, project="digits", experiment="exp1", sample_id=10**9, accept=True)
     edits.undo(studio, project="digits")  # the accept is an ordinary change: undoable
     assert samples.get_sample(studio, first["sample_id"])["labels"] == [first["given"]]
+    # … and its suggestion is open again; a rejection can be taken back
+    reopened = label_errors.list_label_errors(studio, project="digits", experiment="exp1")
+    assert reopened["total"] == listed["total"] - 1 and reopened["items"][0]["decision"] is None
+    back = label_errors.decide(
+        studio, project="digits", experiment="exp1", sample_id=second["sample_id"], accept=None
+    )
+    assert back["decision"] is None
+    assert (
+        label_errors.list_label_errors(studio, project="digits", experiment="exp1")["total"]
+        == listed["total"]
+    )
+    with pytest.raises(Conflict, match="nothing to take back"):
+        label_errors.decide(
+            studio, project="digits", experiment="exp1", sample_id=second["sample_id"], accept=None
+        )
     code, out = cli(capsys, studio.home, "label-errors", "digits", "exp1", "--limit", "3")
     assert code == 0 and len(out["items"]) == 3
     assert set(out["items"][0]) >= {"sample_id", "name", "given", "suggested", "score"}

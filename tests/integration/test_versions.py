@@ -85,6 +85,7 @@ def test_versions_keep_their_labels_through_random_edits(studio: Studio, tmp_pat
     a, b = expected["start"], expected["s13"]
     changed = [i for i in ids if a[i] != b[i]]
     assert d["labels_changed"] == len(changed) and d["changed_ids"] == changed
+    assert d["changed_labels"] == [{"sample_id": i, "a": a[i], "b": b[i]} for i in changed]
     for c, n in d["per_class"].items():
         assert n["gained"] == sum(c in b[i] and c not in a[i] for i in ids)
         assert n["lost"] == sum(c in a[i] and c not in b[i] for i in ids)

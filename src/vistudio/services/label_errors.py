@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import and_, delete, func, insert, or_, select
 
-from vistudio.db import Sample
+from vistudio.db import Project, Sample
 from vistudio.db.label_issues import LabelIssue
 from vistudio.db.training import Experiment
 from vistudio.errors import BadRequest, Conflict, InvalidInput, NotFound
@@ -180,7 +180,22 @@ def run_label_errors(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-def _issue_dict(row: LabelIssue, name: str) -> dict[str, Any]:
+def _undone(s: Any, project_id: int) -> set[int]:
+    """The project's changes taken back (an accepted suggestion whose relabel was undone is open
+    again)."""
+    from vistudio.services.edits import _project_changes, _undone
+
+    p = s.get(Project, project_id)
+    return _undone(_project_changes(s, p)) if p is not None else set()
+
+
+def _decision(row: LabelIssue, undone: set[int]) -> str | None:
+    if row.decision == "accepted" and row.change_id is not None and row.change_id in undone:
+        return None
+    return row.decision
+
+
+def _issue_dict(row: LabelIssue, name: str, undone: set[int]) -> dict[str, Any]:
     return {
         "sample_id": row.sample_id,
         "name": name,
@@ -188,7 +203,7 @@ def _issue_dict(row: LabelIssue, name: str) -> dict[str, Any]:
         "suggested": row.suggested,
         "score": row.score,
         "flagged": row.flagged,
-        "decision": row.decision,
+        "decision": _decision(row, undone),
         "change_id": row.change_id,
     }
 
@@ -213,8 +228,10 @@ def list_label_errors(
         scored = s.scalar(select(func.count()).select_from(base.subquery())) or 0
         if flagged_only:
             base = base.where(LabelIssue.flagged.is_(True))
+        undone = _undone(s, p.id)
         if undecided_only:
-            base = base.where(LabelIssue.decision.is_(None))
+            reopened = and_(LabelIssue.decision == "accepted", LabelIssue.change_id.in_(sorted(undone)))
+            base = base.where(or_(LabelIssue.decision.is_(None), reopened))
         total = s.scalar(select(func.count()).select_from(base.subquery())) or 0
         rows = s.execute(
             base.add_columns(Sample.name)
@@ -224,7 +241,7 @@ def list_label_errors(
             .limit(limit)
         ).all()
         return {
-            "items": [_issue_dict(r, name) for r, name in rows],
+            "items": [_issue_dict(r, name, undone) for r, name in rows],
             "total": total,
             "scored": scored,
             "offset": offset,
@@ -240,10 +257,12 @@ def decide(
     project: str | int,
     experiment: str | int,
     sample_id: int,
-    accept: bool,
+    accept: bool | None,
     actor: str = "api",
 ) -> dict[str, Any]:
-    """Accept a suggestion (the image is relabelled to it, one change in the history) or reject it."""
+    """Accept a suggestion (the image is relabelled to it, one change in the history), reject it,
+    or (``accept`` None) take a rejection back. An accepted suggestion whose relabel was undone is
+    open again."""
     from vistudio.services import edits
 
     with studio.sessions() as s:
@@ -253,8 +272,12 @@ def decide(
         )
         if row is None:
             raise NotFound(f"sample {sample_id} has no label-error result for experiment {exp.name!r}")
-        if row.decision is not None:
-            raise Conflict(f"sample {sample_id} was already {row.decision}")
+        undone = _undone(s, p.id)
+        current = _decision(row, undone)
+        if accept is None and current != "rejected":
+            raise Conflict(f"sample {sample_id} was not rejected: nothing to take back")
+        if accept is not None and current is not None:
+            raise Conflict(f"sample {sample_id} was already {current}")
         project_id, exp_id, given, suggested = p.id, exp.id, row.given, row.suggested
     change_id = None
     if accept:
@@ -272,7 +295,7 @@ def decide(
             select(LabelIssue).where(LabelIssue.experiment_id == exp_id, LabelIssue.sample_id == sample_id)
         )
         assert row is not None
-        row.decision = "accepted" if accept else "rejected"
+        row.decision = None if accept is None else "accepted" if accept else "rejected"
         row.change_id = change_id
         name = s.get(Sample, sample_id)
-        return _issue_dict(row, name.name if name is not None else "")
+        return _issue_dict(row, name.name if name is not None else "", set())

@@ -224,5 +224,9 @@ def diff_versions(studio: Studio, *, project: str | int, a: str | int, b: str | 
             "added_ids": added[:100],
             "removed_ids": removed[:100],
             "changed_ids": changed[:100],
+            # the first relabelled samples with their labels in A and in B
+            "changed_labels": [
+                {"sample_id": i, "a": la.get(i, []), "b": lb.get(i, [])} for i in changed[:100]
+            ],
             "per_class": per_class,
         }

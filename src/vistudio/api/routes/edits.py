@@ -222,7 +222,9 @@ class LabelErrorsRun(BaseModel):
 
 class Decision(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    accept: bool
+    accept: bool | None = Field(
+        description="true: relabel to the suggestion; false: keep the label; null: take a rejection back"
+    )
 
 
 @router.post("/projects/{project}/experiments/{experiment}/label-errors", status_code=202)
@@ -266,7 +268,8 @@ def list_label_errors(
 def decide_label_error(
     studio: StudioDep, project: str, experiment: str, sample_id: Id, body: Decision, request: Request
 ) -> dict[str, Any]:
-    """Accept (relabel the image to the suggestion, one undoable change) or reject a suggestion."""
+    """Accept (relabel the image to the suggestion, one undoable change) or reject a suggestion;
+    ``accept: null`` takes a rejection back. An accept whose relabel was undone is open again."""
     return label_errors.decide(
         studio,
         project=project,
