@@ -14,6 +14,7 @@ from vistudio.api import errors
 from vistudio.api.body_limit import BodyLimit
 from vistudio.api.errors import error_body
 from vistudio.api.routes import (
+    datasets,
     duplicates,
     edits,
     evaluation,
@@ -100,6 +101,7 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
         search,
         duplicates,
         maps,
+        datasets,
         settings_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")

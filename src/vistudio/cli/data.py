@@ -50,7 +50,7 @@ def import_(
     project: str,
     source: Path,
     format: Annotated[
-        str | None, typer.Option("--format", "-f", help="folder|coco|yolo|voc|csv (guessed if omitted)")
+        str | None, typer.Option("--format", "-f", help="folder|coco|yolo|voc|dota|csv (guessed if omitted)")
     ] = None,
     mode: Annotated[
         str, typer.Option(help="copy (into the workspace) or reference (originals stay put)")

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from vistudio.cli import (
     data,
+    dataset,
     duplicates,
     edits,
     evaluation,
@@ -67,6 +68,7 @@ app.add_typer(splits.app, name="split")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(runs.app, name="runs")
 app.add_typer(settings.app, name="settings")
+app.add_typer(dataset.app, name="dataset")
 data.register(app)
 runs.register(app)
 jobs.register(app)

@@ -1,4 +1,5 @@
-"""Checks on imported polygon rings, shared by the readers (GEOS through shapely does the geometry).
+"""Geometry shared by the readers, writers and services: checks on polygon rings (GEOS through
+shapely does the geometry) and COCO RLE run lengths.
 
 A ring that crosses itself has no single inside: pycocotools fills it by the even-odd rule, other
 tools by the non-zero rule, and the two disagree about the area and every IoU computed on it. Such a
@@ -35,3 +36,30 @@ def ring_problem(points: Sequence[Sequence[float]]) -> str | None:
         return "self-intersecting polygon: its edges cross or touch"
     x, y = float(where.group(1)), float(where.group(2))
     return f"self-intersecting polygon: its edges cross near ({x:.4g}, {y:.4g})"
+
+
+def rle_counts(counts: str | list[int]) -> list[int]:
+    """The run lengths of a COCO RLE, decoding the compressed string form (COCO's ``rleFrString``)."""
+    if isinstance(counts, list):
+        return [int(c) for c in counts]
+    out: list[int] = []
+    p = 0
+    while p < len(counts):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(counts):
+                raise ValueError("truncated RLE string")
+            c = ord(counts[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError("not an RLE string")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out

@@ -186,6 +186,27 @@ def run_map(ctx: JobContext) -> dict[str, Any]:
     return meta
 
 
+def map_info(
+    studio: Studio, project_id: int, source: str, experiment_id: int | None = None
+) -> dict[str, Any] | None:
+    """How a computed map was made (``method``, ``points``, ``vectors``, ``computed_at``) without
+    loading its points; None before it is computed."""
+    from datetime import UTC, datetime
+
+    key = _source_key(source, experiment_id)
+    folder = _folder(studio, project_id)
+    meta_file, points_file = folder / f"{key}.json", folder / f"{key}.npz"
+    if not (meta_file.is_file() and points_file.is_file()):
+        return None
+    try:
+        meta: dict[str, Any] = json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+    when = datetime.fromtimestamp(points_file.stat().st_mtime, tz=UTC)
+    meta["computed_at"] = when.strftime("%Y-%m-%d %H:%M UTC")
+    return meta
+
+
 _TAG = re.compile(r"^.{1,100}$", re.S)
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, sel
 from vistudio.db import Annotation, LabelClass, Project, Sample, SampleTag, Split, SplitMember
 from vistudio.db.duplicates import HiddenSample
 from vistudio.errors import InvalidInput, NotFound
+from vistudio.ingest.geometry import rle_counts
 from vistudio.ml.tasks import get_task, task_names
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
@@ -126,33 +127,6 @@ def polygon_area(points: Sequence[Sequence[float]]) -> float:
         x1, y1 = points[(i + 1) % n][0], points[(i + 1) % n][1]
         twice += x0 * y1 - x1 * y0
     return abs(twice) / 2
-
-
-def rle_counts(counts: str | list[int]) -> list[int]:
-    """The run lengths of a COCO RLE, decoding the compressed string form (COCO's ``rleFrString``)."""
-    if isinstance(counts, list):
-        return [int(c) for c in counts]
-    out: list[int] = []
-    p = 0
-    while p < len(counts):
-        x = k = 0
-        more = True
-        while more:
-            if p >= len(counts):
-                raise ValueError("truncated RLE string")
-            c = ord(counts[p]) - 48
-            if not 0 <= c < 64:
-                raise ValueError("not an RLE string")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(out) > 2:
-            x += out[-2]
-        out.append(x)
-    return out
 
 
 def object_area(
@@ -495,7 +469,10 @@ def sample_file(studio: Studio, sample_id: int, *, thumbnail: bool) -> tuple[Pat
         if row is None:
             raise NotFound(f"sample {sample_id} not found")
         if thumbnail:
-            return studio.store.path("thumbnail", row.sha256), "image/webp"
+            thumb = studio.store.path("thumbnail", row.sha256)
+            if not thumb.is_file():
+                raise NotFound(f"the thumbnail of sample {sample_id} is missing from the workspace")
+            return thumb, "image/webp"
         path = studio.home / row.path if row.storage == "copy" else Path(row.path)
         media = {
             "JPEG": "image/jpeg",

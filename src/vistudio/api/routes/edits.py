@@ -32,8 +32,8 @@ class SampleFilter(BaseModel):
     dup_group: int | None = Field(None, ge=0, le=2**63 - 1)
     duplicates_only: bool = False
     q: str | None = Field(None, max_length=200)
-    min_objects: int | None = None
-    max_objects: int | None = None
+    min_objects: int | None = Field(None, ge=0, le=1_000_000)
+    max_objects: int | None = Field(None, ge=0, le=1_000_000)
     object_size: str | None = Field(None, max_length=16)
 
 

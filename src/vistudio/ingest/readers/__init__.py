@@ -1,5 +1,5 @@
-"""Source readers: turn a folder, COCO JSON, YOLO dataset, Pascal VOC XML or CSV (optionally zipped)
-into items.
+"""Source readers: turn a folder, COCO JSON, YOLO dataset, Pascal VOC XML, DOTA folder or CSV
+(optionally zipped) into items.
 
 Each reader is one module registered with ``@register_reader(name)``; ``read_source`` looks
 the reader up by name, extracting zip files into the caller's work folder first.
@@ -8,12 +8,13 @@ the reader up by name, extracting zip files into the caller's work folder first.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from vistudio.ingest.archive import extract_zip
-from vistudio.ingest.readers import coco, csv, folder, voc, yolo
+from vistudio.ingest.readers import coco, csv, dota, folder, voc, yolo
 from vistudio.ingest.readers._registry import Reader, get_reader, known_formats, register_reader
 from vistudio.ingest.types import ParsedSource, SourceError
 
@@ -22,6 +23,7 @@ __all__ = [
     "coco",
     "csv",
     "detect_format",
+    "dota",
     "folder",
     "known_formats",
     "read_source",
@@ -68,13 +70,15 @@ def _single_top_folder(dest: Path) -> Path:
 
 
 def detect_format(path: Path) -> str:
-    """Best-effort guess of a source's format: ``coco``, ``yolo``, ``voc``, ``csv`` or ``folder``.
+    """Best-effort guess of a source's format: ``coco``, ``yolo``, ``voc``, ``dota``, ``csv`` or
+    ``folder``.
 
     COCO: a ``.json`` with an ``images`` key (or a folder with one). YOLO: a ``data.yaml`` /
     ``dataset.yaml``, or ``images/`` + ``labels/`` folders. VOC: a ``.xml`` file, a folder with
-    ``Annotations/``, or one whose first ``.xml`` is an ``<annotation>``. CSV: a ``.csv`` file.
+    ``Annotations/``, or one whose first ``.xml`` is an ``<annotation>``. DOTA: a ``labelTxt/``
+    folder, at the top or one level down (DOTA's ``train/``, ``val/``). CSV: a ``.csv`` file.
     Zip files are judged by their member names (a single ``.json`` inside a zip counts as COCO,
-    ``.xml`` files as VOC).
+    ``.xml`` files as VOC, a ``labelTxt/`` folder as DOTA).
     """
     if path.is_file():
         suffix = path.suffix.lower()
@@ -98,6 +102,8 @@ def detect_format(path: Path) -> str:
         return "coco"
     if (path / voc.ANNOTATIONS_DIR).is_dir() or _first_xml_is_voc(path):
         return "voc"
+    if _has_dota_labels(path):
+        return "dota"
     if (path / "images").is_dir() and (path / "labels").is_dir():
         return "yolo"
     if any(not p.name.startswith(".") for p in path.glob("*.csv")):
@@ -113,6 +119,18 @@ def _json_has_images(path: Path) -> bool:
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(doc, dict) and "images" in doc
+
+
+def _has_dota_labels(folder: Path) -> bool:
+    """Whether ``folder`` or one of its sub-folders holds a DOTA ``labelTxt/`` folder."""
+    if (folder / dota.LABELS_DIR).is_dir():
+        return True
+    try:
+        with os.scandir(folder) as entries:  # d_type: no stat per entry of a large photo folder
+            subdirs = [e.path for e in entries if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return False
+    return any((Path(p) / dota.LABELS_DIR).is_dir() for p in subdirs)
 
 
 def _first_xml_is_voc(folder: Path) -> bool:
@@ -144,6 +162,8 @@ def _detect_zip(path: Path) -> str:
         return "coco"
     if any(n.suffix.lower() == ".xml" for n in names):
         return "voc"
+    if any(dota.LABELS_DIR in n.parts[:-1] for n in names):
+        return "dota"
     if any("labels" in n.parts for n in names) and any("images" in n.parts for n in names):
         return "yolo"
     if any(n.suffix.lower() == ".csv" for n in names):
