@@ -340,3 +340,32 @@ def test_detection_offers_tags_but_no_label_editing(client: Any, tmp_path: Path)
     assert http.post("/api/v1/projects/boxes/tags", json={"all": True, "add": ["t"]}).status_code == 200
     refused = http.post("/api/v1/projects/boxes/labels", json={"all": True, "set": ["x"]})
     assert refused.status_code in (400, 422), refused.text
+
+
+@pytest.mark.browser
+def test_save_a_view_and_open_it(live_server: tuple[str, Studio, Path], page: Any) -> None:
+    from playwright.sync_api import expect
+
+    base, studio, root = live_server
+    projects.create_project(studio, name="viewed", task="classification")
+    source = make_class_folders(root / "viewed-src", {"cat": 3, "dog": 2})
+    job = ingest.start_import(studio, project="viewed", source=source)
+    assert wait_for_job(studio, job["id"], timeout=90)["status"] == "succeeded"
+    page.goto(base + "/projects/viewed?label=dog&sort=bytes&order=desc")
+    alpine_ready(page)
+    expect(page.get_by_test_id("saved-views")).to_contain_text("None yet")
+    page.fill("#view-name", '<b>"big"</b>')  # not a name: refused with the rule
+    page.get_by_role("button", name="Save view").click()
+    expect(page.locator(".saved-views .alert-error")).to_contain_text("a view name is")
+    page.fill("#view-name", "dogs (big) first")
+    page.get_by_role("button", name="Save view").click()
+    page.wait_for_url(re.compile(r"view=dogs"))
+    expect(page.get_by_test_id("grid-total")).to_have_text("2")
+    expect(page.get_by_test_id("view-link")).to_have_text("dogs (big) first")
+    assert page.locator("#f-label").input_value() == "dog" and page.locator("#f-order").input_value() == "desc"
+    # the name is taken: said so, nothing replaced
+    page.fill("#view-name", "dogs (big) first")
+    page.get_by_role("button", name="Save view").click()
+    expect(page.locator(".saved-views .alert-error")).to_contain_text("already exists")
+    _snap(page, "views-saved")
+    assert httpx.get(f"{base}/projects/viewed?view=nope").status_code == 404

@@ -8,10 +8,12 @@ from fastapi import APIRouter
 def routers() -> list[APIRouter]:
     from vistudio.web.pages import (
         auth,
+        curation,
         dataset,
         duplicates,
         evaluation,
         jobs,
+        map,
         projects,
         runs,
         search,
@@ -27,7 +29,9 @@ def routers() -> list[APIRouter]:
         split.router,
         training.router,
         evaluation.router,
+        curation.router,
         search.router,
+        map.router,
         duplicates.router,
         dataset.router,
         jobs.router,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -139,14 +138,3 @@ def error_page(request: Request, exc: VistudioError) -> HTMLResponse:
         {"message": exc.message, "code": exc.code, "status": exc.status, "details": exc.details},
         status_code=exc.status,
     )
-
-
-def form_date(value: str, field: str, *, end: bool) -> datetime | None:
-    """A date from a filter form (``YYYY-MM-DD``): the start of that day, or its end."""
-    if not value:
-        return None
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        raise InvalidInput(f"{field} must be a date like 2024-05-31 (got {value[:40]!r})") from None
-    return datetime.combine(day, time.max if end else time.min)

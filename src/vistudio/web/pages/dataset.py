@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -13,9 +15,11 @@ from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.ingest.readers import known_formats
 from vistudio.ml.tasks import get_task
-from vistudio.services import edits, ingest, library, projects, samples, splits
+from vistudio.services import annotations as object_edits
+from vistudio.services import edits, ingest, library, projects, samples, splits, views
+from vistudio.services.views import GRID_KEYS, grid_filters
 from vistudio.studio import Studio
-from vistudio.web.pages._common import RowId, error_fragment, error_page, form_date, is_htmx, render, row_id
+from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htmx, render, row_id
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
@@ -28,21 +32,7 @@ SORTS = {
     "dup_group": "Duplicate group",
 }
 Text = Annotated[str, Query(max_length=200)]
-FILTER_KEYS = (
-    "label",
-    "tag",
-    "subset",
-    "annotated",
-    "taken_from",
-    "taken_to",
-    "duplicates",
-    "q",
-    "min_objects",
-    "max_objects",
-    "object_size",
-    "sort",
-    "order",
-)
+FILTER_KEYS = GRID_KEYS
 # annotation kinds drawn over the images (the rest are listed in the detail only)
 DRAWN_KINDS = frozenset({"box", "polygon", "mask_rle", "rotated_box"})
 OBJECT_SIZES = {"small": "Small (< 32² px)", "medium": "Medium (< 96² px)", "large": "Large (≥ 96² px)"}
@@ -67,48 +57,6 @@ def overlay_data(task: str, sample: dict[str, Any], annotations: list[dict[str, 
     }
 
 
-def _object_count(params: dict[str, str], key: str) -> int | None:
-    text = params.get(key, "").strip()
-    if not text:
-        return None
-    if not (text.isascii() and text.isdigit() and len(text) <= 7):
-        raise InvalidInput(f"the number of objects must be a whole number from 0 ({key}: {text[:20]!r})")
-    return int(text)
-
-
-def _filters(params: dict[str, str]) -> dict[str, Any]:
-    """Turn the grid's query string into list_samples keyword arguments (raising InvalidInput)."""
-    out: dict[str, Any] = {}
-    if params.get("label"):
-        out["label"] = params["label"]
-    if params.get("tag"):
-        out["tag"] = params["tag"]
-    if params.get("subset"):
-        split, _, subset = params["subset"].partition(":")
-        out["split"] = split or None
-        out["subset"] = subset or None
-    annotated = params.get("annotated", "")
-    if annotated not in ("", "yes", "no"):
-        raise InvalidInput("annotations filter is 'yes', 'no' or empty")
-    if annotated:
-        out["has_annotations"] = annotated == "yes"
-    out["taken_from"] = form_date(params.get("taken_from", ""), "from date", end=False)
-    out["taken_to"] = form_date(params.get("taken_to", ""), "to date", end=True)
-    if out["taken_from"] and out["taken_to"] and out["taken_from"] > out["taken_to"]:
-        raise InvalidInput("the 'from' date is after the 'to' date")
-    out["duplicates_only"] = params.get("duplicates") in ("1", "on", "true", "yes")
-    if params.get("q"):
-        out["q"] = params["q"]
-    for key in ("min_objects", "max_objects"):
-        if (n := _object_count(params, key)) is not None:
-            out[key] = n
-    if params.get("object_size"):
-        out["object_size"] = params["object_size"]
-    out["sort"] = params.get("sort") or "name"
-    out["order"] = params.get("order") or "asc"
-    return out
-
-
 def labels_editable(task: str) -> bool:
     """Whether the pages offer to edit a project's image labels: tasks whose ground truth is one
     label per image (classification, anomaly detection), not objects. Tags are for every task."""
@@ -117,7 +65,7 @@ def labels_editable(task: str) -> bool:
 
 
 def selection_filter(filters: dict[str, Any]) -> dict[str, Any]:
-    """The grid's filters (``_filters``' output) as the edit API's ``filter`` selection takes them:
+    """The grid's filters (``grid_filters``' output) as the edit API's ``filter`` selection takes them:
     no sort or order, no empty values, dates as ISO text. The page renders it into ``#grid`` so that
     "select all matching" sends exactly what the grid shows, without parsing its query string again."""
     out: dict[str, Any] = {}
@@ -132,7 +80,7 @@ def _grid_context(
     studio: Studio, project: dict[str, Any], params: dict[str, str], offset: int
 ) -> dict[str, Any]:
     overlay = draws_overlay(project["task"])
-    filters = _filters(params)
+    filters = grid_filters(params)
     page = samples.list_samples(
         studio,
         project=project["id"],
@@ -179,7 +127,7 @@ def grid_params(
     sort: Text = "",
     order: Text = "",
 ) -> dict[str, str]:
-    """The grid's query string, as the filter form sends it (validated by ``_filters``)."""
+    """The grid's query string, as the filter form sends it (validated by ``views.grid_filters``)."""
     return {
         "label": label,
         "tag": tag,
@@ -210,10 +158,17 @@ def dataset_page(
     name: str,
     params: GridParams,
     sample: SampleParam = "",
+    view: Text = "",
 ) -> Response:
-    """The grid; ``?sample=ID`` (the detail's own address, pushed when one opens) shows that sample."""
+    """The grid; ``?sample=ID`` (the detail's own address, pushed when one opens) shows that sample;
+    ``?view=NAME`` a saved view's filter and sort."""
     try:
         project = projects.get_project(studio, name)
+        if view:
+            params = {
+                **dict.fromkeys(params, ""),
+                **views.get_view(studio, project=project["id"], name=view)["query"],
+            }
     except VistudioError as exc:
         return error_fragment(request, exc) if is_htmx(request) else error_page(request, exc)
     grid_error: VistudioError | None = None
@@ -258,6 +213,8 @@ def dataset_page(
             "object_sizes": OBJECT_SIZES,
             "tags": samples.tag_counts(studio, project=project["id"]),
             "labels_editable": labels_editable(project["task"]),
+            "views": views.list_views(studio, project=project["id"])["items"],
+            "view": view,
             "subsets": subsets,
             "params": params,
             "sorts": SORTS,
@@ -322,14 +279,42 @@ def _sample_context(studio: Studio, project: dict[str, Any], sample_id: int) -> 
         sample["overlay"] = overlay_data(project["task"], sample, sample["annotations"])
     editable = labels_editable(project["task"])
     changes = edits.history(studio, project=project["id"], sample_id=sample_id, limit=HISTORY_SIZE)
+    kinds = object_edits.editable_kinds(project["task"])
+    names = list(samples.class_counts(studio, project=project["id"])) if editable or kinds else []
     return {
         "project": project,
         "s": sample,
         "overlay": overlay,
         "labels_editable": editable,
-        "class_names": list(samples.class_counts(studio, project=project["id"])) if editable else [],
+        "class_names": names if editable else [],
+        "editor": object_editor(project, sample, kinds, names) if kinds else None,
         "history": [history_row(c) for c in changes["items"]],
         "history_total": changes["total"],
+    }
+
+
+def object_editor(
+    project: dict[str, Any], sample: dict[str, Any], kinds: tuple[str, ...], classes: list[str]
+) -> dict[str, Any]:
+    """What the detail's annotation editor (editor.js) starts from: the image's ground-truth
+    objects of the kinds it may save (all of them go back with a save, masks unchanged), their
+    ``revision``, the kinds it draws (the task's object kinds it can shape: a box of an instance
+    segmentation project is its polygon's companion, not an object) and the project's classes."""
+    objects = get_task(project["task"]).object_kinds or kinds
+    return {
+        "id": sample["id"],
+        "project": project["name"],
+        "w": sample["width"],
+        "h": sample["height"],
+        "kinds": list(kinds),
+        "draw": [k for k in ("box", "polygon", "rotated_box") if k in kinds and k in objects],
+        "classes": classes,
+        "revision": sample["objects_revision"],
+        "objects": [
+            {"kind": a["kind"], "class": a["class"], "geometry": a["geometry"]}
+            for a in sample["annotations"]
+            if a["kind"] in kinds and a.get("score") is None
+        ],
     }
 
 
@@ -344,6 +329,8 @@ def history_row(change: dict[str, Any]) -> dict[str, Any]:
     and after (what the edit did to it), not from the request, which may have asked for more."""
     request = change["request"]
     before, after = change.get("before"), change.get("after")
+    if change["kind"] == "annotations":
+        return _objects_row(change, before, after)
     noun = "tags" if change["kind"] == "tags" else "label"
     effect = None
     revert = next((word for word in ("undo", "redo") if word in request), None)
@@ -362,6 +349,64 @@ def history_row(change: dict[str, Any]) -> dict[str, Any]:
         what = f"label: {_names_text(before)} → {_names_text(after)}"
     else:
         what = "label: set to " + _names_text(request.get("set"))
+    return {
+        "id": change["change_id"],
+        "what": what,
+        "effect": effect,
+        "actor": change["actor"],
+        "when": change["created_at"],
+        "undone": change["undone"],
+    }
+
+
+OBJECT_NOUNS = {
+    "box": ("box", "boxes"),
+    "polygon": ("polygon", "polygons"),
+    "rotated_box": ("rotated box", "rotated boxes"),
+    "mask_rle": ("mask", "masks"),
+}
+
+
+def _objects_text(n: int, kind: str) -> str:
+    one, many = OBJECT_NOUNS.get(kind, (kind, kind))
+    return f"{n} {one if n == 1 else many}"
+
+
+def _objects_diff(before: list[Any], after: list[Any]) -> str:
+    """What an object save did, per kind: "+1 box, 2 polygons changed, −1 mask" (an object moved
+    or given another class is one removed and one added: counted as changed)."""
+    key = object_edits.canonical
+    old = [json.dumps(o, sort_keys=True) for o in key(before)]
+    new = [json.dumps(o, sort_keys=True) for o in key(after)]
+    added, removed = Counter(new) - Counter(old), Counter(old) - Counter(new)
+    parts = []
+    for kind in dict.fromkeys(o["kind"] for o in [*after, *before]):
+        a = sum(n for k, n in added.items() if json.loads(k)["kind"] == kind)
+        r = sum(n for k, n in removed.items() if json.loads(k)["kind"] == kind)
+        changed = min(a, r)
+        if a - changed:
+            parts.append("+" + _objects_text(a - changed, kind))
+        if changed:
+            parts.append(_objects_text(changed, kind) + " changed")
+        if r - changed:
+            parts.append("−" + _objects_text(r - changed, kind))
+    return ", ".join(parts) or "no change"
+
+
+def _objects_row(change: dict[str, Any], before: Any, after: Any) -> dict[str, Any]:
+    """One annotation save (or its undo or redo) of a sample's history, in words."""
+    request = change["request"]
+    revert = next((word for word in ("undo", "redo") if word in request), None)
+    both = isinstance(before, list) and isinstance(after, list)
+    diff = _objects_diff(before, after) if both else None
+    if revert:
+        what = f"{revert} of change {request[revert]}"
+        effect = f"objects: {diff}" if diff else None
+    else:
+        what = f"objects: {diff}" if diff else f"objects saved ({request.get('objects', '?')})"
+        created = request.get("created_classes") or []
+        effect = ("new class: " if len(created) == 1 else "new classes: ") + ", ".join(created)
+        effect = effect if created else None
     return {
         "id": change["change_id"],
         "what": what,

@@ -15,8 +15,9 @@ from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.pipelines.audit import outcome
 from vistudio.services import run_results, runs
+from vistudio.services.views import parse_day as form_date
 from vistudio.studio import Studio
-from vistudio.web.pages._common import error_fragment, error_page, form_date, is_htmx, render, templates
+from vistudio.web.pages._common import error_fragment, error_page, is_htmx, render, templates
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE = 100  # runs listed at once

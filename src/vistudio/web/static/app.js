@@ -405,3 +405,25 @@ function showToast(text) {
   box.classList.add("show");
   setTimeout(() => box.classList.remove("show"), 5000);
 }
+
+/* Saved views (Dataset page): save the filter form's values under a name, then go to the view. */
+function savedViews(opts) {
+  return Object.assign(jobFollower(), {
+    async save(ev) {
+      const name = ev.target.querySelector("[name=name]").value.trim();
+      const form = document.getElementById("filters");
+      const query = {};
+      for (const [key, value] of new FormData(form).entries()) {
+        if (typeof value === "string" && value.trim()) query[key] = value.trim();
+      }
+      this.busy = true;
+      const body = await this.send("/api/v1/projects/" + encodeURIComponent(opts.project) + "/views", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "x-vistudio-client": "web" },
+        body: JSON.stringify({ name: name, query: query }),
+      });
+      this.busy = false;
+      if (body && body.view) location.href = body.view.url;
+    },
+  });
+}

@@ -469,6 +469,9 @@ const Overlay = (() => {
     rleCounts: rleCounts,
     rleMask: rleMask,
     rleBox: rleBox,
+    mask: maskFor,  // the decoded mask of an RLE object in a colour, cached (the editor draws them too)
+    fitText: fitText,
+    roundRect: roundRect,
     colour: colour,
     classIndex: classIndex,
     setClasses: (names) => { classes = names.slice(); },
