@@ -81,7 +81,7 @@ def test_walk_from_empty_studio_to_locked_split(
     expect(detail).to_be_visible()
     expect(detail).to_contain_text("circle_03.png")
     expect(detail).to_contain_text("48 × 48 px")
-    expect(detail.locator(".chip").first).to_have_text("circle")
+    expect(detail.get_by_test_id("detail-label")).to_have_value("circle")  # the label, editable
     page.wait_for_function(
         "() => { const i = document.querySelector('.stage img'); return i && i.complete && i.naturalWidth > 0 }"
     )
