@@ -80,3 +80,47 @@ def test_views_save_list_use_delete(pets: Studio, capsys: pytest.CaptureFixture[
     views.delete_view(pets, project="pets", name="newest")
     with pytest.raises(NotFound):
         views.delete_view(pets, project="pets", name="newest")
+
+
+def test_export_a_view(pets: Studio, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    views.save_view(pets, project="pets", name="dogs", query={"label": "dog", "sort": "bytes"})
+    out = tmp_path / "dogs-export"
+    code, body = cli(
+        capsys,
+        pets.home,
+        "dataset",
+        "export",
+        "pets",
+        "--format",
+        "folders",
+        "--out",
+        str(out),
+        "--view",
+        "dogs",
+    )
+    assert code == 0 and body["export"]["samples"] == 3, body
+    assert sorted(p.parent.name for p in out.rglob("*.png")) == ["dog"] * 3
+    code, body = cli(
+        capsys,
+        pets.home,
+        "dataset",
+        "export",
+        "pets",
+        "--format",
+        "folders",
+        "--dry-run",
+        "--view",
+        "dogs",
+        "--label",
+        "cat",
+    )
+    assert code != 0 and "either --view or filters" in body["error"]["message"]
+    with TestClient(create_app(pets)) as client:
+        r = client.post(
+            "/api/v1/datasets/pets/export", json={"format": "folders", "view": "dogs", "dry_run": True}
+        )
+        assert r.status_code == 200 and r.json()["samples"] == 3, r.text
+        r = client.post(
+            "/api/v1/datasets/pets/export", json={"format": "folders", "view": "nope", "dry_run": True}
+        )
+        assert r.status_code == 404

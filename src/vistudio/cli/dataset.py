@@ -64,6 +64,7 @@ def export(
     ] = False,
     label: Annotated[str | None, typer.Option(help="only samples with this class")] = None,
     tag: Annotated[str | None, typer.Option(help="only samples with this tag")] = None,
+    view: Annotated[str | None, typer.Option(help="the samples of this saved view")] = None,
     split: Annotated[
         str | None, typer.Option(help="only samples of this split (with --subset: of one subset)")
     ] = None,
@@ -89,6 +90,12 @@ def export(
 
     studio = state(ctx).studio()
     filters = {k: v for k, v in {"label": label, "tag": tag, "split": split, "subset": subset}.items() if v}
+    if view is not None:
+        from vistudio.services import views
+
+        if filters:
+            raise BadRequest("give either --view or filters (--label, --tag, --split, --subset)")
+        filters = views.view_filter(studio, project=project, name=view)
     if dry_run:
         preview = dataset_export.preview_export(
             studio, project=project, format=format, filters=filters, by_split=by_split, out=out, zip=zip_

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vistudio.api.deps import Id, Limit, Offset, StudioDep
 from vistudio.api.routes.edits import SampleFilter
-from vistudio.services import dataset_export
+from vistudio.errors import BadRequest
+from vistudio.services import dataset_export, views
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -20,6 +21,7 @@ class DatasetExportRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: str = Field(max_length=16, description="coco, yolo, voc, dota, csv or folders")
     filters: SampleFilter | None = None
+    view: str | None = Field(None, max_length=100, description="a saved view's samples (instead of filters)")
     by_split: str | None = Field(
         None,
         max_length=200,
@@ -36,6 +38,10 @@ def export_dataset(
     """Queue an export (202 ``{"job"}``) to ``exports/datasets/<project>/<format>-<job id>.zip``
     in the workspace; with ``dry_run``: 200 with what it would write and drop."""
     filters = body.filters.model_dump(exclude_defaults=True) if body.filters else None
+    if body.view is not None:
+        if filters:
+            raise BadRequest("give either a view or filters")
+        filters = views.view_filter(studio, project=project, name=body.view)
     if body.dry_run:
         preview = dataset_export.preview_export(
             studio, project=project, format=body.format, filters=filters, by_split=body.by_split
