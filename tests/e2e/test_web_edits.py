@@ -187,6 +187,8 @@ def test_select_tag_label_undo_and_the_detail(live_server: tuple[str, Studio, Pa
     detail.get_by_role("button", name="Remove tag blurry").click()
     expect(detail.get_by_test_id("detail-tag").filter(has_text="blurry")).to_have_count(0)
     expect(history.first).to_contain_text("tags: −blurry")
+    # the detail was swapped in again: use it once Alpine has bound its handlers
+    expect(page.locator("[data-testid=sample-detail][data-ready]")).to_have_count(1)
     detail.get_by_test_id("detail-label").select_option("fox")
     expect(history.first).to_contain_text(f"label: {', '.join(before)} → fox")
     expect(detail.get_by_test_id("detail-label")).to_have_value("fox")
@@ -209,6 +211,7 @@ def test_select_tag_label_undo_and_the_detail(live_server: tuple[str, Studio, Pa
     # a stale label edit: changed behind the page's back, then here: refused with a message
     r = httpx.patch(f"{base}/api/v1/samples/{sample}", json={"labels": ["cat"]})
     assert r.status_code == 200, r.text
+    expect(page.locator("[data-testid=sample-detail][data-ready]")).to_have_count(1)
     detail.get_by_test_id("detail-label").select_option("dog")
     error = detail.get_by_test_id("detail-edit-error")
     expect(error).to_contain_text("changed since they were loaded")

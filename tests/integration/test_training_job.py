@@ -343,7 +343,9 @@ def test_live_view_gets_step_points_and_speed_from_the_first_epoch(studio: Studi
     assert start["steps_per_epoch"] == 9 and start["total_steps"] == 18
     # the job's progress message carries the same numbers (the CLI's bar shows it)
     messages = [e["message"] or "" for e in job_events(studio, job["id"], "progress")]
-    assert any("img/s" in m and "ETA" in m and m.startswith("epoch 1/2") for m in messages), messages
+    # the job's progress line carries the speed and ETA (which epoch's line survives the progress
+    # throttle depends on the machine's load; the live points above are the first epoch's)
+    assert any("img/s" in m and "ETA" in m and m.startswith("epoch ") for m in messages), messages
     # the recorded series: points of epoch 1 before its end, as the page draws them after a reload
     rows = _metric_rows(studio, started["experiment"]["id"])
     assert sorted(s for n, s in rows if n == "train_loss_step" and s < 9) == [1, 2, 4, 6, 8]

@@ -251,6 +251,7 @@ function detailEditor(opts) {
     stale: false,   // a 409: the sample changed since the detail was rendered
     init() {
       root = this.$el;
+      root.dataset.ready = "1";  // its handlers are bound: a freshly swapped detail can be used
       if (focusDetailTag) {
         focusDetailTag = false;
         // after htmx settled the swap: it focuses the [autofocus] close button first, then says htmx:load
