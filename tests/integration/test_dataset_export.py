@@ -774,3 +774,77 @@ def test_the_benchmark_runs_at_a_toy_size() -> None:
     report = json.loads(out.stdout)
     for fmt in ("coco", "yolo"):
         assert report["formats"][fmt]["annotations"] == 36 and report["formats"][fmt]["ratio"] > 0
+
+
+def test_a_version_exports_its_members_with_the_labels_and_objects_it_had(
+    studio: Studio, tmp_path: Path, shapes: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Edits after a version (objects replaced, labels changed) do not reach the version's export;
+    the current export has them. Filters and a version together are refused."""
+    from vistudio.services import annotations, edits, samples, versions
+
+    before = ground_truth(studio, shapes)
+    versions.create_version(studio, project=shapes, name="v-shapes")
+    first = samples.list_samples(studio, project=shapes, limit=1)["items"][0]["id"]
+    annotations.set_objects(
+        studio,
+        first,
+        [{"kind": "box", "class": CLASSES[1], "geometry": {"x": 0.5, "y": 0.5, "w": 0.2, "h": 0.2}}],
+        expected_revision=None,
+    )
+    old = run_export(studio, shapes, "coco", tmp_path / "old", version="v-shapes")
+    assert old["version"] == "v-shapes" and old["missing"] == 0 and old["samples"] == 6
+    now = run_export(studio, shapes, "coco", tmp_path / "now")
+    assert now["version"] is None and now["annotations"] != old["annotations"]
+    back = ground_truth(studio, imported(studio, tmp_path / "old", "coco", "instance_segmentation"))
+    for sha, (name, size, anns) in before.items():  # the version's objects, not the edit
+        assert_same(anns, back[sha][2], size, name)
+
+    projects.create_project(studio, name="pets", task="classification")
+    assert (
+        run_import(studio, "pets", make_class_folders(tmp_path / "pets", {"cat": 3, "dog": 3}))["status"]
+        == "succeeded"
+    )
+    versions.create_version(studio, project="pets", name="start")
+    edits.edit_labels(studio, project="pets", selection={"all": True}, set_to=["dog"])
+    code, body = cli(
+        capsys,
+        studio.home,
+        "dataset",
+        "export",
+        "pets",
+        "-f",
+        "folders",
+        "-o",
+        str(tmp_path / "f"),
+        "--version",
+        "start",
+    )
+    assert code == 0 and body["export"]["samples"] == 6, body
+    assert sorted(p.parent.name for p in (tmp_path / "f").rglob("*.png")) == ["cat"] * 3 + ["dog"] * 3
+    run_export(studio, "pets", "folders", tmp_path / "g")
+    assert sorted(p.parent.name for p in (tmp_path / "g").rglob("*.png")) == ["dog"] * 6
+    code, body = cli(
+        capsys,
+        studio.home,
+        "dataset",
+        "export",
+        "pets",
+        "-f",
+        "folders",
+        "--dry-run",
+        "--version",
+        "start",
+        "--label",
+        "cat",
+    )
+    assert code != 0 and "either --version" in body["error"]["message"]
+    code, body = cli(
+        capsys, studio.home, "dataset", "export", "pets", "-f", "folders", "--dry-run", "--version", "v9"
+    )
+    assert code != 0 and "not found" in body["error"]["message"]
+    with TestClient(create_app(studio)) as client:
+        r = client.post(
+            "/api/v1/datasets/pets/export", json={"format": "csv", "version": "1", "dry_run": True}
+        )
+        assert r.status_code == 200 and r.json()["version"] == "start", r.text

@@ -31,6 +31,9 @@ def _render(d: dict[str, Any]) -> None:
             f"[bold]{plural(e['samples'], 'sample')}[/], {plural(e['annotations'], 'annotation')} "
             f"exported as {e['format']} to {escape(e['path'])}"
         )
+    if e.get("version"):
+        gone = f" ({plural(e['missing'], 'member')} deleted since, not exported)" if e.get("missing") else ""
+        console.print(f"the samples and labels of version {escape(str(e['version']))}{gone}")
     for title, key in (("dropped (the format cannot hold them)", "dropped"), ("converted", "converted")):
         if e.get(key):
             t = table(key_column("what"), "count", title=title)
@@ -65,6 +68,10 @@ def export(
     label: Annotated[str | None, typer.Option(help="only samples with this class")] = None,
     tag: Annotated[str | None, typer.Option(help="only samples with this tag")] = None,
     view: Annotated[str | None, typer.Option(help="the samples of this saved view")] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(help="a dataset version (name or number): its samples with the labels it had"),
+    ] = None,
     split: Annotated[
         str | None, typer.Option(help="only samples of this split (with --subset: of one subset)")
     ] = None,
@@ -96,9 +103,18 @@ def export(
         if filters:
             raise BadRequest("give either --view or filters (--label, --tag, --split, --subset)")
         filters = views.view_filter(studio, project=project, name=view)
+    if version is not None and filters:
+        raise BadRequest("give either --version or --view / filters: a version is exported whole")
     if dry_run:
         preview = dataset_export.preview_export(
-            studio, project=project, format=format, filters=filters, by_split=by_split, out=out, zip=zip_
+            studio,
+            project=project,
+            format=format,
+            filters=filters,
+            by_split=by_split,
+            out=out,
+            zip=zip_,
+            version=version,
         )
         emit(ctx, {"export": preview}, _render)
         return
@@ -113,6 +129,7 @@ def export(
         link=link,
         filters=filters,
         by_split=by_split,
+        version=version,
     )
     if no_wait:
         emit(ctx, {"job": job}, lambda d: console.print(f"queued dataset export job {d['job']['id']}"))

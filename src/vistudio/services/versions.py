@@ -157,7 +157,8 @@ def version_for_training(s: Any, p: Any, *, actor: str) -> DatasetVersion:
     return _make(s, p, name=None, actor=actor, auto=True)
 
 
-def _find(s: Any, p: Any, ref: str | int) -> DatasetVersion:
+def find_version(s: Any, p: Any, ref: str | int) -> DatasetVersion:
+    """Version ``ref`` (its name, number or ``v<number>``) of project ``p``; 404 if none."""
     text = str(ref).strip()
     stmt = select(DatasetVersion).where(DatasetVersion.project_id == p.id)
     v = s.scalars(stmt.where(DatasetVersion.name == text)).first()
@@ -186,7 +187,7 @@ def list_versions(studio: Studio, *, project: str | int, offset: int = 0, limit:
 def get_version(studio: Studio, *, project: str | int, version: str | int) -> dict[str, Any]:
     with studio.sessions() as s:
         p = find_project(s, project)
-        return _version_dict(_find(s, p, version), latest_watermark=watermark(s, p.id))
+        return _version_dict(find_version(s, p, version), latest_watermark=watermark(s, p.id))
 
 
 def version_labels(s: Any, v: DatasetVersion) -> dict[int, list[str]]:
@@ -201,7 +202,7 @@ def diff_versions(studio: Studio, *, project: str | int, a: str | int, b: str | 
     labels differ, and per class how many samples gained or lost it."""
     with studio.sessions() as s:
         p = find_project(s, project)
-        va, vb = _find(s, p, a), _find(s, p, b)
+        va, vb = find_version(s, p, a), find_version(s, p, b)
         ma, mb = set(decode_members(va.members)), set(decode_members(vb.members))
         la, lb = version_labels(s, va), version_labels(s, vb)
         gained: Counter[str] = Counter()

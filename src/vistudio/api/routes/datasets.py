@@ -22,6 +22,11 @@ class DatasetExportRequest(BaseModel):
     format: str = Field(max_length=16, description="coco, yolo, voc, dota, csv or folders")
     filters: SampleFilter | None = None
     view: str | None = Field(None, max_length=100, description="a saved view's samples (instead of filters)")
+    version: str | None = Field(
+        None,
+        max_length=100,
+        description="a dataset version (name or number): its samples with the labels it had",
+    )
     by_split: str | None = Field(
         None,
         max_length=200,
@@ -42,9 +47,16 @@ def export_dataset(
         if filters:
             raise BadRequest("give either a view or filters")
         filters = views.view_filter(studio, project=project, name=body.view)
+    if body.version is not None and filters:
+        raise BadRequest("give either a version or a view / filters: a version is exported whole")
     if body.dry_run:
         preview = dataset_export.preview_export(
-            studio, project=project, format=body.format, filters=filters, by_split=body.by_split
+            studio,
+            project=project,
+            format=body.format,
+            filters=filters,
+            by_split=body.by_split,
+            version=body.version,
         )
         return JSONResponse(preview, status_code=200)
     job = dataset_export.start_dataset_export(
@@ -55,6 +67,7 @@ def export_dataset(
         zip=body.zip,
         filters=filters,
         by_split=body.by_split,
+        version=body.version,
     )
     return {"job": job}
 

@@ -30,7 +30,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from vistudio.db import Project, utcnow
-from vistudio.errors import Conflict, InvalidInput
+from vistudio.db.versions import DatasetVersion
+from vistudio.errors import BadRequest, Conflict, InvalidInput
 from vistudio.ingest.writers import Writer, counts, get_writer, summarise, writer_formats
 from vistudio.ingest.writers._names import safe_component
 from vistudio.jobs.queue import LeaseLost, job_dict
@@ -54,6 +55,7 @@ from vistudio.services.dataset_export.sinks import (
 )
 from vistudio.services.projects import find_project
 from vistudio.services.samples import matching_query, resolve_split
+from vistudio.services.versions import find_version
 from vistudio.studio import Studio
 
 JOB_KIND = "dataset_export"
@@ -121,16 +123,28 @@ def api_destination(studio: Studio, *, project_name: str, fmt: str, job_id: int)
 
 
 def _resolve(
-    s: Session, *, project: str | int, fmt: str, filters: dict[str, Any] | None, by_split: str | None
-) -> tuple[Project, dict[str, Any]]:
-    """The project and the checked filters (unknown class or split: 404, as the grid)."""
+    s: Session,
+    *,
+    project: str | int,
+    fmt: str,
+    filters: dict[str, Any] | None,
+    by_split: str | None,
+    version: str | int | None = None,
+) -> tuple[Project, dict[str, Any], DatasetVersion | None]:
+    """The project, the checked filters (unknown class or split: 404, as the grid) and the
+    version (unknown: 404; a version and filters together: 400)."""
     p = find_project(s, project)
     check_format(fmt, p.task)
     checked = check_filters(filters)
     if by_split is not None:
         resolve_split(s, p.id, by_split, None)
     matching_query(s, p, **checked)  # raises for a bad filter now, not in the job
-    return p, checked
+    v = None
+    if version is not None:
+        if checked:
+            raise BadRequest("give either a version or filters: a version is exported whole")
+        v = find_version(s, p, version)
+    return p, checked, v
 
 
 def preview_export(
@@ -142,19 +156,21 @@ def preview_export(
     by_split: str | None = None,
     out: Path | None = None,
     zip: bool = False,
+    version: str | int | None = None,
 ) -> dict[str, Any]:
     """The dry run: what an export would write and drop, without writing anything →
     ``{"dry_run": true, "format", "path", "samples", "annotations", "dropped", "converted"}``."""
     dest = check_out(studio, out, zip=zip) if out is not None else None
     with studio.sessions() as s:
-        p, checked = _resolve(s, project=project, fmt=format, filters=filters, by_split=by_split)
-        samples, _, classes = load_selection(
-            s, home=studio.home, project=p, filters=checked, by_split=by_split
+        p, checked, v = _resolve(
+            s, project=project, fmt=format, filters=filters, by_split=by_split, version=version
         )
+        sel = load_selection(s, home=studio.home, project=p, filters=checked, by_split=by_split, version=v)
+        version_name = v.name if v is not None else None
     summary = summarise(
         format,
-        samples,
-        classes=classes,
+        sel.samples,
+        classes=sel.classes,
         by_split=by_split is not None,
         task_kinds=get_task(p.task).annotation_kinds,
     )
@@ -165,6 +181,8 @@ def preview_export(
         "path": str(dest) if dest else None,
         "zip": zip,
         "by_split": by_split,
+        "version": version_name,
+        "missing": sel.missing,
         "samples": summary.samples,
         "annotations": summary.annotations,
         "dropped": summary.dropped,
@@ -182,6 +200,7 @@ def start_dataset_export(
     link: bool = False,
     filters: dict[str, Any] | None = None,
     by_split: str | None = None,
+    version: str | int | None = None,
 ) -> dict[str, Any]:
     """Check the request and queue the export job; returns the job. ``out`` None: an API export
     (a zip under the workspace's ``exports/datasets/``)."""
@@ -189,8 +208,11 @@ def start_dataset_export(
         raise InvalidInput("exports made through the API are always zipped")
     dest = check_out(studio, out, zip=zip) if out is not None else None
     with studio.sessions() as s:
-        p, checked = _resolve(s, project=project, fmt=format, filters=filters, by_split=by_split)
+        p, checked, v = _resolve(
+            s, project=project, fmt=format, filters=filters, by_split=by_split, version=version
+        )
         project_id = p.id
+        version_id = v.id if v is not None else None
     params = {
         "format": format,
         "out": str(dest) if dest else None,
@@ -198,6 +220,7 @@ def start_dataset_export(
         "link": link and not zip,
         "filters": filters_json(checked),
         "by_split": by_split,
+        "version_id": version_id,
     }
     return job_dict(studio.queue.enqueue(JOB_KIND, params, project_id=project_id, max_attempts=2))
 
@@ -214,9 +237,14 @@ def run_dataset_export(ctx: JobContext) -> dict[str, Any]:
         p = find_project(s, ctx.project_id)
         writer_cls = check_format(fmt, p.task)
         filters = check_filters(params.get("filters"))
-        samples, sources, classes = load_selection(
-            s, home=studio.home, project=p, filters=filters, by_split=by_split
-        )
+        v = None
+        if params.get("version_id") is not None:
+            v = s.get(DatasetVersion, params["version_id"])
+            if v is None:
+                raise PermanentJobError("the version of this export was deleted")
+        sel = load_selection(s, home=studio.home, project=p, filters=filters, by_split=by_split, version=v)
+        samples, sources, classes = sel.samples, sel.sources, sel.classes
+        extra = {"version": v.name if v is not None else None, "missing": sel.missing}
         project_name = p.name
         task_kinds = get_task(p.task).annotation_kinds
     dest = (
@@ -242,7 +270,7 @@ def run_dataset_export(ctx: JobContext) -> dict[str, Any]:
         else FolderSink(partial, link=bool(params.get("link")))
     )
     try:
-        result = _write(ctx, writer, sources, sink, dest=dest, project=project_name)
+        result = _write(ctx, writer, sources, sink, dest=dest, project=project_name, extra=extra)
         ctx.check_cancelled()
         sink.publish(dest)
     except LeaseLost:  # another worker runs the job now; it clears this attempt's partial
@@ -255,7 +283,14 @@ def run_dataset_export(ctx: JobContext) -> dict[str, Any]:
 
 
 def _write(
-    ctx: JobContext, writer: Writer, sources: dict[int, Source], sink: Sink, *, dest: Path, project: str
+    ctx: JobContext,
+    writer: Writer,
+    sources: dict[int, Source],
+    sink: Sink,
+    *,
+    dest: Path,
+    project: str,
+    extra: dict[str, Any],
 ) -> dict[str, Any]:
     params = ctx.params
     plan = writer.plan()
@@ -283,6 +318,7 @@ def _write(
         "zip": bool(params.get("zip")),
         "by_split": params.get("by_split"),
         "filters": params.get("filters") or {},
+        **extra,
         "samples": len(exported),
         "annotations": rendered.annotations,
         "dropped": counts(plan.excluded + rendered.dropped),
