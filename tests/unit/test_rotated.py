@@ -15,6 +15,7 @@ from vistudio.ml.inference.rotated import (
     cxcywha_from_corners,
     rotated_iou,
     rotated_iou_matrix,
+    rotated_nms,
 )
 
 
@@ -219,3 +220,49 @@ def test_dota_ap_edges() -> None:
     assert voc_ap([0.5, 1.0], [1.0, 0.5], method="area") == pytest.approx(0.75)
     with pytest.raises(ValueError):
         voc_ap([1.0], [1.0], method="101")
+
+
+def reference_nms(corners: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    """Greedy NMS written plainly with shapely's IoU, one pair at a time."""
+    kept: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda j: (-scores[j], j)):
+        if all(shapely_iou(corners[i : i + 1], corners[k : k + 1])[0] <= threshold for k in kept):
+            kept.append(i)
+    return kept
+
+
+@pytest.mark.parametrize("threshold", [0.1, 0.5, 0.8])
+def test_rotated_nms_equals_a_plain_reference(threshold: float) -> None:
+    rng = np.random.default_rng(int(threshold * 10))
+    boxes = random_boxes(rng, 300, spread=120.0)
+    corners = corners_from_cxcywha(boxes)
+    scores = rng.uniform(size=300)
+    scores[:20] = scores[20:40]  # ties keep the box that comes first
+    assert rotated_nms(corners, scores, threshold).tolist() == reference_nms(corners, scores, threshold)
+
+
+def test_rotated_nms_equals_torchvision_on_upright_boxes_and_separates_classes() -> None:
+    import torch
+    from torchvision.ops import batched_nms, nms
+
+    rng = np.random.default_rng(5)
+    boxes = random_boxes(rng, 400, spread=150.0)
+    boxes[:, 4] = 0.0
+    corners = corners_from_cxcywha(boxes)
+    xyxy = np.c_[corners.min(1), corners.max(1)]
+    scores = rng.uniform(size=400)
+    expected = nms(torch.from_numpy(xyxy), torch.from_numpy(scores), 0.5).tolist()
+    assert rotated_nms(corners, scores, 0.5).tolist() == expected
+    classes = rng.integers(0, 3, 400)
+    expected = batched_nms(
+        torch.from_numpy(xyxy), torch.from_numpy(scores), torch.from_numpy(classes), 0.5
+    ).tolist()
+    assert rotated_nms(corners, scores, 0.5, classes).tolist() == expected
+    # a box turned by 90° about its centre is the same box when square, another when long
+    square = corners_from_cxcywha([[50, 50, 20, 20, 0], [50, 50, 20, 20, math.pi / 2]])
+    assert rotated_nms(square, [0.9, 0.8], 0.5).tolist() == [0]
+    long = corners_from_cxcywha([[50, 50, 40, 4, 0], [50, 50, 40, 4, math.pi / 2]])
+    assert rotated_nms(long, [0.9, 0.8], 0.5).tolist() == [0, 1]
+    assert rotated_nms(np.zeros((0, 4, 2)), [], 0.5).tolist() == []
+    with pytest.raises(ValueError, match="scores"):
+        rotated_nms(square, [0.9], 0.5)

@@ -157,3 +157,36 @@ def rotated_iou_matrix(a: npt.ArrayLike, b: npt.ArrayLike, *, chunk: int = 65_53
         sa, sb = ia[start : start + chunk], ib[start : start + chunk]
         out[sa, sb] = rotated_iou(qa[sa], qb[sb])
     return out
+
+
+def rotated_nms(
+    corners: npt.ArrayLike,
+    scores: npt.ArrayLike,
+    iou_threshold: float,
+    classes: npt.ArrayLike | None = None,
+) -> npt.NDArray[np.int64]:
+    """Greedy non-maximum suppression of rotated boxes ((N, 4, 2) corners): the indices kept, best
+    score first. A box is dropped when its IoU with a better kept box is above ``iou_threshold`` —
+    torchvision's ``ops.nms`` rule, which it equals on boxes with θ = 0. With ``classes``, boxes of
+    different classes never suppress each other (``batched_nms``: each class is moved apart).
+    Equal scores keep the box that comes first."""
+    q = np.asarray(corners, dtype=np.float64).reshape(-1, 4, 2)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(q) != len(s):
+        raise ValueError(f"{len(q)} boxes but {len(s)} scores")
+    if not len(q):
+        return np.zeros(0, dtype=np.int64)
+    if classes is not None:
+        k = np.asarray(classes, dtype=np.int64).reshape(-1)
+        span = float(q.max() - q.min()) + 1.0
+        q = q + (k * span)[:, None, None] * np.array([1.0, 0.0])
+    order = np.argsort(-s, kind="stable")
+    iou = rotated_iou_matrix(q[order], q[order])
+    suppressed = np.zeros(len(order), dtype=bool)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(order[i])
+        suppressed[i + 1 :] |= iou[i, i + 1 :] > iou_threshold
+    return np.asarray(keep, dtype=np.int64)
