@@ -43,7 +43,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export
+BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval
 
 bench: $(STAMP)
 	mkdir -p bench-results

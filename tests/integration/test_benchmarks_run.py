@@ -76,3 +76,10 @@ def test_edits_benchmark_runs() -> None:
 def test_rotated_iou_benchmark_runs() -> None:
     result = _run("benchmarks/rotated_iou.py", "--pairs", "500", "--repeat", "1")
     assert result["pairs"] == 500 and result["max_abs_diff"] < 1e-9 and result["ratio"] > 0
+
+
+@pytest.mark.slow
+def test_segmentation_eval_benchmark_runs() -> None:
+    result = _run("benchmarks/segmentation_eval.py", "--images", "20", "--size", "64", "--classes", "5")
+    assert result["images"] == 20 and result["max_abs_diff"] < 1e-7
+    assert result["ratio_vs_numpy"] > 0 and result["ratio_vs_torchmetrics"] > 0

@@ -235,9 +235,14 @@ def test_what_is_refused_before_training_starts(
         experiments.start_experiment(studio, project="shapes", config={**TINY, "class_weights": [1.0] * 5})
     with pytest.raises(InvalidInput, match="experiment name"):
         experiments.start_experiment(studio, project="shapes", config=TINY, name="../etc")
-    projects.create_project(studio, name="regions", task="semantic_segmentation")
-    with pytest.raises(BadRequest, match="not available for semantic segmentation"):
-        experiments.start_experiment(studio, project="regions", config=TINY)
+    # a task whose training module does not exist (yet): whichever that is today
+    from vistudio.ml.tasks import get_task, task_names
+
+    untrained = [get_task(n) for n in task_names() if get_task(n).trainable and not get_task(n).can_train]
+    if untrained:
+        projects.create_project(studio, name="regions", task=untrained[0].name)
+        with pytest.raises(BadRequest, match=f"not available for {untrained[0].title.lower()}"):
+            experiments.start_experiment(studio, project="regions", config=TINY)
     assert experiments.list_experiments(studio, project="shapes")["total"] == 0
 
     # queued (no worker): frozen config, stop at once, a duplicate name, delete refused until stopped

@@ -34,6 +34,12 @@ def _report(d: dict[str, Any]) -> None:
     console.print(
         f"[bold]{r['imported']}[/] imported, {r['skipped']} already present, {r['duplicates']} duplicates, "
         f"[red]{r['failed_count']}[/] failed, {r['near_duplicate_groups']} near-duplicate groups"
+        # images that came without labels (no mask, no label file), in projects that have classes
+        + (
+            f", {r['unlabelled']} imported without annotations"
+            if r.get("unlabelled") and r.get("classes")
+            else ""
+        )
     )
     if r["failed"]:
         t = table(key_column("path"), "reason", title="failed items")
@@ -50,14 +56,15 @@ def import_(
     project: str,
     source: Path,
     format: Annotated[
-        str | None, typer.Option("--format", "-f", help="folder|coco|yolo|voc|dota|csv (guessed if omitted)")
+        str | None,
+        typer.Option("--format", "-f", help="folder|coco|yolo|voc|dota|masks|csv (guessed if omitted)"),
     ] = None,
     mode: Annotated[
         str, typer.Option(help="copy (into the workspace) or reference (originals stay put)")
     ] = "copy",
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and print its id")] = False,
 ) -> None:
-    """Import images (a folder, COCO, YOLO, Pascal VOC, CSV, or a .zip of one) into a project."""
+    """Import images (a folder, COCO, YOLO, Pascal VOC, DOTA, label masks, CSV, or a .zip of one) into a project."""
     from vistudio.services import ingest
 
     studio = state(ctx).studio()

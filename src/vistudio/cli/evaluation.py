@@ -34,6 +34,8 @@ PATH_KEYS = (
     "metrics_path",
     "pr_curves_png_path",
     "f1_curve_png_path",
+    "predictions_dir",
+    "ground_truth_dir",
 )
 
 
@@ -60,6 +62,14 @@ def _render_evaluation(d: dict[str, Any]) -> None:
         f"{ev['status']}"
     )
     if not m:
+        return
+    if "r2" in m:  # regression: errors in the targets' units, no confusion matrix
+        from vistudio.cli.regression import render_metrics
+
+        render_metrics(ev, m)
+        return
+    if "miou" in m:  # semantic segmentation: pixel scores, per-class IoU
+        _render_segmentation(ev, m)
         return
     if "map" in m:
         _render_detection(ev, m)
@@ -132,6 +142,37 @@ def _render_detection(ev: dict[str, Any], m: dict[str, Any]) -> None:
     console.print(pc)
 
 
+def _render_segmentation(ev: dict[str, Any], m: dict[str, Any]) -> None:
+    """Semantic segmentation: the dataset-wide scores, then each class's IoU, Dice, accuracy and
+    pixels (the pixel confusion matrix is in the JSON and ``confusion_matrix.png``)."""
+    t = table(key_column("metric"), "value")
+    for key in ("miou", "pixel_accuracy", "mean_class_accuracy", "dice"):
+        t.add_row(key, _number(m.get(key)))
+    t.add_row("images", str(m["images"]))
+    t.add_row("labelled pixels", f"{m['pixels']:,}")
+    if m.get("skipped"):
+        t.add_row("unreadable, skipped", str(m["skipped"]))
+    console.print(t)
+    pc = table(key_column("class"), "IoU", "Dice", "accuracy", "pixels", "predicted", title="per class")
+    for name in ev["classes"]:
+        iou = m["per_class_iou"].get(name)
+        pc.add_row(
+            escape(name),
+            "absent" if iou is None else f"{iou:.4f}",
+            _number(m["per_class_dice"].get(name)),
+            _number(m["per_class_accuracy"].get(name)),
+            f"{m['per_class_pixels'].get(name, 0):,}",
+            f"{m['per_class_predicted'].get(name, 0):,}",
+        )
+    console.print(pc)
+    console.print(
+        "mIoU: the mean over classes of the dataset-wide IoU (classes absent from labels and "
+        "predictions left out); per-image IoU only ranks the images"
+    )
+    if ev.get("results_path"):
+        console.print(f"results: {escape(ev['results_path'])}")
+
+
 def evaluate(
     ctx: typer.Context,
     project: Annotated[str, typer.Argument(help="project name or id")],
@@ -164,7 +205,10 @@ def evaluate(
     """Evaluate an experiment's checkpoint on split subsets (replaces its previous evaluation).
 
     Detection and instance segmentation: COCO mAP (boxes, and masks), per-class AP, and at the
-    IoU and score threshold the per-image TP/FP/FN, the confusion matrix and precision/recall/F1."""
+    IoU and score threshold the per-image TP/FP/FN, the confusion matrix and precision/recall/F1.
+    Regression: MAE, MSE, RMSE and R² in the targets' units, averaged and per target.
+    Semantic segmentation: mIoU, pixel accuracy, mean class accuracy, Dice and per-class IoU over
+    the pixels of all the images, and each image's predicted label PNG."""
     from vistudio.services import evaluation
 
     studio = state(ctx).studio()
@@ -220,6 +264,10 @@ def tag_results(
     outcome: Annotated[
         str | None, typer.Option(help="detection: images with at least one tp | fp | fn")
     ] = None,
+    present: Annotated[
+        str | None,
+        typer.Option(help="semantic segmentation: images with this class in the ground truth or prediction"),
+    ] = None,
 ) -> None:
     """Tag every image of the evaluation's results that passes the filters (e.g. --wrong), as one
     undoable change → {"changed", "change_id"}."""
@@ -228,7 +276,7 @@ def tag_results(
     if wrong and right:
         raise InvalidInput("--wrong and --correct exclude each other")
     filters = {"subset": subset, "correct": False if wrong else True if right else None, "true": true}
-    filters |= {"pred": pred, "outcome": outcome}
+    filters |= {"pred": pred, "outcome": outcome, "present": present}
     out = edits.tag_results(
         state(ctx).studio(),
         project=project,
@@ -254,10 +302,14 @@ def results(
     outcome: Annotated[
         str | None, typer.Option(help="detection: images with at least one tp | fp | fn")
     ] = None,
+    present: Annotated[
+        str | None,
+        typer.Option(help="semantic segmentation: images with this class in the ground truth or prediction"),
+    ] = None,
     sort: Annotated[
         str | None,
         typer.Option(
-            help="confidence (lowest first) | -confidence (highest first); detection: fn | fp (most first) | ap (lowest first)"
+            help="confidence (lowest first) | -confidence (highest first); detection: fn | fp (most first) | ap (lowest first); regression: abs_error (smallest first) | -abs_error (largest first); semantic segmentation: iou (lowest first, the default) | -iou | pixel_accuracy | -pixel_accuracy"
         ),
     ] = None,
     offset: Annotated[int, typer.Option(min=0)] = 0,
@@ -277,6 +329,7 @@ def results(
         true=true,
         pred=pred,
         outcome=outcome,
+        present=present,
         sort=sort,
         offset=offset,
         limit=limit,
@@ -285,6 +338,14 @@ def results(
     def render(d: dict[str, Any]) -> None:
         if d["items"] and "tp" in d["items"][0]:
             render_boxes(d)
+            return
+        if d["items"] and "per_class" in d["items"][0]:
+            render_regions(d)
+            return
+        if d["items"] and "abs_error" in d["items"][0]:
+            from vistudio.cli.regression import render_results
+
+            render_results(d)
             return
         t = table(
             "sample", "name", "subset", "true", "predicted", "confidence", "", title=f"{d['total']} results"
@@ -325,6 +386,24 @@ def results(
                 f"[red]{r['fp']}[/]" if r["fp"] else "0",
                 f"[red]{r['fn']}[/]" if r["fn"] else "0",
                 "—" if r["ap"] is None else f"{r['ap']:.3f}",
+            )
+        console.print(t)
+
+    def render_regions(d: dict[str, Any]) -> None:
+        t = table(
+            "sample", "name", "subset", "IoU", "pixel acc.", "classes (IoU)", title=f"{d['total']} results"
+        )
+        for r in d["items"]:
+            per = ", ".join(
+                f"{c['class']} {'—' if c['iou'] is None else format(c['iou'], '.2f')}" for c in r["per_class"]
+            )
+            t.add_row(
+                str(r["sample_id"]),
+                escape(r["name"]),
+                r["subset"],
+                _number(r["iou"]),
+                _number(r["pixel_accuracy"]),
+                escape(per),
             )
         console.print(t)
 
@@ -407,6 +486,18 @@ def export(
                     "predict keeps the detections scoring at least it unless told otherwise"
                 )
             return
+        if "max_std_diff" in v:  # a regressor: values in the targets' units
+            from vistudio.cli.regression import render_validation
+
+            render_validation(v)
+            return
+        if "pixel_disagreement" in v:  # a segmenter: logits, then label maps at the images' sizes
+            console.print(
+                f"validated on {plural(v['images'], 'image')} ({v['source']}): max |Δlogit| "
+                f"{v['max_abs_diff']:.2e}; {v['pixels_differing']} of {v['pixels']} pixels labelled "
+                f"differently ({v['pixel_disagreement']:.4%}), {v['images_identical']} identical label maps"
+            )
+            return
         console.print(
             f"validated on {plural(v['images'], 'image')} ({v['source']}): max |Δlogit| {v['max_abs_diff']:.2e}, "
             f"top-1 agreement {v['top1_agreement']:.0%}"
@@ -474,24 +565,54 @@ def predict(
     save_overlays: Annotated[
         Path | None,
         typer.Option(
-            "--save-overlays", help="detectors: write each image with its detections drawn into DIR"
+            "--save-overlays",
+            help="detectors and segmenters: write each image with its detections or label map drawn into DIR",
+        ),
+    ] = None,
+    label_maps: Annotated[
+        Path | None,
+        typer.Option(
+            "--label-maps",
+            help="semantic segmentation: where each image's label map goes, a palette PNG (default ./label-maps)",
         ),
     ] = None,
 ) -> None:
-    """Classify images, or find objects in them, with an exported ONNX model (ONNX Runtime only, the
-    model's own preprocessing).
+    """Classify images, find objects in them, label their pixels or predict their values with an
+    exported ONNX model (ONNX Runtime, the model's own preprocessing).
 
     Unreadable files are listed under "errors" and the others go on; no workspace is needed.
     """
     from vistudio.ml.inference.onnx import OnnxClassifier, collect_images, is_detector_task, model_task
+    from vistudio.ml.inference.onnx_segmentation import is_segmenter_task
+    from vistudio.ml.inference.regression import is_regression_task
 
-    if is_detector_task(model_task(model)):
+    task = model_task(model)
+    if label_maps is not None and not is_segmenter_task(task):
+        raise InvalidInput(
+            f"--label-maps is for semantic segmentation models; this one is a {task[:60]} model"
+        )
+    if is_detector_task(task):
         _predict_detections(ctx, model, images, score_threshold=score_threshold, overlays=save_overlays)
+        return
+    if is_segmenter_task(task):
+        from vistudio.cli.predict_segmentation import predict_segmentation
+
+        if score_threshold is not None:
+            raise InvalidInput("--score-threshold is for detection models; this one labels pixels")
+        predict_segmentation(
+            ctx, model, images, label_maps=label_maps, overlays=save_overlays, batch_size=batch_size
+        )
         return
     if score_threshold is not None or save_overlays is not None:
         raise InvalidInput(
-            "--score-threshold and --save-overlays are for detection models; this one classifies"
+            "--score-threshold and --save-overlays are for detection models; this one "
+            + ("predicts values" if is_regression_task(task) else "classifies")
         )
+    if is_regression_task(task):
+        from vistudio.cli.regression import predict_values
+
+        predict_values(ctx, model, images, batch_size=batch_size)
+        return
     clf = OnnxClassifier(model)
     files, errors = collect_images(images)
     predictions, bad = clf.predict_files(files, k=top_k, batch_size=batch_size)

@@ -161,6 +161,7 @@ def train(
     class_weights: Annotated[
         str | None, typer.Option("--class-weights", help="none | balanced (for imbalanced classes)")
     ] = None,
+    loss: Annotated[str | None, typer.Option(help="regression: mse | l1 | huber (default mse)")] = None,
     augment: Annotated[
         bool | None, typer.Option("--augment/--no-augment", help="all train-time augmentation on/off")
     ] = None,
@@ -233,6 +234,7 @@ def train(
         "weight_decay": weight_decay,
         "label_smoothing": label_smoothing,
         "class_weights": class_weights,
+        "loss": loss,
         "patience": patience,
         "num_workers": num_workers,
         "score_threshold": score_threshold,

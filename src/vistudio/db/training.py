@@ -143,6 +143,57 @@ class DetectionResult(Base):
     ap: Mapped[float | None]
 
 
+class SegmentationResult(Base):
+    """One image of a semantic segmentation evaluation: its confusion histogram (the pixels of
+    true class ``t`` predicted ``p``, as sparse ``[[t, p, count], …]``, ignored pixels left out),
+    the image's IoU (the mean over the classes present in its ground truth or prediction; null
+    when no pixel is labelled) and pixel accuracy, the classes present (``",0,2,"``: in the
+    ground truth or the prediction, for the class filter) and the predicted and ground-truth
+    label PNGs (paths relative to the workspace). The dataset's metrics come from the sum of the
+    histograms, not from these per-image numbers (see ``services/evaluation/segmentation``)."""
+
+    __tablename__ = "segmentation_results"
+    __table_args__ = (
+        UniqueConstraint("evaluation_id", "sample_id"),
+        Index("ix_segmentation_results_eval_iou", "evaluation_id", "iou"),
+        Index("ix_segmentation_results_eval_pixel_accuracy", "evaluation_id", "pixel_accuracy"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    subset: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int]
+    height: Mapped[int]
+    iou: Mapped[float | None]
+    pixel_accuracy: Mapped[float | None]
+    pixels: Mapped[int] = mapped_column(BigInteger, default=0)  # labelled pixels
+    histogram: Mapped[list[Any]] = mapped_column(default=list)
+    classes: Mapped[str] = mapped_column(Text, default=",")
+    prediction_path: Mapped[str] = mapped_column(Text)
+    truth_path: Mapped[str] = mapped_column(Text)
+
+
+class RegressionResult(Base):
+    """One image of a regression evaluation: its true and predicted values (JSON lists, one number
+    per target, in the targets' units) and ``abs_error``, the mean absolute error over its targets
+    (indexed, for sorting the worst images first)."""
+
+    __tablename__ = "regression_results"
+    __table_args__ = (
+        UniqueConstraint("evaluation_id", "sample_id"),
+        Index("ix_regression_results_eval_abs_error", "evaluation_id", "abs_error"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id", ondelete="CASCADE"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), index=True)
+    subset: Mapped[str] = mapped_column(String(16))
+    truth: Mapped[list[Any]] = mapped_column(default=list)
+    prediction: Mapped[list[Any]] = mapped_column(default=list)
+    abs_error: Mapped[float]
+
+
 class ModelExport(Base):
     """An exported model file (ONNX or TorchScript) with its validation against PyTorch."""
 

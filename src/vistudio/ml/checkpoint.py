@@ -61,13 +61,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def rebuild_model(meta: dict[str, Any]) -> nn.Module:
-    """The untrained network a checkpoint's ``meta`` describes (classifier or detector), from the
-    catalog, never downloading anything: the checkpoint's weights go over it."""
+    """The untrained network a checkpoint's ``meta`` describes (classifier, detector or segmenter),
+    from the catalog, never downloading anything: the checkpoint's weights go over it."""
     task = meta.get("task", "classification")
     try:
         spec = get_task(task)
     except (KeyError, TypeError):  # a name this version does not know
         raise InvalidInput(f"the checkpoint's task {str(task)[:60]!r} is not known to this version") from None
+    if spec.dense:  # a segmenter (semantic segmentation): the segmenter catalog
+        from vistudio.ml.segmenters import build_segmenter
+
+        segmenter, _ = build_segmenter(meta["model"], len(meta["classes"]), pretrained="none")
+        return segmenter
     if spec.has_objects:
         from vistudio.ml.detectors import build_detector
 
@@ -83,6 +88,10 @@ def rebuild_model(meta: dict[str, Any]) -> nn.Module:
             task=task,
         )
         return model
+    if "target_mean" in meta:  # a regressor (ml/tasks/regression): values and their z-score
+        from vistudio.ml.tasks.regression import rebuild_regressor
+
+        return rebuild_regressor(meta)
     model, _ = build_model(meta["model"], len(meta["classes"]), pretrained=False)
     return model
 

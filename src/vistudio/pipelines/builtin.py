@@ -1,5 +1,6 @@
 """Built-in pipeline stages: load, resize, crop, grayscale, blur, edges, normalise, classify_onnx,
-detect_onnx.
+detect_onnx, and segment_onnx and regress_onnx (in ``pipelines/segmentation`` and
+``pipelines/regression``, imported at the end of this module).
 
 Images travel between stages as numpy arrays: ``uint8`` H×W×3 (RGB) or H×W (grey); ``normalise``
 turns them into a ``float32`` C×H×W tensor. Stages only read (the input image, an ONNX model); they
@@ -50,6 +51,8 @@ BUILTIN_STAGES: tuple[str, ...] = (
     "normalise",
     "classify_onnx",
     "detect_onnx",
+    "segment_onnx",
+    "regress_onnx",
 )
 
 LOAD_MODES: tuple[str, ...] = ("RGB", "L")
@@ -766,3 +769,8 @@ def detect_onnx(
         outputs=[(_to_array(overlay), "overlay", "png"), (result, "detections", "json")],
         metrics=metrics,
     )
+
+
+# registers ``regress_onnx`` and ``segment_onnx``; imported last because it borrows this module's helpers when it runs
+from vistudio.pipelines.regression import regress_onnx  # noqa: E402, F401 - a stage of this module
+from vistudio.pipelines.segmentation import segment_onnx  # noqa: E402, F401 - a stage of this module

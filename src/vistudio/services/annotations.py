@@ -69,7 +69,10 @@ def object_state(s: Any, ids: list[int], kinds: tuple[str, ...]) -> dict[int, li
 
 
 def apply_objects(s: Any, p: Any, wanted: dict[int, tuple[list[Any], list[Any]]]) -> None:
-    """Give each sample its ``after`` objects (replacing its editable ground-truth objects)."""
+    """Give each sample its ``after`` objects (replacing its editable ground-truth objects).
+
+    Regions without a class (a label image's ignored pixels, imported as a class-less crowd mask)
+    are not objects: ``object_state`` does not list them, so a save keeps them as they are."""
     kinds = editable_kinds(p.task)
     class_ids = dict(
         s.execute(select(LabelClass.name, LabelClass.id).where(LabelClass.project_id == p.id)).all()
@@ -77,7 +80,10 @@ def apply_objects(s: Any, p: Any, wanted: dict[int, tuple[list[Any], list[Any]]]
     ids = list(wanted)
     s.execute(
         delete(Annotation).where(
-            Annotation.sample_id.in_(ids), Annotation.kind.in_(kinds), Annotation.score.is_(None)
+            Annotation.sample_id.in_(ids),
+            Annotation.kind.in_(kinds),
+            Annotation.score.is_(None),
+            Annotation.class_id.is_not(None),
         )
     )
     rows = [

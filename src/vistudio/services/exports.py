@@ -14,6 +14,16 @@ the split's images (decoded as evaluation decodes them) through PyTorch and ONNX
 matches the detections box by box (same class, IoU ≥ 0.99, |Δscore| < 1e-3, masks IoU ≥ 0.99);
 a mismatch fails the export and says where.
 
+Segmenters (semantic segmentation) export to ONNX or TorchScript like classifiers — the network
+alone, preprocessed ``(N, 3, S, S)`` batch in, ``(N, K, S, S)`` logits out —; the label map is made
+after the runtime by the evaluation's own upsampling and argmax (:mod:`vistudio.ml.export.segmentation`
+says why). Their check compares the logits and the label maps at each image's own size: the share
+of pixels labelled differently fails the export above ``PIXEL_TOLERANCE``.
+
+Regressors export to ONNX or TorchScript with the training z-score undone inside the graph (output
+``values`` in the targets' units, :mod:`vistudio.ml.export.regression`); their check fails the
+export when a value differs from PyTorch's by more than 1e-3 of its target's standard deviation.
+
 A detector's export also records the **score threshold** to use with it: the one asked for, else
 the confidence that maximises F1 in the experiment's finished evaluation of the same checkpoint,
 else the training configuration's. It is stored in the file's metadata (``score_threshold`` and
@@ -41,6 +51,7 @@ from vistudio.jobs.queue import FINISHED, LeaseLost, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.ml.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+from vistudio.ml.inference.regression import is_regression_task, regression_props
 from vistudio.ml.tasks import get_task
 from vistudio.pipelines.saver import safe_name
 from vistudio.services.experiments import (
@@ -66,8 +77,16 @@ DETECTOR_FORMATS: tuple[str, ...] = ("onnx",)
 def is_detector(task: str) -> bool:
     """Whether models of ``task`` are exported as detectors (the task's targets are objects)."""
     try:
-        return get_task(task).has_objects
+        return get_task(task).is_detector
     except (KeyError, TypeError):  # a task this version does not know: not a detector
+        return False
+
+
+def is_segmenter(task: str) -> bool:
+    """Whether models of ``task`` label every pixel (a ``dense`` task: semantic segmentation)."""
+    try:
+        return get_task(task).dense
+    except (KeyError, TypeError):  # a task this version does not know
         return False
 
 
@@ -400,6 +419,15 @@ def _export(
     }
     if is_detector(task):
         extra |= _detector_props(meta, row.options)
+    elif is_regression_task(task):
+        extra |= regression_props(meta)
+    elif is_segmenter(task):
+        from vistudio.ml.export.segmentation import segmenter_props
+        from vistudio.services.evaluation.segmentation import model_colours
+
+        with studio.sessions() as s:  # the evaluation's palette, so that predict writes the same PNGs
+            colours = model_colours(s, project.id, list(meta["classes"]))
+        extra |= segmenter_props(meta, colours=colours)
     props = metadata_props(
         model=meta["model"], classes=list(meta["classes"]), preprocess=pre, task=task, extra=extra
     )
@@ -408,6 +436,10 @@ def _export(
         if row.format not in DETECTOR_FORMATS:
             raise PermanentJobError(f"{task.replace('_', ' ')} models export to ONNX only")
         validation = _export_detector(ctx, row, exp, model, meta, props, dest)
+    elif is_segmenter(task):
+        validation = _export_segmenter(ctx, row, exp, model, pre, size, props, dest)
+    elif is_regression_task(task):
+        validation = _export_regressor(ctx, row, exp, model, meta, props, dest)
     else:
         validation = _export_classifier(ctx, row, exp, model, pre, size, props, dest)
     return _store(ctx, row, exp, project, props, validation, dest)
@@ -508,6 +540,85 @@ def _export_detector(
             f"|Δscore| < {det_export.SCORE_TOL}, mask IoU ≥ {det_export.MASK_IOU}"
         )
     return validation
+
+
+def _export_regressor(
+    ctx: JobContext,
+    row: ModelExport,
+    exp: Experiment,
+    model: Any,
+    meta: dict[str, Any],
+    props: dict[str, str],
+    dest: Path,
+) -> dict[str, Any]:
+    """A regressor's file (its values in the targets' units), checked against PyTorch on the
+    split's images (:func:`vistudio.ml.export.regression.export_regressor`); a failed check fails
+    the job."""
+    import numpy as np
+
+    from vistudio.ml.export.regression import ParityFailed, export_regressor
+    from vistudio.ml.preprocess import eval_array, open_rgb
+
+    pre = meta["preprocess"]
+    size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
+    ctx.progress(1, 4, f"exporting to {row.format} and validating against PyTorch", force=True)
+    arrays = []
+    for path in _parity_items(ctx.studio, exp):
+        try:
+            arrays.append(eval_array(open_rgb(path, draft_size=max(size)), pre))
+        except Exception:  # an unreadable image is simply not used for the check
+            continue
+    source = "split images"
+    if not arrays:  # no readable image in the split: check on seeded noise rather than not at all
+        arrays = list(np.random.default_rng(0).standard_normal((8, 3, *size)).astype(np.float32))
+        source = "random inputs (the split has no readable images)"
+    try:
+        validation = export_regressor(
+            model,
+            dest,
+            format=row.format,
+            input_size=size,
+            props=props,
+            opset=int(row.options.get("opset", 17)),
+            images=arrays,
+            target_std=meta["target_std"],
+        )
+    except ParityFailed as exc:
+        raise PermanentJobError(exc.message) from None
+    runtime = "onnxruntime (CPU)" if row.format == "onnx" else "torch.jit (CPU)"
+    return {**validation, "source": source, "against": "PyTorch (eager, CPU)", "runtime": runtime}
+
+
+def _export_segmenter(
+    ctx: JobContext,
+    row: ModelExport,
+    exp: Experiment,
+    model: Any,
+    pre: dict[str, Any],
+    size: tuple[int, int],
+    props: dict[str, str],
+    dest: Path,
+) -> dict[str, Any]:
+    """A segmenter's file, checked against PyTorch on the split's images (see
+    :func:`vistudio.ml.export.segmentation.export_segmenter`); a failed check fails the job."""
+    from vistudio.ml.export.segmentation import ParityFailed, export_segmenter
+
+    ctx.progress(1, 4, f"exporting to {row.format}", force=True)
+    try:
+        return export_segmenter(
+            model,
+            dest,
+            fmt=row.format,
+            input_size=size,
+            preprocess=pre,
+            props=props,
+            opset=int(row.options.get("opset", 17)),
+            images=_parity_items(ctx.studio, exp),
+            check_cancelled=ctx.check_cancelled,
+            on_validating=lambda: ctx.progress(2, 4, "validating against PyTorch", force=True),
+        )
+    except ParityFailed as exc:
+        raise PermanentJobError(str(exc)) from None
 
 
 def _export_classifier(

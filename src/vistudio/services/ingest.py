@@ -4,8 +4,9 @@ store originals and thumbnails, record samples and annotations, and report what 
 Counting rules of the report: ``imported`` new samples; ``skipped`` images already in the project
 (so a re-import adds only what is new, and a resumed import skips what it had done); ``duplicates``
 images whose content equals another image of the same source (one sample is kept);
-``failed`` items with their reason. The same image never becomes two samples: ``(project, sha256)``
-is unique.
+``failed`` items with their reason; ``unlabelled`` the new samples that came without any
+annotation (an image without a mask, a YOLO image without a label file). The same image never
+becomes two samples: ``(project, sha256)`` is unique.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ class _Writer:
         self.pending: list[tuple[SourceItem, dict[str, Any]]] = []
         self.imported = 0
         self.annotations = 0
+        self.unlabelled = 0  # new samples that came without any annotation
 
     def add(self, item: SourceItem, probe: dict[str, Any]) -> None:
         self.pending.append((item, probe))
@@ -225,6 +227,7 @@ class _Writer:
             store.acquire_many(s, refs)
             self.annotations += len(annotations)
         self.imported += len(self.pending)
+        self.unlabelled += sum(not item.annotations for item, _ in self.pending)
         self.pending = []
 
     def _sample_row(self, item: SourceItem, pr: dict[str, Any]) -> dict[str, Any]:
@@ -362,6 +365,7 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
             "total": total + len(parsed.errors),
             "imported": writer.imported,
             "annotations": writer.annotations,
+            "unlabelled": writer.unlabelled,
             "duplicates": len(duplicates),
             "skipped": skipped,
             "restored": restored,

@@ -457,7 +457,12 @@ def get_sample(studio: Studio, sample_id: int) -> dict[str, Any]:
 
         project = s.get(Project, row.project_id)
         kinds = editable_kinds(project.task) if project is not None else ()
-        truth = [a for a in d["annotations"] if a["kind"] in kinds and a["score"] is None]
+        # as services.annotations.object_state: class-less regions (ignored pixels) are not objects
+        truth = [
+            a
+            for a in d["annotations"]
+            if a["kind"] in kinds and a["score"] is None and a["class"] is not None
+        ]
         d["objects_revision"] = revision(truth)  # what the annotation editor sends back with a save
         return d
 

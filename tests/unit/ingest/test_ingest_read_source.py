@@ -30,7 +30,7 @@ def test_registry_knows_formats_and_refuses_duplicates() -> None:
 def test_read_source_missing_and_unknown(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="not found"):
         read_source(tmp_path / "nope", "folder", work_dir=tmp_path / "w")
-    with pytest.raises(SourceError, match="known formats: coco, csv, dota, folder, voc, yolo"):
+    with pytest.raises(SourceError, match="known formats: coco, csv, dota, folder, masks, voc, yolo"):
         read_source(tmp_path, "pascal", work_dir=tmp_path / "w")
 
 

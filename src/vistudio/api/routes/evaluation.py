@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from vistudio.api.deps import Id, Limit, Offset, StudioDep
@@ -86,6 +86,7 @@ class TagResults(BaseModel):
     true: str | None = Field(None, max_length=200)
     pred: str | None = Field(None, max_length=200)
     outcome: Literal["tp", "fp", "fn"] | None = None
+    present: str | None = Field(None, max_length=200)
 
 
 @router.post("/evaluations/{project}/{experiment}/tag")
@@ -116,14 +117,34 @@ def list_results(
     true: ClassName = None,
     pred: ClassName = None,
     outcome: Literal["tp", "fp", "fn"] | None = None,
-    sort: Literal["confidence", "-confidence", "fn", "fp", "ap"] | None = None,
+    present: ClassName = None,
+    sort: Literal[
+        "confidence",
+        "-confidence",
+        "fn",
+        "fp",
+        "ap",
+        "iou",
+        "-iou",
+        "pixel_accuracy",
+        "-pixel_accuracy",
+        "abs_error",
+        "-abs_error",
+    ]
+    | None = None,
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> dict[str, Any]:
     """Per-image results. Classification: filter by subset, correctness, true and predicted class;
     sort by confidence. Detection: filter by subset and ``outcome`` (images with at least one TP,
     FP or FN at the evaluation's threshold); sort by ``fn`` / ``fp`` (most first) or ``ap``
-    (lowest first). Each detection item holds its predictions and ground truth with their outcome."""
+    (lowest first). Each detection item holds its predictions and ground truth with their outcome.
+    Semantic segmentation: filter by subset and ``present`` (a class in the image's ground truth or
+    prediction); sort by ``iou`` (lowest first, the default), ``-iou``, ``pixel_accuracy`` or
+    ``-pixel_accuracy``; each item holds its per-class IoU and the URLs of its mask layers.
+    Regression: filter by subset; sort by ``abs_error`` (the image's mean absolute error over its
+    targets, smallest first) or ``-abs_error`` (largest first); each item holds its true and
+    predicted values (``truth``, ``prediction``: one per target, in the targets' units)."""
     return evaluation.list_results(
         studio,
         project=project,
@@ -133,6 +154,7 @@ def list_results(
         true=true,
         pred=pred,
         outcome=outcome,
+        present=present,
         sort=sort,
         offset=offset,
         limit=limit,
@@ -146,6 +168,28 @@ def get_result(
     return {
         "result": evaluation.get_result(studio, project=project, experiment=experiment, sample_id=sample_id)
     }
+
+
+@router.get(
+    "/evaluations/{project}/{experiment}/results/{sample_id}/{layer}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def result_layer(
+    studio: StudioDep,
+    project: ProjectRef,
+    experiment: ExperimentRef,
+    sample_id: Id,
+    layer: Literal["prediction", "truth", "error"],
+    size: Annotated[int | None, Query(ge=16, le=4096, description="longer side at most (tiles)")] = None,
+) -> Response:
+    """Semantic segmentation: one image's mask layer as an RGBA PNG to lay over the image —
+    ``prediction`` or ``truth`` (class colours of the dataset overlays, background transparent,
+    ignored pixels hatched grey) or ``error`` (pixels predicted wrong, red)."""
+    png = evaluation.segmentation.result_layer(
+        studio, project=project, experiment=experiment, sample_id=sample_id, layer=layer, size=size
+    )
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
 
 
 @router.get("/evaluations/{project}/{experiment}/confusion.png", response_class=FileResponse)

@@ -66,8 +66,8 @@ def start(studio: StudioDep, body: ExperimentRequest) -> dict[str, Any]:
     return experiments.start_experiment(studio, project=body.project, config=config, name=body.name)
 
 
-# what the detectors' ``pretrained`` names: weights, not a file
-DETECTOR_WEIGHTS = ("none", "backbone", "coco")
+# what the detectors' and segmenters' ``pretrained`` names: weights, not a file
+DETECTOR_WEIGHTS = ("none", "backbone", "coco", "full")
 
 
 def _weights_file(studio: Studio, project: str, weights: str) -> str:

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from vistudio.api.deps import Limit, Offset, StudioDep
-from vistudio.services import projects, samples
+from vistudio.services import projects, samples, targets
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -39,6 +39,13 @@ def get_project(studio: StudioDep, project: str) -> dict[str, Any]:
 def class_counts(studio: StudioDep, project: str) -> dict[str, Any]:
     counts = samples.class_counts(studio, project=project)
     return {"items": [{"name": k, "samples": v} for k, v in counts.items()], "total": len(counts)}
+
+
+@router.get("/{project}/targets")
+def target_statistics(studio: StudioDep, project: str) -> dict[str, Any]:
+    """Regression: each target's count, min, max, mean, std and histogram over the images with
+    usable values, and how many images were left out (and why)."""
+    return targets.target_statistics(studio, project=project)
 
 
 @router.patch("/{project}")

@@ -1,5 +1,5 @@
-"""Source readers: turn a folder, COCO JSON, YOLO dataset, Pascal VOC XML, DOTA folder or CSV
-(optionally zipped) into items.
+"""Source readers: turn a folder, COCO JSON, YOLO dataset, Pascal VOC XML, DOTA folder, CSV or a
+folder of semantic segmentation masks (optionally zipped) into items.
 
 Each reader is one module registered with ``@register_reader(name)``; ``read_source`` looks
 the reader up by name, extracting zip files into the caller's work folder first.
@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from vistudio.ingest.archive import extract_zip
-from vistudio.ingest.readers import coco, csv, dota, folder, voc, yolo
+from vistudio.ingest.readers import coco, csv, dota, folder, masks, voc, yolo
 from vistudio.ingest.readers._registry import Reader, get_reader, known_formats, register_reader
 from vistudio.ingest.types import ParsedSource, SourceError
 
@@ -26,6 +26,7 @@ __all__ = [
     "dota",
     "folder",
     "known_formats",
+    "masks",
     "read_source",
     "register_reader",
     "voc",
@@ -70,20 +71,24 @@ def _single_top_folder(dest: Path) -> Path:
 
 
 def detect_format(path: Path) -> str:
-    """Best-effort guess of a source's format: ``coco``, ``yolo``, ``voc``, ``dota``, ``csv`` or
-    ``folder``.
+    """Best-effort guess of a source's format: ``coco``, ``yolo``, ``voc``, ``dota``, ``masks``,
+    ``csv`` or ``folder``.
 
     COCO: a ``.json`` with an ``images`` key (or a folder with one). YOLO: a ``data.yaml`` /
     ``dataset.yaml``, or ``images/`` + ``labels/`` folders. VOC: a ``.xml`` file, a folder with
     ``Annotations/``, or one whose first ``.xml`` is an ``<annotation>``. DOTA: a ``labelTxt/``
-    folder, at the top or one level down (DOTA's ``train/``, ``val/``). CSV: a ``.csv`` file.
-    Zip files are judged by their member names (a single ``.json`` inside a zip counts as COCO,
-    ``.xml`` files as VOC, a ``labelTxt/`` folder as DOTA).
+    folder, at the top or one level down (DOTA's ``train/``, ``val/``). Masks: ``images/`` and
+    ``masks/`` folders side by side (a ``classes.json`` there is the class map, not a COCO file).
+    CSV: a ``.csv`` file. Zip files are judged by their member names (a single ``.json`` inside a
+    zip counts as COCO, ``.xml`` files as VOC, a ``labelTxt/`` folder as DOTA, ``images/`` beside
+    ``masks/`` as masks).
     """
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".zip":
             return _detect_zip(path)
+        if path.name in masks.MAP_NAMES and _has_masks_layout(path.parent):
+            return "masks"
         if suffix == ".json":
             return "coco" if _json_has_images(path) else "folder"
         if suffix == ".csv":
@@ -97,9 +102,16 @@ def detect_format(path: Path) -> str:
         return "folder"
     if any((path / n).is_file() for n in yolo.YAML_NAMES):
         return "yolo"
+    layout = _has_masks_layout(path)
     jsons = [p for p in path.glob("*.json") if not p.name.startswith(".")]
-    if len(jsons) == 1 and _json_has_images(jsons[0]):
+    if (
+        len(jsons) == 1
+        and not (layout and jsons[0].name == masks.CLASSES_JSON)
+        and _json_has_images(jsons[0])
+    ):
         return "coco"
+    if layout:
+        return "masks"
     if (path / voc.ANNOTATIONS_DIR).is_dir() or _first_xml_is_voc(path):
         return "voc"
     if _has_dota_labels(path):
@@ -109,6 +121,10 @@ def detect_format(path: Path) -> str:
     if any(not p.name.startswith(".") for p in path.glob("*.csv")):
         return "csv"
     return "folder"
+
+
+def _has_masks_layout(folder: Path) -> bool:
+    return (folder / masks.IMAGES_DIR).is_dir() and (folder / masks.MASKS_DIR).is_dir()
 
 
 def _json_has_images(path: Path) -> bool:
@@ -158,6 +174,9 @@ def _detect_zip(path: Path) -> str:
         return "yolo"
     if any(n.suffix.lower() == ".xml" and voc.ANNOTATIONS_DIR in n.parts for n in names):
         return "voc"
+    folders = {part for n in names for part in n.parts[:-1]}
+    if masks.IMAGES_DIR in folders and masks.MASKS_DIR in folders:
+        return "masks"  # before COCO: its classes.json is a class map
     if any(n.suffix.lower() == ".json" for n in names):
         return "coco"
     if any(n.suffix.lower() == ".xml" for n in names):

@@ -35,9 +35,16 @@ def check_opset(opset: int) -> int:
 
 
 def export_onnx(
-    model: nn.Module, dest: Path, *, input_size: tuple[int, int], props: dict[str, str], opset: int
+    model: nn.Module,
+    dest: Path,
+    *,
+    input_size: tuple[int, int],
+    props: dict[str, str],
+    opset: int,
+    output_name: str = "logits",
 ) -> Path:
-    """ONNX with a dynamic batch axis (input ``input``, output ``logits``) and ``props`` embedded."""
+    """ONNX with a dynamic batch axis (input ``input``, output ``output_name``: a classifier's
+    ``logits``, a regressor's ``values``) and ``props`` embedded."""
     import onnx
 
     check_opset(opset)
@@ -55,8 +62,8 @@ def export_onnx(
             dynamo=False,
             opset_version=opset,
             input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=[output_name],
+            dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
             do_constant_folding=True,
         )
         proto = onnx.load(str(raw))

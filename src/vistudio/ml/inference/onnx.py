@@ -7,7 +7,7 @@ evaluation preprocessing of :mod:`vistudio.ml.preprocess` as a JSON dict. ``inpu
 that the ``classify_onnx`` pipeline stage reads. Prediction applies exactly that preprocessing, so
 ``vistudio predict`` gives the evaluation's predictions for the same images.
 
-Detectors (models of a task whose targets are objects — ``TaskSpec.has_objects`` of the task in
+Detectors (models of a task whose targets are objects — ``TaskSpec.is_detector`` of the task in
 the file's metadata —, see :mod:`vistudio.ml.export.detection`) are run by :class:`OnnxDetector`, one image per call, with the decode of PyTorch evaluation: the
 image upright in RGB (a JPEG drafted down to the model's image size at the least), scaled to 0..1
 at its decoded size (the model resizes and normalises inside); its outputs become
@@ -49,7 +49,7 @@ def task_spec(task: str) -> TaskSpec | None:
 def is_detector_task(task: str) -> bool:
     """Whether a model of ``task`` is a detector (the task's targets are objects)."""
     spec = task_spec(task)
-    return spec is not None and spec.has_objects
+    return spec is not None and spec.is_detector
 
 
 def metadata_props(
@@ -297,7 +297,7 @@ class OnnxDetector:
         self.classes, self.preprocess = parse_metadata(self.props, source=self.path.name)
         self.task = self.props.get("task", "classification")
         spec = task_spec(self.task)
-        if spec is None or not spec.has_objects:
+        if spec is None or not spec.is_detector:
             raise InvalidInput(f"{self.path.name} is a {self.task[:60]} model, not a detector")
         self.masks = spec.masks
         self.model = self.props.get("model", "")

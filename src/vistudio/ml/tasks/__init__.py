@@ -83,8 +83,9 @@ def format_metric(value: float | None, fmt: str) -> str:
 
 
 def lower_is_better(metric: str) -> bool:
-    """Losses (``val_loss``, ``train_loss_box_reg``…) and errors improve downwards, scores upwards."""
-    return metric.endswith(("loss", "error")) or "_loss_" in metric
+    """Losses (``val_loss``, ``train_loss_box_reg``…) and errors (``val_mae``, ``val_rmse``,
+    ``val_mse``: regression's, in the targets' units) improve downwards, scores upwards."""
+    return metric.endswith(("loss", "error", "_mae", "_mse", "_rmse")) or "_loss_" in metric
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,40 @@ CLASSIFICATION_DISPLAY = TaskDisplay(
     loss_label="Training and validation loss by step",
 )
 
+# regression: errors in the targets' own units (lower is better, written as losses), R² as a decimal;
+# the loss chart draws the loss on z-scored targets, the metric chart R² (1 = perfect, 0 = the mean)
+REGRESSION_DISPLAY = TaskDisplay(
+    headline=(
+        MetricView("val_rmse", "val RMSE", "loss"),
+        MetricView("val_mae", "val MAE", "loss"),
+        MetricView("val_r2", "val R²", "decimal"),
+        MetricView("val_loss", "val loss", "loss"),
+    ),
+    columns=(
+        MetricView("val_rmse", "Val RMSE", "loss"),
+        MetricView("val_r2", "Val R²", "decimal"),
+        MetricView("val_loss", "Val loss", "loss"),
+    ),
+    summary=("val_rmse", "val_mae", "val_r2", "val_loss", "train_loss"),
+    loss_series=(
+        ("train_loss_step", "train loss (per step)"),
+        ("train_loss", "train loss (epoch)"),
+        ("val_loss", "val loss"),
+    ),
+    metric_series=(("val_r2", "val R²"), ("train_r2", "train R²")),
+    metric_chart="R² (coefficient of determination)",
+    metric_noun="R²",
+    loss_chart="Loss (on z-scored targets)",
+    loss_label="Training and validation loss by step, on z-scored targets",
+    titles=(
+        ("val_mse", "val MSE"),
+        ("train_mae", "train MAE"),
+        ("train_mse", "train MSE"),
+        ("train_rmse", "train RMSE"),
+        ("train_r2", "train R²"),
+    ),
+)
+
 # the loss components of the detectors (each family reports its own: a chart draws those it gets),
 # as running means of the epoch so far
 _DETECTION_LOSSES = (
@@ -245,6 +280,47 @@ def _detector_display(*, masks: bool) -> TaskDisplay:
     )
 
 
+SEGMENTATION_DISPLAY = TaskDisplay(
+    headline=(
+        MetricView("val_miou", "val mIoU"),
+        MetricView("val_pixel_accuracy", "val pixel accuracy"),
+        MetricView("val_loss", "val loss", "loss"),
+    ),
+    columns=(
+        MetricView("val_miou", "Val mIoU"),
+        MetricView("val_pixel_accuracy", "Pixel acc."),
+        MetricView("val_loss", "Val loss", "loss"),
+    ),
+    summary=(
+        "val_miou",
+        "val_pixel_accuracy",
+        "val_mean_class_accuracy",
+        "val_dice",
+        "val_loss",
+        "train_loss",
+    ),
+    loss_series=(
+        ("train_loss_step", "train loss (per step)"),
+        ("train_loss", "train loss (epoch)"),
+        ("val_loss", "val loss"),
+    ),
+    metric_series=(
+        ("train_miou_step", "train mIoU (running)"),
+        ("val_miou", "val mIoU"),
+        ("train_miou", "train mIoU"),
+    ),
+    metric_chart="Mean IoU",
+    metric_noun="mIoU",
+    loss_label="Training and validation loss by step",
+    titles=(
+        ("val_mean_class_accuracy", "val mean class accuracy"),
+        ("val_dice", "val Dice"),
+        ("train_miou", "train mIoU"),
+        ("train_pixel_accuracy", "train pixel accuracy"),
+    ),
+)
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
@@ -256,13 +332,23 @@ class TaskSpec:
     # and evaluation count); an instance segmentation object is its mask, its imported box the same
     # object. Empty: the task has no objects (labels, values)
     object_kinds: tuple[str, ...] = ()
-    masks: bool = False  # objects are masks (instance segmentation), not boxes alone
+    masks: bool = False  # a detector's objects are masks (instance segmentation), not boxes alone
+    # the objects are painted into one label map per image (semantic segmentation): the model labels
+    # pixels and lists no objects, so it is not a detector (``is_detector``) although the task has
+    # objects; class-less ignored regions (an imported PNG mask's 255 pixels) are training objects too
+    dense: bool = False
     # what the experiment pages and the CLI show of its training metrics
     display: TaskDisplay = GENERIC_DISPLAY
 
     @property
     def has_objects(self) -> bool:
         return bool(self.object_kinds)
+
+    @property
+    def is_detector(self) -> bool:
+        """Whether the task's models are detectors: they list the objects they find (boxes, masks)
+        and are evaluated, exported and rebuilt as such; a segmenter (``dense``) is not one."""
+        return self.has_objects and not self.dense
 
     @property
     def can_train(self) -> bool:
@@ -317,7 +403,16 @@ for _spec in (
     TaskSpec(
         "detection", "Detection", ("box",), object_kinds=("box",), display=_detector_display(masks=False)
     ),
-    TaskSpec("semantic_segmentation", "Semantic segmentation", ("polygon", "mask_rle")),
+    # masks stays False: every reader of ``masks`` means a detector's instance masks (its export's
+    # outputs, its evaluation's drawing); a segmenter's objects being masks is said by object_kinds
+    TaskSpec(
+        "semantic_segmentation",
+        "Semantic segmentation",
+        ("polygon", "mask_rle"),
+        object_kinds=("polygon", "mask_rle"),
+        dense=True,
+        display=SEGMENTATION_DISPLAY,
+    ),
     TaskSpec(
         "instance_segmentation",
         "Instance segmentation",
@@ -327,7 +422,7 @@ for _spec in (
         display=_detector_display(masks=True),
     ),
     TaskSpec("anomaly_detection", "Anomaly detection", ("label",)),
-    TaskSpec("regression", "Regression", ("value",)),
+    TaskSpec("regression", "Regression", ("value",), display=REGRESSION_DISPLAY),
     TaskSpec("oriented_detection", "Oriented detection", ("rotated_box",), object_kinds=("rotated_box",)),
     TaskSpec("library", "Photo library", (), trainable=False),
 ):

@@ -40,6 +40,14 @@ class TrainingTask(ABC):
         self.config = config
 
     @classmethod
+    def model_classes(cls, project_classes: list[str]) -> list[str]:
+        """The model's classes, in output order, from the project's class names (sorted): what an
+        experiment freezes as its ``classes`` and what a stored target's class indices point into.
+        The default is the project's classes unchanged; semantic segmentation puts a
+        ``background`` class first."""
+        return list(project_classes)
+
+    @classmethod
     @abstractmethod
     def metric_names(cls) -> list[str]:
         """Scalar metrics reported every epoch (``train_…``/``val_…``), any of which can be monitored."""

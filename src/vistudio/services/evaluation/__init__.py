@@ -1,10 +1,11 @@
 """Evaluation of an experiment's checkpoint (see :mod:`.core`); one evaluator per task.
 
-The task modules register their evaluator in :data:`EVALUATORS` when imported here: the
-``evaluate`` job, the queries and the reset pick it by the experiment's task.
+The task modules (classification, detection and instance segmentation, semantic segmentation,
+regression) register their evaluator in :data:`EVALUATORS` when imported here: the ``evaluate``
+job, the queries and the reset pick it by the experiment's task.
 """
 
-from vistudio.services.evaluation import classification, detection
+from vistudio.services.evaluation import classification, detection, regression, segmentation
 from vistudio.services.evaluation.classification import SORTS, result_dict
 from vistudio.services.evaluation.core import (
     ACTIVE,
@@ -56,8 +57,10 @@ __all__ = [
     "get_result",
     "list_results",
     "parse_subsets",
+    "regression",
     "reset_evaluation",
     "result_dict",
     "run_evaluation",
+    "segmentation",
     "start_evaluation",
 ]

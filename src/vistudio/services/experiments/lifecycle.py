@@ -19,6 +19,7 @@ from vistudio.services.experiments.cleanup import _release_checkpoints, cleanup_
 from vistudio.services.experiments.config import check_name, validate_experiment_config
 from vistudio.services.experiments.lookup import find_experiment, split_items
 from vistudio.services.experiments.queries import get_experiment
+from vistudio.services.experiments.values import split_target_names
 from vistudio.services.experiments.views import ACTIVE, _reconcile, experiment_dict
 from vistudio.services.projects import find_project
 from vistudio.services.versions import version_for_training
@@ -50,7 +51,7 @@ def start_experiment(
     """Validate the config, freeze it into a new experiment and queue its training job.
 
     The split is ``config["split"]`` or the project's newest one; classes are the project's class
-    names, sorted, frozen as the model's output order. Returns ``{"job", "experiment", "warnings"}``:
+    names, sorted (as the task's ``model_classes`` arranges them), frozen as the model's output order. Returns ``{"job", "experiment", "warnings"}``:
     warnings (an image size too small for the model…) do not stop the training.
     """
     with studio.sessions() as s:
@@ -75,9 +76,14 @@ def start_experiment(
                     f"(vistudio split create {p.name!r}, or the Split tab)",
                     details={"project": p.name},
                 )
-        classes = sorted(s.scalars(select(LabelClass.name).where(LabelClass.project_id == p.id)))
+        project_classes = sorted(s.scalars(select(LabelClass.name).where(LabelClass.project_id == p.id)))
         task_cls = get_training(task)
-        if len(classes) < task_cls.min_classes:
+        # the model's classes (semantic segmentation puts a background class first): what the
+        # experiment freezes, what class_weights weigh; min_classes counts the project's own
+        classes = task_cls.model_classes(project_classes)
+        if not classes:  # a task without classes (regression): its outputs are the split's targets
+            classes = split_target_names(s, split.id)
+        if len(project_classes) < task_cls.min_classes:
             need = _NUMBERS.get(task_cls.min_classes, str(task_cls.min_classes))
             raise BadRequest(
                 f"project {p.name!r} needs at least {need} class{'es' if task_cls.min_classes > 1 else ''} "

@@ -66,7 +66,7 @@ def checkpoint_path(studio: Studio, sha256: str) -> Path:
 class LabelledItem:
     """One image of a split subset with its target in the experiment's class order.
 
-    Classification: the class index. Detection and instance segmentation: a JSON-able dict
+    Classification: the class index. Detection, instance and semantic segmentation: a JSON-able dict
     ``{"width", "height", "objects": [{"class", "box", "iscrowd", "mask"}]}`` (see
     :func:`split_items`)."""
 
@@ -95,14 +95,29 @@ def split_items(
     a negative), its target ``{"width": W, "height": H, "objects": [...]}`` where each object is
     ``{"class": index, "box": [x, y, w, h], "iscrowd": bool, "mask": None | {"polygons": ...} |
     {"size": [h, w], "counts": ...}}``: box and polygons normalised to 0..1 of the displayed image,
-    RLE in pixels. Detection objects come from ``box`` annotations, instance segmentation objects
-    from ``polygon`` and ``mask_rle`` annotations (the box computed from the mask). ``iscrowd`` is
-    set for COCO crowd regions and VOC difficult objects. Annotations of a class outside
-    ``classes`` or with unusable geometry (no area, not finite) are left out.
+    RLE in pixels. Detection objects come from ``box`` annotations, instance and semantic
+    segmentation objects from ``polygon`` and ``mask_rle`` annotations (the box computed from the
+    mask). ``iscrowd`` is set for COCO crowd regions and VOC difficult objects. Annotations of a
+    class outside ``classes`` or with unusable geometry (no area, not finite) are left out.
+
+    Semantic segmentation (a ``dense`` task) also keeps the class-less ignored regions (an
+    imported PNG mask's 255 pixels: a ``mask_rle`` without a class, ``iscrowd`` in its geometry)
+    as objects of class -1; other tasks leave class-less annotations out.
+
+    Regression: the images with exactly one ground-truth ``value`` annotation of ``len(classes)``
+    finite numbers (``classes`` empty: the split's most common count), the target that list of
+    floats; the others are left out (``services.experiments.values``; ``as_of`` does not apply:
+    values have no edit history).
     """
     spec = get_task(task)
     if spec.has_objects:
-        return _object_items(studio, session, split_id, subsets, classes, spec.object_kinds, as_of)
+        return _object_items(
+            studio, session, split_id, subsets, classes, spec.object_kinds, as_of, class_less=spec.dense
+        )
+    if "value" in spec.annotation_kinds:  # regression: the values (see services.experiments.values)
+        from vistudio.services.experiments.values import value_items
+
+        return value_items(studio, session, split_id, subsets, classes)
     index = {name: i for i, name in enumerate(classes)}
     rows = session.execute(
         select(Sample.id, Sample.storage, Sample.path, SplitMember.subset, LabelClass.name)
@@ -187,7 +202,13 @@ def _object_items(
     classes: list[str],
     kinds: tuple[str, ...],
     as_of: int | None = None,
+    *,
+    class_less: bool = False,
 ) -> list[LabelledItem]:
+    """The object targets of a split (see :func:`split_items`); ``class_less``: class-less ignored
+    regions are objects too (class -1)."""
+    from vistudio.ml.inference.detection_metrics import is_ignored_region
+
     index = {name: i for i, name in enumerate(classes)}
     samples = session.execute(
         select(Sample.id, Sample.storage, Sample.path, Sample.width, Sample.height, SplitMember.subset)
@@ -195,17 +216,19 @@ def _object_items(
         .where(SplitMember.split_id == split_id, SplitMember.subset.in_(subsets))
         .order_by(Sample.id)
     ).all()
+    stmt = select(Annotation.sample_id, Annotation.kind, Annotation.geometry, LabelClass.name).join(
+        SplitMember, SplitMember.sample_id == Annotation.sample_id
+    )
+    # an outer join keeps the class-less annotations (their class name is None)
+    on_class = LabelClass.id == Annotation.class_id
+    stmt = stmt.outerjoin(LabelClass, on_class) if class_less else stmt.join(LabelClass, on_class)
     anns: Sequence[Any] = session.execute(
-        select(Annotation.sample_id, Annotation.kind, Annotation.geometry, LabelClass.name)
-        .join(SplitMember, SplitMember.sample_id == Annotation.sample_id)
-        .join(LabelClass, LabelClass.id == Annotation.class_id)
-        .where(
+        stmt.where(
             SplitMember.split_id == split_id,
             SplitMember.subset.in_(subsets),
             Annotation.kind.in_(kinds),
             Annotation.score.is_(None),
-        )
-        .order_by(Annotation.sample_id, Annotation.id)
+        ).order_by(Annotation.sample_id, Annotation.id)
     ).all()
     if as_of is not None and samples:  # the objects of the samples edited since, as they were then
         from vistudio.db import Split
@@ -214,7 +237,9 @@ def _object_items(
         split = session.get(Split, split_id)
         then = objects_as_of(session, split.project_id, as_of) if split is not None else {}
         members = {row[0] for row in samples}
-        anns = [a for a in anns if a[0] not in then] + [
+        # class-less ignored regions are no part of the edit history (an edit lists objects of
+        # classes): they are kept as they are now
+        anns = [a for a in anns if a[0] not in then or a[3] is None] + [
             (sid, o["kind"], o["geometry"], o["class"])
             for sid, objs in then.items()
             if sid in members
@@ -223,11 +248,19 @@ def _object_items(
         ]
     objects: dict[int, list[dict[str, Any]]] = {}
     for sid, kind, geometry, name in anns:
-        if name not in index or not isinstance(geometry, dict):
+        if not isinstance(geometry, dict):
+            continue
+        if name is None:  # class-less: only an ignored region, only where asked for
+            if not (class_less and is_ignored_region(geometry)):
+                continue
+            k = -1
+        elif name in index:
+            k = index[name]
+        else:
             continue
         obj = object_target(kind, geometry)
         if obj is not None:
-            objects.setdefault(sid, []).append({"class": index[name], **obj})
+            objects.setdefault(sid, []).append({"class": k, **obj})
     out = []
     for sid, storage, path, width, height, subset in samples:
         full = str(studio.home / path) if storage == "copy" else path

@@ -14,9 +14,10 @@ from fastapi.responses import HTMLResponse, Response
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.ingest.readers import known_formats
+from vistudio.ml.inference.regression import is_regression_task
 from vistudio.ml.tasks import get_task
 from vistudio.services import annotations as object_edits
-from vistudio.services import edits, ingest, library, projects, samples, splits, views
+from vistudio.services import edits, ingest, library, projects, samples, splits, targets, views
 from vistudio.services.views import GRID_KEYS, grid_filters
 from vistudio.studio import Studio
 from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htmx, render, row_id
@@ -43,18 +44,89 @@ def draws_overlay(task: str) -> bool:
     return bool(DRAWN_KINDS & set(get_task(task).annotation_kinds))
 
 
+def draws_regions(task: str) -> bool:
+    """Whether a project's drawn annotations are class regions rather than instances (a ``dense``
+    task, semantic segmentation: its objects are painted into one label map): one colour per
+    class, the ignored region apart, and a legend of each class's share of the image."""
+    return draws_overlay(task) and get_task(task).dense
+
+
 def overlay_data(task: str, sample: dict[str, Any], annotations: list[dict[str, Any]]) -> dict[str, Any]:
     """What overlay.js draws over a sample: its size, its drawable ground-truth annotations (a
-    prediction, one with a score, is neither drawn nor counted) and its number of objects (an
-    instance segmentation object imported with its box and its mask counts once)."""
+    prediction, one with a score, is neither drawn nor counted), its number of objects (an
+    instance segmentation object imported with its box and its mask counts once; regions are not
+    objects: 0) and, for region tasks, ``"regions": True``."""
     drawn = [a for a in annotations if a["kind"] in DRAWN_KINDS and a.get("score") is None]
+    regions = draws_regions(task)
     objects = get_task(task).object_kinds or tuple(DRAWN_KINDS)
-    return {
+    data: dict[str, Any] = {
         "w": sample["width"],
         "h": sample["height"],
-        "n": sum(a["kind"] in objects for a in drawn),
+        "n": 0 if regions else sum(a["kind"] in objects for a in drawn),
         "a": [{"kind": a["kind"], "class": a["class"], "geometry": a["geometry"]} for a in drawn],
     }
+    if regions:
+        data["regions"] = True
+    return data
+
+
+REGION_KINDS = ("mask_rle", "polygon")
+
+
+def _share_text(share: float) -> str:
+    return "<0.1%" if 0 < share < 0.0005 else f"{share * 100:.1f}%"
+
+
+def region_legend(sample: dict[str, Any], annotations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The detail's legend of a region task: each class's share of the image's pixels, largest
+    first (``{"name", "pixels", "share", "text"}``), the ignored region's (a mask with no class)
+    and the share no region covers (polygons may leave some); None without a size.
+
+    Computed here from the stored geometry (an RLE's runs are counted, never decoded to pixels;
+    ``samples.object_area`` is the object filters' area) so the legend is in the page as text,
+    exact, without waiting for the browser to decode masks."""
+    width, height = sample.get("width") or 0, sample.get("height") or 0
+    total = float(width * height)
+    if total <= 0:
+        return None
+    areas: dict[str, float] = {}
+    ignored = 0.0
+    for a in annotations:
+        if a["kind"] not in REGION_KINDS or a.get("score") is not None:
+            continue
+        area = samples.object_area(a["kind"], a["geometry"], width, height)
+        if area is None:
+            continue
+        if a["class"] is None:
+            ignored += area
+        else:
+            areas[a["class"]] = areas.get(a["class"], 0.0) + area
+
+    def row(name: str, pixels: float) -> dict[str, Any]:
+        share = min(1.0, pixels / total)
+        return {"name": name, "pixels": round(pixels), "share": share, "text": _share_text(share)}
+
+    covered = sum(areas.values()) + ignored
+    rest = total - covered
+    return {
+        "classes": [row(n, px) for n, px in sorted(areas.items(), key=lambda kv: (-kv[1], kv[0]))],
+        "ignored": row("ignored", ignored) if ignored > 0 else None,
+        "uncovered": row("not labelled", rest) if rest >= 0.5 and covered > 0 else None,
+    }
+
+
+def target_histograms(stats: dict[str, Any]) -> dict[str, Any]:
+    """What the Dataset page draws of a regression project's targets (``services.targets``): each
+    histogram's bars as heights in 0..100 of its tallest, and the reasons images were left out."""
+    for t in stats["targets"]:
+        counts = t["histogram"]["counts"]
+        top = max(counts, default=0) or 1
+        t["bars"] = [
+            {"count": c, "height": round(100 * c / top, 2), "lo": lo, "hi": hi}
+            for c, lo, hi in zip(counts, t["histogram"]["edges"], t["histogram"]["edges"][1:], strict=False)
+        ]
+    stats["left"] = [(stats["reasons"][k], n) for k, n in stats["left_out"].items() if n]
+    return stats
 
 
 def labels_editable(task: str) -> bool:
@@ -188,6 +260,8 @@ def dataset_page(
             )
         return render(request, "fragments/grid.html", grid)
     extra = {"library": _library_context(studio, project)} if project["task"] == library.LIBRARY_TASK else {}
+    if is_regression_task(project["task"]):  # the values' statistics and histograms
+        extra["targets"] = target_histograms(targets.target_statistics(studio, project=project["id"]))
     detail: dict[str, Any] = {}
     if sample:
         try:
@@ -209,6 +283,7 @@ def dataset_page(
             "project": project,
             "classes": classes,
             "overlay": draws_overlay(project["task"]),
+            "regions": draws_regions(project["task"]),
             "object_filters": get_task(project["task"]).has_objects,
             "object_sizes": OBJECT_SIZES,
             "tags": samples.tag_counts(studio, project=project["id"]),
@@ -277,6 +352,8 @@ def _sample_context(studio: Studio, project: dict[str, Any], sample_id: int) -> 
     overlay = draws_overlay(project["task"])
     if overlay:
         sample["overlay"] = overlay_data(project["task"], sample, sample["annotations"])
+    if draws_regions(project["task"]):
+        sample["legend"] = region_legend(sample, sample["annotations"])
     editable = labels_editable(project["task"])
     changes = edits.history(studio, project=project["id"], sample_id=sample_id, limit=HISTORY_SIZE)
     kinds = object_edits.editable_kinds(project["task"])
@@ -299,7 +376,8 @@ def object_editor(
     """What the detail's annotation editor (editor.js) starts from: the image's ground-truth
     objects of the kinds it may save (all of them go back with a save, masks unchanged), their
     ``revision``, the kinds it draws (the task's object kinds it can shape: a box of an instance
-    segmentation project is its polygon's companion, not an object) and the project's classes."""
+    segmentation project is its polygon's companion, not an object) and the project's classes.
+    A region with no class (a label image's ignored pixels) is not the editor's: saves leave it."""
     objects = get_task(project["task"]).object_kinds or kinds
     return {
         "id": sample["id"],
@@ -313,7 +391,7 @@ def object_editor(
         "objects": [
             {"kind": a["kind"], "class": a["class"], "geometry": a["geometry"]}
             for a in sample["annotations"]
-            if a["kind"] in kinds and a.get("score") is None
+            if a["kind"] in kinds and a.get("score") is None and a["class"] is not None
         ],
     }
 

@@ -25,9 +25,12 @@ from fastapi.responses import HTMLResponse, Response
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, VistudioError
 from vistudio.ml.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from vistudio.ml.inference.regression import is_regression_task
 from vistudio.ml.tasks import get_task
 from vistudio.services import evaluation, exports, projects
 from vistudio.studio import Studio
+from vistudio.web.pages import _evaluation_regression as reg
+from vistudio.web.pages import _evaluation_segmentation as seg
 from vistudio.web.pages._common import RowId, error_fragment, error_page, hidden_section, is_htmx, render
 
 router = APIRouter(tags=["web"], include_in_schema=False)
@@ -40,7 +43,7 @@ def _base(project: dict[str, Any]) -> str:
 
 
 def _grid_params(
-    subset: str, correct: str, true: str, pred: str, sort: str, outcome: str = ""
+    subset: str, correct: str, true: str, pred: str, sort: str, outcome: str = "", present: str = ""
 ) -> dict[str, str]:
     return {
         "subset": subset,
@@ -49,6 +52,7 @@ def _grid_params(
         "pred": pred,
         "sort": sort,
         "outcome": outcome,
+        "present": present,
     }
 
 
@@ -94,6 +98,9 @@ class View:
     filters: Callable[[dict[str, str]], dict[str, Any]]
     batch_size: int  # the form's default
     boxes: bool = False
+    # the task's own script and style sheet (static/), beside the page's
+    assets: tuple[str, ...] = ()
+    noun: str = "class"  # what the model's outputs are, in the experiment list ("3 classes")
 
 
 CLASSIFICATION_VIEW = View(
@@ -112,6 +119,29 @@ BOX_VIEW = View(
     _box_filters,
     8,
     boxes=True,
+)
+
+
+SEGMENTATION_VIEW = View(
+    "evaluate_seg_panel.html",
+    "evaluate_seg_grid.html",
+    "evaluate_seg_detail.html",
+    seg.KEYS,
+    seg.filters,
+    8,
+    assets=("evaluation_seg.js", "evaluation_seg.css"),
+)
+
+
+REGRESSION_VIEW = View(
+    "evaluate_reg_panel.html",
+    "evaluate_reg_grid.html",
+    "evaluate_reg_detail.html",
+    reg.KEYS,
+    reg.filters,
+    64,
+    assets=("regression.js", "regression.css"),
+    noun="target",
 )
 
 
@@ -149,7 +179,16 @@ def drawing(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def view_for(task: str) -> View:
-    """The box view for tasks whose targets are objects, classification's for the others."""
+    """The box view for tasks whose targets are objects, the segmentation view for tasks that
+    label pixels (``dense``), the regression view for tasks that predict values, classification's
+    for the others."""
+    if is_regression_task(task):
+        return REGRESSION_VIEW
+    try:
+        if get_task(task).dense:
+            return SEGMENTATION_VIEW
+    except (KeyError, TypeError):
+        pass
     return BOX_VIEW if exports.is_detector(task) else CLASSIFICATION_VIEW
 
 
@@ -193,7 +232,7 @@ def _grid_context(
         "filtered": any(params[k] for k in view.keys if k != "sort"),
         "grid_url": grid_url,
         "outcomes": BOX_OUTCOMES,
-        "sorts": BOX_SORTS,
+        "sorts": seg.SORTS if view is SEGMENTATION_VIEW else BOX_SORTS,
     }
 
 
@@ -265,7 +304,12 @@ def _panel_context(
     }
     if ev and ev["status"] == "succeeded":
         ctx["heat"] = _heat(ev["confusion_matrix"])
-        ctx["chart"] = _box_charts(ev) if view.boxes else _chart(ev)
+        if view is SEGMENTATION_VIEW:
+            ctx["seg"] = seg.panel(ev)
+        elif view is REGRESSION_VIEW:
+            ctx["reg"] = reg.panel(studio, project, experiment, ev)
+        else:
+            ctx["chart"] = _box_charts(ev) if view.boxes else _chart(ev)
         try:
             ctx["grid"] = _grid_context(studio, project, experiment["name"], params, page)
         except VistudioError as exc:
@@ -296,6 +340,7 @@ def evaluate_page(
     pred: Text = "",
     sort: Text = "",
     outcome: Text = "",
+    present: Text = "",
     page: Annotated[int, Query(ge=1, le=10**9)] = 1,
 ) -> Response:
     try:
@@ -323,7 +368,11 @@ def evaluate_page(
         ctx["checkpoints"] = exports.checkpoints_of(studio, chosen["id"])
         ctx.update(
             _panel_context(
-                studio, project, chosen, _grid_params(subset, correct, true, pred, sort, outcome), page
+                studio,
+                project,
+                chosen,
+                _grid_params(subset, correct, true, pred, sort, outcome, present),
+                page,
             )
         )
     return render(request, "evaluate.html", ctx)
@@ -368,9 +417,10 @@ def evaluate_grid(
     pred: Text = "",
     sort: Text = "",
     outcome: Text = "",
+    present: Text = "",
     page: Annotated[int, Query(ge=1, le=10**9)] = 1,
 ) -> Response:
-    params = _grid_params(subset, correct, true, pred, sort, outcome)
+    params = _grid_params(subset, correct, true, pred, sort, outcome, present)
     try:
         project = projects.get_project(studio, name)
         ev = evaluation.get_evaluation(studio, project=project["id"], experiment=experiment)
@@ -404,6 +454,8 @@ def evaluate_detail(
     ctx = {"project": project, "r": result, "base": _base(project)}
     if view.boxes:
         result["drawing"] = drawing(result)
+        ctx["ev"] = evaluation.get_evaluation(studio, project=project["id"], experiment=experiment)
+    elif view is SEGMENTATION_VIEW:  # the class colours of the masks' legend
         ctx["ev"] = evaluation.get_evaluation(studio, project=project["id"], experiment=experiment)
     return render(request, view.detail, ctx)
 

@@ -40,7 +40,7 @@ NUMBERS = (
     ("detections_per_image", "detections_per_image", int),
     ("trainable_backbone_layers", "trainable_backbone_layers", int),
 )
-CHOICES = ("model", "split", "optimizer", "scheduler", "precision", "device", "class_weights")
+CHOICES = ("model", "split", "optimizer", "scheduler", "precision", "device", "class_weights", "loss")
 AUGMENT = ("crop", "flip", "rotate", "color")
 LABELS = {
     "epochs": "Epochs",
@@ -122,7 +122,11 @@ def form_config(form: FormData) -> tuple[dict[str, Any], str | None]:
 def form_fields(task: str) -> dict[str, Any]:
     """What the form of ``task`` shows: its models, its defaults, whether it trains a detector
     (score threshold, NMS IoU, detections per image, trainable backbone layers, a choice of
-    pretrained weights) and the metric early stopping watches."""
+    pretrained weights), the task's own keys (``config_keys``: label smoothing and class weights
+    for classifiers, the loss for regression), the default augmentation and the metric early
+    stopping watches."""
+    from typing import get_args
+
     from vistudio.ml.tasks import get_training
 
     task_cls = get_training(task)
@@ -131,6 +135,9 @@ def form_fields(task: str) -> dict[str, Any]:
     return {
         "models": experiments.model_catalog(task)["items"],
         "defaults": defaults,
+        "config_keys": sorted(fields),
+        "augment": task_cls.config_model().augment.model_dump(),
+        "losses": list(get_args(fields["loss"].annotation)) if "loss" in fields else [],
         "detector": "score_threshold" in fields,
         "monitor": task_cls.default_monitor,
         "monitor_title": task_display(task).title(task_cls.default_monitor),

@@ -7,6 +7,11 @@
    objects dashed. Annotations follow vistudio's geometry conventions: boxes and polygons
    normalised 0..1 of the displayed image, RLE masks ({"size": [h, w], "counts"}) in pixels.
 
+   Semantic segmentation regions ({"regions": true} in the data): a region is not an instance, so
+   every region of a class has the class colour (no lightness per instance) and no name on the
+   image (the legend names them); the ignored region (a mask with no class, value 255 of a label
+   image) is drawn hatched grey, with its own toggle ("ignored" in the settings).
+
    Other pages draw their own objects: set canvas._overlay = {w, h, items} (items as made by
    Overlay.item) and call Overlay.observe(canvas). Canvases are drawn lazily, when they come into
    view, so a grid of a thousand tiles costs only what is on the screen.
@@ -15,7 +20,7 @@
 "use strict";
 
 const Overlay = (() => {
-  const settings = { hidden: new Set(), opacity: 0.35, show: true, labels: true };
+  const settings = { hidden: new Set(), opacity: 0.35, show: true, labels: true, ignored: true };
   let classes = [];
   let scope = "";
   const visible = new Set();
@@ -100,8 +105,10 @@ const Overlay = (() => {
   }
 
   /* The mask as canvases of its own size — its pixels (canvas) and its edge pixels (edge) in
-     ``css`` colour — with its bounding box, or null for an RLE that does not fit its size. */
-  function rleMask(rle, css) {
+     ``css`` colour — with its bounding box, or null for an RLE that does not fit its size.
+     ``frame`` false: pixels on the image's border are not edges (a region reaching the border is
+     not outlined along it: only where it meets another region). */
+  function rleMask(rle, css, frame) {
     const h = rle.size[0], w = rle.size[1];
     if (!(w > 0 && h > 0) || w * h > 64e6) return null;
     const counts = rleCounts(rle.counts);
@@ -135,22 +142,24 @@ const Overlay = (() => {
       ctx.putImageData(img, 0, 0);
       return cv;
     };
-    const edgeOf = (x, y, q) => x === 0 || y === 0 || x === w - 1 || y === h - 1
-      || !bits[q - 1] || !bits[q + 1] || !bits[q - w] || !bits[q + w];
+    const out = frame !== false;  // what lies past the image's border counts as outside
+    const edgeOf = (x, y, q) => (x > 0 ? !bits[q - 1] : out) || (x < w - 1 ? !bits[q + 1] : out)
+      || (y > 0 ? !bits[q - w] : out) || (y < h - 1 ? !bits[q + w] : out);
     return { canvas: paint(() => true), edge: paint(edgeOf), box: rleBox(rle) };
   }
 
-  /* Decoded masks, kept per RLE object and colour: items made again at each draw reuse them. */
+  /* Decoded masks, kept per RLE object, colour and frame: items made again at each draw reuse them. */
   const masks = new WeakMap();
-  function maskFor(rle, col) {
+  function maskFor(rle, col, frame) {
     let byColour = masks.get(rle);
     if (!byColour) { byColour = new Map(); masks.set(rle, byColour); }
-    if (!byColour.has(col)) {
+    const key = frame === false ? col + "|unframed" : col;
+    if (!byColour.has(key)) {
       let m = null;
-      try { m = rleMask(rle, col); } catch (e) { m = null; }
-      byColour.set(col, m);
+      try { m = rleMask(rle, col, frame); } catch (e) { m = null; }
+      byColour.set(key, m);
     }
-    return byColour.get(col);
+    return byColour.get(key);
   }
 
   /* ---- drawable items ---- */
@@ -169,8 +178,9 @@ const Overlay = (() => {
 
   function finite(...v) { return v.every((x) => typeof x === "number" && isFinite(x)); }
 
-  /* Items from annotations as stored ({kind, class, geometry}); what cannot be drawn is skipped. */
-  function fromAnnotations(anns) {
+  /* Items from annotations as stored ({kind, class, geometry}); what cannot be drawn is skipped.
+     ``regions``: semantic segmentation (class colours only, no names, a class-less mask ignored). */
+  function fromAnnotations(anns, regions) {
     const out = [];
     const perClass = {};
     for (const a of anns || []) {
@@ -179,6 +189,10 @@ const Overlay = (() => {
       const cls = classIndex(name);
       const crowd = !!(g.iscrowd || g.difficult);
       const base = { cls: cls, label: name, crowd: crowd };
+      if (regions) {
+        Object.assign(base, { noLabel: true, crowd: false, region: true });
+        if (!a["class"]) Object.assign(base, { ignore: true, hideable: false, cls: -1, label: null });
+      }
       if (a.kind === "box") {
         if (!finite(g.x, g.y, g.w, g.h)) continue;
         out.push(item(Object.assign(base, { box: [g.x, g.y, g.x + g.w, g.y + g.h] })));
@@ -196,7 +210,7 @@ const Overlay = (() => {
       if (polys && !polys.length) continue;
       let box = null;
       try { box = polys ? bounds(polys) : rleBox(rle); } catch (e) { continue; }
-      perClass[cls] = (perClass[cls] || 0) + 1;
+      perClass[cls] = regions ? 1 : (perClass[cls] || 0) + 1;
       // a polygon's name sits at its top vertex (a rotated box's corner, not its bounds' corner)
       const anchor = polys ? polys[0].reduce((a, p) => (p[1] < a[1] || (p[1] === a[1] && p[0] < a[0]) ? p : a)) : null;
       out.push(item(Object.assign(base, { polys: polys, rle: rle, box: box, anchor: anchor, inst: perClass[cls] - 1 })));
@@ -225,7 +239,7 @@ const Overlay = (() => {
     if (canvas._overlay) return canvas._overlay;
     try {
       const d = JSON.parse(canvas.dataset.overlay || "{}");
-      canvas._overlay = { w: d.w, h: d.h, items: fromAnnotations(d.a) };
+      canvas._overlay = { w: d.w, h: d.h, items: fromAnnotations(d.a, !!d.regions) };
     } catch (e) {
       canvas._overlay = { w: 0, h: 0, items: [] };
     }
@@ -261,13 +275,21 @@ const Overlay = (() => {
     const small = cssW < 220;
     const line = small ? 1.25 : 2;
     const op = settings.opacity;
-    const shown = data.items.filter((it) => !(it.hideable && settings.hidden.has(it.cls)) && !it.off);
+    const shown = data.items.filter((it) => !(it.hideable && settings.hidden.has(it.cls)) && !it.off
+      && !(it.ignore && !settings.ignored));
     let drawn = 0;
-    // masks and polygons first (filled), then every outline, then the names on top
+    // ignored regions under everything, hatched; then masks and polygons (filled), then every
+    // outline, then the names on top
     for (const it of shown) {
+      if (!it.ignore) continue;
+      hatch(ctx, it, { ox: ox, oy: oy, iw: iw, ih: ih, dpr: dpr, smooth: iw < data.w, X: X, Y: Y }, op);
+      drawn++;
+    }
+    for (const it of shown) {
+      if (it.ignore) continue;
       const col = it.fill || colour(it.cls, it.inst);
       if (it.rle) {
-        it._mask = maskFor(it.rle, col);
+        it._mask = maskFor(it.rle, col, !it.region);
         if (it._mask && it.mask === "fill" && op > 0) {
           ctx.globalAlpha = op;
           ctx.imageSmoothingEnabled = iw < data.w;
@@ -287,6 +309,7 @@ const Overlay = (() => {
       }
     }
     for (const it of shown) {
+      if (it.ignore) continue;
       const col = it.stroke || colour(it.cls, it.polys || it.rle ? it.inst : 0);
       ctx.strokeStyle = col;
       ctx.lineWidth = it.lineWidth || line;
@@ -348,6 +371,57 @@ const Overlay = (() => {
     canvas.dataset.drawn = String(drawn);
   }
 
+  /* An ignored region: neutral grey with light diagonal stripes, fixed on the screen (not scaled
+     with the image, so the stripes stay fine on a thumbnail and on a zoomed detail alike). The
+     region is drawn into a scratch canvas, and the stripes kept only where it is (source-in). */
+  const HATCH = "#5f6673", STRIPE = "#e6e8ec", IGNORE_MIN_ALPHA = 0.45;
+  let hatchTile = null, scratch = null;
+  function hatch(ctx, it, at, op) {
+    if (op <= 0) return;  // outlines only: an ignored region has no outline of its own
+    const W = ctx.canvas.width, H = ctx.canvas.height;
+    if (!hatchTile) {
+      hatchTile = document.createElement("canvas");
+      hatchTile.width = hatchTile.height = 8;
+      const t = hatchTile.getContext("2d");
+      t.fillStyle = HATCH; t.fillRect(0, 0, 8, 8);
+      t.strokeStyle = STRIPE; t.lineWidth = 1.6;
+      t.beginPath();
+      for (const d of [-8, 0, 8]) { t.moveTo(d, 8); t.lineTo(d + 8, 0); }
+      t.stroke();
+    }
+    if (!scratch) scratch = document.createElement("canvas");
+    if (scratch.width !== W || scratch.height !== H) { scratch.width = W; scratch.height = H; }
+    const s = scratch.getContext("2d");
+    s.setTransform(1, 0, 0, 1, 0, 0);
+    s.globalCompositeOperation = "source-over";
+    s.clearRect(0, 0, W, H);
+    s.scale(at.dpr, at.dpr);
+    if (it.rle) {
+      const m = maskFor(it.rle, HATCH);
+      if (!m) return;
+      s.imageSmoothingEnabled = at.smooth;
+      s.drawImage(m.canvas, at.ox, at.oy, at.iw, at.ih);
+    } else if (it.polys) {
+      s.fillStyle = HATCH;
+      s.beginPath();
+      for (const ring of it.polys) {
+        ring.forEach((p, i) => (i ? s.lineTo(at.X(p[0]), at.Y(p[1])) : s.moveTo(at.X(p[0]), at.Y(p[1]))));
+        s.closePath();
+      }
+      s.fill("evenodd");
+    } else return;
+    s.setTransform(1, 0, 0, 1, 0, 0);
+    s.globalCompositeOperation = "source-in";
+    s.fillStyle = s.createPattern(hatchTile, "repeat");
+    s.fillRect(0, 0, W, H);
+    s.globalCompositeOperation = "source-over";
+    ctx.save();
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.globalAlpha = Math.max(op, IGNORE_MIN_ALPHA);
+    ctx.drawImage(scratch, 0, 0);
+    ctx.restore();
+  }
+
   function fitText(ctx, text, max) {
     if (max < 14) return "";
     if (ctx.measureText(text).width + 6 <= max) return text;
@@ -388,6 +462,7 @@ const Overlay = (() => {
         if (typeof saved.opacity === "number") settings.opacity = Math.max(0, Math.min(1, saved.opacity));
         if (typeof saved.show === "boolean") settings.show = saved.show;
         if (typeof saved.labels === "boolean") settings.labels = saved.labels;
+        if (typeof saved.ignored === "boolean") settings.ignored = saved.ignored;
       }
     } catch (e) { /* private mode or a damaged entry: defaults */ }
   }
@@ -395,11 +470,11 @@ const Overlay = (() => {
     if (!scope) return;
     const hidden = classes.filter((n, i) => settings.hidden.has(i));
     try {
-      localStorage.setItem(storageKey(), JSON.stringify({ hidden: hidden, opacity: settings.opacity, show: settings.show, labels: settings.labels }));
+      localStorage.setItem(storageKey(), JSON.stringify({ hidden: hidden, opacity: settings.opacity, show: settings.show, labels: settings.labels, ignored: settings.ignored }));
     } catch (e) { /* storage full or refused: the choice lasts for this page */ }
   }
 
-  /* The controls: [data-overlay-controls] holding inputs data-ov="show|labels|opacity" and
+  /* The controls: [data-overlay-controls] holding inputs data-ov="show|labels|opacity|ignored" and
      data-ov-class="NAME" checkboxes (several sets may be on a page: the grid's and the detail's);
      every set shows the saved choice and changes it. */
   function changed() { save(); refresh(); syncAll(); }
@@ -410,8 +485,8 @@ const Overlay = (() => {
       box._bound = true;
       box.querySelectorAll("[data-ov-class]").forEach((cb) => {
         const ci = classIndex(cb.dataset.ovClass);
-        const sw = cb.parentElement.querySelector(".ov-swatch");
-        if (sw) sw.style.background = colour(ci, 0);
+        // the swatch, and a legend's share bar, in the class colour
+        cb.parentElement.querySelectorAll(".ov-swatch").forEach((sw) => { sw.style.background = colour(ci, 0); });
         cb.addEventListener("change", () => {
           if (cb.checked) settings.hidden.delete(ci); else settings.hidden.add(ci);
           changed();

@@ -55,7 +55,10 @@ function trainChartPoints(chart) {
 function trainLineChart(canvas, datasets, opts) {
   opts = opts || {};
   // losses on a log scale: a first epoch's loss can be 100× the later ones
-  const y = opts.unit ? { beginAtZero: true, max: 1, ticks: { callback: (v) => Math.round(v * 100) + "%" } }
+  // a score that can go far below 0 (regression's R² early in training) would squash the rest:
+  // the axis stops at -100 % and lower points leave the chart
+  const y = opts.unit ? { beginAtZero: true, max: 1, ticks: { callback: (v) => Math.round(v * 100) + "%" },
+    afterDataLimits: (scale) => { if (scale.min < -1) scale.min = -1; } }
     : { type: "logarithmic" };  // Chart.js labels the 1-2-5 ticks of a log axis
   const chart = new Chart(canvas, {
     type: "line",
