@@ -156,7 +156,9 @@ def coco_images(draw: st.DrawFn) -> list[dict[str, Any]]:
             {
                 "name": f"d{i % 2}/img{i}.png",
                 "size": (w, h),
-                "seed": draw(st.integers(0, 10**6)),
+                # distinct seeds: two identical files in one source are one image (the import
+                # keeps the first and counts the other as a duplicate, with its annotations)
+                "seed": draw(st.integers(0, 10**6)) * 64 + i,
                 "objects": objects,
             }
         )
@@ -231,7 +233,12 @@ def dota_images(draw: st.DrawFn) -> list[dict[str, Any]]:
             for _ in range(draw(st.integers(0, 4)))
         ]
         out.append(
-            {"name": f"P{i:04d}.png", "size": (w, h), "seed": draw(st.integers(0, 10**6)), "objects": objects}
+            {
+                "name": f"P{i:04d}.png",
+                "size": (w, h),
+                "seed": draw(st.integers(0, 10**6)) * 64 + i,
+                "objects": objects,
+            }
         )
     return out
 

@@ -48,4 +48,4 @@ def test_evaluation_routes_never_answer_5xx(studio: Studio, tmp_path: Path) -> N
 
         check()
         checked.append(f"{operation.method.upper()} {operation.path}")
-    assert len(checked) == 12, checked
+    assert len(checked) == 13, checked
