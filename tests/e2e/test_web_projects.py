@@ -36,11 +36,11 @@ def test_each_task_says_what_its_projects_offer() -> None:
     assert get_task("classification").sections == tuple(SECTIONS)
     assert get_task("library").sections == ("dataset", "search", "duplicates")
     assert get_task("detection").can_train and get_task("detection").label == "Detection"
-    assert not get_task("anomaly_detection").can_train  # no training module yet
-    assert get_task("anomaly_detection").sections == ("dataset", "split", "search", "duplicates")
-    assert get_task("anomaly_detection").label == "Anomaly detection (training not yet available)"
-    assert get_task("anomaly_detection").summary == (
-        "Anomaly detection — browse, split, search and find duplicates; training not yet available"
+    assert not get_task("oriented_detection").can_train  # no training module yet
+    assert get_task("oriented_detection").sections == ("dataset", "split", "search", "duplicates")
+    assert get_task("oriented_detection").label == "Oriented detection (training not yet available)"
+    assert get_task("oriented_detection").summary == (
+        "Oriented detection — browse, split, search and find duplicates; training not yet available"
     )
     assert get_task("library").summary == "Photo library — browse, search and find duplicates; no training"
     for name in task_names():  # every task browses and searches; only trainable ones train
@@ -63,8 +63,8 @@ def test_create_opens_the_new_project(client: TestClient, web_studio: Studio) ->
 def test_the_task_select_says_which_tasks_cannot_be_trained_yet(client: TestClient) -> None:
     html = client.get("/projects").text
     assert (
-        '<option value="anomaly_detection" data-can-train="no">'
-        "Anomaly detection (training not yet available)</option>"
+        '<option value="oriented_detection" data-can-train="no">'
+        "Oriented detection (training not yet available)</option>"
     ) in html
     assert '<option value="detection" data-can-train="yes">Detection</option>' in html
     assert '<option value="classification" data-can-train="yes">Classification</option>' in html
@@ -72,7 +72,7 @@ def test_the_task_select_says_which_tasks_cannot_be_trained_yet(client: TestClie
     # under the select, what the chosen task's projects can do
     hint = html.split('id="new-task-hint"', 1)[1].split("</p>", 1)[0]
     assert (
-        "Anomaly detection — browse, split, search and find duplicates; training not yet available."
+        "Oriented detection — browse, split, search and find duplicates; training not yet available."
         in hint
         and "Photo library — browse, search and find duplicates; no training." in hint
     )
@@ -82,7 +82,7 @@ def test_tabs_follow_the_task(client: TestClient, web_studio: Studio) -> None:
     for name, task in (
         ("cls", "classification"),
         ("det", "detection"),
-        ("seg", "anomaly_detection"),
+        ("seg", "oriented_detection"),
         ("lib", "library"),
     ):
         projects.create_project(web_studio, name=name, task=task)
@@ -102,7 +102,7 @@ def test_tabs_follow_the_task(client: TestClient, web_studio: Studio) -> None:
         ("lib", "library", "train", "Train"),
         ("lib", "library", "evaluate", "Evaluate"),
         ("lib", "library", "export", "Export"),
-        ("seg", "anomaly_detection", "train", "Train"),
+        ("seg", "oriented_detection", "train", "Train"),
     ],
 )
 def test_a_section_the_task_does_not_offer_is_a_friendly_404(
@@ -132,13 +132,13 @@ def test_create_dialog_then_the_project_opens(
         dialog = page.get_by_role("dialog")
         expect(dialog).to_be_visible()
         page.locator("#new-name").fill(f"signs {size}")
-        page.locator("#new-task").select_option("anomaly_detection")
-        expect(page.locator("#new-task option[value=anomaly_detection]")).to_contain_text(
+        page.locator("#new-task").select_option("oriented_detection")
+        expect(page.locator("#new-task option[value=oriented_detection]")).to_contain_text(
             "training not yet available"
         )
         # the hint under the select follows the choice
-        expect(page.locator("[data-task-hint=anomaly_detection]")).to_be_visible()
-        expect(page.locator("[data-task-hint=anomaly_detection]")).to_contain_text(
+        expect(page.locator("[data-task-hint=oriented_detection]")).to_be_visible()
+        expect(page.locator("[data-task-hint=oriented_detection]")).to_contain_text(
             "training not yet available"
         )
         expect(page.locator("[data-task-hint=classification]")).to_be_hidden()

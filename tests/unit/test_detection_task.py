@@ -120,7 +120,7 @@ def test_catalog_per_task() -> None:
     assert all(isinstance(m["pretrained_cached"], bool) for m in det + seg)
     assert "resnet18" in [m["name"] for m in model_catalog()["items"]]  # classification by default
     with pytest.raises(BadRequest, match="not available"):
-        model_catalog("anomaly_detection")
+        model_catalog("oriented_detection")
 
 
 # --- targets and transforms ------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def test_detectors_show_map_and_each_loss_component() -> None:
     assert "train_loss_mask_step" in [k for k, _ in seg.loss_series]
     assert seg.title("val_mask_map75") == "val mask mAP75"
     # a task without a display of its own shows its loss
-    assert get_task("anomaly_detection").display.summary == ("train_loss",)
+    assert get_task("oriented_detection").display.summary == ("train_loss",)
 
 
 def test_formats_and_which_way_is_better() -> None:

@@ -68,6 +68,11 @@ def _render_evaluation(d: dict[str, Any]) -> None:
 
         render_metrics(ev, m)
         return
+    if "auroc" in m:  # anomaly detection: scores, the threshold, the defect types
+        from vistudio.cli.anomaly import render_metrics as render_anomaly
+
+        render_anomaly(ev, m)
+        return
     if "miou" in m:  # semantic segmentation: pixel scores, per-class IoU
         _render_segmentation(ev, m)
         return
@@ -191,7 +196,8 @@ def evaluate(
         float | None,
         typer.Option(
             "--score-threshold",
-            help="detection: score from which predictions count (default: the confidence of the best F1)",
+            help="detection: score from which predictions count (default: the confidence of the best F1); "
+            "anomaly detection: the anomaly score from which an image is anomalous",
         ),
     ] = None,
     labels: Annotated[
@@ -200,9 +206,20 @@ def evaluate(
             help="version: the labels of the experiment's dataset version; current: as they are now"
         ),
     ] = "version",
+    threshold_by: Annotated[
+        str | None,
+        typer.Option(
+            "--threshold-by",
+            help="anomaly detection: f1 | youden, the criterion the decision threshold maximises "
+            "(default f1; or give --score-threshold)",
+        ),
+    ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="queue the job and return")] = False,
 ) -> None:
     """Evaluate an experiment's checkpoint on split subsets (replaces its previous evaluation).
+
+    Anomaly detection: AUROC, average precision, and F1, TPR and FPR at the decision threshold
+    (--score-threshold, or the one that maximises --threshold-by), ROC and PR curves.
 
     Detection and instance segmentation: COCO mAP (boxes, and masks), per-class AP, and at the
     IoU and score threshold the per-image TP/FP/FN, the confusion matrix and precision/recall/F1.
@@ -223,6 +240,7 @@ def evaluate(
         iou=iou,
         score_threshold=score_threshold,
         labels=labels,
+        threshold_by=threshold_by,
     )
     if no_wait:
         emit(
@@ -309,7 +327,7 @@ def results(
     sort: Annotated[
         str | None,
         typer.Option(
-            help="confidence (lowest first) | -confidence (highest first); detection: fn | fp (most first) | ap (lowest first); regression: abs_error (smallest first) | -abs_error (largest first); semantic segmentation: iou (lowest first, the default) | -iou | pixel_accuracy | -pixel_accuracy"
+            help="confidence (lowest first) | -confidence (highest first); detection: fn | fp (most first) | ap (lowest first); regression: abs_error (smallest first) | -abs_error (largest first); anomaly detection: score (lowest first) | -score (highest first); semantic segmentation: iou (lowest first, the default) | -iou | pixel_accuracy | -pixel_accuracy"
         ),
     ] = None,
     offset: Annotated[int, typer.Option(min=0)] = 0,
@@ -346,6 +364,11 @@ def results(
             from vistudio.cli.regression import render_results
 
             render_results(d)
+            return
+        if d["items"] and "score" in d["items"][0]:
+            from vistudio.cli.anomaly import render_results as render_scores
+
+            render_scores(d)
             return
         t = table(
             "sample", "name", "subset", "true", "predicted", "confidence", "", title=f"{d['total']} results"
@@ -602,6 +625,15 @@ def predict(
         predict_segmentation(
             ctx, model, images, label_maps=label_maps, overlays=save_overlays, batch_size=batch_size
         )
+        return
+    from vistudio.ml.inference.onnx_anomaly import is_anomaly_task
+
+    if is_anomaly_task(task):  # one score per image; --score-threshold: the decision's threshold
+        from vistudio.cli.anomaly import predict_scores
+
+        if save_overlays is not None:
+            raise InvalidInput("--save-overlays is for detection and segmentation models")
+        predict_scores(ctx, model, images, batch_size=batch_size, threshold=score_threshold)
         return
     if score_threshold is not None or save_overlays is not None:
         raise InvalidInput(

@@ -92,6 +92,10 @@ def rebuild_model(meta: dict[str, Any]) -> nn.Module:
         from vistudio.ml.tasks.regression import rebuild_regressor
 
         return rebuild_regressor(meta)
+    if "anomaly" in meta:  # an anomaly scorer (ml/tasks/anomaly_detection): one logit
+        from vistudio.ml.tasks.anomaly_detection import rebuild_scorer
+
+        return rebuild_scorer(meta)
     model, _ = build_model(meta["model"], len(meta["classes"]), pretrained=False)
     return model
 

@@ -51,6 +51,7 @@ from vistudio.jobs.queue import FINISHED, LeaseLost, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.ml.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+from vistudio.ml.inference.onnx_anomaly import anomaly_props, is_anomaly_task
 from vistudio.ml.inference.regression import is_regression_task, regression_props
 from vistudio.ml.tasks import get_task
 from vistudio.pipelines.saver import safe_name
@@ -421,6 +422,9 @@ def _export(
         extra |= _detector_props(meta, row.options)
     elif is_regression_task(task):
         extra |= regression_props(meta)
+    elif is_anomaly_task(task):
+        threshold, source = _anomaly_threshold(studio, exp, ckpt, meta)
+        extra |= anomaly_props(meta, threshold=threshold, source=source)
     elif is_segmenter(task):
         from vistudio.ml.export.segmentation import segmenter_props
         from vistudio.services.evaluation.segmentation import model_colours
@@ -440,6 +444,8 @@ def _export(
         validation = _export_segmenter(ctx, row, exp, model, pre, size, props, dest)
     elif is_regression_task(task):
         validation = _export_regressor(ctx, row, exp, model, meta, props, dest)
+    elif is_anomaly_task(task):
+        validation = _export_anomaly(ctx, row, exp, model, meta, props, dest)
     else:
         validation = _export_classifier(ctx, row, exp, model, pre, size, props, dest)
     return _store(ctx, row, exp, project, props, validation, dest)
@@ -582,6 +588,71 @@ def _export_regressor(
             opset=int(row.options.get("opset", 17)),
             images=arrays,
             target_std=meta["target_std"],
+        )
+    except ParityFailed as exc:
+        raise PermanentJobError(exc.message) from None
+    runtime = "onnxruntime (CPU)" if row.format == "onnx" else "torch.jit (CPU)"
+    return {**validation, "source": source, "against": "PyTorch (eager, CPU)", "runtime": runtime}
+
+
+def _anomaly_threshold(
+    studio: Studio, exp: Experiment, ckpt: Checkpoint, meta: dict[str, Any]
+) -> tuple[float, str]:
+    """The decision threshold an anomaly model's file records, and where it comes from: the
+    finished evaluation of this same checkpoint, else the training's validation threshold (best
+    F1, saved with the checkpoint), else 0.5."""
+    with studio.sessions() as s:
+        ev = s.scalar(select(Evaluation).where(Evaluation.experiment_id == exp.id))
+        if ev is not None and ev.status == "succeeded" and ev.checkpoint_sha256 == ckpt.sha256:
+            m = ev.metrics or {}
+            if isinstance(m.get("threshold"), int | float):
+                how = str(m.get("threshold_source", ""))
+                return float(m["threshold"]), f"evaluation ({how} on {'+'.join(ev.subsets)})"
+    trained = (meta.get("details") or {}).get("threshold")
+    if isinstance(trained, int | float):
+        return float(trained), "validation (best F1 during training)"
+    return 0.5, "default"
+
+
+def _export_anomaly(
+    ctx: JobContext,
+    row: ModelExport,
+    exp: Experiment,
+    model: Any,
+    meta: dict[str, Any],
+    props: dict[str, str],
+    dest: Path,
+) -> dict[str, Any]:
+    """An anomaly model's file (one score per image, its sigmoid inside the graph), checked
+    against PyTorch on the split's images (:func:`vistudio.ml.export.anomaly.export_scorer`)."""
+    import numpy as np
+
+    from vistudio.ml.export.anomaly import ParityFailed, export_scorer
+    from vistudio.ml.preprocess import eval_array, open_rgb
+
+    pre = meta["preprocess"]
+    size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
+    ctx.progress(1, 4, f"exporting to {row.format} and validating against PyTorch", force=True)
+    arrays = []
+    for path in _parity_items(ctx.studio, exp):
+        try:
+            arrays.append(eval_array(open_rgb(path, draft_size=max(size)), pre))
+        except Exception:  # an unreadable image is simply not used for the check
+            continue
+    source = "split images"
+    if not arrays:  # no readable image in the split: check on seeded noise rather than not at all
+        arrays = list(np.random.default_rng(0).standard_normal((8, 3, *size)).astype(np.float32))
+        source = "random inputs (the split has no readable images)"
+    try:
+        validation = export_scorer(
+            model,
+            dest,
+            format=row.format,
+            input_size=size,
+            props=props,
+            opset=int(row.options.get("opset", 17)),
+            images=arrays,
+            threshold=float(props["threshold"]),
         )
     except ParityFailed as exc:
         raise PermanentJobError(exc.message) from None

@@ -43,6 +43,8 @@ class EvaluateRequest(BaseModel):
         default="version",
         description="the ground truth: the experiment's dataset version (default) or the labels as they are now",
     )
+    # anomaly detection only: what the decision threshold maximises when score_threshold is not given
+    threshold_by: Literal["f1", "youden"] | None = None
 
 
 class ExportRequest(BaseModel):
@@ -69,6 +71,7 @@ def start_evaluation(studio: StudioDep, body: EvaluateRequest) -> dict[str, Any]
         iou=body.iou,
         score_threshold=body.score_threshold,
         labels=body.labels,
+        threshold_by=body.threshold_by,
     )
 
 
@@ -121,6 +124,8 @@ def list_results(
     sort: Literal[
         "confidence",
         "-confidence",
+        "score",
+        "-score",
         "fn",
         "fp",
         "ap",

@@ -209,6 +209,32 @@ REGRESSION_DISPLAY = TaskDisplay(
     ),
 )
 
+# anomaly detection: AUROC, average precision and the best F1 on the validation images' scores
+ANOMALY_DISPLAY = TaskDisplay(
+    headline=(
+        MetricView("val_auroc", "val AUROC", "decimal"),
+        MetricView("val_ap", "val AP", "decimal"),
+        MetricView("val_f1", "val F1", "decimal"),
+        MetricView("val_loss", "val loss", "loss"),
+    ),
+    columns=(
+        MetricView("val_auroc", "Val AUROC", "decimal"),
+        MetricView("val_ap", "Val AP", "decimal"),
+        MetricView("val_loss", "Val loss", "loss"),
+    ),
+    summary=("val_auroc", "val_ap", "val_f1", "val_loss", "train_loss"),
+    loss_series=(
+        ("train_loss_step", "train loss (per step)"),
+        ("train_loss", "train loss (epoch)"),
+        ("val_loss", "val loss"),
+    ),
+    metric_series=(("val_auroc", "val AUROC"), ("val_ap", "val AP"), ("val_f1", "val F1")),
+    metric_chart="AUROC, AP and F1",
+    metric_noun="AUROC",
+    loss_label="Training and validation loss by step",
+    titles=(("train_auroc", "train AUROC"), ("train_ap", "train AP"), ("train_f1", "train F1")),
+)
+
 # the loss components of the detectors (each family reports its own: a chart draws those it gets),
 # as running means of the epoch so far
 _DETECTION_LOSSES = (
@@ -421,7 +447,7 @@ for _spec in (
         masks=True,
         display=_detector_display(masks=True),
     ),
-    TaskSpec("anomaly_detection", "Anomaly detection", ("label",)),
+    TaskSpec("anomaly_detection", "Anomaly detection", ("label",), display=ANOMALY_DISPLAY),
     TaskSpec("regression", "Regression", ("value",), display=REGRESSION_DISPLAY),
     TaskSpec("oriented_detection", "Oriented detection", ("rotated_box",), object_kinds=("rotated_box",)),
     TaskSpec("library", "Photo library", (), trainable=False),

@@ -148,6 +148,12 @@ class TrainingTask(ABC):
         None; the default accepts any non-empty list (its items are already usable)."""
         return None
 
+    @classmethod
+    def val_targets_problem(cls, targets: Sequence[Any]) -> str | None:
+        """Why the (stored) validation targets of a split cannot select the best checkpoint, or
+        None (the default); anomaly detection needs normal and anomalous images there."""
+        return None
+
     def checkpoint_meta(self) -> dict[str, Any]:
         """Extra fields for checkpoint ``meta`` (the generic ones are added by the loop)."""
         return {}

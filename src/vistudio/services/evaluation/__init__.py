@@ -1,11 +1,11 @@
 """Evaluation of an experiment's checkpoint (see :mod:`.core`); one evaluator per task.
 
 The task modules (classification, detection and instance segmentation, semantic segmentation,
-regression) register their evaluator in :data:`EVALUATORS` when imported here: the ``evaluate``
-job, the queries and the reset pick it by the experiment's task.
+regression, anomaly detection) register their evaluator in :data:`EVALUATORS` when imported here:
+the ``evaluate`` job, the queries and the reset pick it by the experiment's task.
 """
 
-from vistudio.services.evaluation import classification, detection, regression, segmentation
+from vistudio.services.evaluation import anomaly, classification, detection, regression, segmentation
 from vistudio.services.evaluation.classification import SORTS, result_dict
 from vistudio.services.evaluation.core import (
     ACTIVE,
@@ -15,6 +15,7 @@ from vistudio.services.evaluation.core import (
     FOLDER,
     MAX_BATCH,
     SUBSETS,
+    THRESHOLD_BY,
     TOP_K,
     Evaluator,
     check_thresholds,
@@ -42,8 +43,10 @@ __all__ = [
     "MAX_BATCH",
     "SORTS",
     "SUBSETS",
+    "THRESHOLD_BY",
     "TOP_K",
     "Evaluator",
+    "anomaly",
     "check_thresholds",
     "classification",
     "confusion_png",

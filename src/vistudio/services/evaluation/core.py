@@ -41,6 +41,7 @@ MAX_BATCH = 1024
 ACTIVE = ("queued", "running")
 FOLDER = "evaluation"
 DEFAULT_IOU = 0.5
+THRESHOLD_BY = ("f1", "youden")  # how an anomaly evaluation chooses its decision threshold
 
 
 class Evaluator(Protocol):
@@ -52,6 +53,8 @@ class Evaluator(Protocol):
     thresholds: bool
     # images per batch when the caller gives none (detectors hold far more per image)
     default_batch_size: int
+    # an evaluator may also set ``decision_threshold = True`` (anomaly detection): it takes a
+    # ``score_threshold`` or a ``threshold_by`` (see ``start_evaluation``) without an IoU
 
     def run(self, ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
         """Evaluate (skipping images that have a row), compute the metrics, write the files, mark
@@ -134,8 +137,13 @@ def start_evaluation(
     iou: float | None = None,
     score_threshold: float | None = None,
     labels: str = "version",
+    threshold_by: str | None = None,
 ) -> dict[str, Any]:
     """Check the request, replace any previous evaluation of the experiment, and queue the job.
+
+    Anomaly detection: ``score_threshold`` is the anomaly score from which an image counts as
+    anomalous; without it the threshold that maximises ``threshold_by`` (``f1``, the default, or
+    ``youden``: Youden's J) on the evaluated images.
 
     ``labels``: the ground truth — ``version``, the labels of the experiment's dataset version
     (what it trained on; edits made since do not change the result), or ``current``.
@@ -164,8 +172,17 @@ def start_evaluation(
         ckpt = ready_checkpoint(s, exp, checkpoint)
         checkpoint_file(studio, ckpt)
         evaluator = evaluator_for(exp.task)
-        if not evaluator.thresholds and (iou is not None or score_threshold is not None):
+        decides = bool(getattr(evaluator, "decision_threshold", False))
+        if not evaluator.thresholds and (iou is not None or (score_threshold is not None and not decides)):
             raise BadRequest(f"IoU and score thresholds do not apply to {exp.task} experiments")
+        if threshold_by is not None and not decides:
+            raise BadRequest(f"threshold_by does not apply to {exp.task} experiments")
+        if threshold_by is not None and score_threshold is not None:
+            raise BadRequest("give a score threshold or threshold_by, not both")
+        if threshold_by is not None and threshold_by not in THRESHOLD_BY:
+            raise BadRequest(
+                f"threshold_by must be one of {', '.join(THRESHOLD_BY)}, got {threshold_by[:20]!r}"
+            )
         if batch_size is None:
             batch_size = evaluator.default_batch_size
         if exp.split_id is None:
@@ -206,6 +223,8 @@ def start_evaluation(
     }
     if evaluator.thresholds:
         params.update(iou=DEFAULT_IOU if iou is None else float(iou), score_threshold=score_threshold)
+    elif decides:
+        params.update(score_threshold=score_threshold, threshold_by=threshold_by or "f1")
     job = studio.queue.enqueue(
         "evaluate",
         params,

@@ -104,6 +104,7 @@ def start_experiment(
                 f"split {split.name!r} has no labelled validation images; create a split with a val ratio above 0"
             )
         problem = task_cls.targets_problem([it.target for it in items["train"]])
+        problem = problem or task_cls.val_targets_problem([it.target for it in items["val"]])
         if problem:
             raise BadRequest(f"split {split.name!r}: {problem}", details={"split": split.name})
         exp_name = check_name(name) if name else _free_name(s, p.id, cfg.model)

@@ -25,10 +25,12 @@ from fastapi.responses import HTMLResponse, Response
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, VistudioError
 from vistudio.ml.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from vistudio.ml.inference.onnx_anomaly import is_anomaly_task
 from vistudio.ml.inference.regression import is_regression_task
 from vistudio.ml.tasks import get_task
 from vistudio.services import evaluation, exports, projects
 from vistudio.studio import Studio
+from vistudio.web.pages import _evaluation_anomaly as anom
 from vistudio.web.pages import _evaluation_regression as reg
 from vistudio.web.pages import _evaluation_segmentation as seg
 from vistudio.web.pages._common import RowId, error_fragment, error_page, hidden_section, is_htmx, render
@@ -101,6 +103,8 @@ class View:
     # the task's own script and style sheet (static/), beside the page's
     assets: tuple[str, ...] = ()
     noun: str = "class"  # what the model's outputs are, in the experiment list ("3 classes")
+    # the form offers the decision threshold's criterion or a fixed one (anomaly detection)
+    decision_threshold: bool = False
 
 
 CLASSIFICATION_VIEW = View(
@@ -145,6 +149,17 @@ REGRESSION_VIEW = View(
 )
 
 
+ANOMALY_VIEW = View(
+    "evaluate_anom_panel.html",
+    "evaluate_grid.html",
+    "evaluate_anom_detail.html",
+    ("subset", "correct", "true", "pred", "sort"),
+    _classification_filters,
+    64,
+    decision_threshold=True,
+)
+
+
 def task_masks(task: str) -> bool:
     """Whether the task's objects are masks (instance segmentation)."""
     try:
@@ -184,6 +199,8 @@ def view_for(task: str) -> View:
     for the others."""
     if is_regression_task(task):
         return REGRESSION_VIEW
+    if is_anomaly_task(task):
+        return ANOMALY_VIEW
     try:
         if get_task(task).dense:
             return SEGMENTATION_VIEW
@@ -308,6 +325,8 @@ def _panel_context(
             ctx["seg"] = seg.panel(ev)
         elif view is REGRESSION_VIEW:
             ctx["reg"] = reg.panel(studio, project, experiment, ev)
+        elif view is ANOMALY_VIEW:
+            ctx["anom"] = anom.panel(ev)
         else:
             ctx["chart"] = _box_charts(ev) if view.boxes else _chart(ev)
         try:

@@ -13,13 +13,16 @@ async function refreshSidebar() {
   } catch (e) { /* the list stays as it was */ }
 }
 
-/* A box task's matching IoU and score threshold, when the form has them and they are filled in. */
+/* A box task's matching IoU and score threshold, when the form has them and they are filled in;
+   an anomaly task's fixed threshold, else the criterion that chooses it (threshold_by). */
 function thresholds(form) {
   const out = {};
   for (const name of ["iou", "score_threshold"]) {
     const el = form.querySelector("[name=" + name + "]");
     if (el && el.value.trim() !== "") out[name] = parseFloat(el.value);
   }
+  const by = form.querySelector("[name=threshold_by]");
+  if (by && by.value && out.score_threshold === undefined) out.threshold_by = by.value;
   return out;
 }
 
