@@ -41,7 +41,9 @@ def run_job(studio: Studio, job_id: int) -> dict[str, Any]:
     from vistudio.jobs.queue import job_dict
     from vistudio.jobs.worker import Worker
 
-    Worker(studio).run_one(job_id=job_id)
+    worker = Worker(studio)
+    if worker.run_one(job_id=job_id) is None:  # a live server's embedded worker claimed it first
+        worker.run_to_end(job_id)
     return job_dict(studio.queue.get(job_id))
 
 

@@ -79,7 +79,9 @@ def full_digits_project(studio: Studio, root: Path, name: str = "digits") -> str
 
 
 def run_job(studio: Studio, job_id: int) -> dict[str, Any]:
-    Worker(studio).run_one(job_id=job_id)
+    worker = Worker(studio)
+    if worker.run_one(job_id=job_id) is None:  # a live server's embedded worker claimed it first
+        worker.run_to_end(job_id)
     return job_dict(studio.queue.get(job_id))
 
 

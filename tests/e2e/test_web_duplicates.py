@@ -98,7 +98,7 @@ def make_burst(root: Path, *, copies: int) -> Path:
 
 def _import(studio: Studio, project: str, src: Path) -> None:
     job = ingest.start_import(studio, project=project, source=src, fmt="folder")
-    done = Worker(studio).run_one(job["id"])
+    done = Worker(studio).run_to_end(job["id"])
     assert done is not None and done.status == "succeeded", done and done.error
 
 

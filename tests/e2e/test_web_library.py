@@ -35,7 +35,7 @@ def _remove_a_smaller_copy(studio: Studio, photo: Path) -> None:
     with Image.open(photo) as im:
         im.resize((40, 40)).save(photo.with_name(photo.stem + "-small.png"))
     job = library.start_scan(studio, project="album")
-    Worker(studio).run_one(job_id=job["id"])
+    Worker(studio).run_to_end(job["id"])
     (group,) = duplicates.list_groups(studio, project="album", level="perceptual")["items"]
     duplicates.decide(studio, project="album", group=group["id"], action="remove")
 

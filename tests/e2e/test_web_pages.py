@@ -27,7 +27,7 @@ def client(web_studio: Studio) -> TestClient:
 
 def _import(studio: Studio, project: str, source: Path, fmt: str | None = None) -> dict:
     job = ingest.start_import(studio, project=project, source=source, fmt=fmt)
-    done = Worker(studio).run_one(job["id"])
+    done = Worker(studio).run_to_end(job["id"])
     assert done is not None and done.status == "succeeded", done and done.error
     return job
 

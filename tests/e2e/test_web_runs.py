@@ -62,7 +62,7 @@ def _run_inline(
     studio: Studio, folder: Path, *, name: str = "demo", tag: str | None = None
 ) -> dict[str, Any]:
     job = runs.start_run(studio, pipeline=_pipeline(name), input_dir=folder, tag=tag)
-    done = Worker(studio).run_one(job_id=job["id"])
+    done = Worker(studio).run_to_end(job["id"])
     assert done is not None and done.status == "succeeded", done and done.error
     return _latest(studio)
 
@@ -283,7 +283,7 @@ def _validation_run(studio: Studio, root: Path, *, broken: int) -> dict[str, Any
     }
     job = runs.start_run(studio, pipeline=pipeline, input_dir=root, ground_truth=root / "truth.csv")
     # a live server's embedded worker may claim the job first: then wait for it to finish
-    Worker(studio).run_one(job_id=job["id"])
+    Worker(studio).run_to_end(job["id"])
     assert wait_for_job(studio, job["id"])["status"] == "succeeded"
     return _latest(studio)
 

@@ -29,7 +29,7 @@ def tiny(tmp_path: Path) -> Iterator[Studio]:
     job = ingest.start_import(
         studio, project="shapes", source=make_shapes_zip(tmp_path / "s.zip", per_class=3)
     )
-    Worker(studio).run_one(job["id"])
+    Worker(studio).run_to_end(job["id"])
     yield studio
     studio.close()
 

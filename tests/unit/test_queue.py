@@ -156,6 +156,31 @@ def test_worker_classifies_errors(studio: Studio, monkeypatch: pytest.MonkeyPatc
     assert "Traceback" in failed.error["traceback"]
 
 
+def test_run_to_end_waits_for_a_job_another_worker_claimed(studio: Studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's worker took the job first: the caller waits for its end rather than seeing it
+    still running (the demo and the CLI run jobs in-process beside a possibly running server)."""
+    from vistudio.jobs import registry
+
+    release = threading.Event()
+
+    def gated(ctx: JobContext) -> dict[str, Any]:
+        assert release.wait(10)
+        return {"by": ctx.worker}
+
+    monkeypatch.setitem(registry.HANDLERS.entries, "gated-test", gated)
+    job = studio.queue.enqueue("gated-test", {})
+    other = Worker(studio, kinds=["gated-test"], name="server")
+    t = threading.Thread(target=other.run_one)
+    t.start()
+    while studio.queue.get(job.id).status != "running":
+        time.sleep(0.01)
+    here = Worker(studio, kinds=["gated-test"], name="here")
+    threading.Timer(0.3, release.set).start()
+    final = here.run_to_end(job.id, poll=0.02)
+    t.join(10)
+    assert final.status == "succeeded" and final.result == {"by": "server"}
+
+
 def test_duplicate_handler_names_are_refused() -> None:
     from vistudio.jobs.registry import job_handler
 

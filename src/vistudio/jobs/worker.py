@@ -12,7 +12,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from vistudio.errors import VistudioError
-from vistudio.jobs.queue import JobQueue, LeaseLost
+from vistudio.jobs.queue import FINISHED, JobQueue, LeaseLost
 from vistudio.jobs.registry import get_handler, handler_kinds
 
 if TYPE_CHECKING:
@@ -89,6 +89,16 @@ class Worker:
             return None
         self.execute(job)
         return self.queue.get(job.id)
+
+    def run_to_end(self, job_id: int, *, poll: float = 0.1) -> Job:
+        """Run the job here, or wait for its end when another worker (a running server's) claimed
+        it first; a retry waiting out its backoff is taken here when due. The finished job."""
+        while True:
+            job = self.queue.get(job_id)
+            if job.status in FINISHED:
+                return job
+            if self.run_one(job_id=job_id) is None:
+                time.sleep(poll)
 
     def run_forever(self, stop: threading.Event) -> None:
         poll = self.studio.settings.jobs.poll_seconds

@@ -205,23 +205,22 @@ def write_photos(dest: Path) -> dict[str, Any]:
     return {"photos": written, "duplicates": duplicates, "backup": backup}
 
 
+def _run(studio: Studio, job_id: int, what: str) -> dict[str, Any]:
+    final = Worker(studio).run_to_end(job_id)
+    if final.status != "succeeded":
+        raise VistudioError(f"{what} {final.status}: {(final.error or {}).get('message')}")
+    return (final.result or {}).get("report", {})
+
+
 def _import(studio: Studio, project: str, source: Any, fmt: str) -> dict[str, Any]:
     job = ingest.start_import(studio, project=project, source=source, fmt=fmt, mode="copy")
-    Worker(studio).run_one(job_id=job["id"])
-    final = studio.queue.get(job["id"])
-    if final.status != "succeeded":
-        raise VistudioError(f"demo import into {project} failed: {(final.error or {}).get('message')}")
-    return (final.result or {}).get("report", {})
+    return _run(studio, job["id"], f"demo import into {project}")
 
 
 def _scan(studio: Studio, project: str, folder: Path) -> dict[str, Any]:
     library.add_roots(studio, project=project, paths=[folder])
     job = library.start_scan(studio, project=project)
-    Worker(studio).run_one(job_id=job["id"])
-    final = studio.queue.get(job["id"])
-    if final.status != "succeeded":
-        raise VistudioError(f"demo scan of {folder} failed: {(final.error or {}).get('message')}")
-    return (final.result or {}).get("report", {})
+    return _run(studio, job["id"], f"demo scan of {folder}")
 
 
 def _photos_ready(studio: Studio, existing: dict[str, dict[str, Any]]) -> bool:
