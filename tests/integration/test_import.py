@@ -104,6 +104,56 @@ def test_exact_and_near_duplicates(studio: Studio, tmp_path: Path) -> None:
     assert groups == sorted(groups)  # members of a group are listed together
 
 
+def test_copies_within_a_source_lose_no_labels(studio: Studio, tmp_path: Path) -> None:
+    """Byte-identical files in one source become one sample; what the dropped copy said is kept:
+    the same label or none → nothing to do (``same``); another label → the sample is tagged ``label-conflict`` and
+    the report names both files; a kept copy without annotations takes the copy's; a library
+    takes both folders' tags."""
+    src = tmp_path / "pets"
+    a = draw_image(src / "cat" / "a.png", seed=1).read_bytes()
+    (src / "dog").mkdir()
+    (src / "dog" / "a-again.png").write_bytes(a)  # labelled otherwise
+    b = draw_image(src / "cat" / "b.png", seed=2).read_bytes()
+    (src / "cat" / "b-again.png").write_bytes(b)  # the same label twice
+    draw_image(src / "dog" / "c.png", seed=3)
+    projects.create_project(studio, name="pets", task="classification")
+    report = run_import(studio, "pets", src)["result"]["report"]
+    assert (report["imported"], report["duplicates"], report["label_conflicts"]) == (3, 2, 1)
+    labels = {frozenset((d["path"], d["same_as"])): d["labels"] for d in report["duplicate_items"]}
+    assert labels == {
+        frozenset(("cat/a.png", "dog/a-again.png")): "conflict",
+        frozenset(("cat/b.png", "cat/b-again.png")): "same",
+    }
+    tagged = samples.list_samples(studio, project="pets", tag="label-conflict")["items"]
+    assert [t["name"] for t in tagged] in (["cat/a.png"], ["dog/a-again.png"])
+    assert sum(samples.class_counts(studio, project="pets").values()) == 3  # one label per sample
+
+    # YOLO: the first copy has no label file, the second has one → the sample takes its boxes
+    yolo = tmp_path / "yolo"
+    draw_image(yolo / "images" / "plain.png", seed=4)
+    (yolo / "images" / "boxed.png").write_bytes((yolo / "images" / "plain.png").read_bytes())
+    (yolo / "labels").mkdir()
+    (yolo / "labels" / "boxed.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.2 0.2 0.1 0.1\n")
+    (yolo / "classes.txt").write_text("boat\ncar\n")
+    projects.create_project(studio, name="boats", task="detection")
+    report = run_import(studio, "boats", yolo, fmt="yolo")["result"]["report"]
+    assert (report["imported"], report["duplicates"], report["label_conflicts"]) == (1, 1, 0)
+    (dup,) = report["duplicate_items"]  # the copy kept is the one probed first
+    assert dup["labels"] == ("adopted" if dup["path"] == "images/boxed.png" else "same")
+    assert (report["annotations"], report["unlabelled"]) == (2, 0)
+    with studio.sessions() as s:
+        kinds = s.scalars(select(Annotation.kind).where(Annotation.kind != "label")).all()
+    assert sorted(kinds) == ["box", "box"]
+
+    # a library keeps both folders' names as tags
+    projects.create_project(studio, name="album", task="library")
+    report = run_import(studio, "album", src)["result"]["report"]
+    assert report["label_conflicts"] == 0
+    both = samples.list_samples(studio, project="album", tag="dog")["items"]
+    tags = [samples.get_sample(studio, item["id"])["tags"] for item in both]
+    assert sorted(tags) == [["cat", "dog"], ["dog"]]
+
+
 def test_bad_images_are_reported_and_the_rest_proceeds(studio: Studio, tmp_path: Path) -> None:
     src = tmp_path / "mixed"
     draw_image(src / "good-1.png", seed=1)

@@ -41,6 +41,11 @@ def _report(d: dict[str, Any]) -> None:
             else ""
         )
     )
+    if r.get("label_conflicts"):
+        console.print(
+            f"[yellow]{plural(r['label_conflicts'], 'copy', 'copies')} of an image labelled otherwise[/]: "
+            f"the samples are tagged label-conflict (vistudio samples {d['project']} --tag label-conflict)"
+        )
     if r["failed"]:
         t = table(key_column("path"), "reason", title="failed items")
         for f in r["failed"][:50]:
@@ -73,7 +78,8 @@ def import_(
         emit(ctx, {"job": job}, lambda d: console.print(f"queued import job {d['job']['id']}"))
         return
     final = wait_for_success(ctx, job["id"], "import")
-    emit(ctx, {"job": final, "report": (final.get("result") or {}).get("report")}, _report)
+    report = (final.get("result") or {}).get("report")
+    emit(ctx, {"job": final, "report": report, "project": project}, _report)
 
 
 def _render_samples(d: dict[str, Any]) -> None:

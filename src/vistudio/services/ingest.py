@@ -3,7 +3,8 @@ store originals and thumbnails, record samples and annotations, and report what 
 
 Counting rules of the report: ``imported`` new samples; ``skipped`` images already in the project
 (so a re-import adds only what is new, and a resumed import skips what it had done); ``duplicates``
-images whose content equals another image of the same source (one sample is kept);
+images whose content equals another image of the same source (one sample is kept; what the copy's
+annotations add is settled by ``_reconcile``, never dropped);
 ``failed`` items with their reason; ``unlabelled`` the new samples that came without any
 annotation (an image without a mask, a YOLO image without a label file). The same image never
 becomes two samples: ``(project, sha256)`` is unique.
@@ -11,6 +12,7 @@ becomes two samples: ``(project, sha256)`` is unique.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import shutil
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from vistudio.db import Annotation, LabelClass, Sample, SampleTag, utcnow
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ingest.pool import HashPrefixes, init_worker, probe_and_store, probe_task
 from vistudio.ingest.readers import detect_format, known_formats, read_source
+from vistudio.ingest.types import Annotation as SourceAnnotation
 from vistudio.ingest.types import ParsedSource, SourceError, SourceItem
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
@@ -188,14 +191,6 @@ class _Writer:
             return
         store = self.studio.store
         with self.studio.sessions.begin() as s:
-            for name in {
-                a.class_name
-                for it, _ in self.pending
-                for a in it.annotations
-                if a.class_name and not (self.labels_as_tags and a.kind == "label")
-            }:
-                if name not in self.class_ids:
-                    self.class_ids[name] = _ensure_class(s, self.project_id, name)
             rows = [self._sample_row(item, pr) for item, pr in self.pending]
             ids = s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows).all()
             annotations: list[dict[str, Any]] = []
@@ -205,16 +200,7 @@ class _Writer:
                 for a in item.annotations:
                     if self.labels_as_tags and a.kind == "label" and a.class_name:
                         tags.append({"sample_id": sample_id, "tag": a.class_name[:100]})
-                    else:
-                        class_id = self.class_ids.get(a.class_name) if a.class_name else None
-                        annotations.append(
-                            {
-                                "sample_id": sample_id,
-                                "kind": a.kind,
-                                "class_id": class_id,
-                                "geometry": a.geometry,
-                            }
-                        )
+                annotations.extend(self.annotation_rows(s, sample_id, item))
                 refs.append(("thumbnail", pr["sha256"], pr["thumb_size"], ""))
                 if self.mode == "copy":
                     refs.append(("original", pr["sha256"], pr["bytes"], pr["ext"]))
@@ -229,6 +215,20 @@ class _Writer:
         self.imported += len(self.pending)
         self.unlabelled += sum(not item.annotations for item, _ in self.pending)
         self.pending = []
+
+    def annotation_rows(self, s: Any, sample_id: int, item: SourceItem) -> list[dict[str, Any]]:
+        """The annotation rows of ``item`` for sample ``sample_id`` (a library's labels are tags)."""
+        rows = []
+        for a in item.annotations:
+            if self.labels_as_tags and a.kind == "label" and a.class_name:
+                continue
+            if a.class_name and a.class_name not in self.class_ids:
+                self.class_ids[a.class_name] = _ensure_class(s, self.project_id, a.class_name)
+            class_id = self.class_ids.get(a.class_name) if a.class_name else None
+            rows.append(
+                {"sample_id": sample_id, "kind": a.kind, "class_id": class_id, "geometry": a.geometry}
+            )
+        return rows
 
     def _sample_row(self, item: SourceItem, pr: dict[str, Any]) -> dict[str, Any]:
         path = (
@@ -289,6 +289,65 @@ def _ensure_class(s: Any, project_id: int, name: str) -> int:
     return row.id
 
 
+CONFLICT_TAG = "label-conflict"
+
+
+def _annotation_set(annotations: list[SourceAnnotation]) -> set[str]:
+    return {json.dumps([a.kind, a.class_name, a.geometry], sort_keys=True) for a in annotations}
+
+
+def _reconcile(writer: _Writer, differing: list[tuple[dict[str, str], SourceItem]]) -> int:
+    """Settle the duplicates of a source whose annotations the kept copy lacks, so that none is
+    silently dropped: a photo library takes the copy's folder tags too (``merged``); a kept copy
+    without annotations takes the copy's (``adopted``); otherwise the two copies disagree: the
+    sample is tagged ``label-conflict`` for the user to decide, and the report names both files
+    (``conflict``). The number of conflicts."""
+    if not differing:
+        return 0
+    conflicts = 0
+    with writer.studio.sessions.begin() as s:
+        ids = dict(
+            s.execute(
+                select(Sample.sha256, Sample.id).where(
+                    Sample.project_id == writer.project_id,
+                    Sample.sha256.in_({entry["sha256"] for entry, _ in differing}),
+                )
+            ).all()
+        )
+        adopted: dict[int, set[str]] = {}  # sample → the annotations it took from a copy
+        for entry, item in differing:
+            sample_id = ids.get(entry["sha256"])
+            if sample_id is None:  # the kept copy was not written (a cancel before its batch)
+                continue
+            if writer.labels_as_tags:
+                entry["labels"] = "merged"
+                tags = {a.class_name[:100] for a in item.annotations if a.kind == "label" and a.class_name}
+                _add_tags(s, sample_id, tags)
+                continue
+            if (
+                sample_id not in adopted
+                and s.scalar(select(Annotation.id).where(Annotation.sample_id == sample_id).limit(1)) is None
+            ):
+                entry["labels"] = "adopted"
+                adopted[sample_id] = _annotation_set(item.annotations)
+                rows = writer.annotation_rows(s, sample_id, item)
+                s.execute(insert(Annotation), rows)
+                writer.annotations += len(rows)
+                writer.unlabelled -= 1
+            elif sample_id not in adopted or _annotation_set(item.annotations) - adopted[sample_id]:
+                entry["labels"] = "conflict"
+                conflicts += 1
+                _add_tags(s, sample_id, {CONFLICT_TAG})
+    return conflicts
+
+
+def _add_tags(s: Any, sample_id: int, tags: set[str]) -> None:
+    have = set(s.scalars(select(SampleTag.tag).where(SampleTag.sample_id == sample_id)))
+    rows = [{"sample_id": sample_id, "tag": t} for t in sorted(tags - have)]
+    if rows:
+        s.execute(insert(SampleTag), rows)
+
+
 def _read(studio: Studio, ctx: JobContext, source: Path, fmt: str) -> tuple[ParsedSource, Path]:
     work = studio.tmp / f"import-{ctx.job_id}"
     if work.exists():  # a previous attempt's half-extracted zip
@@ -323,7 +382,8 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
     failed = [{"path": e.path, "reason": e.reason} for e in parsed.errors]
     duplicates: list[dict[str, str]] = []
     skipped = restored = 0
-    seen: dict[str, str] = {}
+    seen: dict[str, SourceItem] = {}
+    differing: list[tuple[dict[str, str], SourceItem]] = []  # duplicates labelled otherwise
     writer = _Writer(studio, project_id, mode, class_ids, labels_as_tags=labels_as_tags)
     total = len(parsed.items)
     done = 0
@@ -340,14 +400,19 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
             else:
                 sha = res["probe"]["sha256"]
                 if sha in seen:
-                    duplicates.append({"path": item.name, "same_as": seen[sha], "sha256": sha})
+                    entry = {"path": item.name, "same_as": seen[sha].name, "sha256": sha, "labels": "same"}
+                    duplicates.append(entry)
+                    if _annotation_set(item.annotations) - _annotation_set(seen[sha].annotations):
+                        differing.append((entry, item))
                 else:
-                    seen[sha] = item.name
+                    seen[sha] = item
                     writer.add(item, res["probe"])
     except JobCancelled:
         writer.flush()  # keep what is done: running the import again finishes it
+        _reconcile(writer, differing)  # a resumed import skips both copies: settle them now
         raise
     writer.flush()
+    conflicts = _reconcile(writer, differing)
     ctx.progress(total, total, "grouping near-duplicates", force=True)
     groups = update_near_duplicates(studio, project_id=project_id, ctx=ctx)
     from vistudio.services.embeddings import embed_new_samples
@@ -367,6 +432,7 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
             "annotations": writer.annotations,
             "unlabelled": writer.unlabelled,
             "duplicates": len(duplicates),
+            "label_conflicts": conflicts,
             "skipped": skipped,
             "restored": restored,
             "failed": failed[:MAX_REPORTED],
