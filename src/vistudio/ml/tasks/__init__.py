@@ -88,6 +88,41 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith(("loss", "error", "_mae", "_mse", "_rmse")) or "_loss_" in metric
 
 
+# how the titles given by the displays write the abbreviations in metric keys, so that a metric
+# without a title of its own reads like its neighbours ("val F1 micro" beside "val F1 macro")
+METRIC_WORDS = {
+    "ap": "AP",
+    "auroc": "AUROC",
+    "dice": "Dice",
+    "f1": "F1",
+    "fpr": "FPR",
+    "iou": "IoU",
+    "lr": "learning rate",
+    "mae": "MAE",
+    "map": "mAP",
+    "miou": "mIoU",
+    "mse": "MSE",
+    "r2": "R²",
+    "rmse": "RMSE",
+    "rpn": "RPN",
+    "tpr": "TPR",
+}
+
+
+def metric_words(key: str) -> str:
+    """A metric key in words, abbreviations written as the displays' titles write them:
+    ``val_f1_micro`` → ``val F1 micro``, ``val_map50`` → ``val mAP50``, ``val_loss`` → ``val loss``."""
+    words = []
+    for word in key.split("_"):
+        stem = word.rstrip("0123456789")  # map50 → mAP50, but f1 and r2 are words of their own
+        if word in METRIC_WORDS:
+            word = METRIC_WORDS[word]
+        elif stem in METRIC_WORDS:
+            word = METRIC_WORDS[stem] + word[len(stem) :]
+        words.append(word)
+    return " ".join(w for w in words if w)
+
+
 @dataclass(frozen=True)
 class TaskDisplay:
     """What the experiment pages, the comparison and the CLI show of a task's training metrics,
@@ -118,11 +153,11 @@ class TaskDisplay:
         return set(shown)
 
     def title(self, key: str) -> str:
-        """A metric's title: the one given here, else its key in words (``val_loss`` → val loss)."""
+        """A metric's title: the one given here, else :func:`metric_words` of its key."""
         for m in self.headline:
             if m.key == key:
                 return m.title
-        return dict(self.titles).get(key) or key.replace("_", " ")
+        return dict(self.titles).get(key) or metric_words(key)
 
     def formats(self) -> dict[str, str]:
         """The format of every headline metric, for the page's script."""

@@ -1,13 +1,54 @@
 """The anomaly detection half of the Evaluate page: the scores' metrics, the ROC curve and the
 score histogram of normal and anomalous images (drawn as inline SVG on the server, so they need
-no script), the defect types; the per-image grid is classification's, its tiles showing each
-image's anomaly score, sorted by score."""
+no script), the defect types; the per-image grid, its tiles showing each image's anomaly score
+against the threshold, sorted by default with the highest score first (the images most likely
+defective), filtered by result, truth (normal, anomalous or a defect type) and decision."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from vistudio.errors import InvalidInput
+
 W, H, PAD = 320, 220, 28  # the charts' SVG view box and margin, in its own units
+
+
+KEYS = ("subset", "correct", "true", "pred", "sort")
+# the grid's sort choices: the empty value (the URL without ``sort``) is the default, highest score
+# first; "image" orders by image as the results were listed before any sort
+SORTS = {"": "highest score", "score": "lowest score", "image": "by image"}
+DEFAULT_SORT = "-score"
+# the results API's own names for the same orders, kept working in the page's URLs
+_ALIASES = {"-score": "", "-confidence": "", "confidence": "score"}
+
+
+def sort_choice(sort: str) -> str:
+    """The grid's sort choice (a key of :data:`SORTS`) for a ``sort`` query value."""
+    choice = _ALIASES.get(sort, sort)
+    if choice not in SORTS:
+        raise InvalidInput(f"sort by {', '.join(repr(k) for k in SORTS if k)} or leave it empty")
+    return choice
+
+
+def service_sort(sort: str) -> str | None:
+    """The results API's sort for a ``sort`` query value: by default the highest score first."""
+    choice = sort_choice(sort)
+    return {"": DEFAULT_SORT, "score": "score", "image": None}[choice]
+
+
+def filters(params: dict[str, str]) -> dict[str, Any]:
+    """The results API's filters of the grid's query (``sort`` apart: :func:`service_sort`)."""
+    other = [k for k, v in params.items() if v and k not in KEYS]
+    if other:
+        raise InvalidInput(f"the {', '.join(other)} filters do not apply to anomaly detection results")
+    if params["correct"] not in ("", "yes", "no"):
+        raise InvalidInput("the correctness filter is 'yes', 'no' or empty")
+    sort_choice(params["sort"])
+    return {
+        "correct": None if not params["correct"] else params["correct"] == "yes",
+        "true": params["true"] or None,
+        "pred": params["pred"] or None,
+    }
 
 
 def _x(v: float) -> float:

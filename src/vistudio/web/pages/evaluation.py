@@ -14,7 +14,7 @@ with a download link, and the list of previous exports.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -89,6 +89,14 @@ BOX_OUTCOMES = {"tp": "with a true positive", "fp": "with a false positive", "fn
 BOX_SORTS = {"fn": "most missed first", "fp": "most false positives first", "ap": "lowest AP first"}
 
 
+def _same(sort: str) -> str:
+    return sort
+
+
+def _plain_sort(sort: str) -> str | None:
+    return sort or None
+
+
 @dataclass(frozen=True)
 class View:
     """The templates and grid filters of a task's results."""
@@ -105,6 +113,12 @@ class View:
     noun: str = "class"  # what the model's outputs are, in the experiment list ("3 classes")
     # the form offers the decision threshold's criterion or a fixed one (anomaly detection)
     decision_threshold: bool = False
+    # the grid's sort choices (value → words) when its template takes them from the context
+    sorts: Mapping[str, str] | None = None
+    # the grid's own value of the query's ``sort`` (aliases made one), and the results API's sort
+    # for it (a task may sort by default: the empty value need not mean "by image")
+    sort_choice: Callable[[str], str] = _same
+    service_sort: Callable[[str], str | None] = _plain_sort
 
 
 CLASSIFICATION_VIEW = View(
@@ -151,12 +165,15 @@ REGRESSION_VIEW = View(
 
 ANOMALY_VIEW = View(
     "evaluate_anom_panel.html",
-    "evaluate_grid.html",
+    "evaluate_anom_grid.html",
     "evaluate_anom_detail.html",
-    ("subset", "correct", "true", "pred", "sort"),
-    _classification_filters,
+    anom.KEYS,
+    anom.filters,
     64,
     decision_threshold=True,
+    sorts=anom.SORTS,
+    sort_choice=anom.sort_choice,
+    service_sort=anom.service_sort,
 )
 
 
@@ -215,6 +232,7 @@ def _grid_context(
     """The per-image grid for the filters in ``params`` (raises InvalidInput for bad ones)."""
     view = view_for(project["task"])
     filters = view.filters(params)
+    params = {**params, "sort": view.sort_choice(params["sort"])}
     total_pages = 1
     page = max(1, page)
     result = evaluation.list_results(
@@ -222,7 +240,7 @@ def _grid_context(
         project=project["id"],
         experiment=experiment,
         subset=params["subset"] or None,
-        sort=params["sort"] or None,
+        sort=view.service_sort(params["sort"]),
         offset=(page - 1) * PAGE_SIZE,
         limit=PAGE_SIZE,
         **filters,
@@ -249,7 +267,7 @@ def _grid_context(
         "filtered": any(params[k] for k in view.keys if k != "sort"),
         "grid_url": grid_url,
         "outcomes": BOX_OUTCOMES,
-        "sorts": seg.SORTS if view is SEGMENTATION_VIEW else BOX_SORTS,
+        "sorts": view.sorts or (seg.SORTS if view is SEGMENTATION_VIEW else BOX_SORTS),
     }
 
 
@@ -447,7 +465,7 @@ def evaluate_grid(
     except VistudioError as exc:
         return error_fragment(request, exc)
     view = view_for(project["task"])
-    kept = {k: v for k, v in params.items() if v and k in view.keys}
+    kept = {k: v for k, v in grid["params"].items() if v and k in view.keys}
     page_url = f"{_base(project)}/evaluate?" + urlencode({"experiment": experiment, **kept, "page": page})
     headers = {"HX-Push-Url": page_url} if is_htmx(request) else None
     return render(
@@ -474,7 +492,7 @@ def evaluate_detail(
     if view.boxes:
         result["drawing"] = drawing(result)
         ctx["ev"] = evaluation.get_evaluation(studio, project=project["id"], experiment=experiment)
-    elif view is SEGMENTATION_VIEW:  # the class colours of the masks' legend
+    elif view is SEGMENTATION_VIEW or view.decision_threshold:  # the masks' colours, the threshold
         ctx["ev"] = evaluation.get_evaluation(studio, project=project["id"], experiment=experiment)
     return render(request, view.detail, ctx)
 

@@ -71,7 +71,14 @@ function trainLineChart(canvas, datasets, opts) {
       normalized: true,
       interaction: { mode: "nearest", axis: "x", intersect: false },
       scales: { x: { type: "linear", min: 0, max: opts.maxStep || undefined, title: { display: true, text: opts.xTitle || "step" }, ticks: { precision: 0 } }, y: y },
-      plugins: { legend: { position: "bottom", labels: { boxWidth: 12, filter: trainLegendShown } }, epochLines: { every: opts.stepsPerEpoch || 0 } },
+      plugins: {
+        legend: {
+          position: "bottom",
+          // the datasets' order (which is drawn on top) does not reorder the legend
+          labels: { boxWidth: 12, filter: trainLegendShown, sort: opts.legendByIndex ? (a, b) => a.datasetIndex - b.datasetIndex : undefined },
+        },
+        epochLines: { every: opts.stepsPerEpoch || 0 },
+      },
     },
     plugins: [trainEpochLines],
   });
@@ -289,25 +296,50 @@ function trainLive(opts) {
   };
 }
 
-/* Comparison page: every canvas[data-compare] holds {"metric", "series": {experiment: {step, value}}}. */
+/* Comparison page: every canvas[data-compare] holds {"metric", "series": {experiment: {step, value}}}.
+   One line per experiment, each in its own colour and named in the legend. Two experiments with the
+   same history (the same data, settings and seed train alike) would draw one line exactly over the
+   other, as if one were missing: the later one is drawn dashed on top, and its legend says whose
+   curve it repeats. */
+const TRAIN_COMPARE_DASHES = [[6, 4], [2, 3], [10, 3, 2, 3]];
+
+function trainSameSeries(a, b) {
+  if (!a || !b || a.step.length !== b.step.length) return false;
+  return a.step.every((x, i) => x === b.step[i] && a.value[i] === b.value[i]);
+}
+
 function trainCompareCharts(root) {
   if (typeof Chart === "undefined") return;
   root.querySelectorAll("canvas[data-compare]").forEach((el) => {
     if (el._chart) return;
     const spec = JSON.parse(el.dataset.compare);
     const names = Object.keys(spec.series);
-    const datasets = names.map((name, i) => ({
-      label: name.length > 40 ? name.slice(0, 39) + "…" : name,
-      data: trainPoints(spec.series[name]),
-      borderColor: trainPalette[i % trainPalette.length],
-      backgroundColor: trainPalette[i % trainPalette.length],
-      borderWidth: 2,
-      pointRadius: 2,
-      cubicInterpolationMode: "monotone",
-    }));
+    const short = (name) => (name.length > 40 ? name.slice(0, 39) + "…" : name);
+    let repeats = 0;
+    const datasets = names.map((name, i) => {
+      const colour = trainPalette[i % trainPalette.length];
+      const twin = names.slice(0, i).find((other) => trainSameSeries(spec.series[other], spec.series[name]));
+      const d = {
+        label: twin ? short(name) + " (same curve as " + short(twin) + ")" : short(name),
+        data: trainPoints(spec.series[name]),
+        borderColor: colour,
+        backgroundColor: colour,
+        borderWidth: 2,
+        pointRadius: 2,
+        cubicInterpolationMode: "monotone",
+      };
+      if (twin) {
+        // drawn over the curve it repeats (a lower order is drawn later), so both colours show
+        d.borderDash = TRAIN_COMPARE_DASHES[repeats++ % TRAIN_COMPARE_DASHES.length];
+        d.order = -repeats;
+        d.pointStyle = "rectRot";
+        d.pointRadius = 3;
+      }
+      return d;
+    });
     // the page says which metrics are scores (0-100 %) and which losses (log scale)
     const unit = spec.unit === undefined ? !spec.metric.endsWith("loss") : !!spec.unit;
-    el._chart = trainLineChart(el, datasets, { unit: unit });
+    el._chart = trainLineChart(el, datasets, { unit: unit, legendByIndex: true });
   });
 }
 
