@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # No network for model weights: a missing file is at once ``model_unavailable`` (HF_HUB_OFFLINE=1
     # counts too; see vistudio.ml.weights). Off by default: weights download on first use.
     offline: bool = False
+    # A Hugging Face access token (VISTUDIO_HF_TOKEN) for gated weights such as DINOv3's, whose
+    # licence the token's account has accepted; unset, the Hub client's own is used (HF_TOKEN, or
+    # the token `hf auth login` saved). Never stored in the workspace.
+    hf_token: SecretStr | None = None
     jobs: JobSettings = Field(default_factory=JobSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)

@@ -21,11 +21,20 @@ Three small configurations, ``fcos_resnet18_fpn64``, ``fasterrcnn_resnet18_fpn64
 are the same architectures at a size that trains in a minute on
 a laptop CPU at 96–160 px: for small images and quick experiments, and what the test suite trains.
 
+DINOv3 backbones (``ml/dinov3``) feed FCOS through an FPN: ``fcos_dinov3_vit_small|base|large``
+and ``fcos_dinov3_convnext_small|base|large``. A ViT's single stride-16 patch grid becomes a simple
+pyramid first (a 2× transposed convolution for stride 8, the grid, a 2× max pool for stride 32, as
+ViTDet does); a ConvNeXt gives its stride-8, 16 and 32 stages. The FPN adds P6 and P7, the five
+levels FCOS expects. Their ``backbone`` weights are the gated official DINOv3 checkpoints; with them
+the backbone is frozen unless ``trainable_backbone_layers`` is 1 (0 freezes, 1 trains it; random
+backbones always train).
+
 A library module: no database, no web.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -39,6 +48,7 @@ from torchvision.models.detection import backbone_utils as bu
 from torchvision.ops import feature_pyramid_network as fpn
 
 from vistudio.errors import BadRequest
+from vistudio.ml import dinov3
 from vistudio.ml.models import ModelInfo
 from vistudio.ml.weights import WeightsPolicy
 from vistudio.registry import Registry
@@ -63,6 +73,9 @@ class DetectorSpec:
     min_image_size: int = 64
     fixed_size: int | None = None  # SSD300/SSDLite320: the input side is fixed by the architecture
     max_trainable_layers: int = 5
+    # a DINOv3 architecture: ``backbone_weights`` names its gated Hugging Face repository, and
+    # ``builder`` takes their local folder (``backbone_weights=``) or None
+    hub: dinov3.DINOv3Arch | None = None
 
     @property
     def task(self) -> str:
@@ -101,6 +114,44 @@ def get_detector_spec(name: str, task: str | None = None) -> DetectorSpec:
         what = f"{task.replace('_', ' ')} model" if task else "detector"
         raise BadRequest(f"unknown {what} {name!r}; known: {', '.join(names)}", details={"models": names})
     return DETECTORS.get(name)
+
+
+# --- DINOv3 backbones --------------------------------------------------------------------------------
+
+
+class DINOv3FPN(nn.Module):
+    """A DINOv3 backbone as torchvision's detectors take one: ``(N, 3, H, W)`` → an ``OrderedDict``
+    of five ``out_channels``-wide maps at strides 8, 16, 32, 64, 128 (P3–P7)."""
+
+    def __init__(self, body: dinov3.DINOv3Backbone, out_channels: int = 256) -> None:
+        super().__init__()
+        self.body = body
+        self.vit = body.kind == "vit"
+        if self.vit:  # one stride-16 grid → strides 8, 16, 32
+            width = body.widths[0]
+            self.up = nn.ConvTranspose2d(width, width, 2, stride=2)
+            self.down = nn.MaxPool2d(2)
+            in_channels = [width, width, width]
+        else:
+            in_channels = body.widths[1:]
+        self.fpn = fpn.FeaturePyramidNetwork(
+            in_channels, out_channels, extra_blocks=fpn.LastLevelP6P7(out_channels, out_channels)
+        )
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        maps = self.body(x)
+        levels = [self.up(maps[0]), maps[0], self.down(maps[0])] if self.vit else maps[1:]
+        out: dict[str, torch.Tensor] = self.fpn(OrderedDict((str(i), m) for i, m in enumerate(levels)))
+        return out
+
+
+def _fcos_dinov3(name: str) -> Callable[..., nn.Module]:
+    def build(*, num_classes: int, backbone_weights: Any = None, **kwargs: Any) -> nn.Module:
+        body = dinov3.DINOv3Backbone.from_arch(name, weights=backbone_weights)
+        return tvd.FCOS(DINOv3FPN(body), num_classes, **kwargs)
+
+    return build
 
 
 # --- the two small configurations -----------------------------------------------------------------
@@ -283,6 +334,22 @@ for _spec in (
 ):
     register_detector(_spec)
 
+for _arch in dinov3.ARCHS.values():
+    register_detector(
+        DetectorSpec(
+            f"fcos_{_arch.name}",
+            "fcos",
+            False,
+            _fcos_dinov3(_arch.name),
+            None,
+            _arch.repo,
+            default_image_size=512,
+            min_image_size=64,
+            max_trainable_layers=1,
+            hub=_arch,
+        )
+    )
+
 
 # --- weights ----------------------------------------------------------------------------------------
 
@@ -301,8 +368,17 @@ def _weights_for(spec: DetectorSpec, pretrained: str) -> Any | None:
 
 
 def _hub_file(weights: Any) -> Any:
+    """Where ``weights`` live once cached: torch hub's file of a weights enum; for a DINOv3
+    repository name, its ``model.safetensors`` in the Hugging Face cache (when not cached, a path
+    that is no file)."""
     from pathlib import Path
 
+    if isinstance(weights, str):
+        arch = next((a for a in dinov3.ARCHS.values() if a.repo == weights), None)
+        folder = dinov3.cached_weights(arch) if arch is not None else None
+        if folder is not None:
+            return folder / dinov3.WEIGHT_FILES[-1]
+        return Path(torch.hub.get_dir()) / "checkpoints" / weights.replace("/", "--")
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
 
 
@@ -312,6 +388,8 @@ def ensure_weights(spec: DetectorSpec, pretrained: str, policy: WeightsPolicy | 
     weights = _weights_for(spec, pretrained)
     if weights is None:
         return None
+    if spec.hub is not None:
+        return dinov3.ensure_weights(spec.hub, policy)  # the local folder the builder loads
     dest = _hub_file(weights)
     if not dest.is_file():
         (policy or WeightsPolicy.from_env()).url_download(
@@ -327,6 +405,9 @@ def ensure_weights(spec: DetectorSpec, pretrained: str, policy: WeightsPolicy | 
 def check_detector_weights(spec: DetectorSpec, pretrained: str, policy: WeightsPolicy | None = None) -> None:
     """Before training starts: ``ModelUnavailable`` when the weights are neither cached nor downloadable."""
     weights = _weights_for(spec, pretrained)
+    if weights is not None and spec.hub is not None:
+        dinov3.check_weights(spec.hub, policy)
+        return
     if weights is None or _hub_file(weights).is_file():
         return
     (policy or WeightsPolicy.from_env()).require_network(
@@ -451,7 +532,20 @@ def build_detector(
         kwargs |= {"score_thresh": score_threshold, "nms_thresh": nms_iou}
     if spec.fixed_size is None:
         kwargs |= {"min_size": image_size, "max_size": image_size}
-    if spec.coco_weights is None:  # the small configurations: built directly, always from scratch
+    if spec.hub is not None:
+        layers = trainable_backbone_layers
+        if layers is not None and layers not in (0, 1):
+            raise BadRequest(
+                f"trainable_backbone_layers must be 0 (frozen) or 1 (trained) for {spec.name}",
+                details={"model": spec.name},
+            )
+        model = spec.builder(num_classes=num_classes + 1, backbone_weights=chosen, **kwargs)
+        # pretrained DINOv3 features are used frozen unless asked; random ones must learn
+        if (chosen is not None and layers is None) or layers == 0:
+            body = model.get_submodule("backbone.body")
+            assert isinstance(body, dinov3.DINOv3Backbone)
+            body.freeze()
+    elif spec.coco_weights is None:  # the small configurations: built directly, always from scratch
         model = spec.builder(num_classes=num_classes + 1, **kwargs)
     else:
         layers = trainable_backbone_layers

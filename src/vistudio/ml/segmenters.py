@@ -17,6 +17,11 @@ semantic_segmentation``: class 0 is the background). The families:
   lines over torchvision's ASPP and backbones, it saves a dependency (and its own download
   mechanism), and its weights follow the same policy as every other model here — the backbones'
   ImageNet weights from torchvision, through ``ml/weights``.
+- **DINOv3 linear** (``dinov3_vit_small|base|large``, ``ml/dinov3``): the ViT's patch-token grid
+  (stride 16, CLS and register tokens dropped), batch norm and a 1×1 convolution to the classes,
+  upsampled bilinearly ×16 — the linear probe with which DINOv3's dense features are judged,
+  trained with the backbone frozen by default. ``backbone`` weights are the official DINOv3
+  checkpoints, gated on the Hugging Face Hub (see ``ml/dinov3``); there are no ``full`` weights;
 - two **small configurations** for small images, quick experiments and the test suite:
   ``lraspp_mobilenet_v3_small`` (LR-ASPP on MobileNetV3-Small, 1.0 M parameters) and
   ``deeplabv3plus_resnet18`` (DeepLabV3+ on ResNet-18 at output stride 32 with narrower 128-channel
@@ -51,6 +56,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from vistudio.errors import BadRequest
+from vistudio.ml import dinov3
 from vistudio.ml.detectors import IMAGENET_MEAN, IMAGENET_STD, _hub_file
 from vistudio.ml.models import ModelInfo
 from vistudio.ml.weights import WeightsPolicy
@@ -82,6 +88,9 @@ class SegmenterSpec:
     default_image_size: int = 256
     min_image_size: int = 64  # below it the deepest feature map is a few pixels wide
     output_stride: int = 16  # input side / side of the deepest feature map
+    # a DINOv3 architecture: its ``backbone`` weights are a gated Hugging Face repository, and
+    # ``builder`` takes their local folder (or None) instead of a torchvision weights enum
+    hub: dinov3.DINOv3Arch | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -144,6 +153,37 @@ class SegmentationModel(nn.Module):
         if logits.shape[-2:] != x.shape[-2:]:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits
+
+
+# --- DINOv3 linear head ----------------------------------------------------------------------------
+
+
+class DINOv3LinearSegmenter(nn.Module):
+    """A DINOv3 ViT's patch grid ``(N, C, ⌈H/16⌉, ⌈W/16⌉)`` → batch norm → 1×1 convolution →
+    logits upsampled ×16 (bilinear) and cropped to the input's ``H × W`` (the backbone pads the
+    input bottom/right to a multiple of 16, so the crop drops exactly the padding)."""
+
+    def __init__(self, backbone: dinov3.DINOv3Backbone, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.norm = nn.BatchNorm2d(backbone.embed_dim)
+        self.classifier = nn.Conv2d(backbone.embed_dim, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.backbone(x)[-1]
+        logits = self.classifier(self.norm(grid))
+        stride = self.backbone.strides[-1]
+        padded = (int(grid.shape[-2]) * stride, int(grid.shape[-1]) * stride)
+        logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+        return logits[..., : x.shape[-2], : x.shape[-1]]
+
+
+def _dinov3_linear(name: str) -> Callable[[int, Any | None], nn.Module]:
+    def build(num_classes: int, weights: Any | None = None) -> nn.Module:
+        backbone = dinov3.DINOv3Backbone.from_arch(name, weights=weights)
+        return DINOv3LinearSegmenter(backbone, num_classes)
+
+    return build
 
 
 # --- DeepLabV3+ ------------------------------------------------------------------------------------
@@ -371,12 +411,31 @@ for _spec in (
 ):
     register_segmenter(_spec)
 
+for _arch in dinov3.ARCHS.values():
+    if _arch.kind == "vit":
+        register_segmenter(
+            SegmenterSpec(
+                _arch.name,
+                "dinov3_linear",
+                _arch.name,
+                _dinov3_linear(_arch.name),
+                None,
+                _arch.repo,
+                default_image_size=dinov3.IMAGE_SIZE,
+                min_image_size=32,
+                output_stride=16,
+                hub=_arch,
+            )
+        )
+
 
 @cache
 def parameter_count(name: str) -> int:
     """The number of parameters of catalog model ``name`` for 21 classes, counted on the meta device
     (no memory, no initialisation: fast even for the ResNet-101 networks)."""
     spec = get_segmenter_spec(name)
+    if spec.hub is not None:  # the backbone's count, and batch norm + 1×1 convolution for 21 classes
+        return round(spec.hub.params_millions * 1e6) + spec.hub.embed_dim * 24 + 21
     with torch.device("meta"):
         net = spec.builder(21, None)
     return sum(p.numel() for p in net.parameters())
@@ -410,7 +469,10 @@ def _weights_for(spec: SegmenterSpec, pretrained: str) -> Any | None:
 
 
 def weights_cached(spec: SegmenterSpec) -> dict[str, bool]:
-    """Whether each kind of pretrained weights of ``spec`` is in torch hub's cache (nothing downloaded)."""
+    """Whether each kind of pretrained weights of ``spec`` is in torch hub's cache (DINOv3: the
+    Hugging Face cache); nothing is downloaded."""
+    if spec.hub is not None:
+        return {"backbone": dinov3.cached_weights(spec.hub) is not None, "full": False}
     return {
         kind: weights is not None and _hub_file(weights).is_file()
         for kind, weights in (("backbone", spec.backbone_weights), ("full", spec.full_weights))
@@ -425,6 +487,8 @@ def ensure_segmenter_weights(
     weights = _weights_for(spec, pretrained)
     if weights is None:
         return None
+    if spec.hub is not None:
+        return dinov3.ensure_weights(spec.hub, policy)  # the local folder the builder loads
     dest = _hub_file(weights)
     if not dest.is_file():
         (policy or WeightsPolicy.from_env()).url_download(
@@ -442,6 +506,9 @@ def check_segmenter_weights(
 ) -> None:
     """Before training starts: ``ModelUnavailable`` when the weights are neither cached nor downloadable."""
     weights = _weights_for(spec, pretrained)
+    if weights is not None and spec.hub is not None:
+        dinov3.check_weights(spec.hub, policy)
+        return
     if weights is None or _hub_file(weights).is_file():
         return
     (policy or WeightsPolicy.from_env()).require_network(
@@ -511,6 +578,9 @@ def build_segmenter(
     if freeze_backbone:
         for p in backbone_of(model).parameters():
             p.requires_grad = False
+        backbone = backbone_of(model)
+        if isinstance(backbone, dinov3.DINOv3Backbone):
+            backbone.freeze()  # and eval mode: see DINOv3Backbone
     info = ModelInfo(
         name=name,
         num_classes=num_classes,

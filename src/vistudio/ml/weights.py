@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 OFFLINE_ENV = "VISTUDIO_OFFLINE"
 HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
+HF_TOKEN_ENV = "VISTUDIO_HF_TOKEN"  # a Hugging Face access token, for gated weights (DINOv3)
 EMBED_DOWNLOAD_ENV = "VISTUDIO_EMBED__DOWNLOAD"  # deprecated: "false" still means no CLIP downloads
 PROBE_TIMEOUT_S = 3.0  # a connect to a reachable host takes milliseconds; 3 s forgives a slow link
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
@@ -95,6 +96,9 @@ class WeightsPolicy:
     offline_because: str | None = None  # e.g. "VISTUDIO_OFFLINE=1", for the error messages
     cache_dir: Path | None = None  # the Hugging Face / open_clip cache (None: theirs)
     probe_timeout: float = PROBE_TIMEOUT_S
+    # a Hugging Face access token for gated repositories; None: the Hub client's own (HF_TOKEN, or
+    # the token saved by `hf auth login`)
+    hf_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(
@@ -110,14 +114,24 @@ class WeightsPolicy:
             because = f"{HF_OFFLINE_ENV}=1"
         elif embed and not settings.embed.download:
             because = f"{EMBED_DOWNLOAD_ENV}=false"
-        return cls(offline=because is not None, offline_because=because, cache_dir=settings.embed.cache_dir)
+        return cls(
+            offline=because is not None,
+            offline_because=because,
+            cache_dir=settings.embed.cache_dir,
+            hf_token=settings.hf_token.get_secret_value() if settings.hf_token else None,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WeightsPolicy:
         """The policy from the environment alone, for code that has no workspace settings at hand
         (a training child process, a library call)."""
+        env = os.environ if environ is None else environ
         name = next((n for n in (OFFLINE_ENV, HF_OFFLINE_ENV) if env_flag(n, environ)), None)
-        return cls(offline=name is not None, offline_because=f"{name}=1" if name else None)
+        return cls(
+            offline=name is not None,
+            offline_because=f"{name}=1" if name else None,
+            hf_token=env.get(HF_TOKEN_ENV) or None,
+        )
 
     @property
     def allow_download(self) -> bool:
@@ -186,10 +200,12 @@ class WeightsPolicy:
         what: str,
         settings: list[tuple[str, str]],
         details: dict[str, Any] | None = None,
+        licence_url: str | None = None,
     ) -> Path:
         """The first of ``filenames`` that the Hugging Face repo ``repo`` has, downloaded into its
         cache (network checked first); its local path. A missing file moves on to the next name;
-        any other failure ends the attempt at once (no retry loop)."""
+        any other failure ends the attempt at once (no retry loop). ``licence_url``: the page of a
+        gated repository, named when the Hub refuses this user (401/403)."""
         endpoint = hf_endpoint()
         self.require_network(endpoint, what=what, settings=settings, details=details)
         from huggingface_hub import hf_hub_download
@@ -203,10 +219,13 @@ class WeightsPolicy:
                     name,
                     cache_dir=str(self.cache_dir) if self.cache_dir else None,
                     etag_timeout=self.probe_timeout,
+                    token=self.hf_token,
                 )
             except EntryNotFoundError:
                 continue
-            except Exception as exc:  # network dropped mid-way, gated repo, disk full: one clear message
+            except Exception as exc:
+                if _refused(exc):
+                    raise gated_error(what, repo=repo, licence_url=licence_url, details=more) from None
                 raise ModelUnavailable(
                     f"could not download {what} from {endpoint} ({repo}/{name}): {_first_line(exc)}",
                     details=more,
@@ -247,6 +266,35 @@ class WeightsPolicy:
                 },
             ) from None
         return dest
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the Hub refused access (a gated repository, a missing or invalid token)."""
+    from huggingface_hub.errors import GatedRepoError
+
+    if isinstance(exc, GatedRepoError):
+        return True
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None) in (401, 403)
+
+
+def gated_error(
+    what: str, *, repo: str, licence_url: str | None, details: dict[str, Any] | None = None
+) -> ModelUnavailable:
+    """The Hub refused ``repo`` to this user: name the licence page and the token settings."""
+    page = licence_url or f"{hf_endpoint()}/{repo}"
+    return ModelUnavailable(
+        f"{what} gated on Hugging Face: accept the licence at {page} with your Hugging Face "
+        f"account, then give an access token of that account (HF_TOKEN or {HF_TOKEN_ENV}, or "
+        "`hf auth login`); or train from scratch (pretrained: false), or give a local copy of the "
+        "weights (pretrained: FOLDER)",
+        details={
+            **(details or {}),
+            "licence": page,
+            "setting": "hf_token",
+            "settings": ["hf_token", "offline", "pretrained"],
+        },
+    )
 
 
 def _first_line(exc: BaseException) -> str:

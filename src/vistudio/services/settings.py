@@ -185,6 +185,14 @@ CATALOG: tuple[SettingInfo, ...] = (
         note="Read at start.",
     ),
     SettingInfo(
+        "hf_token",
+        "Hugging Face token",
+        "Access token for gated model weights (DINOv3): accept the licence on the model's page first.",
+        "Models",
+        "secret",
+        note="Read at start (VISTUDIO_HF_TOKEN, or HF_TOKEN).",
+    ),
+    SettingInfo(
         "jobs.max_attempts",
         "Job attempts",
         "Tries before a failing job goes to the dead-letter queue.",

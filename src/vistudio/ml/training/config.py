@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vistudio.errors import BadRequest
 
@@ -40,7 +40,10 @@ class TrainConfig(BaseModel):
         description="false: random init; true: ImageNet weights from the local torch hub cache; "
         "a path: a weights file",
     )
-    freeze_backbone: bool = False
+    freeze_backbone: bool = Field(
+        default=False,
+        description="train the new head only; default false, true for the DINOv3 models (a linear probe)",
+    )
     split: str | None = Field(default=None, max_length=64, description="split name (default: newest)")
     image_size: int = Field(default=224, ge=16, le=1024)
     epochs: int = Field(default=10, ge=1, le=1000)
@@ -63,6 +66,17 @@ class TrainConfig(BaseModel):
     log_every_n_steps: int = Field(default=10, ge=1, le=100_000)
     channels_last: bool = False
     augment: Augment = Field(default_factory=Augment)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _frozen_default(cls, data: Any) -> Any:
+        # DINOv3 features are made to be used frozen (a linear probe): that is their default, and
+        # it is written into the experiment's config so that it shows. ``dinov3_`` names the
+        # DINOv3 entries of every catalog (ml/dinov3); the check stays free of torch imports.
+        dinov3 = isinstance(data, dict) and str(data.get("model") or "").startswith("dinov3_")
+        if dinov3 and "freeze_backbone" not in data:
+            return {**data, "freeze_backbone": True}
+        return data
 
     @field_validator("pretrained")
     @classmethod
