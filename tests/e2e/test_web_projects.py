@@ -26,27 +26,43 @@ def client(web_studio: Studio) -> TestClient:
     return TestClient(create_app(web_studio))
 
 
+@pytest.fixture
+def untrained(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A task registered without a training module (every task of the product trains today):
+    how a task reads before its training lands."""
+    from vistudio.ml.tasks import TASKS, TaskSpec
+
+    monkeypatch.setitem(TASKS.entries, "keypoints", TaskSpec("keypoints", "Keypoints", ("label",)))
+    return "keypoints"
+
+
 def _tabs(html: str) -> list[str]:
     nav = html.split('aria-label="Project sections"', 1)[1].split("</nav>", 1)[0]
     return re.findall(r'data-section="([a-z]+)"', nav)
 
 
-def test_each_task_says_what_its_projects_offer() -> None:
+def test_each_task_says_what_its_projects_offer(untrained: str) -> None:
     assert get_task("classification").can_train
-    assert get_task("classification").sections == tuple(SECTIONS)
-    assert get_task("library").sections == ("dataset", "search", "duplicates")
+    assert get_task("classification").sections == tuple(s for s in SECTIONS if s != "people")
+    assert get_task("library").sections == ("dataset", "search", "duplicates", "people")
     assert get_task("detection").can_train and get_task("detection").label == "Detection"
-    assert not get_task("oriented_detection").can_train  # no training module yet
-    assert get_task("oriented_detection").sections == ("dataset", "split", "search", "duplicates")
-    assert get_task("oriented_detection").label == "Oriented detection (training not yet available)"
-    assert get_task("oriented_detection").summary == (
-        "Oriented detection — browse, split, search and find duplicates; training not yet available"
+    # oriented detection trains and evaluates through the CLI and the API; its pages come next
+    assert get_task("oriented_detection").can_train
+    assert get_task("oriented_detection").sections == ("dataset", "split", "train", "search", "duplicates")
+    assert not get_task(untrained).can_train  # no training module
+    assert get_task(untrained).sections == ("dataset", "split", "search", "duplicates")
+    assert get_task(untrained).label == "Keypoints (training not yet available)"
+    assert get_task(untrained).summary == (
+        "Keypoints — browse, split, search and find duplicates; training not yet available"
     )
-    assert get_task("library").summary == "Photo library — browse, search and find duplicates; no training"
+    assert get_task("library").summary == (
+        "Photo library — browse, search, find duplicates and find people; no training"
+    )
     for name in task_names():  # every task browses and searches; only trainable ones train
         spec = get_task(name)
         assert {"dataset", "search", "duplicates"} <= set(spec.sections)
         assert ("train" in spec.sections) == spec.can_train
+        assert ("people" in spec.sections) == (name == "library")  # people live in photo libraries
 
 
 def test_create_opens_the_new_project(client: TestClient, web_studio: Studio) -> None:
@@ -60,36 +76,39 @@ def test_create_opens_the_new_project(client: TestClient, web_studio: Studio) ->
     assert dup.status_code == 409 and "HX-Redirect" not in dup.headers and "already exists" in dup.text
 
 
-def test_the_task_select_says_which_tasks_cannot_be_trained_yet(client: TestClient) -> None:
+def test_the_task_select_says_which_tasks_cannot_be_trained_yet(client: TestClient, untrained: str) -> None:
     html = client.get("/projects").text
     assert (
-        '<option value="oriented_detection" data-can-train="no">'
-        "Oriented detection (training not yet available)</option>"
-    ) in html
+        '<option value="keypoints" data-can-train="no">Keypoints (training not yet available)</option>'
+        in html
+    )
+    assert '<option value="oriented_detection" data-can-train="yes">Oriented detection</option>' in html
     assert '<option value="detection" data-can-train="yes">Detection</option>' in html
     assert '<option value="classification" data-can-train="yes">Classification</option>' in html
     assert '<option value="library" data-can-train="yes">' not in html  # a library is never trained
     # under the select, what the chosen task's projects can do
     hint = html.split('id="new-task-hint"', 1)[1].split("</p>", 1)[0]
     assert (
-        "Oriented detection — browse, split, search and find duplicates; training not yet available."
-        in hint
-        and "Photo library — browse, search and find duplicates; no training." in hint
+        "Keypoints — browse, split, search and find duplicates; training not yet available." in hint
+        and "Photo library — browse, search, find duplicates and find people; no training." in hint
     )
 
 
-def test_tabs_follow_the_task(client: TestClient, web_studio: Studio) -> None:
+def test_tabs_follow_the_task(client: TestClient, web_studio: Studio, untrained: str) -> None:
     for name, task in (
         ("cls", "classification"),
         ("det", "detection"),
-        ("seg", "oriented_detection"),
+        ("seg", untrained),
+        ("obb", "oriented_detection"),
         ("lib", "library"),
     ):
         projects.create_project(web_studio, name=name, task=task)
-    assert _tabs(client.get("/projects/cls").text) == list(SECTIONS)
-    assert _tabs(client.get("/projects/det").text) == list(SECTIONS)
+    trained = [s for s in SECTIONS if s != "people"]  # people belong to photo libraries
+    assert _tabs(client.get("/projects/cls").text) == trained
+    assert _tabs(client.get("/projects/det").text) == trained
     assert _tabs(client.get("/projects/seg/search").text) == ["dataset", "split", "search", "duplicates"]
-    assert _tabs(client.get("/projects/lib/duplicates").text) == ["dataset", "search", "duplicates"]
+    assert _tabs(client.get("/projects/obb").text) == ["dataset", "split", "train", "search", "duplicates"]
+    assert _tabs(client.get("/projects/lib/duplicates").text) == ["dataset", "search", "duplicates", "people"]
     lib = client.get("/projects/lib").text
     assert 'href="/projects/lib/split"' not in lib
     assert 'id="f-subset"' not in lib  # no split, no "Split subset" filter
@@ -102,11 +121,12 @@ def test_tabs_follow_the_task(client: TestClient, web_studio: Studio) -> None:
         ("lib", "library", "train", "Train"),
         ("lib", "library", "evaluate", "Evaluate"),
         ("lib", "library", "export", "Export"),
-        ("seg", "oriented_detection", "train", "Train"),
+        ("seg", "keypoints", "train", "Train"),
+        ("obb", "oriented_detection", "evaluate", "Evaluate"),
     ],
 )
 def test_a_section_the_task_does_not_offer_is_a_friendly_404(
-    client: TestClient, web_studio: Studio, project: str, task: str, section: str, title: str
+    client: TestClient, web_studio: Studio, untrained: str, project: str, task: str, section: str, title: str
 ) -> None:
     projects.create_project(web_studio, name=project, task=task)
     r = client.get(f"/projects/{project}/{section}")
@@ -119,7 +139,7 @@ def test_a_section_the_task_does_not_offer_is_a_friendly_404(
 
 @pytest.mark.browser
 def test_create_dialog_then_the_project_opens(
-    live_server: tuple[str, Studio, Path], page: Any, shot: Callable[..., Path]
+    live_server: tuple[str, Studio, Path], page: Any, shot: Callable[..., Path], untrained: str
 ) -> None:
     from playwright.sync_api import expect
 
@@ -132,15 +152,13 @@ def test_create_dialog_then_the_project_opens(
         dialog = page.get_by_role("dialog")
         expect(dialog).to_be_visible()
         page.locator("#new-name").fill(f"signs {size}")
-        page.locator("#new-task").select_option("oriented_detection")
-        expect(page.locator("#new-task option[value=oriented_detection]")).to_contain_text(
+        page.locator("#new-task").select_option(untrained)
+        expect(page.locator(f"#new-task option[value={untrained}]")).to_contain_text(
             "training not yet available"
         )
         # the hint under the select follows the choice
-        expect(page.locator("[data-task-hint=oriented_detection]")).to_be_visible()
-        expect(page.locator("[data-task-hint=oriented_detection]")).to_contain_text(
-            "training not yet available"
-        )
+        expect(page.locator(f"[data-task-hint={untrained}]")).to_be_visible()
+        expect(page.locator(f"[data-task-hint={untrained}]")).to_contain_text("training not yet available")
         expect(page.locator("[data-task-hint=classification]")).to_be_hidden()
         box = dialog.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= w  # nothing cut off
@@ -167,7 +185,7 @@ def test_demo_library_and_classification_tabs(
         page.goto(f"{base}/projects/{demo.PHOTOS}")
         alpine_ready(page)
         nav = page.get_by_role("navigation", name="Project sections")
-        expect(nav.get_by_role("link")).to_have_text(["Dataset", "Search", "Duplicates"])
+        expect(nav.get_by_role("link")).to_have_text(["Dataset", "Search", "Duplicates", "People"])
         expect(page.get_by_text("No folders yet")).to_have_count(0)
         expect(page.get_by_text(demo.PHOTO_FOLDER).first).to_be_visible()
         page.wait_for_function(
@@ -183,7 +201,7 @@ def test_demo_library_and_classification_tabs(
         page.goto(f"{base}/projects/{demo.DIGITS}")
         alpine_ready(page)
         tabs = page.get_by_role("navigation", name="Project sections").get_by_role("link")
-        expect(tabs).to_have_text(list(SECTIONS.values()))
+        expect(tabs).to_have_text([t for s, t in SECTIONS.items() if s != "people"])
         for i in range(tabs.count()):  # all seven in view, on a phone too
             box = tabs.nth(i).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= w, (size, i)

@@ -119,8 +119,9 @@ def test_catalog_per_task() -> None:
     assert all(not m["masks"] for m in det) and all(m["masks"] for m in seg)
     assert all(isinstance(m["pretrained_cached"], bool) for m in det + seg)
     assert "resnet18" in [m["name"] for m in model_catalog()["items"]]  # classification by default
+    assert model_catalog("oriented_detection")["items"][0]["name"] == "fcos_obb_resnet18_fpn64"
     with pytest.raises(BadRequest, match="not available"):
-        model_catalog("oriented_detection")
+        model_catalog("library")
 
 
 # --- targets and transforms ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 from vistudio.ml.tasks import (
     CLASSIFICATION_DISPLAY,
+    GENERIC_DISPLAY,
     METRIC_FORMATS,
     TASKS,
     format_metric,
@@ -102,7 +103,9 @@ def test_detectors_show_map_and_each_loss_component() -> None:
     assert "train_loss_mask_step" in [k for k, _ in seg.loss_series]
     assert seg.title("val_mask_map75") == "val mask mAP75"
     # a task without a display of its own shows its loss
-    assert get_task("oriented_detection").display.summary == ("train_loss",)
+    assert GENERIC_DISPLAY.summary == ("train_loss",)
+    obb = get_task("oriented_detection").display
+    assert obb.summary[0] == "val_map50" and obb.title("train_loss_angle") == "train loss: angle"
 
 
 def test_formats_and_which_way_is_better() -> None:

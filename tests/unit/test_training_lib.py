@@ -161,8 +161,7 @@ def test_config_defaults_and_clear_400s_for_unknown_keys_and_ranges() -> None:
 def test_task_registry_resolves_trainable_tasks_only() -> None:
     assert get_training("classification") is ClassificationTask
     assert get_training("detection").name == "detection"
-    with pytest.raises(BadRequest, match="not available for oriented detection projects yet"):
-        get_training("oriented_detection")
+    assert get_training("oriented_detection").name == "oriented_detection"
     with pytest.raises(BadRequest, match="not available"):
         get_training("library")
     with pytest.raises(BadRequest, match="unknown task"):

@@ -76,6 +76,11 @@ def _render_evaluation(d: dict[str, Any]) -> None:
     if "miou" in m:  # semantic segmentation: pixel scores, per-class IoU
         _render_segmentation(ev, m)
         return
+    if "map50_area" in m:  # oriented detection: DOTA mAP50, per class, no confusion matrix yet
+        _render_oriented(m)
+        if ev.get("results_path"):
+            console.print(f"results: {escape(ev['results_path'])}")
+        return
     if "map" in m:
         _render_detection(ev, m)
     else:
@@ -95,6 +100,29 @@ def _render_evaluation(d: dict[str, Any]) -> None:
 
 def _number(v: float | None) -> str:
     return "—" if v is None else f"{v:.4f}"
+
+
+def _render_oriented(m: dict[str, Any]) -> None:
+    console.print(
+        f"mAP50 (DOTA, 11-point) {_number(m['map50'])} · mAP50 (area) {_number(m['map50_area'])} · "
+        f"at IoU {m['iou']:g} and score ≥ {m['score_threshold']:.3f} "
+        f"({m['score_threshold_source'].replace('_', ' ')}): precision {m['precision']:.3f} · "
+        f"recall {m['recall']:.3f} · F1 {m['f1']:.3f} · TP {m['tp']} · FP {m['fp']} · FN {m['fn']}"
+    )
+    pc = table(
+        key_column("class"), "objects", "AP50", "AP50 (area)", "precision", "recall", "F1", title="per class"
+    )
+    for name, c in m["per_class"].items():
+        pc.add_row(
+            escape(name),
+            str(c["objects"]),
+            _number(c["ap50"]),
+            _number(c["ap50_area"]),
+            f"{c['precision']:.3f}",
+            f"{c['recall']:.3f}",
+            f"{c['f1']:.3f}",
+        )
+    console.print(pc)
 
 
 def _render_detection(ev: dict[str, Any], m: dict[str, Any]) -> None:

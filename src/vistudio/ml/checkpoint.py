@@ -73,6 +73,10 @@ def rebuild_model(meta: dict[str, Any]) -> nn.Module:
 
         segmenter, _ = build_segmenter(meta["model"], len(meta["classes"]), pretrained="none")
         return segmenter
+    if meta.get("oriented"):  # an oriented detector (ml/oriented_detectors): rotated boxes
+        from vistudio.ml.oriented_detectors import rebuild_oriented
+
+        return rebuild_oriented(meta)
     if spec.has_objects:
         from vistudio.ml.detectors import build_detector
 

@@ -295,6 +295,7 @@ def start_export(
         raise BadRequest(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     with studio.sessions() as s:
         p, exp = resolve(s, project, experiment)
+        get_task(exp.task).check_exportable()
         ckpt = ready_checkpoint(s, exp, checkpoint)
         checkpoint_file(studio, ckpt)
         exp_id, exp_name, pname = exp.id, exp.name, p.name

@@ -149,6 +149,12 @@ class TrainingTask(ABC):
         return None
 
     @classmethod
+    def targets_warnings(cls, targets: Sequence[Any]) -> list[dict[str, Any]]:
+        """What in the (stored) training and validation targets will be left out of training,
+        as config-style warnings (``{"key", "code", "message", …}``); the default: nothing."""
+        return []
+
+    @classmethod
     def val_targets_problem(cls, targets: Sequence[Any]) -> str | None:
         """Why the (stored) validation targets of a split cannot select the best checkpoint, or
         None (the default); anomaly detection needs normal and anomalous images there."""

@@ -1,11 +1,18 @@
 """Evaluation of an experiment's checkpoint (see :mod:`.core`); one evaluator per task.
 
-The task modules (classification, detection and instance segmentation, semantic segmentation,
-regression, anomaly detection) register their evaluator in :data:`EVALUATORS` when imported here:
+The task modules (classification, detection and instance segmentation, oriented detection, semantic
+segmentation, regression, anomaly detection) register their evaluator in :data:`EVALUATORS` when imported here:
 the ``evaluate`` job, the queries and the reset pick it by the experiment's task.
 """
 
-from vistudio.services.evaluation import anomaly, classification, detection, regression, segmentation
+from vistudio.services.evaluation import (
+    anomaly,
+    classification,
+    detection,
+    oriented,
+    regression,
+    segmentation,
+)
 from vistudio.services.evaluation.classification import SORTS, result_dict
 from vistudio.services.evaluation.core import (
     ACTIVE,
@@ -59,6 +66,7 @@ __all__ = [
     "get_evaluation",
     "get_result",
     "list_results",
+    "oriented",
     "parse_subsets",
     "regression",
     "reset_evaluation",

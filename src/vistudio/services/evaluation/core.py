@@ -414,6 +414,11 @@ def confusion_png(studio: Studio, *, project: str | int, experiment: str | int) 
         p, exp, ev = _find(s, project, experiment)
     if ev.status != "succeeded":
         raise Conflict(f"the evaluation of {exp.name!r} is {ev.status}: no confusion matrix yet")
+    if not ev.confusion:  # regression has none; oriented detection counts none yet
+        raise BadRequest(
+            f"a confusion matrix is not available for {exp.task.replace('_', ' ')} evaluations",
+            details={"task": exp.task},
+        )
     path = eval_dir(studio, ev, p, exp) / "confusion_matrix.png"
     if not path.is_file():
         names = list(ev.classes)

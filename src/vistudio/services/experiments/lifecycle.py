@@ -107,6 +107,7 @@ def start_experiment(
         problem = problem or task_cls.val_targets_problem([it.target for it in items["val"]])
         if problem:
             raise BadRequest(f"split {split.name!r}: {problem}", details={"split": split.name})
+        warnings += task_cls.targets_warnings([it.target for sub in ("train", "val") for it in items[sub]])
         exp_name = check_name(name) if name else _free_name(s, p.id, cfg.model)
         project_id, project_name, split_id, split_name = p.id, p.name, split.id, split.name
     frozen = cfg.model_copy(update={"split": split_name}).model_dump(mode="json")

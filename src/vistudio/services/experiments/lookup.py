@@ -97,7 +97,9 @@ def split_items(
     {"size": [h, w], "counts": ...}}``: box and polygons normalised to 0..1 of the displayed image,
     RLE in pixels. Detection objects come from ``box`` annotations, instance and semantic
     segmentation objects from ``polygon`` and ``mask_rle`` annotations (the box computed from the
-    mask). ``iscrowd`` is set for COCO crowd regions and VOC difficult objects. Annotations of a
+    mask), oriented detection objects from ``rotated_box`` annotations with ``"points"`` added (the
+    four corners, normalised; ``box`` is their bounds; one without width or height is kept for the
+    task to skip and count). ``iscrowd`` is set for COCO crowd regions and VOC difficult objects. Annotations of a
     class outside ``classes`` or with unusable geometry (no area, not finite) are left out.
 
     Semantic segmentation (a ``dense`` task) also keeps the class-less ignored regions (an
@@ -311,6 +313,20 @@ def object_target(kind: str, geometry: dict[str, Any]) -> dict[str, Any] | None:
         ys = [p[1] for ring in kept for p in ring]
         box = _clipped_box(min(xs), min(ys), max(xs), max(ys))
         return None if box is None else {"box": box, "iscrowd": crowd, "mask": {"polygons": kept}}
+    if kind == "rotated_box":
+        # the corners as stored (a box without width or height too: the task decides and says
+        # what it skips); ``box`` is their axis-aligned bounds, clipped to the image
+        pts = geometry.get("points")
+        if not (
+            isinstance(pts, list)
+            and len(pts) == 4
+            and all(isinstance(p, list | tuple) and len(p) == 2 and _finite(*p) for p in pts)
+        ):
+            return None
+        points = [[float(p[0]), float(p[1])] for p in pts]
+        x0, y0 = (max(0.0, min(1.0, min(p[i] for p in points))) for i in (0, 1))
+        x1, y1 = (max(0.0, min(1.0, max(p[i] for p in points))) for i in (0, 1))
+        return {"box": [x0, y0, x1 - x0, y1 - y0], "iscrowd": crowd, "mask": None, "points": points}
     if kind == "mask_rle":
         size, counts = geometry.get("size"), geometry.get("counts")
         if not (

@@ -1,0 +1,468 @@
+"""Evaluation of oriented detection experiments (rotated boxes).
+
+The job runs the oriented detector over every image of the chosen subsets (an image without
+objects is a negative) and stores one row per image in the detection results table
+(``DetectionResult``): its predictions and ground truth in the sample's pixels, each with
+``points`` (the four corners, DOTA order), ``rbox`` (cx, cy, w, h, θ; the angle convention of
+``ml/inference/rotated``) and ``box`` (the axis-aligned bounds, x1, y1, x2, y2), and its matching
+at the evaluation's IoU, by polygon IoU and the DOTA devkit's rule: predictions in decreasing
+score, each matched to the object of its class with the largest IoU; above the IoU threshold it is
+``tp`` when that object was not found before, ``fp`` when it was, ``ignored`` when the object is
+difficult; at or under it, ``fp``. Objects are ``tp`` (with the score of the prediction that found
+them), ``fn`` or ``ignored`` (difficult). Rotated boxes without a width or a height are left out
+of the ground truth and counted (``skipped_objects``).
+
+Metrics over the pooled subsets: ``map50`` — the DOTA mAP at IoU 0.5 with the 11-point AP (the
+DOTA devkit's and MMRotate's default), ``map50_area`` — the same with the area under the
+precision-recall curve, both ``ml/inference/dota_metrics.dota_ap`` on the stored predictions;
+``per_class`` (``ap50``, ``ap50_area``, ``objects``, and at the score threshold ``tp``, ``fp``,
+``fn``, ``precision``, ``recall``, ``f1``); at the score threshold (given, or the confidence that
+maximises F1 over all classes) per-image and total TP/FP/FN, precision, recall and F1.
+
+Files in the evaluation folder: ``predictions.json`` (``image_id`` = the sample id,
+``category_id`` = class index + 1, ``poly`` the eight corner coordinates, ``rbox``, ``score``),
+``results.parquet`` and ``results.csv`` (one row per image) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import bindparam, insert, select, update
+
+from vistudio.db import Project, Sample, utcnow
+from vistudio.db.training import DetectionResult, Evaluation, Experiment
+from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
+from vistudio.services.evaluation.core import DEFAULT_IOU, EVALUATORS, eval_dir, get_evaluation
+from vistudio.services.evaluation.detection import (
+    CSV_COLUMNS,
+    PARQUET_COLUMNS,
+    DetectionEvaluator,
+    _csv_rows,
+)
+from vistudio.services.evaluation.tables import write_csv, write_parquet
+from vistudio.services.experiments import experiment_items
+from vistudio.services.exports import checkpoint_file, ready_checkpoint
+from vistudio.storage.atomic import atomic_write_bytes
+from vistudio.studio import Studio
+
+DOTA_IOU = 0.5  # map50 is always the DOTA mAP at IoU 0.5, whatever the matching IoU asked for
+
+
+def _box_json(corners: np.ndarray) -> dict[str, Any]:
+    from vistudio.ml.inference.rotated import cxcywha_from_corners
+
+    c = np.asarray(corners, dtype=np.float64).reshape(4, 2)
+    return {
+        "points": [[float(x), float(y)] for x, y in c],
+        "rbox": [float(v) for v in cxcywha_from_corners(c[None])[0]],
+        "box": [float(c[:, 0].min()), float(c[:, 1].min()), float(c[:, 0].max()), float(c[:, 1].max())],
+    }
+
+
+def truth_json(target: dict[str, Any], classes: list[str]) -> tuple[list[dict[str, Any]], int]:
+    """A stored target's usable objects as the result's truths (sample pixels), and how many of
+    its objects were left out (no width or no height)."""
+    from vistudio.ml.tasks.oriented_detection import rotated_object
+
+    w, h = int(target["width"]), int(target["height"])
+    out, skipped = [], 0
+    for o in target["objects"]:
+        found = rotated_object(o, w, h)
+        if found is None:
+            skipped += 1
+            continue
+        k = int(o["class"])
+        out.append(
+            {"class_index": k, "label": classes[k], **_box_json(found[0]), "iscrowd": bool(o["iscrowd"])}
+        )
+    return out, skipped
+
+
+def match_image(preds: list[dict[str, Any]], truths: list[dict[str, Any]], iou: float) -> None:
+    """Set ``match`` (and ``iou``) on each prediction and truth of one image, in place (see the
+    module docstring)."""
+    from vistudio.ml.inference.rotated import rotated_iou_matrix
+
+    for t in truths:
+        t.update(match="ignored" if t["iscrowd"] else "fn", score=None)
+    order = sorted(range(len(preds)), key=lambda i: -preds[i]["score"])
+    found: set[int] = set()
+    for k in {p["class_index"] for p in preds}:
+        mine = [i for i in order if preds[i]["class_index"] == k]
+        objs = [j for j, t in enumerate(truths) if t["class_index"] == k]
+        ious = (
+            rotated_iou_matrix(
+                np.array([preds[i]["points"] for i in mine]), np.array([truths[j]["points"] for j in objs])
+            )
+            if objs
+            else np.zeros((len(mine), 0))
+        )
+        for row, i in enumerate(mine):
+            p = preds[i]
+            best = int(ious[row].argmax()) if objs else -1
+            value = float(ious[row, best]) if objs else 0.0
+            p["iou"] = value
+            if value > iou:
+                j = objs[best]
+                if truths[j]["iscrowd"]:
+                    p["match"] = "ignored"
+                elif j in found:
+                    p["match"] = "fp"
+                else:
+                    found.add(j)
+                    p["match"] = "tp"
+                    truths[j].update(match="tp", score=p["score"])
+            else:
+                p["match"] = "fp"
+
+
+def _counts(preds: list[dict[str, Any]], truths: list[dict[str, Any]], threshold: float) -> dict[str, int]:
+    """TP/FP/FN of one matched image counting only predictions scoring at least ``threshold``."""
+    tp = sum(p["match"] == "tp" and p["score"] >= threshold for p in preds)
+    fp = sum(p["match"] == "fp" and p["score"] >= threshold for p in preds)
+    positives = sum(t["match"] != "ignored" for t in truths)
+    return {"tp": tp, "fp": fp, "fn": positives - tp}
+
+
+def best_f1_threshold(rows: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> dict[str, float]:
+    """The confidence that maximises F1 over all images and classes: ``{"threshold", "f1"}``."""
+    scored = sorted(
+        ((p["score"], p["match"] == "tp") for preds, _ in rows for p in preds if p["match"] != "ignored"),
+        key=lambda x: -x[0],
+    )
+    positives = sum(t["match"] != "ignored" for _, truths in rows for t in truths)
+    best = {"threshold": 1.0, "f1": 0.0}
+    tp = 0
+    for n, (score, hit) in enumerate(scored, start=1):
+        tp += hit
+        f1 = 2 * tp / (n + positives) if n + positives else 0.0
+        last_of_score = n == len(scored) or scored[n][0] < score
+        if last_of_score and f1 > best["f1"]:
+            best = {"threshold": float(score), "f1": float(f1)}
+    return best
+
+
+def dota_metrics(
+    rows: list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]], n: int, *, method: str
+) -> dict[str, Any]:
+    """``dota_ap`` at IoU 0.5 of stored rows ``(sample id, predictions, truths)``."""
+    from vistudio.ml.inference.dota_metrics import OrientedDetection, OrientedObject, dota_ap
+
+    truths = [
+        OrientedObject(sid, t["class_index"], t["points"], t["iscrowd"]) for sid, _, ts in rows for t in ts
+    ]
+    dets = [
+        OrientedDetection(sid, p["class_index"], p["points"], p["score"]) for sid, ps, _ in rows for p in ps
+    ]
+    return dota_ap(dets, truths, num_classes=n, iou_threshold=DOTA_IOU, method=method)
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if b else 0.0
+
+
+class OrientedEvaluator(DetectionEvaluator):
+    """Rows in the detection results table; the queries (``list_results``, ``get_result``) are
+    detection's."""
+
+    def __init__(self) -> None:
+        super().__init__(masks=False)
+
+    def run(self, ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
+        import torch
+
+        from vistudio.ml.checkpoint import load_checkpoint
+        from vistudio.ml.inference.pytorch import resolve_device
+        from vistudio.ml.oriented_detectors import to_sample_pixels
+        from vistudio.ml.preprocess import open_rgb
+
+        studio = ctx.studio
+        device = resolve_device(str(ctx.params.get("device", "auto")))
+        batch_size = int(ctx.params.get("batch_size") or self.default_batch_size)
+        iou = float(ctx.params.get("iou") or DEFAULT_IOU)
+        with studio.sessions() as s:
+            if exp.split_id is None:
+                raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
+            ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
+            items = experiment_items(
+                studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
+            )
+            done = set(
+                s.scalars(select(DetectionResult.sample_id).where(DetectionResult.evaluation_id == ev.id))
+            )
+        if ckpt.sha256 != ev.checkpoint_sha256:
+            raise PermanentJobError(
+                f"the {ev.checkpoint_kind} checkpoint changed since this evaluation was queued"
+            )
+        if not items:
+            raise PermanentJobError(f"subsets {', '.join(ev.subsets)} of the split hold no images")
+        ctx.progress(len(done), len(items), "loading the checkpoint", force=True)
+        model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
+        classes = list(meta["classes"])
+        if classes != list(exp.classes):
+            raise PermanentJobError("the checkpoint's classes differ from the experiment's")
+        if meta.get("task") != exp.task:
+            raise PermanentJobError(f"the checkpoint is a {meta.get('task')} model, not {exp.task}")
+        draft = max(meta["preprocess"]["input_size"])
+        todo = [it for it in items if it.sample_id not in done]
+        skipped: list[dict[str, Any]] = []
+        count = len(done)
+        ctx.progress(count, len(items), f"evaluating on {device.type}", force=True)
+        for start in range(0, len(todo), batch_size):
+            batch: list[Any] = []
+            images: list[torch.Tensor] = []
+            for it in todo[start : start + batch_size]:
+                try:
+                    img = open_rgb(it.path, draft_size=draft)
+                except Exception as exc:  # an unreadable image is reported, not fatal
+                    skipped.append({"sample_id": it.sample_id, "path": it.path, "reason": str(exc)[:300]})
+                    continue
+                arr = np.asarray(img, dtype=np.float32) / 255
+                images.append(torch.from_numpy(arr).permute(2, 0, 1).to(device))
+                batch.append(it)
+            outputs = []
+            if images:
+                with torch.no_grad():
+                    outputs = model(images)
+            rows = []
+            for it, x, out in zip(batch, images, outputs, strict=True):
+                w, h = int(it.target["width"]), int(it.target["height"])
+                det = to_sample_pixels(
+                    out, input_size=(int(x.shape[-1]), int(x.shape[-2])), original_size=(w, h)
+                )
+                preds = [
+                    {"class_index": int(k), "label": classes[int(k)], "score": float(sc), **_box_json(c)}
+                    for k, c, sc in zip(det["labels"], det["corners"], det["scores"], strict=True)
+                ]
+                truths, _ = truth_json(it.target, classes)
+                match_image(preds, truths, iou)
+                counts = _counts(preds, truths, 0.0)
+                image_ap = dota_metrics([(it.sample_id, preds, truths)], len(classes), method="11point")[
+                    "map"
+                ]
+                rows.append(
+                    {
+                        "evaluation_id": ev.id,
+                        "sample_id": it.sample_id,
+                        "subset": it.subset,
+                        "width": w,
+                        "height": h,
+                        "predictions": preds,
+                        "truths": truths,
+                        **counts,
+                        "ap": image_ap,
+                    }
+                )
+            if rows:
+                with studio.sessions.begin() as s:
+                    if s.get(Evaluation, ev.id) is None:  # reset while running
+                        raise JobCancelled()
+                    s.execute(insert(DetectionResult), rows)
+            count += len(rows)
+            ctx.progress(count, len(items), f"evaluating on {device.type}")
+            ctx.check_cancelled()
+        skipped_objects = sum(truth_json(it.target, classes)[1] for it in items)
+        ctx.progress(count, len(items), "computing metrics", force=True)
+        threshold = ctx.params.get("score_threshold")
+        return self.finish_oriented(
+            studio,
+            ev,
+            exp,
+            project,
+            classes,
+            skipped=skipped,
+            skipped_objects=skipped_objects,
+            iou=iou,
+            score_threshold=None if threshold is None else float(threshold),
+        )
+
+    def finish_oriented(
+        self,
+        studio: Studio,
+        ev: Evaluation,
+        exp: Experiment,
+        project: Project,
+        classes: list[str],
+        *,
+        skipped: list[dict[str, Any]],
+        skipped_objects: int,
+        iou: float,
+        score_threshold: float | None,
+    ) -> dict[str, Any]:
+        """Metrics, per-image counts at the threshold, files; the evaluation marked succeeded."""
+        with studio.sessions() as s:
+            stored = s.execute(
+                select(
+                    DetectionResult.id,
+                    DetectionResult.sample_id,
+                    DetectionResult.predictions,
+                    DetectionResult.truths,
+                )
+                .where(DetectionResult.evaluation_id == ev.id)
+                .order_by(DetectionResult.sample_id)
+            ).all()
+        if not stored:
+            raise PermanentJobError("no image of the subsets could be read: nothing to evaluate")
+        n = len(classes)
+        rows = [(sid, list(p), list(t)) for _, sid, p, t in stored]
+        eleven = dota_metrics(rows, n, method="11point")
+        area = dota_metrics(rows, n, method="area")
+        best = best_f1_threshold([(p, t) for _, p, t in rows])
+        source = "given"
+        if score_threshold is None:
+            score_threshold, source = best["threshold"], "best_f1"
+        per_class: dict[str, dict[str, Any]] = {}
+        for k, name in enumerate(classes):
+            mine = [
+                ([p for p in ps if p["class_index"] == k], [t for t in ts if t["class_index"] == k])
+                for _, ps, ts in rows
+            ]
+            c = [_counts(p, t, score_threshold) for p, t in mine]
+            tp, fp, fn = (sum(x[key] for x in c) for key in ("tp", "fp", "fn"))
+            precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+            per_class[name] = {
+                "ap50": eleven["ap"][k],
+                "ap50_area": area["ap"][k],
+                "objects": sum(not t["iscrowd"] for _, ts in mine for t in ts),
+                "tp": tp,
+                "fp": fp,
+                "fn": fn,
+                "precision": precision,
+                "recall": recall,
+                "f1": _ratio(2 * precision * recall, precision + recall),
+            }
+        counts = [_counts(p, t, score_threshold) for _, p, t in rows]
+        tp, fp, fn = (sum(x[key] for x in counts) for key in ("tp", "fp", "fn"))
+        precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+        metrics: dict[str, Any] = {
+            "map50": eleven["map"],
+            "map50_area": area["map"],
+            "per_class": per_class,
+            "iou": iou,
+            "score_threshold": score_threshold,
+            "score_threshold_source": source,
+            "best_f1_threshold": best["threshold"],
+            "best_f1": best["f1"],
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "precision": precision,
+            "recall": recall,
+            "f1": _ratio(2 * precision * recall, precision + recall),
+            "images": len(rows),
+            "predictions": sum(len(p) for _, p, _ in rows),
+            "skipped": len(skipped),
+            "skipped_items": [{k: v for k, v in x.items() if k != "path"} for x in skipped[:100]],
+            "skipped_objects": skipped_objects,
+        }
+        updates = [{"row_id": row_id, **c} for (row_id, *_), c in zip(stored, counts, strict=True)]
+        with studio.sessions.begin() as s:
+            s.connection().execute(
+                update(DetectionResult)
+                .where(DetectionResult.id == bindparam("row_id"))
+                .values({"tp": bindparam("tp"), "fp": bindparam("fp"), "fn": bindparam("fn")}),
+                updates,
+            )
+        folder = eval_dir(studio, ev, project, exp)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_oriented(studio, folder, ev, exp, classes, metrics)
+        with studio.sessions.begin() as s:
+            row = s.get(Evaluation, ev.id)
+            if row is None:
+                raise JobCancelled()
+            row.metrics = metrics
+            row.confusion = []
+            row.classes = classes
+            row.results_path = (
+                row.results_path or (folder / "results.parquet").relative_to(studio.home).as_posix()
+            )
+            row.status, row.error, row.finished_at = "succeeded", None, utcnow()
+        return get_evaluation(studio, project=project.id, experiment=exp.id)
+
+    def _write_oriented(
+        self,
+        studio: Studio,
+        folder: Path,
+        ev: Evaluation,
+        exp: Experiment,
+        classes: list[str],
+        metrics: dict[str, Any],
+    ) -> None:
+        with studio.sessions() as s:
+            table = s.execute(
+                select(DetectionResult, Sample.name, Sample.storage, Sample.path)
+                .join(Sample, Sample.id == DetectionResult.sample_id)
+                .where(DetectionResult.evaluation_id == ev.id)
+                .order_by(DetectionResult.sample_id)
+            ).all()
+            results, records = [], []
+            for r, name, storage, path in table:
+                for p in r.predictions:
+                    results.append(
+                        {
+                            "image_id": r.sample_id,
+                            "category_id": p["class_index"] + 1,
+                            "poly": [v for xy in p["points"] for v in xy],
+                            "rbox": p["rbox"],
+                            "score": p["score"],
+                        }
+                    )
+                records.append(
+                    {
+                        "sample_id": r.sample_id,
+                        "name": name,
+                        "path": str(studio.home / path) if storage == "copy" else path,
+                        "subset": r.subset,
+                        "width": r.width,
+                        "height": r.height,
+                        "tp": r.tp,
+                        "fp": r.fp,
+                        "fn": r.fn,
+                        "ap": r.ap,
+                        "predictions": json.dumps(r.predictions),
+                        "truths": json.dumps(r.truths),
+                    }
+                )
+        atomic_write_bytes(folder / "predictions.json", json.dumps(results).encode())
+        write_parquet(folder / "results.parquet", records, PARQUET_COLUMNS)
+        write_csv(folder / "results.csv", CSV_COLUMNS, _csv_rows(records))
+        categories = [{"id": k + 1, "name": c} for k, c in enumerate(classes)]
+        atomic_write_bytes(
+            folder / "metrics.json",
+            json.dumps(
+                {
+                    "task": exp.task,
+                    "metrics": metrics,
+                    "classes": classes,
+                    "categories": categories,
+                    "subsets": ev.subsets,
+                },
+                indent=2,
+            ).encode(),
+        )
+
+    def extra(self, ev: Evaluation, folder: str, done: bool) -> dict[str, Any]:
+        metrics = dict(ev.metrics or {})
+        out: dict[str, Any] = {
+            "metrics": metrics,
+            "confusion_labels": [],
+            "best_f1_threshold": metrics.get("best_f1_threshold"),
+            "predictions_path": f"{folder}/predictions.json" if done else None,
+            "metrics_path": f"{folder}/metrics.json" if done else None,
+            "confusion_png_path": None,
+        }
+        if "iou" in metrics:
+            out["iou"] = metrics["iou"]
+            out["score_threshold"] = metrics["score_threshold"]
+        return out
+
+    def summary(self, ev: Evaluation) -> dict[str, Any]:
+        m = ev.metrics or {}
+        return {"map50": m.get("map50"), "map50_area": m.get("map50_area")}
+
+
+EVALUATORS.add("oriented_detection", OrientedEvaluator())
