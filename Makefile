@@ -36,6 +36,7 @@ run: $(STAMP)
 test: $(DEVSTAMP) /usr/bin/chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/python tests/face_photos.py >/dev/null  # real portraits for the face tests, cached in .cache/
 	VISTUDIO_TEST_POSTGRES_URL="$${VISTUDIO_TEST_POSTGRES_URL:-$$(bash scripts/pg-test-server.sh)}" \
 		$(BIN)/pytest -n 2 --timeout 600
 
@@ -43,7 +44,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval
+BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval faces
 
 bench: $(STAMP)
 	mkdir -p bench-results

@@ -57,6 +57,22 @@ class EmbedSettings(BaseModel):
     max_upload_bytes: int = 20 * 2**20  # largest image accepted by image search
 
 
+class FaceSettings(BaseModel):
+    """Faces in photo libraries (dlib's models, shipped with vistudio: no download)."""
+
+    enabled: bool = True  # off: no face job runs
+    detector: str = "hog"  # hog (the CPU default) | cnn (finds more faces, ≈ 100× slower on a CPU)
+    max_side: int = Field(default=1600, ge=256, le=16384)  # photos are searched on a draft this big
+    workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
+    # grouping faces into people (faces smaller or less sure are kept, not grouped)
+    min_size: int = Field(default=40, ge=0, le=10000)  # px, the face's shorter side in the photo
+    # the detector's score: HOG's weak detections are often not faces (0.12 for the second
+    # "face" it finds in scikit-image's astronaut photo; real faces score 0.7–2)
+    min_score: float = Field(default=0.3, ge=-10, le=10, allow_inf_nan=False)
+    max_distance: float = Field(default=0.5, gt=0, le=2, allow_inf_nan=False)  # descriptor distance
+    min_faces: int = Field(default=3, ge=1, le=1000)  # faces a new person needs
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISTUDIO_", env_nested_delimiter="__", extra="ignore")
 
@@ -78,6 +94,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
+    faces: FaceSettings = Field(default_factory=FaceSettings)
 
     @property
     def db_url(self) -> str:
@@ -100,6 +117,14 @@ RUNTIME_KEYS: tuple[str, ...] = (
     "imports.workers",
     "imports.batch_size",
     "imports.near_duplicate_distance",
+    "faces.enabled",
+    "faces.detector",
+    "faces.max_side",
+    "faces.workers",
+    "faces.min_size",
+    "faces.min_score",
+    "faces.max_distance",
+    "faces.min_faces",
 )
 
 

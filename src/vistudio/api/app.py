@@ -19,11 +19,13 @@ from vistudio.api.routes import (
     edits,
     evaluation,
     experiments,
+    faces,
     health,
     imports,
     jobs,
     library,
     maps,
+    people,
     projects,
     runs,
     samples,
@@ -102,6 +104,8 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
         duplicates,
         maps,
         datasets,
+        faces,
+        people,
         settings_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")

@@ -122,6 +122,9 @@ def list_samples(
     object_size: Annotated[
         str | None, typer.Option(help="only objects of this COCO size: small, medium or large")
     ] = None,
+    person: Annotated[
+        list[str] | None, typer.Option("--person", help="photos of this person (repeat: people together)")
+    ] = None,
     sort: Annotated[str, typer.Option(help="name, taken_at, imported_at, bytes, dup_group")] = "name",
     desc: Annotated[bool, typer.Option("--desc")] = False,
     view: Annotated[
@@ -137,7 +140,7 @@ def list_samples(
         from vistudio.services import views
 
         others = (label, tag, split, subset, annotated, taken_from, taken_to, dup_group, name)
-        if any(v is not None for v in (*others, min_objects, max_objects, object_size)) or duplicates:
+        if any(v is not None for v in (*others, min_objects, max_objects, object_size, person)) or duplicates:
             raise BadRequest("--view brings its own filters: give either --view or filters")
         saved = views.get_view(state(ctx).studio(), project=project, name=view)
         out = samples.list_samples(
@@ -165,6 +168,7 @@ def list_samples(
         min_objects=min_objects,
         max_objects=max_objects,
         object_size=object_size,
+        person=person,
         sort=sort,
         order="desc" if desc else "asc",
         offset=offset,

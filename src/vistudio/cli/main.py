@@ -16,8 +16,10 @@ from vistudio.cli import (
     duplicates,
     edits,
     evaluation,
+    faces,
     jobs,
     library,
+    people,
     projects,
     runs,
     search,
@@ -79,6 +81,8 @@ library.register(app)
 search.register(app)
 duplicates.register(app)
 edits.register(app)
+faces.register(app)
+people.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,15 +111,40 @@ def search_cmd(
     offset: Annotated[int, typer.Option("--offset", help="skip the first N results")] = 0,
     filters: Annotated[
         list[str] | None,
-        typer.Option("--filter", help="KEY=VALUE, repeatable: label, tag, from, to, year, name"),
+        typer.Option("--filter", help="KEY=VALUE, repeatable: label, tag, from, to, year, name, person"),
+    ] = None,
+    person: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--person", help="only photos of this person (an id or a name; repeat: people together)"
+        ),
     ] = None,
 ) -> None:
-    """Semantic search in a project: by text, by an image file, or by a sample."""
+    """Semantic search in a project: by text, by an image file, or by a sample; --person alone
+    lists the photos of that person (or of those people together)."""
     from vistudio.services import search
 
-    if sum(x is not None for x in (text, image, sample)) != 1:
-        raise typer.BadParameter("give exactly one of --text, --image, --sample")
     studio = state(ctx).studio()
+    if person and text is None and image is None and sample is None:
+        from vistudio.services import samples
+
+        found = samples.list_samples(
+            studio, project=project, person=person, offset=offset, limit=k, sort="taken_at"
+        )
+        items = [
+            {"sample_id": x["id"], "name": x["name"], "score": None, "why": f"shows {' and '.join(person)}"}
+            for x in found["items"]
+        ]
+        emit(
+            ctx,
+            {"items": items, "total": found["total"], "offset": offset},
+            lambda d: console.print(
+                "\n".join(f"{i['sample_id']:>8}  {escape(i['name'])}" for i in d["items"]) or "no photos"
+            ),
+        )
+        return
+    if sum(x is not None for x in (text, image, sample)) != 1:
+        raise typer.BadParameter("give exactly one of --text, --image, --sample (or --person alone)")
     data = None
     if image is not None:
         limit = studio.settings.embed.max_upload_bytes
@@ -143,7 +168,7 @@ def search_cmd(
         image_name=image.name if image else None,
         k=k,
         offset=offset,
-        filters=search.parse_filter_args(filters),
+        filters={**search.parse_filter_args(filters), **({"person": person} if person else {})},
     )
 
     def render(d: dict[str, Any]) -> None:

@@ -148,8 +148,12 @@ def train(
     ] = None,
     weights: Annotated[Path | None, typer.Option(help="start from a weights file (a state dict)")] = None,
     freeze_backbone: Annotated[
-        bool, typer.Option("--freeze-backbone", help="train only the new head")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--freeze-backbone/--no-freeze-backbone",
+            help="train only the new head (default: off; on for the DINOv3 models)",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="experiment name (default: MODEL-N)")] = None,
     seed: Annotated[int | None, typer.Option(help="default 42")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
@@ -252,8 +256,8 @@ def train(
         # none/backbone are what --no-pretrained/--pretrained say, for a classifier too
         options["pretrained"] = {"none": False, "backbone": True}.get(choice, choice)
     cfg.update({k: v for k, v in options.items() if v is not None})
-    if freeze_backbone:
-        cfg["freeze_backbone"] = True
+    if freeze_backbone is not None:
+        cfg["freeze_backbone"] = freeze_backbone
     if no_early_stopping:
         cfg["early_stopping"] = False
     if augment is False:

@@ -5,6 +5,7 @@ from vistudio.db import (  # noqa: F401
     changes,
     duplicates,
     embeddings,
+    faces,
     label_issues,
     library,
     settings,

@@ -34,7 +34,9 @@ def load_handlers() -> None:
     import vistudio.services.evaluation
     import vistudio.services.experiments
     import vistudio.services.exports
+    import vistudio.services.faces
     import vistudio.services.ingest
     import vistudio.services.label_errors
     import vistudio.services.library
+    import vistudio.services.people
     import vistudio.services.runs  # noqa: F401

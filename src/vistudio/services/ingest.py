@@ -416,8 +416,10 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
     ctx.progress(total, total, "grouping near-duplicates", force=True)
     groups = update_near_duplicates(studio, project_id=project_id, ctx=ctx)
     from vistudio.services.embeddings import embed_new_samples
+    from vistudio.services.faces import faces_for_new_samples
 
     embedding = embed_new_samples(studio, project_id) if writer.imported else None
+    faces = faces_for_new_samples(studio, project_id) if writer.imported else None
     # originals are in media/ now (a zip is always imported in copy mode): the scratch goes
     shutil.rmtree(work, ignore_errors=True)
     if params.get("uploaded"):
@@ -441,6 +443,7 @@ def run_import(ctx: JobContext) -> dict[str, Any]:
             "classes": [] if labels_as_tags else parsed.classes,
             "near_duplicate_groups": groups,
             "embedding": embedding,
+            "faces": faces,
             "attempt": ctx.attempt,
         }
     }

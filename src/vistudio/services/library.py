@@ -934,8 +934,10 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
     groups = update_near_duplicates(studio, project_id=project_id) if changed else None
     t = scan.totals
     from vistudio.services.embeddings import embed_new_samples
+    from vistudio.services.faces import faces_for_new_samples
 
     embedding = embed_new_samples(studio, project_id) if t["samples_added"] or resumed else None
+    faces = faces_for_new_samples(studio, project_id) if t["samples_added"] or resumed else None
     return {
         "report": {
             **{
@@ -959,6 +961,7 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
             "blobs_removed": blobs,
             "near_duplicate_groups": groups,
             "embedding": embedding,
+            "faces": faces,
             "attempt": ctx.attempt,
             "seconds": round(time.monotonic() - started, 3),
         }

@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, sel
 
 from vistudio.db import Annotation, LabelClass, Project, Sample, SampleTag, Split, SplitMember
 from vistudio.db.duplicates import HiddenSample
+from vistudio.db.faces import Face
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ingest.geometry import rle_counts
 from vistudio.ml.tasks import get_task, task_names
@@ -77,10 +78,14 @@ def filtered_query(
     q: str | None,
     include_hidden: bool = True,
     objects: ColumnElement[bool] | None = None,
+    people: Sequence[int] = (),
 ) -> Select[Any]:
     """The samples of a project that pass the filters; ``objects`` is a condition from
-    :func:`object_condition` (number, class and size of the objects)."""
+    :func:`object_condition` (number, class and size of the objects); ``people``: photos showing
+    every one of these people (ids)."""
     stmt = select(Sample).where(Sample.project_id == project_id)
+    for person in people:
+        stmt = stmt.where(Sample.id.in_(select(Face.sample_id).where(Face.person_id == person)))
     if objects is not None:
         stmt = stmt.where(objects)
     if not include_hidden:  # hidden by a duplicate review ("hide others"): out of browsing
@@ -324,9 +329,11 @@ def matching_query(
     min_objects: int | None = None,
     max_objects: int | None = None,
     object_size: str | None = None,
+    person: str | Sequence[str] | None = None,
 ) -> Select[Any]:
     """The samples of project ``p`` that the grid's filters select (see :func:`list_samples`): the
-    one definition of "the samples matching the current filter", for pages and bulk edits alike."""
+    one definition of "the samples matching the current filter", for pages and bulk edits alike.
+    ``person``: photos of that person (an id or a name), or of all these people together."""
     split_id = resolve_split(s, p.id, split, subset)
     if label is not None and s.scalar(_class_ids(p.id, label)) is None:
         raise NotFound(f"class {label!r} not found in project {p.name!r}")
@@ -347,7 +354,18 @@ def matching_query(
         q=q,
         include_hidden=include_hidden,
         objects=objects,
+        people=person_ids(s, p.id, person),
     )
+
+
+def person_ids(s: Any, project_id: int, person: str | Sequence[str] | None) -> tuple[int, ...]:
+    """The ids of the people a filter names (ids or names; 404 for one the project lacks)."""
+    if person is None or person == "":
+        return ()
+    from vistudio.services.people import find_person
+
+    refs = [person] if isinstance(person, str) else list(person)
+    return tuple(find_person(s, project_id, ref).id for ref in refs if ref != "")
 
 
 def list_samples(

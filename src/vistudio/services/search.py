@@ -33,14 +33,14 @@ from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.jobs.queue import job_dict
 from vistudio.services import embeddings as emb
 from vistudio.services.projects import find_project
-from vistudio.services.samples import filtered_query, labels_for
+from vistudio.services.samples import filtered_query, labels_for, person_ids
 from vistudio.studio import Studio
 
 MAX_K = 500
 MAX_OFFSET = 1500
 MAX_TEXT = 1000
 MAX_UPLOAD_PIXELS = 50_000_000  # a search image is shrunk to ~224 px: more is only a memory risk
-FILTER_KEYS = ("label", "tag", "from", "to", "year", "name")
+FILTER_KEYS = ("label", "tag", "from", "to", "year", "name", "person")
 _ALIASES = {"class": "label", "taken_from": "from", "taken_to": "to", "q": "name"}
 
 
@@ -52,10 +52,11 @@ class Filters:
     taken_to: datetime | None = None
     name: str | None = None
     dates: str | None = None  # how the date range was given, for the explanation
+    people: tuple[str, ...] = ()  # photos of all these people (ids or names)
 
     @property
     def any(self) -> bool:
-        return any((self.label, self.tag, self.taken_from, self.taken_to, self.name))
+        return any((self.label, self.tag, self.taken_from, self.taken_to, self.name, self.people))
 
     def describe(self) -> str:
         parts = []
@@ -67,6 +68,8 @@ class Filters:
             parts.append(self.dates)
         if self.name:
             parts.append(f"name contains {self.name!r}")
+        if self.people:
+            parts.append(f"showing {' and '.join(self.people)}")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +79,7 @@ class Filters:
             "taken_from": self.taken_from.isoformat() if self.taken_from else None,
             "taken_to": self.taken_to.isoformat() if self.taken_to else None,
             "name": self.name,
+            "person": list(self.people),
         }
 
 
@@ -106,6 +110,7 @@ def _parse_date(value: str, key: str, *, end: bool) -> datetime:
 def make_filters(values: dict[str, Any] | None) -> Filters:
     """Filters from ``{key: value}``: label (or class), tag, from, to, year, name. Unknown keys are refused."""
     raw: dict[str, str] = {}
+    people: list[str] = []
     for key, value in (values or {}).items():
         if value is None or value == "":
             continue
@@ -114,6 +119,12 @@ def make_filters(values: dict[str, Any] | None) -> Filters:
             raise InvalidInput(
                 f"unknown filter {key!r}; use {', '.join(FILTER_KEYS)}", details={"filter": str(key)[:100]}
             )
+        if k == "person":  # one person, or a list of people shown together
+            names = [str(v).strip() for v in (value if isinstance(value, list | tuple) else [value])]
+            if len(names) > 20 or any(len(n) > 200 for n in names):
+                raise InvalidInput("person: at most 20 people of 200 characters each")
+            people.extend(n for n in names if n)
+            continue
         v = value.isoformat() if isinstance(value, datetime) else str(value)
         if len(v) > 200:
             raise InvalidInput(f"filter {k} is too long (200 characters at most)")
@@ -142,6 +153,7 @@ def make_filters(values: dict[str, Any] | None) -> Filters:
         taken_to=end,
         name=raw.get("name"),
         dates=dates,
+        people=tuple(people),
     )
 
 
@@ -176,6 +188,7 @@ def _allowed_ids(s: Session, project_id: int, f: Filters) -> np.ndarray | None:
         duplicates_only=False,
         q=f.name,
         include_hidden=False,
+        people=person_ids(s, project_id, f.people),
     ).with_only_columns(Sample.id)
     return np.fromiter(s.scalars(stmt), dtype=np.int64)
 

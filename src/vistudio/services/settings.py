@@ -145,6 +145,62 @@ CATALOG: tuple[SettingInfo, ...] = (
         note="Fixed per workspace (thumbnails are stored by size): set it in the environment before the first import.",
     ),
     SettingInfo(
+        "faces.enabled",
+        "Face recognition",
+        "Find faces in photo libraries and group them into people. Off: no face job runs.",
+        "Faces",
+        "bool",
+    ),
+    SettingInfo(
+        "faces.detector",
+        "Face detector",
+        "hog (fast on a CPU) or cnn (finds more turned and small faces, about 100× slower on a CPU).",
+        "Faces",
+        "text",
+    ),
+    SettingInfo(
+        "faces.max_side",
+        "Face search size (px)",
+        "Photos are searched for faces on a copy this many pixels on the long side.",
+        "Faces",
+        "int",
+    ),
+    SettingInfo(
+        "faces.workers",
+        "Face workers",
+        "Processes finding faces during a face job.",
+        "Faces",
+        "int",
+    ),
+    SettingInfo(
+        "faces.min_size",
+        "Smallest face grouped (px)",
+        "Faces whose shorter side is smaller are kept but not grouped into people.",
+        "Faces",
+        "int",
+    ),
+    SettingInfo(
+        "faces.min_score",
+        "Least sure face grouped",
+        "Faces the detector scored lower are kept but not grouped into people.",
+        "Faces",
+        "float",
+    ),
+    SettingInfo(
+        "faces.max_distance",
+        "Same-person distance",
+        "Faces closer than this (descriptor distance) may be one person; lower splits more.",
+        "Faces",
+        "float",
+    ),
+    SettingInfo(
+        "faces.min_faces",
+        "Faces for a new person",
+        "A group of unassigned faces becomes a person once it has this many faces.",
+        "Faces",
+        "int",
+    ),
+    SettingInfo(
         "home",
         "Workspace folder",
         "Where this workspace keeps its database and files.",
@@ -177,20 +233,20 @@ CATALOG: tuple[SettingInfo, ...] = (
         note="Read at start.",
     ),
     SettingInfo(
-        "allowed_hosts",
-        "Allowed host names",
-        "Host names the server answers to without a token.",
-        "Server",
-        "list",
-        note="Read at start.",
-    ),
-    SettingInfo(
         "hf_token",
         "Hugging Face token",
         "Access token for gated model weights (DINOv3): accept the licence on the model's page first.",
         "Models",
         "secret",
         note="Read at start (VISTUDIO_HF_TOKEN, or HF_TOKEN).",
+    ),
+    SettingInfo(
+        "allowed_hosts",
+        "Allowed host names",
+        "Host names the server answers to without a token.",
+        "Server",
+        "list",
+        note="Read at start.",
     ),
     SettingInfo(
         "jobs.max_attempts",
@@ -329,6 +385,10 @@ def _check(key: str, value: Any, settings: Settings) -> Any:
         raise InvalidInput(
             f"unknown device {str(value)[:40]!r}: use auto, cpu, mps, cuda or cuda:N",
             details={"setting": key},
+        )
+    if key == "faces.detector" and str(value) not in ("hog", "cnn"):
+        raise InvalidInput(
+            f"unknown face detector {str(value)[:40]!r}: use hog or cnn", details={"setting": key}
         )
     if key == "embed.model":
         from vistudio.ml.embed.clip import check_architecture  # open_clip is heavy: only when asked

@@ -41,6 +41,10 @@ def list_samples(
         Query(max_length=16, description="small (< 32² px), medium (< 96² px) or large, as COCO"),
     ] = None,
     annotations: Annotated[bool, Query(description="include each sample's annotations")] = False,
+    person: Annotated[
+        list[str] | None,
+        Query(max_length=200, description="photos of this person (id or name); repeat for people together"),
+    ] = None,
 ) -> dict[str, Any]:
     """Samples of a project, filtered, sorted and paged. In detection-like projects the object
     filters count the objects of each image: ``min_objects``/``max_objects`` bound their number,
@@ -66,6 +70,7 @@ def list_samples(
         max_objects=max_objects,
         object_size=object_size,
         with_annotations=annotations,
+        person=person,
     )
 
 

@@ -38,6 +38,9 @@ class SearchFilters(BaseModel):
     taken_to: str | None = Field(default=None, max_length=40)
     year: str | None = Field(default=None, max_length=4)
     name: str | None = Field(default=None, max_length=200, description="file name contains")
+    person: list[Annotated[str, Field(max_length=200)]] | None = Field(
+        default=None, max_length=20, description="photos of all these people (ids or names)"
+    )
 
 
 class SearchRequest(BaseModel):

@@ -14,6 +14,8 @@ def routers() -> list[APIRouter]:
         evaluation,
         jobs,
         map,
+        people,
+        people_review,
         projects,
         runs,
         search,
@@ -33,6 +35,9 @@ def routers() -> list[APIRouter]:
         search.router,
         map.router,
         duplicates.router,
+        # before people: "/projects/{name}/people/review" must not be read as a person's page
+        people_review.router,
+        people.router,
         dataset.router,
         jobs.router,
         runs.router,

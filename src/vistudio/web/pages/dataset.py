@@ -21,6 +21,7 @@ from vistudio.services import edits, ingest, library, projects, samples, splits,
 from vistudio.services.views import GRID_KEYS, grid_filters
 from vistudio.studio import Studio
 from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htmx, render, row_id
+from vistudio.web.pages.people import photo_faces
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
@@ -367,6 +368,7 @@ def _sample_context(studio: Studio, project: dict[str, Any], sample_id: int) -> 
         "editor": object_editor(project, sample, kinds, names) if kinds else None,
         "history": [history_row(c) for c in changes["items"]],
         "history_total": changes["total"],
+        "faces": photo_faces(studio, project, sample_id),
     }
 
 

@@ -132,8 +132,10 @@ def form_fields(task: str) -> dict[str, Any]:
     task_cls = get_training(task)
     fields = task_cls.config_model.model_fields
     defaults = {**DEFAULTS, **{key: fields[key].default for _, key, _ in NUMBERS if key in fields}}
+    models = experiments.model_catalog(task)["items"]
     return {
-        "models": experiments.model_catalog(task)["items"],
+        "models": models,
+        "frozen": [m["name"] for m in models if _frozen_default(task_cls.config_model, m["name"])],
         "defaults": defaults,
         "config_keys": sorted(fields),
         "augment": task_cls.config_model().augment.model_dump(),
@@ -142,6 +144,15 @@ def form_fields(task: str) -> dict[str, Any]:
         "monitor": task_cls.default_monitor,
         "monitor_title": task_display(task).title(task_cls.default_monitor),
     }
+
+
+def _frozen_default(config_model: type[Any], model: str) -> bool:
+    """Whether the config trains ``model``'s new head only unless told otherwise (DINOv3: yes), so
+    that the form's box starts as the CLI and the API would."""
+    try:
+        return bool(config_model.model_validate({"model": model}).freeze_backbone)
+    except ValueError:  # a model this config refuses: the form's own check says why
+        return False
 
 
 def _context(studio: Studio, name: str) -> dict[str, Any]:

@@ -349,3 +349,19 @@ document.addEventListener("DOMContentLoaded", () => {
   if (window.htmx) htmx.config.attributesToSettle = ["class"];
   trainCompareCharts(document);
 });
+
+/* The form's "frozen backbone" box follows the chosen model's default (on for the DINOv3 models:
+   option[data-frozen="yes"]), as the CLI and the API do, until the user ticks or unticks it. */
+document.addEventListener("DOMContentLoaded", () => {
+  const model = document.getElementById("tf-model");
+  const box = document.getElementById("tf-freeze");
+  if (!model || !box) return;
+  let byHand = false;
+  box.addEventListener("change", () => { byHand = true; });  // scripts setting .checked fire no change
+  const follow = () => {
+    const option = model.selectedOptions[0];
+    if (!byHand) box.checked = !!option && option.dataset.frozen === "yes";
+  };
+  model.addEventListener("change", follow);
+  follow();  // the model the browser restored on a reload
+});

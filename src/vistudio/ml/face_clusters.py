@@ -1,0 +1,209 @@
+"""Grouping faces into people: constrained single-linkage over a k-nearest-neighbour graph.
+
+Every face is a node; the ``k`` nearest neighbours of each free face closer than ``threshold``
+are the candidate edges (exact k-NN up to 4·10⁹ distances — 63,000 faces re-grouped, or 1,000
+new faces among 4,000,000 — HNSW above, approximate). Edges are taken shortest first
+(Kruskal, ties broken by face order, so the result is deterministic) and join two groups only when
+every rule holds:
+
+- two groups that belong to two different people never join (a person is never merged by the
+  clustering: only a user merges people);
+- two faces of one photo are never one person (twins, a person and their reflection);
+- a face the user said is "not this person" never joins that person's group (cannot-link);
+- the groups' centroids are closer than ``threshold`` as well — single linkage alone chains two
+  people together through a run of in-between faces; the centroid guard stops the chain;
+- a face that would join a person is ambiguous, and stays free, when another person's nearest face
+  is within ``margin`` of the best (the nearest person, with a margin over the second best).
+
+Seeds are the faces already decided (a user's, and in an incremental run the clustering's own
+earlier ones): their groups start joined to their person. What the run returns is, for the free
+faces, the person each joined, and the new groups of at least ``min_faces`` free faces that joined
+no person (new people). Free faces in smaller groups stay without a person.
+
+A library module: NumPy and FAISS arrays in, plain dicts and lists out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+EXACT_WORK = 4_000_000_000  # distances (faces × queries): exact k-NN up to this, HNSW above
+
+
+@dataclass
+class Clustering:
+    assigned: dict[int, int] = field(default_factory=dict)  # free face index → person id
+    new_groups: list[list[int]] = field(default_factory=list)  # groups of free face indices
+    ambiguous: list[int] = field(default_factory=list)  # free faces close to two people
+
+
+def knn_edges(
+    vectors: npt.NDArray[np.float32],
+    *,
+    k: int,
+    threshold: float,
+    queries: npt.ArrayLike | None = None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """``(i, j, distance)`` with ``i < j`` for the ``k`` nearest neighbours closer than
+    ``threshold`` (Euclidean) of each face of ``queries`` (indices; default: every face), each
+    pair once, sorted by distance then ``i`` then ``j``. Exact search unless both the faces and
+    the queries are many (over ``EXACT_WORK`` distances): then HNSW, approximate."""
+    import faiss
+
+    n, d = vectors.shape
+    rows_of = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, dtype=np.int64)
+    if n < 2 or len(rows_of) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    index: Any
+    if n * len(rows_of) <= EXACT_WORK:
+        index = faiss.IndexFlatL2(d)
+    else:
+        index = faiss.IndexHNSWFlat(d, 16)
+        index.hnsw.efConstruction = 40
+        index.hnsw.efSearch = max(48, 2 * k)
+    index.add(x)
+    squared, neighbours = index.search(np.ascontiguousarray(x[rows_of]), min(k + 1, n))
+    rows = np.repeat(rows_of, neighbours.shape[1])
+    cols = neighbours.reshape(-1).astype(np.int64)
+    dist = np.sqrt(np.maximum(squared.reshape(-1), 0)).astype(np.float32)
+    keep = (cols >= 0) & (cols != rows) & (dist < threshold)
+    i, j, dist = np.minimum(rows, cols)[keep], np.maximum(rows, cols)[keep], dist[keep]
+    # a pair found from both ends counts once, at its shorter distance
+    key = i * n + j
+    order = np.lexsort((dist, key))
+    key, dist = key[order], dist[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    key, dist = key[first], dist[first]
+    i, j = key // n, key % n
+    order = np.lexsort((j, i, dist))
+    return i[order], j[order], dist[order]
+
+
+def find_root(parent: list[int], a: int) -> int:
+    """Union-find's root of ``a``, halving the path on the way."""
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+def cluster_faces(
+    vectors: npt.NDArray[np.float32],
+    photos: npt.ArrayLike,
+    *,
+    seeds: Mapping[int, Iterable[int]],
+    free: Iterable[int],
+    rejected: Iterable[tuple[int, int]] = (),
+    threshold: float = 0.5,
+    margin: float = 0.04,
+    min_faces: int = 3,
+    k: int = 10,
+) -> Clustering:
+    """Group ``free`` faces (indices into ``vectors``) among themselves and into the people of
+    ``seeds`` (person id → face indices). ``photos`` holds each face's photo; ``rejected`` the
+    (face index, person id) pairs a user ruled out. Faces in neither ``seeds`` nor ``free`` take no
+    part (too small, too unsure)."""
+    photo = np.asarray(photos)
+    free_list = sorted(set(free))
+    if not free_list:
+        return Clustering()  # nothing to place: the seeds stay as they are
+    members = sorted({i for faces in seeds.values() for i in faces} | set(free_list))
+    local = {g: n for n, g in enumerate(members)}
+    x = np.asarray(vectors, dtype=np.float32)[members]
+    parent = list(range(len(members)))
+    person: dict[int, int] = {}
+    seed_person = np.full(len(members), -1, dtype=np.int64)
+    total: dict[int, npt.NDArray[np.float64]] = {}
+    count: dict[int, int] = {}
+    in_photos: dict[int, set[int]] = {}
+    for pid, faces in seeds.items():  # each person's faces start as one group
+        idx = [local[f] for f in faces]
+        if not idx:
+            continue
+        root = idx[0]
+        for n in idx[1:]:
+            parent[n] = root
+        seed_person[idx] = pid
+        person[root] = pid
+        total[root] = x[idx].sum(axis=0, dtype=np.float64)
+        count[root] = len(idx)
+        in_photos[root] = {int(v) for v in photo[[members[n] for n in idx]]}
+    free_local = [local[f] for f in free_list]
+    for n in free_local:
+        total[n] = x[n].astype(np.float64)
+        count[n] = 1
+        in_photos[n] = {int(photo[members[n]])}
+    no_go: dict[int, set[int]] = {}
+    for f, p in rejected:
+        if f in local:
+            no_go.setdefault(find_root(parent, local[f]), set()).add(p)
+
+    def find(a: int) -> int:
+        return find_root(parent, a)
+
+    def join(a: int, b: int) -> int:
+        if count[a] < count[b]:
+            a, b = b, a
+        parent[b] = a
+        total[a] = total[a] + total.pop(b)
+        count[a] += count.pop(b)
+        in_photos[a] |= in_photos.pop(b)
+        if b in no_go:
+            no_go.setdefault(a, set()).update(no_go.pop(b))
+        if b in person:
+            person[a] = person.pop(b)
+        return a
+
+    is_free = np.zeros(len(members), dtype=bool)
+    is_free[free_local] = True
+    ii, jj, dd = knn_edges(x, k=k, threshold=threshold, queries=free_local)
+    # per free face: its nearest face of each seed person (for the margin rule)
+    nearest: dict[int, dict[int, float]] = {}
+    for a, b, d in zip(ii.tolist(), jj.tolist(), dd.tolist(), strict=True):
+        for u, v in ((a, b), (b, a)):
+            if is_free[u] and seed_person[v] >= 0:
+                best = nearest.setdefault(u, {})
+                pid = int(seed_person[v])
+                best[pid] = min(best.get(pid, np.inf), d)
+    out = Clustering()
+    ambiguous = set()
+    for u, best in nearest.items():
+        ranked = sorted(best.values())
+        if len(ranked) > 1 and ranked[1] - ranked[0] < margin:
+            ambiguous.add(u)
+    for a, b, _ in zip(ii.tolist(), jj.tolist(), dd.tolist(), strict=True):
+        if not (is_free[a] or is_free[b]) or a in ambiguous or b in ambiguous:
+            continue
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        pa, pb = person.get(ra), person.get(rb)
+        if pa is not None and pb is not None:
+            continue
+        if in_photos[ra] & in_photos[rb]:
+            continue
+        if (pa is not None and pa in no_go.get(rb, ())) or (pb is not None and pb in no_go.get(ra, ())):
+            continue
+        gap = total[ra] / count[ra] - total[rb] / count[rb]
+        if float(np.sqrt(gap @ gap)) >= threshold:
+            continue
+        join(ra, rb)
+
+    groups: dict[int, list[int]] = {}
+    for n in free_local:
+        groups.setdefault(find(n), []).append(members[n])
+    for root, faces in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        if root in person:
+            out.assigned.update(dict.fromkeys(faces, person[root]))
+        elif len(faces) >= min_faces:
+            out.new_groups.append(sorted(faces))
+    out.ambiguous = sorted(members[n] for n in ambiguous)
+    return out
