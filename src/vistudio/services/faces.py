@@ -59,10 +59,11 @@ def start_faces(studio: Studio, *, project: str | int) -> dict[str, Any]:
     with studio.sessions() as s:
         p = find_project(s, project)
         project_id, name = p.id, p.name
-    busy, _ = studio.queue.list(kind=KIND, project_id=project_id, status="queued")
-    running, _ = studio.queue.list(kind=KIND, project_id=project_id, status="running")
-    if busy or running:
-        return job_dict((busy or running)[0])  # one face job per project at a time is enough
+    # a job still queued will read every new photo: no second one (a running one chose its
+    # photos when it started, so new photos need a job of their own)
+    queued, _ = studio.queue.list(kind=KIND, project_id=project_id, status="queued")
+    if queued:
+        return job_dict(queued[0])
     job = studio.queue.enqueue(KIND, {"project": name}, project_id=project_id)
     return job_dict(job)
 

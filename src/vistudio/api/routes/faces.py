@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from vistudio.api.deps import StudioDep
+from vistudio.api.deps import Id, StudioDep
 from vistudio.services import faces
 
 router = APIRouter(tags=["faces"])
@@ -34,7 +34,7 @@ def list_faces(
 
 
 @router.get("/faces/{face_id}/crop", response_class=Response)
-def face_crop(studio: StudioDep, face_id: int) -> Response:
+def face_crop(studio: StudioDep, face_id: Id) -> Response:
     """The face's crop (WebP, at most 160 px)."""
     return Response(
         faces.face_crop(studio, face_id),
