@@ -18,7 +18,7 @@ class _ListByDefault(TyperGroup):
     """``people PROJECT`` means ``people list PROJECT``."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and not args[0].startswith("-") and args[0] not in self.commands:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["list", *args]
         return super().parse_args(ctx, args)
 
