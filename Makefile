@@ -38,7 +38,7 @@ test: $(DEVSTAMP) /usr/bin/chromium
 	$(BIN)/mypy
 	$(BIN)/python tests/face_photos.py >/dev/null  # real portraits for the face tests, cached in .cache/
 	VISTUDIO_TEST_POSTGRES_URL="$${VISTUDIO_TEST_POSTGRES_URL:-$$(bash scripts/pg-test-server.sh)}" \
-		$(BIN)/pytest -n 2 --timeout 600
+		$(BIN)/pytest -n 2 --timeout 600 --durations=25
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -28,11 +28,9 @@ from sqlalchemy.orm import Session
 from vistudio.db import Project, Sample, utcnow
 from vistudio.db.training import EvalResult, Evaluation, Experiment
 from vistudio.errors import BadRequest, InvalidInput, NotFound
-from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
-from vistudio.services.evaluation.core import EVALUATORS, eval_dir, get_evaluation
+from vistudio.jobs.worker import JobCancelled, JobContext
+from vistudio.services.evaluation.core import EVALUATORS, eval_dir, get_evaluation, open_run
 from vistudio.services.evaluation.tables import ColumnType, write_csv, write_parquet
-from vistudio.services.experiments import experiment_items
-from vistudio.services.exports import checkpoint_file, ready_checkpoint
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
 
@@ -42,44 +40,26 @@ ANOMALOUS = "anomalous"
 
 
 def evaluate(ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
-    from vistudio.ml.checkpoint import load_checkpoint
     from vistudio.ml.inference.anomaly import sigmoid
-    from vistudio.ml.inference.pytorch import predict_batches, resolve_device
+    from vistudio.ml.inference.pytorch import predict_batches
 
     studio = ctx.studio
-    device = resolve_device(str(ctx.params.get("device", "auto")))
-    batch_size = int(ctx.params.get("batch_size", 64))
-    with studio.sessions() as s:
-        if exp.split_id is None:
-            raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
-        ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
-        items = experiment_items(
-            studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
-        )
-        done = set(s.scalars(select(EvalResult.sample_id).where(EvalResult.evaluation_id == ev.id)))
-    if ckpt.sha256 != ev.checkpoint_sha256:
-        raise PermanentJobError(
-            f"the {ev.checkpoint_kind} checkpoint changed since this evaluation was queued"
-        )
-    if not items:
-        raise PermanentJobError(
-            f"subsets {', '.join(ev.subsets)} of the split hold no single-label images of the experiment's classes"
-        )
-    ctx.progress(len(done), len(items), "loading the checkpoint", force=True)
-    model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
-    classes = list(meta["classes"])
-    if classes != list(exp.classes) or "anomaly" not in meta:
-        raise PermanentJobError("the checkpoint's classes differ from the experiment's")
-    todo = [(it, it.path) for it in items if it.sample_id not in done]
-    skipped: list[dict[str, Any]] = []
-    count = len(done)
-    ctx.progress(count, len(items), f"evaluating on {device.type}", force=True)
-
-    def on_error(it: Any, reason: str) -> None:
-        skipped.append({"sample_id": it.sample_id, "path": it.path, "reason": reason})
-
+    run = open_run(
+        ctx,
+        ev,
+        exp,
+        row_model=EvalResult,
+        empty=lambda: (
+            f"subsets {', '.join(ev.subsets)} of the split hold no single-label images "
+            "of the experiment's classes"
+        ),
+        requires=("anomaly",),
+    )
+    items, classes, device, meta = run.items, run.classes, run.device, run.meta
+    todo = [(it, it.path) for it in items if it.sample_id not in run.done]
+    count = len(run.done)
     for batch in predict_batches(
-        model, todo, meta["preprocess"], batch_size=batch_size, device=device, on_error=on_error
+        run.model, todo, meta["preprocess"], batch_size=run.batch_size, device=device, on_error=run.on_error
     ):
         scores = sigmoid(batch.logits.reshape(-1))
         # the decision is set once the threshold is known (it depends on every score)
@@ -105,7 +85,7 @@ def evaluate(ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project)
         ctx.check_cancelled()
     ctx.progress(count, len(items), "computing metrics", force=True)
     fallback = (meta.get("details") or {}).get("threshold")
-    return _finish(ctx, ev, exp, project, classes, skipped, fallback)
+    return _finish(ctx, ev, exp, project, classes, run.skipped, fallback)
 
 
 def _finish(

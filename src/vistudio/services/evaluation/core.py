@@ -16,6 +16,8 @@ one; ``reset`` deletes it (rows and files) at once.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,7 +31,7 @@ from vistudio.jobs.queue import FINISHED, LeaseLost, job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.registry import Registry
-from vistudio.services.experiments import update_row
+from vistudio.services.experiments import experiment_items, update_row
 from vistudio.services.exports import checkpoint_file, experiment_dir, ready_checkpoint, resolve
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
@@ -79,6 +81,77 @@ class Evaluator(Protocol):
 
 
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")
+
+
+@dataclass
+class Run:
+    """What every evaluator starts from (see :func:`open_run`): the device and batch size asked
+    for, the subsets' items, the samples that already have a row (a resumed job skips them), the
+    loaded checkpoint and the images skipped so far with their reason."""
+
+    device: Any
+    batch_size: int
+    items: list[Any]
+    done: set[int]
+    model: Any
+    meta: dict[str, Any]
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    def on_error(self, item: Any, reason: str) -> None:
+        """An image that could not be read: skipped, and said in the report."""
+        self.skipped.append({"sample_id": item.sample_id, "path": item.path, "reason": reason})
+
+
+def open_run(
+    ctx: JobContext,
+    ev: Evaluation,
+    exp: Experiment,
+    *,
+    row_model: type[Any],
+    default_batch_size: int = 64,
+    empty: Callable[[], str] | None = None,
+    requires: tuple[str, ...] = (),
+    mismatch: str = "the checkpoint's classes differ from the experiment's",
+    same_task: bool = False,
+) -> Run:
+    """The start every evaluation job shares: the split still there, the checkpoint the one the
+    evaluation was queued with, items to evaluate (else ``empty()``, or "hold no images"), then
+    the checkpoint loaded and checked — its classes the experiment's, the ``requires`` keys in its
+    metadata (else ``mismatch``) and, with ``same_task``, a model of the experiment's task."""
+    from vistudio.ml.checkpoint import load_checkpoint
+    from vistudio.ml.inference.pytorch import resolve_device
+
+    studio = ctx.studio
+    device = resolve_device(str(ctx.params.get("device", "auto")))
+    batch_size = int(ctx.params.get("batch_size") or default_batch_size)
+    with studio.sessions() as s:
+        if exp.split_id is None:
+            raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
+        ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
+        items = experiment_items(
+            studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
+        )
+        done = set(s.scalars(select(row_model.sample_id).where(row_model.evaluation_id == ev.id)))
+    if ckpt.sha256 != ev.checkpoint_sha256:
+        raise PermanentJobError(
+            f"the {ev.checkpoint_kind} checkpoint changed since this evaluation was queued"
+        )
+    if not items:
+        raise PermanentJobError(
+            empty() if empty else f"subsets {', '.join(ev.subsets)} of the split hold no images"
+        )
+    ctx.progress(len(done), len(items), "loading the checkpoint", force=True)
+    model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
+    if list(meta["classes"]) != list(exp.classes) or any(k not in meta for k in requires):
+        raise PermanentJobError(mismatch)
+    if same_task and meta.get("task") != exp.task:
+        raise PermanentJobError(f"the checkpoint is a {meta.get('task')} model, not {exp.task}")
+    ctx.progress(len(done), len(items), f"evaluating on {device.type}", force=True)
+    return Run(device, batch_size, items, done, model, meta)
 
 
 def evaluator_for(task: str) -> Evaluator:

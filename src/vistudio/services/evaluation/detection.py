@@ -41,10 +41,8 @@ from vistudio.db import Project, Sample, utcnow
 from vistudio.db.training import DetectionResult, Evaluation, Experiment
 from vistudio.errors import BadRequest, NotFound
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
-from vistudio.services.evaluation.core import DEFAULT_IOU, EVALUATORS, eval_dir, get_evaluation
+from vistudio.services.evaluation.core import DEFAULT_IOU, EVALUATORS, eval_dir, get_evaluation, open_run
 from vistudio.services.evaluation.tables import write_csv, write_parquet
-from vistudio.services.experiments import experiment_items
-from vistudio.services.exports import checkpoint_file, ready_checkpoint
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
 
@@ -161,51 +159,33 @@ class DetectionEvaluator:
         self.masks = masks
 
     def run(self, ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
-        from vistudio.ml.checkpoint import load_checkpoint
-        from vistudio.ml.inference.pytorch import detect_batches, resolve_device
+        from vistudio.ml.inference.pytorch import detect_batches
 
         studio = ctx.studio
-        device = resolve_device(str(ctx.params.get("device", "auto")))
-        batch_size = int(ctx.params.get("batch_size") or self.default_batch_size)
         iou = float(ctx.params.get("iou") or DEFAULT_IOU)
-        with studio.sessions() as s:
-            if exp.split_id is None:
-                raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
-            ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
-            items = experiment_items(
-                studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
-            )
-            done = set(
-                s.scalars(select(DetectionResult.sample_id).where(DetectionResult.evaluation_id == ev.id))
-            )
-        if ckpt.sha256 != ev.checkpoint_sha256:
-            raise PermanentJobError(
-                f"the {ev.checkpoint_kind} checkpoint changed since this evaluation was queued"
-            )
-        if not items:
-            raise PermanentJobError(f"subsets {', '.join(ev.subsets)} of the split hold no images")
-        ctx.progress(len(done), len(items), "loading the checkpoint", force=True)
-        model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
-        classes = list(meta["classes"])
-        if classes != list(exp.classes):
-            raise PermanentJobError("the checkpoint's classes differ from the experiment's")
-        if meta.get("task") != exp.task:
-            raise PermanentJobError(f"the checkpoint is a {meta.get('task')} model, not {exp.task}")
+        run = open_run(
+            ctx,
+            ev,
+            exp,
+            row_model=DetectionResult,
+            default_batch_size=self.default_batch_size,
+            same_task=True,
+        )
+        items, classes, device = run.items, run.classes, run.device
         todo = [
             (it, it.path, (int(it.target["width"]), int(it.target["height"])))
             for it in items
-            if it.sample_id not in done
+            if it.sample_id not in run.done
         ]
-        skipped: list[dict[str, Any]] = []
         matches: dict[int, Any] = {}  # sample id → its matching at ``iou``, kept for the metrics
-        count = len(done)
-        ctx.progress(count, len(items), f"evaluating on {device.type}", force=True)
-
-        def on_error(it: Any, reason: str) -> None:
-            skipped.append({"sample_id": it.sample_id, "path": it.path, "reason": reason})
-
+        count = len(run.done)
         for batch in detect_batches(
-            model, todo, meta["preprocess"], batch_size=batch_size, device=device, on_error=on_error
+            run.model,
+            todo,
+            run.meta["preprocess"],
+            batch_size=run.batch_size,
+            device=device,
+            on_error=run.on_error,
         ):
             rows = []
             for it, det in zip(batch.items, batch.detections, strict=True):
@@ -245,7 +225,7 @@ class DetectionEvaluator:
             exp,
             project,
             classes,
-            skipped,
+            run.skipped,
             iou,
             None if threshold is None else float(threshold),
             matches,

@@ -36,7 +36,7 @@ from sqlalchemy import bindparam, insert, select, update
 from vistudio.db import Project, Sample, utcnow
 from vistudio.db.training import DetectionResult, Evaluation, Experiment
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
-from vistudio.services.evaluation.core import DEFAULT_IOU, EVALUATORS, eval_dir, get_evaluation
+from vistudio.services.evaluation.core import DEFAULT_IOU, EVALUATORS, eval_dir, get_evaluation, open_run
 from vistudio.services.evaluation.detection import (
     CSV_COLUMNS,
     PARQUET_COLUMNS,
@@ -44,8 +44,6 @@ from vistudio.services.evaluation.detection import (
     _csv_rows,
 )
 from vistudio.services.evaluation.tables import write_csv, write_parquet
-from vistudio.services.experiments import experiment_items
-from vistudio.services.exports import checkpoint_file, ready_checkpoint
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
 
@@ -175,43 +173,30 @@ class OrientedEvaluator(DetectionEvaluator):
     def run(self, ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
         import torch
 
-        from vistudio.ml.checkpoint import load_checkpoint
-        from vistudio.ml.inference.pytorch import resolve_device
         from vistudio.ml.oriented_detectors import to_sample_pixels
         from vistudio.ml.preprocess import open_rgb
 
         studio = ctx.studio
-        device = resolve_device(str(ctx.params.get("device", "auto")))
-        batch_size = int(ctx.params.get("batch_size") or self.default_batch_size)
         iou = float(ctx.params.get("iou") or DEFAULT_IOU)
-        with studio.sessions() as s:
-            if exp.split_id is None:
-                raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
-            ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
-            items = experiment_items(
-                studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
-            )
-            done = set(
-                s.scalars(select(DetectionResult.sample_id).where(DetectionResult.evaluation_id == ev.id))
-            )
-        if ckpt.sha256 != ev.checkpoint_sha256:
-            raise PermanentJobError(
-                f"the {ev.checkpoint_kind} checkpoint changed since this evaluation was queued"
-            )
-        if not items:
-            raise PermanentJobError(f"subsets {', '.join(ev.subsets)} of the split hold no images")
-        ctx.progress(len(done), len(items), "loading the checkpoint", force=True)
-        model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
-        classes = list(meta["classes"])
-        if classes != list(exp.classes):
-            raise PermanentJobError("the checkpoint's classes differ from the experiment's")
-        if meta.get("task") != exp.task:
-            raise PermanentJobError(f"the checkpoint is a {meta.get('task')} model, not {exp.task}")
-        draft = max(meta["preprocess"]["input_size"])
-        todo = [it for it in items if it.sample_id not in done]
-        skipped: list[dict[str, Any]] = []
-        count = len(done)
-        ctx.progress(count, len(items), f"evaluating on {device.type}", force=True)
+        run = open_run(
+            ctx,
+            ev,
+            exp,
+            row_model=DetectionResult,
+            default_batch_size=self.default_batch_size,
+            same_task=True,
+        )
+        items, classes, device, model, batch_size = (
+            run.items,
+            run.classes,
+            run.device,
+            run.model,
+            run.batch_size,
+        )
+        skipped = run.skipped
+        draft = max(run.meta["preprocess"]["input_size"])
+        todo = [it for it in items if it.sample_id not in run.done]
+        count = len(run.done)
         for start in range(0, len(todo), batch_size):
             batch: list[Any] = []
             images: list[torch.Tensor] = []

@@ -23,11 +23,9 @@ from sqlalchemy.orm import Session
 from vistudio.db import Project, Sample, utcnow
 from vistudio.db.training import Evaluation, Experiment, RegressionResult
 from vistudio.errors import BadRequest, NotFound
-from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
-from vistudio.services.evaluation.core import EVALUATORS, _find, eval_dir, get_evaluation
+from vistudio.jobs.worker import JobCancelled, JobContext
+from vistudio.services.evaluation.core import EVALUATORS, _find, eval_dir, get_evaluation, open_run
 from vistudio.services.evaluation.tables import ColumnType, write_csv, write_parquet
-from vistudio.services.experiments import experiment_items
-from vistudio.services.exports import checkpoint_file, ready_checkpoint
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
 
@@ -37,49 +35,40 @@ MAX_POINTS = 20_000  # the points the predicted-vs-actual chart gets at most
 
 
 def evaluate(ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
-    from vistudio.ml.checkpoint import load_checkpoint
-    from vistudio.ml.inference.pytorch import predict_batches, resolve_device
+    from vistudio.ml.inference.pytorch import predict_batches
     from vistudio.services.experiments.values import census_text, value_census
 
     studio = ctx.studio
-    device = resolve_device(str(ctx.params.get("device", "auto")))
-    batch_size = int(ctx.params.get("batch_size", 64))
     names = list(exp.classes)
-    with studio.sessions() as s:
-        if exp.split_id is None:
-            raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
-        ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
-        items = experiment_items(
-            studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
-        )
-        census = value_census(s, exp.split_id, list(ev.subsets), len(names))
-        done = set(
-            s.scalars(select(RegressionResult.sample_id).where(RegressionResult.evaluation_id == ev.id))
-        )
-    if ckpt.sha256 != ev.checkpoint_sha256:
-        raise PermanentJobError(
-            f"the {ev.checkpoint_kind} checkpoint changed since this evaluation was queued"
-        )
-    if not items:
+    census: dict[str, int] = {}
+    if exp.split_id is not None:  # else open_run says the split was deleted
+        with studio.sessions() as s:
+            census = value_census(s, exp.split_id, list(ev.subsets), len(names))
+
+    def empty() -> str:
         why = census_text(census)
-        raise PermanentJobError(
-            f"subsets {', '.join(ev.subsets)} of the split hold no image with {len(names)} usable "
-            f"value(s)" + (f" ({why})" if why else "")
-        )
-    ctx.progress(len(done), len(items), "loading the checkpoint", force=True)
-    model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
-    if list(meta["classes"]) != names or "target_mean" not in meta:
-        raise PermanentJobError("the checkpoint's targets differ from the experiment's")
-    todo = [(it, it.path) for it in items if it.sample_id not in done]
-    skipped: list[dict[str, Any]] = []
-    count = len(done)
-    ctx.progress(count, len(items), f"evaluating on {device.type}", force=True)
+        text = f"subsets {', '.join(ev.subsets)} of the split hold no image with {len(names)} usable value(s)"
+        return f"{text} ({why})" if why else text
 
-    def on_error(it: Any, reason: str) -> None:
-        skipped.append({"sample_id": it.sample_id, "path": it.path, "reason": reason})
-
+    run = open_run(
+        ctx,
+        ev,
+        exp,
+        row_model=RegressionResult,
+        empty=empty,
+        requires=("target_mean",),
+        mismatch="the checkpoint's targets differ from the experiment's",
+    )
+    items, device = run.items, run.device
+    todo = [(it, it.path) for it in items if it.sample_id not in run.done]
+    count = len(run.done)
     for batch in predict_batches(
-        model, todo, meta["preprocess"], batch_size=batch_size, device=device, on_error=on_error
+        run.model,
+        todo,
+        run.meta["preprocess"],
+        batch_size=run.batch_size,
+        device=device,
+        on_error=run.on_error,
     ):
         rows = []
         for r, it in enumerate(batch.items):
@@ -106,7 +95,7 @@ def evaluate(ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project)
         ctx.progress(count, len(items), f"evaluating on {device.type}")
         ctx.check_cancelled()
     ctx.progress(count, len(items), "computing metrics", force=True)
-    return _finish(studio, ev, exp, project, names, skipped, census)
+    return _finish(studio, ev, exp, project, names, run.skipped, census)
 
 
 def _finish(

@@ -42,10 +42,16 @@ from vistudio.db import LabelClass, Project, Sample, utcnow
 from vistudio.db.training import Evaluation, Experiment, SegmentationResult
 from vistudio.errors import BadRequest, InvalidInput, NotFound
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
-from vistudio.services.evaluation.core import EVALUATORS, SUBSETS, eval_dir, evaluator_for, get_evaluation
+from vistudio.services.evaluation.core import (
+    EVALUATORS,
+    SUBSETS,
+    eval_dir,
+    evaluator_for,
+    get_evaluation,
+    open_run,
+)
 from vistudio.services.evaluation.tables import ColumnType, write_csv, write_parquet
-from vistudio.services.experiments import experiment_items
-from vistudio.services.exports import checkpoint_file, ready_checkpoint, resolve
+from vistudio.services.exports import resolve
 from vistudio.storage.atomic import atomic_write_bytes
 from vistudio.studio import Studio
 
@@ -127,55 +133,36 @@ class SegmentationEvaluator:
     default_batch_size = 8
 
     def run(self, ctx: JobContext, ev: Evaluation, exp: Experiment, project: Project) -> dict[str, Any]:
-        from vistudio.ml.checkpoint import load_checkpoint
         from vistudio.ml.inference.label_images import encode_label_png, label_palette
-        from vistudio.ml.inference.pytorch import predict_batches, resolve_device
+        from vistudio.ml.inference.pytorch import predict_batches
         from vistudio.ml.inference.segmentation_metrics import confusion_histogram, segmentation_scores
         from vistudio.ml.tasks.semantic_segmentation import label_map, predict_label_map
 
         studio = ctx.studio
-        device = resolve_device(str(ctx.params.get("device", "auto")))
-        batch_size = int(ctx.params.get("batch_size") or self.default_batch_size)
+        run = open_run(
+            ctx,
+            ev,
+            exp,
+            row_model=SegmentationResult,
+            default_batch_size=self.default_batch_size,
+            same_task=True,
+        )
+        items, classes, device, on_error = run.items, run.classes, run.device, run.on_error
+        todo = [(it, it.path) for it in items if it.sample_id not in run.done]
         with studio.sessions() as s:
-            if exp.split_id is None:
-                raise PermanentJobError(f"the split of experiment {exp.name!r} was deleted")
-            ckpt = ready_checkpoint(s, exp, ev.checkpoint_kind)
-            items = experiment_items(
-                studio, s, exp, list(ev.subsets), current_labels=ctx.params.get("labels") == "current"
-            )
-            done = set(
-                s.scalars(
-                    select(SegmentationResult.sample_id).where(SegmentationResult.evaluation_id == ev.id)
-                )
-            )
-            colours = model_colours(s, project.id, list(exp.classes))
-            names = _sample_names(s, [it.sample_id for it in items if it.sample_id not in done])
-        if ckpt.sha256 != ev.checkpoint_sha256:
-            raise PermanentJobError(
-                f"the {ev.checkpoint_kind} checkpoint changed since this evaluation was queued"
-            )
-        if not items:
-            raise PermanentJobError(f"subsets {', '.join(ev.subsets)} of the split hold no images")
-        ctx.progress(len(done), len(items), "loading the checkpoint", force=True)
-        model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
-        classes = list(meta["classes"])
-        if classes != list(exp.classes):
-            raise PermanentJobError("the checkpoint's classes differ from the experiment's")
-        if meta.get("task") != exp.task:
-            raise PermanentJobError(f"the checkpoint is a {meta.get('task')} model, not {exp.task}")
+            colours = model_colours(s, project.id, classes)
+            names = _sample_names(s, [it.sample_id for it, _ in todo])
         k = len(classes)
         palette = label_palette(colours)
         folder = eval_dir(studio, ev, project, exp)
-        todo = [(it, it.path) for it in items if it.sample_id not in done]
-        skipped: list[dict[str, Any]] = []
-        count = len(done)
-        ctx.progress(count, len(items), f"evaluating on {device.type}", force=True)
-
-        def on_error(it: Any, reason: str) -> None:
-            skipped.append({"sample_id": it.sample_id, "path": it.path, "reason": reason})
-
+        count = len(run.done)
         for batch in predict_batches(
-            model, todo, meta["preprocess"], batch_size=batch_size, device=device, on_error=on_error
+            run.model,
+            todo,
+            run.meta["preprocess"],
+            batch_size=run.batch_size,
+            device=device,
+            on_error=on_error,
         ):
             rows = []
             written: list[Path] = []
@@ -221,7 +208,7 @@ class SegmentationEvaluator:
             ctx.progress(count, len(items), f"evaluating on {device.type}")
             ctx.check_cancelled()
         ctx.progress(count, len(items), "computing metrics", force=True)
-        return self.finish(studio, ev, exp, project, classes, colours, skipped)
+        return self.finish(studio, ev, exp, project, classes, colours, run.skipped)
 
     def finish(
         self,
