@@ -20,9 +20,19 @@ coloured rectangles with their boxes (and polygons), the baseline cycles in-memo
 random images at the input size with fixed targets, and the data path is the project's: stored
 targets → decode with draft → joint augmentation → list collate → the detector's own resize.
 
+``--task semantic_segmentation`` (default model ``lraspp_mobilenet_v3_small``): the same JPEGs of
+rectangles, whose polygons the data path paints into label maps (stored targets → decode with
+draft → label map → joint image+mask augmentation, nearest-neighbour for the mask → collate); the
+baseline cycles in-memory (N, 3, S, S) batches with fixed (N, S, S) label maps through the same
+network and the task's own loss (cross-entropy, 255 ignored).
+
     .venv/bin/python benchmarks/train.py [--images 512] [--image-size 64] [--model resnet18] \\
         [--batch-size 32] [--device auto|cpu|cuda] [--precision 32|bf16] [--channels-last] \\
         [--num-workers N] [--source-size 256] [--cache DIR] [--out FILE]
+
+    # semantic segmentation on CPU (docs/benchmarks.md):
+    .venv/bin/python benchmarks/train.py --task semantic_segmentation --images 256 --image-size 128 \
+        --source-size 256 --batch-size 8
 
     # detection on CPU (docs/benchmarks.md):
     .venv/bin/python benchmarks/train.py --task detection --images 96 --image-size 96 \
@@ -59,7 +69,11 @@ from vistudio.ml.training.trainer import TrainSpec, resolve_accelerator, train
 
 CLASSES = 10
 BOX_CLASSES = 3
-DEFAULT_DETECTORS = {"detection": "fcos_resnet18_fpn64", "instance_segmentation": "maskrcnn_resnet18_fpn64"}
+DEFAULT_DETECTORS = {
+    "detection": "fcos_resnet18_fpn64",
+    "instance_segmentation": "maskrcnn_resnet18_fpn64",
+    "semantic_segmentation": "lraspp_mobilenet_v3_small",
+}
 
 
 def log(message: str) -> None:
@@ -97,9 +111,12 @@ def make_images(folder: Path, n: int, size: int) -> list[tuple[str, int]]:
     return items
 
 
-def make_box_images(folder: Path, n: int, size: int) -> list[tuple[str, dict[str, Any]]]:
+def make_box_images(
+    folder: Path, n: int, size: int, *, first_class: int = 0
+) -> list[tuple[str, dict[str, Any]]]:
     """``n`` JPEGs with 1–3 coloured rectangles each, and their stored targets (the format of
-    ``services.experiments.split_items``: normalised boxes and polygons)."""
+    ``services.experiments.split_items``: normalised boxes and polygons; class indices count from
+    ``first_class``, 1 for a segmenter whose class 0 is the background)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     items = []
@@ -116,7 +133,14 @@ def make_box_images(folder: Path, n: int, size: int) -> list[tuple[str, dict[str
                 (50, 80, 230),
             )[k]
             poly = [[x, y], [x + w, y], [x + w, y + h], [x, y + h]]
-            objects.append({"class": k, "box": [x, y, w, h], "iscrowd": False, "mask": {"polygons": [poly]}})
+            objects.append(
+                {
+                    "class": k + first_class,
+                    "box": [x, y, w, h],
+                    "iscrowd": False,
+                    "mask": {"polygons": [poly]},
+                }
+            )
         path = folder / f"box-{i:06d}.jpg"
         if not path.exists():
             Image.fromarray(img).save(path, quality=90)
@@ -163,6 +187,47 @@ def baseline_detector(
         with autocast:
             losses = model(images, targets)
         loss = torch.stack([v.float() for v in losses.values()]).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return _timed(step, args, device, steps, warmup)
+
+
+def baseline_segmenter(
+    args: argparse.Namespace, device: torch.device, steps: int, warmup: int
+) -> dict[str, Any]:
+    """Plain PyTorch for a segmenter: the catalog network, AdamW, the task's loss, a few fixed
+    in-memory batches of random images with rectangle label maps, cycled."""
+    from vistudio.ml.segmenters import build_segmenter
+    from vistudio.ml.tasks.semantic_segmentation import SegmentationLoss
+
+    torch.manual_seed(0)
+    k = BOX_CLASSES + 1  # the background first
+    model, _ = build_segmenter(args.model, k)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(device).to(memory_format=fmt)
+    loss_fn = SegmentationLoss("ce", k, None).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    s, n = args.image_size, args.batch_size
+
+    def labels(b: int) -> torch.Tensor:
+        y = torch.zeros(n, s, s, dtype=torch.long, device=device)
+        for j in range(n):
+            x0, y0 = (b * n + j) % (s // 2), (b * n + 3 * j) % (s // 2)
+            y[j, y0 : y0 + s // 3, x0 : x0 + s // 2] = 1 + (b * n + j) % BOX_CLASSES
+        return y
+
+    pool = [
+        (torch.randn(n, 3, s, s, device=device).contiguous(memory_format=fmt), labels(b)) for b in range(4)
+    ]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    model.train()
+
+    def step(i: int) -> None:
+        x, y = pool[i % len(pool)]
+        with autocast:
+            loss = loss_fn(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -260,11 +325,10 @@ def vistudio(
         "seed": 0,
     }
     clock = StepClock(warmup)
-    boxes = args.task != "classification"
     spec = TrainSpec(
         task=args.task,
         config=config,
-        classes=[str(i) for i in range(BOX_CLASSES if boxes else CLASSES)],
+        classes=model_classes(args.task),
         train=items,
         val=items[: args.batch_size],
         workdir=str(work),
@@ -287,6 +351,16 @@ def vistudio(
     }
 
 
+def model_classes(task: str) -> list[str]:
+    """The classes training gets: ten for classification, three box colours for detectors, the
+    background and the three colours for a segmenter (its target class indices count from 1)."""
+    if task == "classification":
+        return [str(i) for i in range(CLASSES)]
+    if task == "semantic_segmentation":
+        return ["background", *(str(i) for i in range(BOX_CLASSES))]
+    return [str(i) for i in range(BOX_CLASSES)]
+
+
 def loader_only(args: argparse.Namespace, items: list[tuple[str, Any]]) -> dict[str, Any]:
     """The training DataLoader alone (decode + augment + normalise + collate), no model."""
     from vistudio.ml.tasks import get_training
@@ -294,8 +368,7 @@ def loader_only(args: argparse.Namespace, items: list[tuple[str, Any]]) -> dict[
 
     task_cls = get_training(args.task)
     config = task_cls.config_model(model=args.model, image_size=args.image_size, batch_size=args.batch_size)
-    n_classes = CLASSES if args.task == "classification" else BOX_CLASSES
-    task = task_cls(classes=[str(i) for i in range(n_classes)], config=config)
+    task = task_cls(classes=model_classes(args.task), config=config)
     _, info = task.build_model()
     data = ImageDataModule(
         task=task,
@@ -306,7 +379,7 @@ def loader_only(args: argparse.Namespace, items: list[tuple[str, Any]]) -> dict[
         num_workers=max(0, args.num_workers),
     )
     t0 = time.perf_counter()
-    n = sum(len(y) for _, y in data.train_dataloader())  # labels or the list of targets
+    n = sum(len(batch[0]) for batch in data.train_dataloader())  # a batch starts with its images
     wall = time.perf_counter() - t0
     return {"images": n, "seconds": round(wall, 3), "ips": round(n / wall, 2)}
 
@@ -317,7 +390,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64, help="model input side (default 64)")
     ap.add_argument("--source-size", type=int, default=256, help="side of the generated JPEGs (default 256)")
     ap.add_argument(
-        "--task", default="classification", choices=("classification", "detection", "instance_segmentation")
+        "--task",
+        default="classification",
+        choices=("classification", "detection", "instance_segmentation", "semantic_segmentation"),
     )
     ap.add_argument("--model", help="default resnet18; detection: fcos_resnet18_fpn64")
     ap.add_argument("--batch-size", type=int, default=32)
@@ -340,10 +415,11 @@ def main() -> None:
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     with tempfile.TemporaryDirectory(prefix="vistudio-bench-train-") as tmp:
         boxes = args.task != "classification"
+        dense = args.task == "semantic_segmentation"
         folder = (args.cache or Path(tmp)) / f"{'box' if boxes else 'jpeg'}-{args.source_size}-n{args.images}"
         log(f"generating {args.images} JPEGs of {args.source_size}px in {folder}")
         items: list[tuple[str, Any]] = (
-            make_box_images(folder, args.images, args.source_size)
+            make_box_images(folder, args.images, args.source_size, first_class=int(dense))
             if boxes
             else list(make_images(folder, args.images, args.source_size))
         )
@@ -351,7 +427,8 @@ def main() -> None:
             args.images // args.batch_size - 1
         )  # the same number of optimiser steps as one epoch (drop_last)
         log(f"baseline: {args.model} on in-memory tensors, {steps} steps after {args.warmup} warm-up")
-        base = (baseline_detector if boxes else baseline)(args, device, steps - args.warmup, args.warmup)
+        bench = baseline_segmenter if dense else baseline_detector if boxes else baseline
+        base = bench(args, device, steps - args.warmup, args.warmup)
         log(f"baseline: {base['ips']} images/s")
         log("vistudio: files → ImageDataModule → Lightning, one epoch")
         ours = vistudio(args, items, Path(tmp) / "work", args.warmup)
