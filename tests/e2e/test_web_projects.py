@@ -46,9 +46,16 @@ def test_each_task_says_what_its_projects_offer(untrained: str) -> None:
     assert get_task("classification").sections == tuple(s for s in SECTIONS if s != "people")
     assert get_task("library").sections == ("dataset", "search", "duplicates", "people")
     assert get_task("detection").can_train and get_task("detection").label == "Detection"
-    # oriented detection trains and evaluates through the CLI and the API; its pages come next
-    assert get_task("oriented_detection").can_train
-    assert get_task("oriented_detection").sections == ("dataset", "split", "train", "search", "duplicates")
+    assert get_task("oriented_detection").can_train  # every section of a detection project
+    assert get_task("oriented_detection").sections == (
+        "dataset",
+        "split",
+        "train",
+        "evaluate",
+        "export",
+        "search",
+        "duplicates",
+    )
     assert not get_task(untrained).can_train  # no training module
     assert get_task(untrained).sections == ("dataset", "split", "search", "duplicates")
     assert get_task(untrained).label == "Keypoints (training not yet available)"
@@ -107,7 +114,7 @@ def test_tabs_follow_the_task(client: TestClient, web_studio: Studio, untrained:
     assert _tabs(client.get("/projects/cls").text) == trained
     assert _tabs(client.get("/projects/det").text) == trained
     assert _tabs(client.get("/projects/seg/search").text) == ["dataset", "split", "search", "duplicates"]
-    assert _tabs(client.get("/projects/obb").text) == ["dataset", "split", "train", "search", "duplicates"]
+    assert _tabs(client.get("/projects/obb").text) == trained
     assert _tabs(client.get("/projects/lib/duplicates").text) == ["dataset", "search", "duplicates", "people"]
     lib = client.get("/projects/lib").text
     assert 'href="/projects/lib/split"' not in lib
@@ -122,7 +129,6 @@ def test_tabs_follow_the_task(client: TestClient, web_studio: Studio, untrained:
         ("lib", "library", "evaluate", "Evaluate"),
         ("lib", "library", "export", "Export"),
         ("seg", "keypoints", "train", "Train"),
-        ("obb", "oriented_detection", "evaluate", "Evaluate"),
     ],
 )
 def test_a_section_the_task_does_not_offer_is_a_friendly_404(

@@ -284,7 +284,7 @@ def test_the_validation_map_is_dota_ap() -> None:
     assert set(scalars) == {"val_map50", "val_map50_area"} and set(details["per_class"]) == {"a", "b", "c"}
 
 
-def test_config_catalog_and_what_is_not_available_yet() -> None:
+def test_config_catalog_and_sections() -> None:
     task_cls = get_training("oriented_detection")
     cfg = validate_config(task_cls.config_model, {})
     assert (
@@ -304,8 +304,14 @@ def test_config_catalog_and_what_is_not_available_yet() -> None:
         == "image_size_too_small"
     )
     spec = get_task("oriented_detection")
-    assert spec.can_train and spec.sections == ("dataset", "split", "train", "search", "duplicates")
+    # evaluated, exported, predicted with and run in pipelines like the other detectors
+    assert spec.can_train and spec.sections == (
+        "dataset",
+        "split",
+        "train",
+        "evaluate",
+        "export",
+        "search",
+        "duplicates",
+    )
     assert spec.display.summary[0] == "val_map50"
-    with pytest.raises(BadRequest, match="export is not available for oriented detection yet"):
-        spec.check_exportable()
-    get_task("detection").check_exportable()  # other tasks export

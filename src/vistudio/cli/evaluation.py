@@ -643,7 +643,9 @@ def predict(
             f"--label-maps is for semantic segmentation models; this one is a {task[:60]} model"
         )
     if is_detector_task(task):
-        _predict_detections(ctx, model, images, score_threshold=score_threshold, overlays=save_overlays)
+        _predict_detections(
+            ctx, model, images, task=task, score_threshold=score_threshold, overlays=save_overlays
+        )
         return
     if is_segmenter_task(task):
         from vistudio.cli.predict_segmentation import predict_segmentation
@@ -723,16 +725,24 @@ def _predict_detections(
     model: Path,
     images: list[Path],
     *,
+    task: str,
     score_threshold: float | None,
     overlays: Path | None,
 ) -> None:
-    """``predict`` with a detector: boxes (and masks) per image, overlays on request."""
+    """``predict`` with a detector: boxes (and masks) per image, overlays on request; an oriented
+    detector's detections are rotated boxes (``points``, ``rbox``, ``box``: see
+    :mod:`vistudio.ml.inference.onnx_oriented`)."""
     from vistudio.ml.inference.onnx import OnnxDetector, collect_images
+    from vistudio.ml.inference.onnx_oriented import OnnxOrientedDetector, draw_oriented, is_oriented_task
     from vistudio.ml.inference.overlays import draw_detections
     from vistudio.ml.preprocess import open_rgb
     from vistudio.storage.atomic import atomic_write_bytes
 
-    det = OnnxDetector(model)
+    oriented = is_oriented_task(task)
+    det: OnnxDetector | OnnxOrientedDetector = (
+        OnnxOrientedDetector(model) if oriented else OnnxDetector(model)
+    )
+    draw: Any = draw_oriented if oriented else draw_detections
     if overlays is not None and overlays.exists() and not overlays.is_dir():
         raise InvalidInput(f"--save-overlays: {overlays} exists and is not a folder")
     files, errors = collect_images(images)
@@ -752,7 +762,7 @@ def _predict_detections(
         for p, row in zip(predictions, rows, strict=True):
             img = open_rgb(p.path)  # the full image: the detections are in its pixels
             buf = io.BytesIO()
-            draw_detections(img, p.detections, det.classes).save(buf, "PNG")
+            draw(img, p.detections, det.classes).save(buf, "PNG")
             dest = overlays / _overlay_name(p.path, taken)
             atomic_write_bytes(dest, buf.getvalue())
             row["overlay"] = str(dest)

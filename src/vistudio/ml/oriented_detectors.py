@@ -29,10 +29,12 @@ rotated box, within 1.5 strides of its centre along both of the box's axes, and 
 level whose range holds the object's largest centre-to-side distance (FCOS's ranges 0–64–128–
 256–512–∞ px); a location claimed by several objects goes to the smallest-area one.
 
-Decoding: score = sqrt(sigmoid(class) · sigmoid(centre-ness)); locations under the score
-threshold are dropped, the best 1,000 per level kept, decoded to ``(cx, cy, w, h, θ)`` (θ folded
-into [-π/2, π/2)), the best 300 of the image kept, then per-class greedy rotated NMS (``rotated_nms``) and the best
-``detections_per_image``.
+Decoding: score = sqrt(sigmoid(class) · sigmoid(centre-ness)) and every location's box decoded
+to ``(cx, cy, w, h, θ)`` (θ folded into [-π/2, π/2)) — :meth:`OrientedFCOS.candidates`, the part an
+ONNX export holds —; then :func:`~vistudio.ml.inference.onnx_oriented.select_detections`, the one
+selection that exported models run too: locations under the score threshold are dropped, the best
+1,000 per level kept, the best 300 of the image kept, then per-class greedy rotated NMS
+(``rotated_nms``) and the best ``detections_per_image``.
 
 Images: the model takes RGB float tensors in 0..1 of any size; it resizes each (keeping its aspect
 ratio, so angles are unchanged) to fit ``image_size`` × ``image_size``, pads, normalises with
@@ -63,6 +65,13 @@ from torchvision.ops import sigmoid_focal_loss
 
 from vistudio.errors import BadRequest
 from vistudio.ml.detectors import IMAGENET_MEAN, IMAGENET_STD, _hub_file
+from vistudio.ml.inference.onnx_oriented import (  # noqa: F401 - PRE_NMS_TOP_N, NMS_CANDIDATES: re-exported
+    NMS_CANDIDATES,
+    PRE_NMS_TOP_N,
+    Selection,
+    select_detections,
+    to_original,
+)
 from vistudio.ml.models import ModelInfo
 from vistudio.ml.weights import WeightsPolicy
 from vistudio.registry import Registry
@@ -80,9 +89,6 @@ MAX_LOG_SIZE = math.log(4096 / 8)
 LOSS_NAMES = ("loss_classifier", "loss_box_reg", "loss_angle", "loss_centerness")
 # sides closer than this ratio: a near-square box, whose long edge is not a convention to learn
 SQUARE_ASPECT = 1.15
-PRE_NMS_TOP_N = 1000  # candidates per level
-# candidates per image that reach the (quadratic, NumPy) rotated NMS
-NMS_CANDIDATES = 300
 
 
 @dataclass(frozen=True)
@@ -322,13 +328,14 @@ def encode_boxes(points: torch.Tensor, strides: torch.Tensor, boxes: torch.Tenso
 
 
 def decode_boxes(points: torch.Tensor, strides: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
-    """(N, ≥6) regression outputs → (N, 5) boxes (cx, cy, w, h, θ), θ in [-π/2, π/2)."""
+    """(…, N, ≥6) regression outputs of the (N, 2) ``points`` and (N,) ``strides`` → (…, N, 5) boxes
+    (cx, cy, w, h, θ), θ in [-π/2, π/2); leading dimensions (a batch) broadcast."""
     s = strides[:, None]
-    centre = points + reg[:, :2] * s
-    size = torch.exp(reg[:, 2:4].clamp(max=MAX_LOG_SIZE)) * s
-    theta = 0.5 * torch.atan2(reg[:, 5], reg[:, 4])
+    centre = points + reg[..., :2] * s
+    size = torch.exp(reg[..., 2:4].clamp(max=MAX_LOG_SIZE)) * s
+    theta = 0.5 * torch.atan2(reg[..., 5], reg[..., 4])
     theta = torch.where(theta >= math.pi / 2, theta - math.pi, theta)
-    return torch.cat([centre, size, theta[:, None]], dim=1)
+    return torch.cat([centre, size, theta[..., None]], dim=-1)
 
 
 def box_losses(
@@ -406,23 +413,58 @@ class OrientedFCOS(nn.Module):
             scales.append(scale)
         return batch, scales
 
+    def dense(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A prepared ``(B, 3, S, S)`` batch → logits ``(B, L, K)``, regression ``(B, L, 7)`` and
+        the locations' points ``(L, 2)``, strides ``(L,)`` and levels ``(L,)``."""
+        features = list(self.backbone(x).values())
+        logits, reg = self.head(features)
+        points, strides, levels = locations([(int(f.shape[-2]), int(f.shape[-1])) for f in features])
+        return logits, reg, points.to(x.device), strides.to(x.device), levels.to(x.device)
+
+    def candidates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A prepared ``(B, 3, S, S)`` batch → every location's decoded box ``(B, L, 5)`` (cx, cy,
+        w, h, θ in the input square's pixels), its scores ``(B, L, K)`` (sqrt(sigmoid(class) ·
+        sigmoid(centre-ness))) and its level ``(L,)``: what an ONNX export computes."""
+        logits, reg, points, strides, levels = self.dense(x)
+        scores = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(reg[..., 6:7]))
+        return decode_boxes(points, strides, reg), scores, levels
+
+    def select(
+        self, boxes: torch.Tensor, scores: torch.Tensor, levels: torch.Tensor, scales: list[float]
+    ) -> list[Selection]:
+        """:meth:`candidates` → each image's :class:`Selection` in its own pixels, by the selection
+        exported models run too (``select_detections``)."""
+        b = boxes.detach().float().cpu().numpy()
+        s = scores.detach().float().cpu().numpy()
+        lv = levels.detach().cpu().numpy()
+        return [
+            select_detections(
+                b[i],
+                s[i],
+                lv,
+                score_threshold=self.score_threshold,
+                nms_iou=self.nms_iou,
+                detections_per_image=self.detections_per_image,
+                scale=scale,
+            )
+            for i, scale in enumerate(scales)
+        ]
+
     def forward(
         self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
     ) -> Any:
         x, scales = self._batch(images)
-        features = list(self.backbone(x).values())
-        logits, reg = self.head(features)
-        points, strides, levels = locations([tuple(f.shape[-2:]) for f in features])
-        points, strides, levels = points.to(x.device), strides.to(x.device), levels.to(x.device)
         if self.training:
             if targets is None:
                 raise ValueError("an oriented detector in training mode needs targets")
+            logits, reg, points, strides, levels = self.dense(x)
             scaled = [
                 {"boxes": _scale_boxes(t["boxes"].to(x.device), s), "labels": t["labels"].to(x.device)}
                 for t, s in zip(targets, scales, strict=True)
             ]
             return self.losses(logits, reg, points, strides, levels, scaled)
-        return self.postprocess(logits, reg, points, strides, levels, scales)
+        with torch.no_grad():
+            return _as_tensors(self.select(*self.candidates(x), scales), x.device)
 
     def losses(
         self,
@@ -480,38 +522,22 @@ class OrientedFCOS(nn.Module):
         levels: torch.Tensor,
         scales: list[float],
     ) -> list[dict[str, torch.Tensor]]:
-        from vistudio.ml.inference.rotated import corners_from_cxcywha, rotated_nms
+        """The head's raw outputs (:meth:`dense`) → each image's detections in its pixels."""
+        scores = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(reg[..., 6:7]))
+        boxes = decode_boxes(points, strides, reg)
+        return _as_tensors(self.select(boxes, scores, levels, scales), logits.device)
 
-        out = []
-        scores_all = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(reg[..., 6:7]))
-        for b, scale in enumerate(scales):
-            kept_boxes, kept_scores, kept_labels = [], [], []
-            for level in range(int(levels.max()) + 1):
-                on = levels == level
-                scores = scores_all[b, on]  # (L_l, K)
-                flat = scores.flatten()
-                keep = flat > self.score_threshold
-                idx = torch.nonzero(keep).squeeze(1)
-                if idx.numel() > PRE_NMS_TOP_N:
-                    idx = idx[flat[idx].topk(PRE_NMS_TOP_N).indices]
-                loc, label = idx // self.num_classes, idx % self.num_classes
-                boxes = decode_boxes(points[on][loc], strides[on][loc], reg[b, on][loc])
-                kept_boxes.append(boxes)
-                kept_scores.append(flat[idx])
-                kept_labels.append(label)
-            boxes = torch.cat(kept_boxes)
-            scores = torch.cat(kept_scores)
-            labels = torch.cat(kept_labels)
-            if len(scores) > NMS_CANDIDATES:
-                best = scores.topk(NMS_CANDIDATES).indices
-                boxes, scores, labels = boxes[best], scores[best], labels[best]
-            if len(boxes):
-                corners = corners_from_cxcywha(boxes.double().cpu().numpy())
-                keep_np = rotated_nms(corners, scores.cpu().numpy(), self.nms_iou, labels.cpu().numpy())
-                keep_t = torch.from_numpy(keep_np[: self.detections_per_image]).to(boxes.device)
-                boxes, scores, labels = boxes[keep_t], scores[keep_t], labels[keep_t]
-            out.append({"boxes": _scale_boxes(boxes, 1 / scale), "scores": scores, "labels": labels})
-        return out
+
+def _as_tensors(selections: list[Selection], device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """Selections → ``{"boxes": (N, 5) float32, "scores": (N,), "labels": (N,) int64}`` tensors."""
+    return [
+        {
+            "boxes": torch.from_numpy(sel.boxes.astype(np.float32)).reshape(-1, 5).to(device),
+            "scores": torch.from_numpy(sel.scores).to(device),
+            "labels": torch.from_numpy(sel.labels).to(device),
+        }
+        for sel in selections
+    ]
 
 
 def _scale_boxes(boxes: torch.Tensor, scale: float) -> torch.Tensor:
@@ -581,14 +607,11 @@ def to_sample_pixels(
     """One image's output (boxes in the pixels of the decoded image, ``input_size`` (w, h)) →
     ``{"boxes": (N, 5), "corners": (N, 4, 2), "scores", "labels"}`` in the sample's pixels
     (``original_size`` (w, h)); a decoded image of another aspect ratio moves the corners."""
-    from vistudio.ml.inference.rotated import corners_from_cxcywha, cxcywha_from_corners
-
-    boxes = output["boxes"].detach().double().cpu().numpy().reshape(-1, 5)
-    corners = corners_from_cxcywha(boxes)
-    sx, sy = original_size[0] / input_size[0], original_size[1] / input_size[1]
-    corners = corners * np.array([sx, sy])
+    boxes, corners = to_original(
+        output["boxes"].detach().double().cpu().numpy(), input_size=input_size, original_size=original_size
+    )
     return {
-        "boxes": cxcywha_from_corners(corners) if len(corners) else boxes,
+        "boxes": boxes,
         "corners": corners,
         "scores": output["scores"].detach().float().cpu().numpy().reshape(-1),
         "labels": output["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),

@@ -608,14 +608,48 @@ def classify_onnx(item: Item, data: Any, *, model: str, top_k: int = 5) -> StepO
 
 
 def _open_detector(path: Path) -> Any:
+    """The detector of an exported file: an ``OnnxDetector``, or an ``OnnxOrientedDetector`` for an
+    oriented detection model (its task read from the file's metadata)."""
     _import_onnxruntime()
     from vistudio.errors import VistudioError
-    from vistudio.ml.inference.onnx import OnnxDetector
+    from vistudio.ml.inference.onnx import OnnxDetector, model_task
+    from vistudio.ml.inference.onnx_oriented import OnnxOrientedDetector, is_oriented_task
 
     try:
+        if is_oriented_task(model_task(path)):
+            return OnnxOrientedDetector(path)
         return OnnxDetector(path)
     except VistudioError as exc:  # not ONNX, no vistudio metadata, a classifier, wrong outputs
         raise StageError(f"detect_onnx: {exc.message}") from None
+
+
+def _detect_oriented(
+    det: Any, chw: Any, original: tuple[int, int], picture: Image.Image, score_threshold: float | None
+) -> StepOutput:
+    """``detect_onnx`` with an oriented detector: its rotated boxes, drawn and saved. Ground truth
+    is not matched (the items' objects are axis-aligned boxes)."""
+    from vistudio.ml.inference.onnx_oriented import draw_oriented
+
+    try:
+        found = det.detect(chw, original_size=original, score_threshold=score_threshold)
+    except Exception as exc:  # onnxruntime's failure on this input, reported with its reason
+        raise StageError(f"detect_onnx: {getattr(exc, 'message', exc)}") from exc
+    classes = list(det.classes)
+    names = [classes[int(k)] if 0 <= int(k) < len(classes) else str(int(k)) for k in found.labels]
+    result: dict[str, Any] = {
+        "label": _summary(names),
+        "count": len(found),
+        "detections": found.to_list(classes),
+    }
+    metrics: dict[str, float] = {"detections": float(len(found))}
+    if len(found):
+        metrics["max_score"] = float(found.scores.max())
+    overlay = draw_oriented(picture, found, classes)
+    return StepOutput(
+        data=result,
+        outputs=[(_to_array(overlay), "overlay", "png"), (result, "detections", "json")],
+        metrics=metrics,
+    )
 
 
 def _summary(names: list[str]) -> str:
@@ -688,7 +722,9 @@ def detect_onnx(
     (default: the one the exported file records, see ``vistudio export``). Returns ``{"label": "2 rectangle, 1 ellipse", "count",
     "detections": [{"label", "class_index", "score", "box" [x1, y1, x2, y2], "mask"?}]}`` and
     saves the image with its detections drawn (``overlay``) and the detections (``detections``
-    JSON).
+    JSON). An oriented detector's detections are rotated boxes, ``{"label", "class_index",
+    "score", "points" (4 corners), "rbox" [cx, cy, w, h, θ radians], "box" (their bounds)}`` as
+    ``vistudio predict`` and the evaluation give them; it matches no ground truth yet.
 
     When the item has ground-truth objects (a detection or instance segmentation project's
     images), detections are matched to them by the evaluation's matching (boxes, at IoU ≥ ``iou``,
@@ -723,6 +759,10 @@ def detect_onnx(
         chw = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255)
         original = (rgb.shape[1], rgb.shape[0])
         picture = _to_pil(rgb)
+    from vistudio.ml.inference.onnx_oriented import OnnxOrientedDetector
+
+    if isinstance(det, OnnxOrientedDetector):  # rotated boxes
+        return _detect_oriented(det, chw, original, picture, score_threshold)
     try:
         found = det.detect(chw, original_size=original)
     except Exception as exc:  # onnxruntime's failure on this input, reported with its reason

@@ -14,6 +14,13 @@ the split's images (decoded as evaluation decodes them) through PyTorch and ONNX
 matches the detections box by box (same class, IoU ≥ 0.99, |Δscore| < 1e-3, masks IoU ≥ 0.99);
 a mismatch fails the export and says where.
 
+Oriented detectors (rotated boxes) export to ONNX only too, up to their decoded candidates — a
+prepared ``(B, 3, S, S)`` batch in, every location's rotated box and scores out —, since rotated
+NMS is no ONNX operator: the runner (:mod:`vistudio.ml.inference.onnx_oriented`) prepares the
+batch and selects the detections with the very NumPy functions the PyTorch model runs
+(:mod:`vistudio.ml.export.oriented`). Their check matches the detections one by one like the other
+detectors', by rotated IoU (≥ 0.99, |Δscore| < 1e-3).
+
 Segmenters (semantic segmentation) export to ONNX or TorchScript like classifiers — the network
 alone, preprocessed ``(N, 3, S, S)`` batch in, ``(N, K, S, S)`` logits out —; the label map is made
 after the runtime by the evaluation's own upsampling and argmax (:mod:`vistudio.ml.export.segmentation`
@@ -31,7 +38,8 @@ else the training configuration's. It is stored in the file's metadata (``score_
 and the ``detect_onnx`` stage keep the detections that score at least it unless told otherwise.
 The graph's own post-processing keeps everything down to the lower of that threshold and the
 training configuration's (``graph_score_threshold``), so a lower threshold can still be chosen at
-prediction time.
+prediction time. An oriented detector's file records that lower one as ``selection_score_threshold``
+(its selection runs outside the graph, so predict may go under it too).
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.ml.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 from vistudio.ml.inference.onnx_anomaly import anomaly_props, is_anomaly_task
+from vistudio.ml.inference.onnx_oriented import is_oriented_task
 from vistudio.ml.inference.regression import is_regression_task, regression_props
 from vistudio.ml.tasks import get_task
 from vistudio.pipelines.saver import safe_name
@@ -295,7 +304,6 @@ def start_export(
         raise BadRequest(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     with studio.sessions() as s:
         p, exp = resolve(s, project, experiment)
-        get_task(exp.task).check_exportable()
         ckpt = ready_checkpoint(s, exp, checkpoint)
         checkpoint_file(studio, ckpt)
         exp_id, exp_name, pname = exp.id, exp.name, p.name
@@ -419,7 +427,9 @@ def _export(
         "exported_at": utcnow().isoformat() + "Z",
         "exporter": "vistudio",
     }
-    if is_detector(task):
+    if is_oriented_task(task):
+        extra |= _oriented_props(meta, row.options)
+    elif is_detector(task):
         extra |= _detector_props(meta, row.options)
     elif is_regression_task(task):
         extra |= regression_props(meta)
@@ -437,7 +447,11 @@ def _export(
         model=meta["model"], classes=list(meta["classes"]), preprocess=pre, task=task, extra=extra
     )
     ctx.check_cancelled()
-    if is_detector(task):
+    if is_oriented_task(task):
+        if row.format not in DETECTOR_FORMATS:
+            raise PermanentJobError(f"{task.replace('_', ' ')} models export to ONNX only")
+        validation = _export_oriented(ctx, row, exp, model, meta, props, dest)
+    elif is_detector(task):
         if row.format not in DETECTOR_FORMATS:
             raise PermanentJobError(f"{task.replace('_', ' ')} models export to ONNX only")
         validation = _export_detector(ctx, row, exp, model, meta, props, dest)
@@ -545,6 +559,85 @@ def _export_detector(
             f"{validation['images']} image(s) (first: image {first['image']}, {first['side']} side, "
             f"score {first['score']:.4f}, {first['why']}); tolerances: box IoU ≥ {det_export.BOX_IOU}, "
             f"|Δscore| < {det_export.SCORE_TOL}, mask IoU ≥ {det_export.MASK_IOU}"
+        )
+    return validation
+
+
+def _oriented_props(meta: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """What an oriented detector's file says about its input, outputs and selection: the recorded
+    score threshold (predict's default) and the one the export is checked at (the graph threshold
+    of the other detectors: the lower of it and the training configuration's)."""
+    from vistudio.ml.export.oriented import oriented_props
+
+    selection = graph_score_threshold(meta, options)
+    recorded = options.get("score_threshold")
+    return oriented_props(
+        meta,
+        score_threshold=float(recorded) if recorded is not None else selection,
+        source=str(options.get("score_threshold_source") or "training"),
+        selection_threshold=selection,
+    )
+
+
+def _export_oriented(
+    ctx: JobContext,
+    row: ModelExport,
+    exp: Experiment,
+    model: Any,
+    meta: dict[str, Any],
+    props: dict[str, str],
+    dest: Path,
+) -> dict[str, Any]:
+    """An oriented detector's file (its decoded candidates; the selection runs in NumPy, see
+    :mod:`vistudio.ml.export.oriented`), checked against eager PyTorch detection by detection on
+    the split's images decoded as evaluation decodes them (seeded noise when none is readable),
+    both sides selecting at the file's ``selection_score_threshold``; a failed check fails the job."""
+    import numpy as np
+
+    from vistudio.ml.export import oriented as obb_export
+    from vistudio.ml.inference.onnx import detection_input
+    from vistudio.ml.inference.onnx_oriented import OnnxOrientedDetector
+
+    image_size = int(max(meta["preprocess"]["input_size"]))
+    selection = float(props["selection_score_threshold"])
+    model.score_threshold = selection
+    ctx.progress(1, 4, "exporting to onnx", force=True)
+    obb_export.export_oriented_onnx(
+        model, dest, image_size=image_size, props=props, opset=int(row.options.get("opset", 17))
+    )
+    ctx.check_cancelled()
+    ctx.progress(2, 4, "validating against PyTorch", force=True)
+    images = []
+    for path in _parity_items(ctx.studio, exp):
+        try:
+            images.append(detection_input(path, image_size)[0])
+        except Exception:  # an unreadable image is simply not used for the check
+            continue
+    source = "split images"
+    if not images:  # no readable image in the split: check on seeded noise rather than not at all
+        rng = np.random.default_rng(0)
+        images = [rng.random((3, image_size, image_size - 8 * i), dtype=np.float32) for i in range(4)]
+        source = "random inputs (the split has no readable images)"
+    runner = OnnxOrientedDetector(dest)
+    pairs = []
+    for arr in images:
+        ctx.check_cancelled()
+        pairs.append(
+            (obb_export.pytorch_detections(model, arr), runner.detect(arr, score_threshold=selection))
+        )
+    validation = {
+        **obb_export.oriented_parity(pairs, score_threshold=selection),
+        "source": source,
+        "against": "PyTorch (eager, CPU)",
+        "runtime": "onnxruntime (CPU)",
+    }
+    if not validation["passed"]:
+        first = validation["fault_examples"][0]
+        raise PermanentJobError(
+            f"the exported oriented detector disagrees with PyTorch on {validation['faults']} detection(s) "
+            f"of {validation['images']} image(s) (first: image {first['image']}, {first['side']} side, "
+            f"score {first['score']:.4f}, {first['why']}); tolerances: rotated box IoU ≥ "
+            f"{obb_export.BOX_IOU}, |Δscore| < {obb_export.SCORE_TOL}"
         )
     return validation
 

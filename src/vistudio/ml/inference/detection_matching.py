@@ -391,11 +391,11 @@ def _why(
 
 def _interpolated_ap(tps: npt.NDArray[np.bool_], npos: int) -> float:
     """COCO's 101-point interpolated AP of ranked hits ``tps`` against ``npos`` objects."""
-    precision = _interpolated_precision(tps, npos)
+    precision = interpolated_precision(tps, npos)
     return float(np.mean(precision))
 
 
-def _interpolated_precision(tps: npt.NDArray[np.bool_], npos: int) -> npt.NDArray[np.float64]:
+def interpolated_precision(tps: npt.NDArray[np.bool_], npos: int) -> npt.NDArray[np.float64]:
     q = np.zeros(len(RECALL_POINTS))
     if npos == 0 or len(tps) == 0:
         return q
@@ -484,7 +484,7 @@ def summarise(
         s = np.asarray(scores[c])
         h = np.asarray(hits[c], bool)
         rank = np.argsort(-s, kind="mergesort")
-        q = _interpolated_precision(h[rank], int(npos[c]))
+        q = interpolated_precision(h[rank], int(npos[c]))
         pr_curves.append(
             {
                 "recall": [round(float(r), 2) for r in RECALL_POINTS],

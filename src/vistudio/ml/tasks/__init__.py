@@ -437,12 +437,6 @@ class TaskSpec:
     dense: bool = False
     # what the experiment pages and the CLI show of its training metrics
     display: TaskDisplay = GENERIC_DISPLAY
-    # sections whose pages this task does not have yet although it trains (oriented detection is
-    # trained and evaluated through the CLI and the API; its evaluation pages come next): left
-    # out of the project's tabs
-    pending_sections: tuple[str, ...] = ()
-    # whether its models can be exported (and so predicted with, and run in pipelines) today
-    exportable: bool = True
 
     @property
     def has_objects(self) -> bool:
@@ -467,19 +461,8 @@ class TaskSpec:
         return tuple(
             s
             for s in SECTIONS
-            if (self.can_train or s not in TRAINING_SECTIONS)
-            and s not in self.pending_sections
-            and s not in LIBRARY_SECTIONS
+            if (self.can_train or s not in TRAINING_SECTIONS) and s not in LIBRARY_SECTIONS
         )
-
-    def check_exportable(self) -> None:
-        """A clear 400 when models of this task cannot be exported yet."""
-        if not self.exportable:
-            raise BadRequest(
-                f"export is not available for {self.title.lower()} yet (and so neither are predict "
-                "and pipeline stages, which run exported models): train and evaluate work today",
-                details={"task": self.name},
-            )
 
     @property
     def label(self) -> str:
@@ -548,8 +531,6 @@ for _spec in (
         ("rotated_box",),
         object_kinds=("rotated_box",),
         display=ORIENTED_DISPLAY,
-        pending_sections=("evaluate", "export"),
-        exportable=False,
     ),
     TaskSpec("library", "Photo library", (), trainable=False),
 ):

@@ -5,11 +5,11 @@ objects is a negative) and stores one row per image in the detection results tab
 (``DetectionResult``): its predictions and ground truth in the sample's pixels, each with
 ``points`` (the four corners, DOTA order), ``rbox`` (cx, cy, w, h, θ; the angle convention of
 ``ml/inference/rotated``) and ``box`` (the axis-aligned bounds, x1, y1, x2, y2), and its matching
-at the evaluation's IoU, by polygon IoU and the DOTA devkit's rule: predictions in decreasing
+(``outcome``, as detection's results say it) at the evaluation's IoU, by polygon IoU and the DOTA devkit's rule: predictions in decreasing
 score, each matched to the object of its class with the largest IoU; above the IoU threshold it is
 ``tp`` when that object was not found before, ``fp`` when it was, ``ignored`` when the object is
-difficult; at or under it, ``fp``. Objects are ``tp`` (with the score of the prediction that found
-them), ``fn`` or ``ignored`` (difficult). Rotated boxes without a width or a height are left out
+difficult; at or under it, ``fp``. Objects are ``tp`` (with ``matched_score``, the score of the
+prediction that found them), ``fn`` or ``ignored`` (difficult). Rotated boxes without a width or a height are left out
 of the ground truth and counted (``skipped_objects``).
 
 Metrics over the pooled subsets: ``map50`` — the DOTA mAP at IoU 0.5 with the 11-point AP (the
@@ -81,12 +81,12 @@ def truth_json(target: dict[str, Any], classes: list[str]) -> tuple[list[dict[st
 
 
 def match_image(preds: list[dict[str, Any]], truths: list[dict[str, Any]], iou: float) -> None:
-    """Set ``match`` (and ``iou``) on each prediction and truth of one image, in place (see the
-    module docstring)."""
+    """Set ``outcome`` (and a prediction's ``iou``, a found object's ``matched_score``) on each
+    prediction and truth of one image, in place (see the module docstring)."""
     from vistudio.ml.inference.rotated import rotated_iou_matrix
 
     for t in truths:
-        t.update(match="ignored" if t["iscrowd"] else "fn", score=None)
+        t.update(outcome="ignored" if t["iscrowd"] else "fn", matched_score=None)
     order = sorted(range(len(preds)), key=lambda i: -preds[i]["score"])
     found: set[int] = set()
     for k in {p["class_index"] for p in preds}:
@@ -107,41 +107,67 @@ def match_image(preds: list[dict[str, Any]], truths: list[dict[str, Any]], iou: 
             if value > iou:
                 j = objs[best]
                 if truths[j]["iscrowd"]:
-                    p["match"] = "ignored"
+                    p["outcome"] = "ignored"
                 elif j in found:
-                    p["match"] = "fp"
+                    p["outcome"] = "fp"
                 else:
                     found.add(j)
-                    p["match"] = "tp"
-                    truths[j].update(match="tp", score=p["score"])
+                    p["outcome"] = "tp"
+                    truths[j].update(outcome="tp", matched_score=p["score"])
             else:
-                p["match"] = "fp"
+                p["outcome"] = "fp"
 
 
 def _counts(preds: list[dict[str, Any]], truths: list[dict[str, Any]], threshold: float) -> dict[str, int]:
     """TP/FP/FN of one matched image counting only predictions scoring at least ``threshold``."""
-    tp = sum(p["match"] == "tp" and p["score"] >= threshold for p in preds)
-    fp = sum(p["match"] == "fp" and p["score"] >= threshold for p in preds)
-    positives = sum(t["match"] != "ignored" for t in truths)
+    tp = sum(p["outcome"] == "tp" and p["score"] >= threshold for p in preds)
+    fp = sum(p["outcome"] == "fp" and p["score"] >= threshold for p in preds)
+    positives = sum(t["outcome"] != "ignored" for t in truths)
     return {"tp": tp, "fp": fp, "fn": positives - tp}
 
 
-def best_f1_threshold(rows: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> dict[str, float]:
-    """The confidence that maximises F1 over all images and classes: ``{"threshold", "f1"}``."""
-    scored = sorted(
-        ((p["score"], p["match"] == "tp") for preds, _ in rows for p in preds if p["match"] != "ignored"),
-        key=lambda x: -x[0],
+def curves(
+    rows: list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]], n: int, ap50: list[Any]
+) -> dict[str, Any]:
+    """The pages' charts of matched rows ``(sample id, predictions, truths)``: each class's
+    precision–recall curve (interpolated precision at 101 recall points, labelled with its DOTA
+    ``ap50``) and the pooled precision, recall and F1 against the confidence with the best F1
+    (``{"pr": [...], "f1": {..., "best": {"threshold", "f1", "precision", "recall"}}}``)."""
+    from vistudio.ml.inference.detection_matching import (
+        RECALL_POINTS,
+        f1_vs_confidence,
+        interpolated_precision,
     )
-    positives = sum(t["match"] != "ignored" for _, truths in rows for t in truths)
-    best = {"threshold": 1.0, "f1": 0.0}
-    tp = 0
-    for n, (score, hit) in enumerate(scored, start=1):
-        tp += hit
-        f1 = 2 * tp / (n + positives) if n + positives else 0.0
-        last_of_score = n == len(scored) or scored[n][0] < score
-        if last_of_score and f1 > best["f1"]:
-            best = {"threshold": float(score), "f1": float(f1)}
-    return best
+
+    ranked = [
+        (p["class_index"], p["score"], p["outcome"] == "tp")
+        for _, ps, _ in rows
+        for p in ps
+        if p["outcome"] != "ignored"
+    ]
+    positives = np.zeros(n, np.int64)
+    for _, _, ts in rows:
+        for t in ts:
+            if t["outcome"] != "ignored":
+                positives[t["class_index"]] += 1
+    pr = []
+    for k in range(n):
+        scores = np.array([s for c, s, _ in ranked if c == k], np.float64)
+        hits = np.array([h for c, _, h in ranked if c == k], bool)
+        q = interpolated_precision(hits[np.argsort(-scores, kind="mergesort")], int(positives[k]))
+        pr.append(
+            {
+                "recall": [round(float(r), 2) for r in RECALL_POINTS],
+                "precision": [round(float(v), 6) for v in q],
+                "ap": ap50[k] if positives[k] else None,
+            }
+        )
+    curve, best = f1_vs_confidence(
+        np.array([s for _, s, _ in ranked], np.float64),
+        np.array([h for _, _, h in ranked], bool),
+        int(positives.sum()),
+    )
+    return {"pr": pr, "f1": {**curve, "best": best}}
 
 
 def dota_metrics(
@@ -296,7 +322,8 @@ class OrientedEvaluator(DetectionEvaluator):
         rows = [(sid, list(p), list(t)) for _, sid, p, t in stored]
         eleven = dota_metrics(rows, n, method="11point")
         area = dota_metrics(rows, n, method="area")
-        best = best_f1_threshold([(p, t) for _, p, t in rows])
+        charts = curves(rows, n, eleven["ap"])
+        best = charts["f1"]["best"]
         source = "given"
         if score_threshold is None:
             score_threshold, source = best["threshold"], "best_f1"
@@ -327,6 +354,10 @@ class OrientedEvaluator(DetectionEvaluator):
             "map50": eleven["map"],
             "map50_area": area["map"],
             "per_class": per_class,
+            "curves": {
+                "pr": [{"class": name, **c} for name, c in zip(classes, charts["pr"], strict=True)],
+                "f1": charts["f1"],
+            },
             "iou": iou,
             "score_threshold": score_threshold,
             "score_threshold_source": source,
@@ -339,6 +370,7 @@ class OrientedEvaluator(DetectionEvaluator):
             "recall": recall,
             "f1": _ratio(2 * precision * recall, precision + recall),
             "images": len(rows),
+            "objects": sum(c["objects"] for c in per_class.values()),
             "predictions": sum(len(p) for _, p, _ in rows),
             "skipped": len(skipped),
             "skipped_items": [{k: v for k, v in x.items() if k != "path"} for x in skipped[:100]],
@@ -432,9 +464,12 @@ class OrientedEvaluator(DetectionEvaluator):
 
     def extra(self, ev: Evaluation, folder: str, done: bool) -> dict[str, Any]:
         metrics = dict(ev.metrics or {})
+        charts = metrics.pop("curves", None) or {}
         out: dict[str, Any] = {
             "metrics": metrics,
             "confusion_labels": [],
+            "pr_curves": charts.get("pr"),
+            "f1_curve": charts.get("f1"),
             "best_f1_threshold": metrics.get("best_f1_threshold"),
             "predictions_path": f"{folder}/predictions.json" if done else None,
             "metrics_path": f"{folder}/metrics.json" if done else None,

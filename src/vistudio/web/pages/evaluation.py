@@ -39,6 +39,8 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 PAGE_SIZE = 60
 Text = Annotated[str, Query(max_length=200)]
 
+ORIENTED = "oriented_detection"  # rotated boxes: DOTA metrics, corners drawn
+
 
 def _base(project: dict[str, Any]) -> str:
     return "/projects/" + quote(project["name"], safe="")
@@ -187,26 +189,30 @@ def task_masks(task: str) -> bool:
 
 def drawing(result: dict[str, Any]) -> dict[str, Any]:
     """What the page draws of one image's detection result, in short keys: its size; each
-    prediction's box (pixels), score, class index, outcome and mask; each object's box, class,
-    outcome, the score of the prediction that found it, and mask."""
+    prediction's box (pixels), score, class index, outcome, mask and rotated box corners (``r``,
+    pixels); each object's box, class, outcome, the score of the prediction that found it, mask
+    and corners."""
 
     def box(b: list[float]) -> list[float]:
         return [round(float(v), 2) for v in b]
+
+    def shape(d: dict[str, Any], x: dict[str, Any]) -> dict[str, Any]:
+        if x.get("mask") is not None:
+            d["m"] = x["mask"]
+        if x.get("points") is not None:  # a rotated box's corners
+            d["r"] = [box(p) for p in x["points"]]
+        return d
 
     preds = []
     for p in result["predictions"]:
         d: dict[str, Any] = {"b": box(p["box"]), "s": round(float(p["score"]), 5), "c": p["class_index"]}
         d["o"] = p.get("outcome", "fp")
-        if p.get("mask") is not None:
-            d["m"] = p["mask"]
-        preds.append(d)
+        preds.append(shape(d, p))
     truths = []
     for o in result["truths"]:
         d = {"b": box(o["box"]), "c": o["class_index"], "o": o.get("outcome", "fn")}
         d["ms"] = o.get("matched_score")
-        if o.get("mask") is not None:
-            d["m"] = o["mask"]
-        truths.append(d)
+        truths.append(shape(d, o))
     return {"w": result["width"], "h": result["height"], "p": preds, "t": truths}
 
 
@@ -306,8 +312,9 @@ def _box_charts(ev: dict[str, Any]) -> dict[str, Any]:
     m = ev["metrics"] or {}
     per = m.get("per_class") or {}
     classes = list(ev["classes"])
+    first = ("AP50 (area)", "ap50_area") if ev["task"] == ORIENTED else ("AP@[.5:.95]", "ap")
     bars = [
-        {"label": "AP@[.5:.95]", "data": [per.get(c, {}).get("ap") for c in classes]},
+        {"label": first[0], "data": [per.get(c, {}).get(first[1]) for c in classes]},
         {"label": "AP50", "data": [per.get(c, {}).get("ap50") for c in classes]},
     ]
     if task_masks(ev["task"]):
@@ -334,6 +341,7 @@ def _panel_context(
         "exp": experiment,
         "ev": ev,
         "masks": task_masks(project["task"]),
+        "oriented": project["task"] == ORIENTED,
         "base": _base(project),
         "view": view,
     }

@@ -152,14 +152,15 @@ const EVAL_COLOURS = { tp: "#16a34a", fp: "#dc2626", fn: "#f97316", ignored: "#9
 const boxEval = { conf: null, curve: null, best: null, classes: [] };
 
 /* One image's drawing (short keys, see web/pages/evaluation.drawing): predictions p {b: box px,
-   s: score, c: class index, o: outcome, m: RLE mask} and objects t {b, c, o, ms: the score that
-   found it, m: mask (RLE or normalised polygons)}. */
+   s: score, c: class index, o: outcome, m: RLE mask, r: a rotated box's 4 corners px} and objects
+   t {b, c, o, ms: the score that found it, m: mask (RLE or normalised polygons), r}. */
 function evalItems(data, c, big) {
   const items = [];
   const w = data.w || 1, h = data.h || 1;
   const names = boxEval.classes || [];
   const name = (k) => names[k] != null ? names[k] : "class " + k;
   const norm = (b) => [b[0] / w, b[1] / h, b[2] / w, b[3] / h];
+  const corners = (r) => [r.map((q) => [q[0] / w, q[1] / h])];
   for (const t of data.t || []) {  // ground truth under the predictions, dashed
     const state = t.o === "ignored" ? "ignored" : t.ms != null && t.ms >= c ? "tp" : "fn";
     if (state === "tp" && !big) continue;  // on a tile a found object is its (green) prediction
@@ -171,6 +172,7 @@ function evalItems(data, c, big) {
     });
     if (t.m && Array.isArray(t.m.polygons)) it.polys = t.m.polygons;
     else if (t.m && Array.isArray(t.m.size)) it.rle = t.m;
+    else if (Array.isArray(t.r)) it.polys = corners(t.r);
     items.push(it);
   }
   for (const p of data.p || []) {  // predictions above the confidence: boxes, or filled masks
@@ -182,6 +184,7 @@ function evalItems(data, c, big) {
       label: big ? name(p.c) + " " + p.s.toFixed(2) : null, noLabel: !big,
     });
     if (p.m && Array.isArray(p.m.size)) it.rle = p.m;
+    else if (Array.isArray(p.r)) { it.polys = corners(p.r); it.mask = "outline"; }
     items.push(it);
   }
   return items;
