@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -57,11 +57,29 @@ class EmbedSettings(BaseModel):
     max_upload_bytes: int = 20 * 2**20  # largest image accepted by image search
 
 
+def _blank_is(default: Any, *, auto: bool = False) -> Any:
+    """A before-validator: ``None`` or an empty text (a form, ``settings set``) is ``default``, and
+    with ``auto`` so is a text that starts with "auto" (what the Settings page shows for it)."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        return default if not text or (auto and text.lower().startswith("auto")) else text
+
+    return BeforeValidator(check)
+
+
 class FaceSettings(BaseModel):
     """Faces in photo libraries (dlib's models, shipped with vistudio: no download)."""
 
     enabled: bool = True  # off: no face job runs
     detector: str = "hog"  # hog (the CPU default) | cnn (finds more faces, ≈ 100× slower on a CPU)
+    # "dlib" (its 128-d ResNet descriptor) or the path of an ONNX face-recognition model in the
+    # ArcFace / InsightFace convention (N×3×H×W RGB in, N×D out; see vistudio.ml.faces)
+    embedder: Annotated[str, _blank_is("dlib")] = "dlib"
     max_side: int = Field(default=1600, ge=256, le=16384)  # photos are searched on a draft this big
     workers: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=256)
     # grouping faces into people (faces smaller or less sure are kept, not grouped)
@@ -69,7 +87,11 @@ class FaceSettings(BaseModel):
     # the detector's score: HOG's weak detections are often not faces (0.12 for the second
     # "face" it finds in scikit-image's astronaut photo; real faces score 0.7–2)
     min_score: float = Field(default=0.3, ge=-10, le=10, allow_inf_nan=False)
-    max_distance: float = Field(default=0.5, gt=0, le=2, allow_inf_nan=False)  # descriptor distance
+    # descriptor distance; None (auto): the embedder's own, dlib 0.5, an ONNX model 1.0 — read it
+    # with services.faces.max_distance
+    max_distance: Annotated[float | None, _blank_is(None, auto=True)] = Field(
+        default=None, gt=0, le=2, allow_inf_nan=False
+    )
     min_faces: int = Field(default=3, ge=1, le=1000)  # faces a new person needs
 
 
@@ -119,6 +141,7 @@ RUNTIME_KEYS: tuple[str, ...] = (
     "imports.near_duplicate_distance",
     "faces.enabled",
     "faces.detector",
+    "faces.embedder",
     "faces.max_side",
     "faces.workers",
     "faces.min_size",

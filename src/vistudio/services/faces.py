@@ -1,10 +1,20 @@
 """Faces: the face job (find, align and describe every face of a project's photos) and reading faces.
 
 A photo is processed once per face model (``face_scans`` remembers it, also when it has no face):
-running the job again processes only new photos, and a new model version processes them all
-again. Photos are read in a pool of processes (``faces.workers``), each loading dlib's models
-once; faces are written per batch, one transaction each, so a crash or a cancel keeps what is
-done and the next run goes on from there.
+running the job again processes only new photos, and a new model version (``faces.detector``,
+``faces.embedder``, or a new file at the embedder's path) processes them all again. Photos are read
+in a pool of processes (``faces.workers``), each loading the models once; faces are written per
+batch, one transaction each, so a crash or a cancel keeps what is done and the next run goes on
+from there.
+
+A photo has the faces of one model only: processing it again replaces its faces of any other model
+(and forgets that it was read with one, so that going back reads it again). Who each face is
+carries over by place: a new face whose box overlaps an old face's by IoU ≥ 0.5 (each old face
+matched once, best overlap first) takes the old face's person and ``assigned`` (manual stays
+manual), its "not this person" answers, and its place as a person's cover. So changing the
+embedder re-detects every photo while named people keep their faces; faces of two models are never
+compared (every reader of descriptors asks for the current model's), so 128-d dlib descriptors and
+an ONNX model's 512-d embeddings never meet in a distance or a grouping.
 """
 
 from __future__ import annotations
@@ -17,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy.orm import Session
 
+from vistudio.config import FaceSettings
 from vistudio.db import Sample
-from vistudio.db.faces import Face, FaceScan
+from vistudio.db.faces import Face, FaceRejection, FaceScan, Person
 from vistudio.errors import Conflict, InvalidInput, NotFound, VistudioError
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobContext, PermanentJobError
@@ -31,14 +43,27 @@ KIND = "faces"
 BATCH = 32  # photos per transaction
 POOL_MIN_PHOTOS = 8  # fewer photos are read in this process: starting processes costs more
 DECODE_LIMIT = 200_000_000  # pixels: a bigger "photo" is refused before decoding
+SAME_FACE_IOU = 0.5  # a re-detected face this close to an old one's box is that face
+
+
+def face_options(cfg: FaceSettings) -> dict[str, Any]:
+    """What ``ml.faces.provider_from`` builds the provider from (sent to each pool process)."""
+    return {"detector": cfg.detector, "max_side": cfg.max_side, "embedder": cfg.embedder}
 
 
 def model_name(studio: Studio) -> str:
-    """The face model version in use, e.g. ``dlib-hog-resnet128``."""
+    """The face model version in use, e.g. ``dlib-hog-resnet128`` or ``onnx-<sha256[:12]>-hog``."""
     from vistudio.ml.faces import provider_from
 
-    cfg = studio.settings.faces
-    return str(provider_from({"detector": cfg.detector, "max_side": cfg.max_side}).name)
+    return str(provider_from(face_options(studio.settings.faces)).name)
+
+
+def max_distance(cfg: FaceSettings) -> float:
+    """The same-person distance in effect: ``faces.max_distance``, or when it is not set the
+    embedder's own (dlib 0.5, an ONNX ArcFace model 1.0: its vectors are unit length)."""
+    from vistudio.ml.faces import default_max_distance
+
+    return float(cfg.max_distance) if cfg.max_distance is not None else default_max_distance(cfg.embedder)
 
 
 def _check_enabled(studio: Studio) -> None:
@@ -52,10 +77,11 @@ def _check_enabled(studio: Studio) -> None:
 def start_faces(studio: Studio, *, project: str | int) -> dict[str, Any]:
     """Queue a face job for the project's photos not yet processed with the current face model."""
     from vistudio.jobs.queue import job_dict
-    from vistudio.ml.faces import models_dir
+    from vistudio.ml.faces import check_embedder, models_dir
 
     _check_enabled(studio)
     models_dir()  # the models are missing: say so now, not in a failed job
+    check_embedder(studio.settings.faces.embedder)  # so is an ONNX embedder missing or unfit
     with studio.sessions() as s:
         p = find_project(s, project)
         project_id, name = p.id, p.name
@@ -101,14 +127,18 @@ def _results(studio: Studio, paths: list[str]) -> Iterator[dict[str, Any]]:
     from vistudio.ml import faces as ml_faces
 
     cfg = studio.settings.faces
-    options = {"detector": cfg.detector, "max_side": cfg.max_side}
+    options = face_options(cfg)
     if cfg.workers <= 1 or len(paths) < POOL_MIN_PHOTOS:
-        # the models stay loaded between jobs, freed when idle (embed.idle_ttl_seconds), as CLIP's
-        key = ("faces", cfg.detector, cfg.max_side)
-        with studio.cache.hold(key, lambda: ml_faces.provider_from(options)) as provider:
+        # the models stay loaded between jobs, freed when idle (embed.idle_ttl_seconds), as CLIP's;
+        # keyed by the model's name too: a new file at the embedder's path is a new provider
+        fresh = ml_faces.provider_from(options)
+        key = ("faces", cfg.detector, cfg.max_side, fresh.name)
+        with studio.cache.hold(key, lambda: fresh) as provider:
             for path in paths:
                 yield ml_faces.read_faces(provider, path, max_pixels=DECODE_LIMIT)
         return
+    # one process per core: an ONNX embedder runs on one CPU thread in each (no GPU per process)
+    options = {**options, "threads": 1, "cuda": False}
     # spawn: the parent may be a threaded server; forking it could copy held locks
     context = multiprocessing.get_context("spawn")
 
@@ -150,6 +180,90 @@ def _results(studio: Studio, paths: list[str]) -> Iterator[dict[str, Any]]:
 # --- the job ------------------------------------------------------------------------------------
 
 
+def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _same_faces(
+    old: list[tuple[float, float, float, float]], new: list[tuple[float, float, float, float]]
+) -> dict[int, int]:
+    """new index → old index for the boxes that are one face (IoU ≥ ``SAME_FACE_IOU``), each old
+    and each new box matched once, best overlap first."""
+    pairs = sorted(
+        ((_iou(o, n), i, j) for i, o in enumerate(old) for j, n in enumerate(new)), key=lambda t: -t[0]
+    )
+    matched: dict[int, int] = {}
+    used: set[int] = set()
+    for iou, i, j in pairs:
+        if iou < SAME_FACE_IOU:
+            break
+        if i not in used and j not in matched:
+            matched[j] = i
+            used.add(i)
+    return matched
+
+
+def _replace_faces(
+    s: Session, project_id: int, sample_id: int, model: str, found: list[dict[str, Any]]
+) -> None:
+    """Write a photo's faces found with ``model`` in place of the faces it had (of any model),
+    carrying who each is over to the new face at its place (see the module docstring)."""
+    old = s.execute(
+        select(Face.id, Face.x, Face.y, Face.w, Face.h, Face.person_id, Face.assigned).where(
+            Face.sample_id == sample_id
+        )
+    ).all()
+    matched = _same_faces([(o.x, o.y, o.w, o.h) for o in old], [tuple(f["box"]) for f in found])
+    new = []
+    for j, f in enumerate(found):
+        x, y, w, h = f["box"]
+        was = old[matched[j]] if j in matched else None
+        new.append(
+            Face(
+                project_id=project_id,
+                sample_id=sample_id,
+                model=model,
+                x=x,
+                y=y,
+                w=w,
+                h=h,
+                landmarks=f["landmarks"],
+                score=f["score"],
+                embedding=f["embedding"],
+                crop=f["crop"],
+                person_id=None if was is None else was.person_id,
+                assigned=None if was is None or was.person_id is None else was.assigned,
+            )
+        )
+    s.add_all(new)
+    if not old:
+        return
+    s.flush()  # the new faces' ids
+    moved = {old[i].id: new[j].id for j, i in matched.items()}
+    gone = [o.id for o in old]
+    for old_id, new_id in moved.items():
+        s.execute(update(FaceRejection).where(FaceRejection.face_id == old_id).values(face_id=new_id))
+        s.execute(update(Person).where(Person.cover_face_id == old_id).values(cover_face_id=new_id))
+    s.execute(delete(FaceRejection).where(FaceRejection.face_id.in_(gone)))
+    s.execute(delete(Face).where(Face.id.in_(gone)))
+    # a person whose cover was an old face that found no new one: their largest, surest face
+    for person in s.scalars(select(Person).where(Person.cover_face_id.in_(gone))):
+        person.cover_face_id = s.scalar(
+            select(Face.id)
+            .where(Face.person_id == person.id)
+            .order_by((Face.w * Face.h).desc(), Face.score.desc(), Face.id)
+            .limit(1)
+        )
+    # read with another model no longer: going back to it reads the photo again
+    s.execute(delete(FaceScan).where(FaceScan.sample_id == sample_id, FaceScan.model != model))
+
+
 def _pending(studio: Studio, project_id: int, model: str) -> list[tuple[int, str]]:
     with studio.sessions() as s:
         done = exists().where(FaceScan.sample_id == Sample.id, FaceScan.model == model)
@@ -185,24 +299,7 @@ def run_faces(ctx: JobContext) -> dict[str, Any]:
             for sample_id, res in batch:
                 if s.get(Sample, sample_id) is None:  # deleted meanwhile
                     continue
-                s.execute(delete(Face).where(Face.sample_id == sample_id, Face.model == model))
-                for f in res["faces"]:
-                    x, y, w, h = f["box"]
-                    s.add(
-                        Face(
-                            project_id=project_id,
-                            sample_id=sample_id,
-                            model=model,
-                            x=x,
-                            y=y,
-                            w=w,
-                            h=h,
-                            landmarks=f["landmarks"],
-                            score=f["score"],
-                            embedding=f["embedding"],
-                            crop=f["crop"],
-                        )
-                    )
+                _replace_faces(s, project_id, sample_id, model, res["faces"])
                 s.merge(FaceScan(sample_id=sample_id, model=model, faces=len(res["faces"])))
                 found += len(res["faces"])
         batch.clear()
@@ -294,7 +391,8 @@ def face_crop(studio: Studio, face_id: int) -> bytes:
 
 
 def face_vectors(studio: Studio, project_id: int, model: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, vectors)`` of a project's faces made with ``model``: int64 (n,), float32 (n, 128)."""
+    """``(ids, vectors)`` of a project's faces made with ``model``: int64 (n,), float32 (n, D) —
+    one model's vectors only (128-d for dlib's, the ONNX model's D otherwise)."""
     with studio.sessions() as s:
         rows = s.execute(
             select(Face.id, Face.embedding)

@@ -35,6 +35,7 @@ from vistudio.db.faces import Face, FaceRejection, FaceScan, PeopleChange, Perso
 from vistudio.errors import Conflict, InvalidInput, NotFound
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobContext, PermanentJobError
+from vistudio.services.faces import max_distance as face_max_distance
 from vistudio.services.faces import model_name
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
@@ -103,7 +104,7 @@ def cluster_project(studio: Studio, project_id: int, *, full: bool) -> dict[str,
         seeds=seeds,
         free=free,
         rejected=[(index[f], p) for f, p in rejected_rows if f in index],
-        threshold=cfg.max_distance,
+        threshold=face_max_distance(cfg),
         min_faces=cfg.min_faces,
     )
     # a new group takes the id of the untouched person most of its faces came from
@@ -310,7 +311,7 @@ def review_queue(
 
     if not 0 <= offset <= 2**62 or not 1 <= limit <= 1000:
         raise InvalidInput("offset must be >= 0 and limit between 1 and 1000")
-    reach = studio.settings.faces.max_distance + 0.1 if max_distance is None else max_distance
+    reach = face_max_distance(studio.settings.faces) + 0.1 if max_distance is None else max_distance
     model = model_name(studio)
     with studio.sessions() as s:
         p = find_project(s, project)

@@ -159,6 +159,16 @@ CATALOG: tuple[SettingInfo, ...] = (
         "text",
     ),
     SettingInfo(
+        "faces.embedder",
+        "Face embedder",
+        "dlib (its 128-d descriptor, built in), or the absolute path of an ONNX face-recognition "
+        "model in the ArcFace / InsightFace convention (N×3×112×112 RGB in, N×D out, as Immich "
+        "uses; inside the import roots). Changing it reads every photo again; people keep their "
+        "faces by place.",
+        "Faces",
+        "path",
+    ),
+    SettingInfo(
         "faces.max_side",
         "Face search size (px)",
         "Photos are searched for faces on a copy this many pixels on the long side.",
@@ -189,9 +199,10 @@ CATALOG: tuple[SettingInfo, ...] = (
     SettingInfo(
         "faces.max_distance",
         "Same-person distance",
-        "Faces closer than this (descriptor distance) may be one person; lower splits more.",
+        "Faces closer than this (descriptor distance) may be one person; lower splits more. Auto "
+        "(empty): the embedder's own, 0.5 for dlib, 1.0 for an ONNX model (unit vectors, 0..2).",
         "Faces",
-        "float",
+        "text",
     ),
     SettingInfo(
         "faces.min_faces",
@@ -279,6 +290,16 @@ def _shown(info: SettingInfo, value: Any) -> Any:
     return "(set)"
 
 
+def _face_distance_shown(settings: Settings, value: Any) -> tuple[Any, str]:
+    """faces.max_distance as shown, and its default: not set, it is the embedder's own."""
+    from vistudio.services.faces import max_distance
+
+    if value is None:
+        which = "dlib" if settings.faces.embedder == "dlib" else "the ONNX embedder"
+        value = f"auto ({max_distance(settings.faces)} for {which})"
+    return value, "auto (the embedder's own: 0.5 for dlib, 1.0 for an ONNX model)"
+
+
 def list_settings(studio: Studio) -> dict[str, Any]:
     """Every setting with its effective value, default, source (env | workspace | default), the
     environment variable that sets it, and whether it can be changed here."""
@@ -308,6 +329,8 @@ def list_settings(studio: Studio) -> dict[str, Any]:
             "editable": runtime and env is None,
             "note": info.note if not runtime else "",
         }
+        if info.key == "faces.max_distance":  # not set: auto, shown with the value it stands for
+            item["value"], item["default"] = _face_distance_shown(settings, item["value"])
         if env and info.key in stored:  # saved here earlier, now hidden by the environment
             item["workspace_value"] = _jsonable(stored[info.key])
         if info.key in skipped and not env:
@@ -386,6 +409,25 @@ def _check(key: str, value: Any, settings: Settings) -> Any:
             f"unknown device {str(value)[:40]!r}: use auto, cpu, mps, cuda or cuda:N",
             details={"setting": key},
         )
+    if key == "faces.embedder" and value != "dlib":
+        from vistudio.ml.faces import check_embedder
+
+        path = Path(value).expanduser()
+        if not _is(path, "file"):
+            raise InvalidInput(
+                f"face embedder model not found: {str(value)[:300]} (an absolute path to an ONNX "
+                "model, or dlib)",
+                details={"setting": key},
+            )
+        path = path.resolve()
+        roots = [r.expanduser().resolve() for r in settings.import_roots]
+        if not any(path.is_relative_to(r) for r in roots):
+            raise InvalidInput(
+                "the face embedder model is outside the import roots (setting import_roots)",
+                details={"setting": key, "import_roots": [str(r) for r in roots]},
+            )
+        check_embedder(path)  # not an ONNX face embedder: InvalidInput saying why
+        return str(path)
     if key == "faces.detector" and str(value) not in ("hog", "cnn"):
         raise InvalidInput(
             f"unknown face detector {str(value)[:40]!r}: use hog or cnn", details={"setting": key}
