@@ -2,8 +2,10 @@
 
     .venv/bin/python benchmarks/faces.py [--photos 24] [--faces 20000] [--existing 100000] [--out FILE]
     .venv/bin/python benchmarks/faces.py --quick          # small sizes (a minute)
+    .venv/bin/python benchmarks/faces.py --only pages [--page-faces 1000000] [--page-workspace DIR]
 
-Four parts, each against a baseline in the same run; one JSON document on stdout:
+Four parts, each against a baseline in the same run, and a fifth run only when asked for
+(``--only pages``: it builds a 5.6 GB workspace); one JSON document on stdout:
 
 - ``detect``: ``--photos`` generated photos of ``--size`` (1200×800 by default, about 1 MP) with one
   or two faces each, composed from the four real portraits of ``tests/face_photos.py``. vistudio:
@@ -25,6 +27,17 @@ Four parts, each against a baseline in the same run; one JSON document on stdout
   incremental): ``--db-faces`` faces written straight into the ``faces`` table, a first grouping,
   then ``--db-batch`` new faces; seconds per incremental run, split into reading the faces, the
   grouping and the writes, and a run with nothing new.
+- ``pages``: the People pages at scale. A library of ``--page-faces`` faces (1,000,000) in
+  ``--page-faces``/2 photos, 95 % of them in ``--page-people`` people (10,000; Zipf-like sizes,
+  5 % named, 2 % hidden), 5 % unplaced, with random 512-byte descriptors and WebP-sized random
+  crops (``--crop-bytes``), written with bulk inserts. Every call the People grid, the person
+  page, the review, the photo detail's face boxes and the browse filter by people make — the
+  services and the pages through FastAPI's TestClient — timed after a warm-up (p50 / p95 of
+  ``--page-repeat``), with ``EXPLAIN QUERY PLAN`` of each statement and flags for the steps that
+  read more than a page shows. Baseline in the same run: the same calls on a library of the same
+  shape with ``--page-base-faces`` faces (10,000): a paginated call should cost the same at both
+  (ratio ≈ 1). ``--page-workspace DIR`` keeps both workspaces (and reuses them: the same data
+  before and after a change, a migration applied when the workspace is opened).
 
 The synthetic descriptors look like dlib's: people's centres are random directions at radius
 ``--radius`` (0.6: two people ≥ 0.6 apart, 0.85 on average), each face adds isotropic noise with a
@@ -39,6 +52,7 @@ import gc
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -559,7 +573,9 @@ def bench_db(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     total, batch = args.db_faces, args.db_batch
     x, labels, _known = incremental_data(total, batch, args)
-    studio = open_studio(Settings(home=work / "db", faces=FaceSettings(min_faces=args.min_faces)))
+    studio = open_studio(
+        Settings(home=work / "db", faces=FaceSettings(min_faces=args.min_faces, max_distance=THRESHOLD))
+    )
     timings: dict[str, float] = {}
     real = face_clusters.cluster_faces
 
@@ -683,6 +699,462 @@ def bench_db(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+# --- 5. the people pages at scale (SQLite) ------------------------------------------------------
+
+
+def person_sizes(people: int, faces: int, rng: np.random.Generator) -> np.ndarray:
+    """How many faces each person has: at least 2 (``min_faces``), the rest Zipf-like (exponent
+    0.9: one person in a few percent of the faces, most in a few dozen), largest first."""
+    weights = 1.0 / np.arange(1, people + 1) ** 0.9
+    rest = max(0, faces - 2 * people)
+    sizes = 2 + np.floor(rest * weights / weights.sum()).astype(np.int64)
+    sizes[: faces - int(sizes.sum())] += 1  # what flooring left over
+    rng.shuffle(sizes[people // 10 :])  # ids do not follow size (but the largest keep low ids)
+    return sizes
+
+
+def build_pages_workspace(
+    home: Path, *, faces: int, people: int, photos: int, crop_bytes: int, seed: int
+) -> dict[str, Any]:
+    """A library whose ``faces`` faces (in ``photos`` photos, 128-d float32 descriptors, WebP-sized
+    random crops) are 95 % in ``people`` people (5 % named, 2 % hidden) and 5 % in nobody,
+    written with bulk inserts (not the face job). Returns what the timed calls need."""
+    from datetime import datetime, timedelta
+
+    from sqlalchemy import func, insert, select, update
+
+    from vistudio.config import Settings
+    from vistudio.db import Sample
+    from vistudio.db.faces import Face, FaceScan, Person
+    from vistudio.services import projects
+    from vistudio.services.faces import model_name
+    from vistudio.studio import open_studio
+
+    rng = np.random.default_rng(seed)
+    studio = open_studio(Settings(home=home))
+    try:
+        p = projects.create_project(studio, name="album", task="library")
+        pid = p["id"]
+        model = model_name(studio)
+        start = datetime(2010, 1, 1)
+        with studio.sessions.begin() as s:
+            for lo in range(0, photos, 50_000):
+                hi = min(photos, lo + 50_000)
+                minutes = rng.integers(0, 7_000_000, hi - lo).tolist()
+                s.execute(
+                    insert(Sample),
+                    [
+                        {
+                            "project_id": pid,
+                            "sha256": f"{seed:08x}{k:056x}",
+                            "name": f"photos/{k % 1000:03d}/{k:07d}.jpg",
+                            "storage": "reference",
+                            "path": f"/photos/{k % 1000:03d}/{k:07d}.jpg",
+                            "width": 4000,
+                            "height": 3000,
+                            "format": "JPEG",
+                            "bytes": 3_000_000,
+                            # one photo in 10 undated, as scans and screenshots are
+                            "taken_at": None if k % 10 == 9 else start + timedelta(minutes=m),
+                            "phash": f"{k:016x}",
+                            "exif": {},
+                        }
+                        for k, m in zip(range(lo, hi), minutes, strict=True)
+                    ],
+                )
+            sample_ids = np.array(
+                s.scalars(select(Sample.id).where(Sample.project_id == pid).order_by(Sample.id)).all()
+            )
+            named = set(rng.choice(people, size=max(1, people // 20), replace=False).tolist())
+            hidden = set(rng.choice(people, size=max(1, people // 50), replace=False).tolist())
+            s.execute(
+                insert(Person),
+                [
+                    {
+                        "project_id": pid,
+                        "name": f"Person {k:06d}" if k in named else None,
+                        "hidden": k in hidden,
+                    }
+                    for k in range(people)
+                ],
+            )
+            person_ids = np.array(
+                s.scalars(select(Person.id).where(Person.project_id == pid).order_by(Person.id)).all()
+            )
+        # 95 % of the faces in people, shuffled over the photos (each photo has faces // photos or
+        # one more, in photo order, as the face job writes them)
+        sizes = person_sizes(people, int(faces * 0.95), rng)
+        owner = np.full(faces, -1, dtype=np.int64)
+        owner[: int(sizes.sum())] = np.repeat(np.arange(people), sizes)
+        rng.shuffle(owner)
+        photo_of = np.sort(np.arange(faces) % photos)
+        crops = [
+            rng.bytes(int(n)) for n in rng.integers(int(crop_bytes * 0.75), int(crop_bytes * 1.25) + 1, 64)
+        ]
+        landmarks = [[0.41, 0.38], [0.46, 0.38], [0.57, 0.38], [0.52, 0.38], [0.49, 0.47]]
+        for lo in range(0, faces, 50_000):
+            hi = min(faces, lo + 50_000)
+            vectors = rng.standard_normal((hi - lo, DIM), dtype=np.float32) * 0.05
+            with studio.sessions.begin() as s:
+                s.execute(
+                    insert(Face),
+                    [
+                        {
+                            "project_id": pid,
+                            "sample_id": int(sample_ids[photo_of[k]]),
+                            "model": model,
+                            "x": 0.1 + 0.6 * (k % 3) / 3,
+                            "y": 0.3,
+                            "w": 0.12,
+                            "h": 0.18,
+                            "landmarks": landmarks,
+                            "score": 1.0,
+                            "embedding": vectors[k - lo].astype("<f4").tobytes(),
+                            "crop": crops[k % 64],
+                            "person_id": None if owner[k] < 0 else int(person_ids[owner[k]]),
+                            "assigned": None if owner[k] < 0 else "auto",
+                        }
+                        for k in range(lo, hi)
+                    ],
+                )
+        with studio.sessions.begin() as s:
+            counts = np.bincount(photo_of, minlength=photos)
+            for lo in range(0, photos, 50_000):
+                s.execute(
+                    insert(FaceScan),
+                    [
+                        {"sample_id": int(sample_ids[k]), "model": model, "faces": int(counts[k])}
+                        for k in range(lo, min(photos, lo + 50_000))
+                    ],
+                )
+            # covers: each person's first face (the grouping picks the largest; all are alike here)
+            firsts = s.execute(
+                select(Face.person_id, func.min(Face.id))
+                .where(Face.project_id == pid, Face.person_id.is_not(None))
+                .group_by(Face.person_id)
+            ).all()
+            s.execute(update(Person), [{"id": who, "cover_face_id": face} for who, face in firsts])
+        by_size = np.argsort(-sizes, kind="stable")
+        visible = [k for k in by_size.tolist() if k not in hidden]
+        busiest = int(np.bincount(photo_of).argmax())
+        return {
+            "project": "album",
+            "faces": faces,
+            "people": people,
+            "photos": photos,
+            "named": len(named),
+            "hidden": len(hidden),
+            "unassigned": int((owner < 0).sum()),
+            "large_person": int(person_ids[visible[0]]),
+            "large_person_faces": int(sizes[visible[0]]),
+            "second_person": int(person_ids[visible[1]]),
+            "second_person_faces": int(sizes[visible[1]]),
+            "small_person": int(person_ids[visible[-1]]),
+            "small_person_faces": int(sizes[visible[-1]]),
+            "photo": int(sample_ids[busiest]),
+            "db_mib": round(sum(f.stat().st_size for f in home.glob("*.db*")) / 2**20, 1),
+        }
+    finally:
+        studio.close()
+
+
+def _timed(fn: Any, repeat: int, *, slow_s: float = 5.0) -> dict[str, Any]:
+    """p50 / p95 ms of ``repeat`` calls after a warm-up call; when the warm-up took more than
+    ``slow_s``, that call is the figure (``runs`` 1)."""
+    t = time.perf_counter()
+    fn()
+    warm = (time.perf_counter() - t) * 1000
+    times = [warm] if warm > slow_s * 1000 else []
+    for _ in range(0 if times else repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    return {
+        "p50_ms": _sig(statistics.median(times)),
+        "p95_ms": _sig(times[int(0.95 * (len(times) - 1))]),
+        "runs": len(times),
+    }
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.3g}")
+
+
+# plan steps that read more of faces, people or samples than a page shows
+FLAGS = (
+    (re.compile(r"^SCAN (faces|people|samples)\b"), "full scan"),
+    (
+        re.compile(r"^SEARCH faces USING INDEX ix_faces_project_model\w* \(project_id=\? AND model=\?\)$"),
+        "every face of the project",
+    ),
+    (
+        re.compile(
+            r"^SEARCH faces USING COVERING INDEX ix_faces_project_model\w* \(project_id=\? AND model=\?\)$"
+        ),
+        "every face of the project (index entries)",
+    ),
+    (re.compile(r"^SEARCH faces USING INDEX ix_faces_person \(person_id=\?\)$"), "a person's face rows"),
+    (re.compile(r"^SEARCH samples USING (COVERING )?INDEX ix_samples_\w+ \(project_id=\?\)$"), "every photo"),
+)
+
+
+def plan_flags(sql: str, plan: list[str]) -> list[str]:
+    """The steps of ``EXPLAIN QUERY PLAN`` that read more than the page needs: a full scan,
+    every face (or photo) of the project, a person's face rows rather than index entries, and
+    any faces counted per row of an outer query that is then sorted (for every person). A
+    ``LIMIT`` that the index order serves (no sort) stops the reading: not flagged."""
+    sorted_after = any(s.startswith("USE TEMP B-TREE FOR ORDER BY") for s in plan)
+    limited = " LIMIT " in sql and not sorted_after
+    out, correlated = [], False
+    for step in plan:
+        correlated = correlated or step.startswith("CORRELATED")
+        if correlated and sorted_after and step.startswith("SEARCH faces"):
+            out.append(f"for every row, then sorted: {step}")
+            continue
+        for pattern, what in FLAGS:
+            if pattern.match(step) and not (limited and not correlated):
+                out.append(f"{what}{' (per outer row)' if correlated else ''}: {step}")
+    return out
+
+
+class _Statements:
+    """The SQL statements an engine runs while ``on`` (reads only), to explain them afterwards."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        self.engine, self.on = engine, False
+        self.seen: dict[str, Any] = {}
+        event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(self, _conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool) -> None:
+        if self.on and not many and statement.lstrip().upper().startswith(("SELECT", "WITH")):
+            self.seen.setdefault(statement, params)
+
+    def explain(self) -> list[dict[str, Any]]:
+        """``EXPLAIN QUERY PLAN`` of each statement seen, with :func:`plan_flags`."""
+        out = []
+        with self.engine.connect() as conn:
+            for sql, params in self.seen.items():
+                plan = [r[3] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all()]
+                sql_text = " ".join(sql.split())
+                out.append({"sql": sql_text[:400], "plan": plan, "flags": plan_flags(sql_text, plan)})
+        self.seen = {}
+        return out
+
+
+def _workspace_counts(home: Path) -> dict[str, int]:
+    """Unplaced faces and faces of visible people (the review's two sides)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(home / "vistudio.db")) as db:
+        open_faces = db.execute("SELECT count(*) FROM faces WHERE person_id IS NULL").fetchone()[0]
+        placed = db.execute(
+            "SELECT count(*) FROM faces JOIN people ON people.id = faces.person_id WHERE people.hidden = 0"
+        ).fetchone()[0]
+    return {"open_faces": open_faces, "placed_visible_faces": placed}
+
+
+def measure_pages(
+    home: Path, info: dict[str, Any], repeat: int, *, skip: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Time every call the People pages, the review, the photo detail and the browse filter make
+    (services and HTTP), with the query plans of their statements. ``skip``: calls not to make
+    (name → why). Each result says whether the call ran the whole review (``review_queue``)."""
+    from fastapi.testclient import TestClient
+
+    from vistudio.api.app import create_app
+    from vistudio.config import FaceSettings, Settings
+    from vistudio.services import faces as face_service
+    from vistudio.services import people, samples
+    from vistudio.services.projects import find_project
+    from vistudio.studio import open_studio
+
+    skip = skip or {}
+    settings = Settings(home=home, allowed_hosts=["testserver"], faces=FaceSettings(max_distance=THRESHOLD))
+    studio = open_studio(settings)
+    client = TestClient(create_app(studio))
+    stmts = _Statements(studio.engine)
+    proj, big, second, small = (
+        info["project"],
+        info["large_person"],
+        info["second_person"],
+        info["small_person"],
+    )
+    with studio.sessions() as s:
+        project_id = find_project(s, proj).id
+    total = people.list_people(studio, project=project_id, limit=1)["total"]
+    last = max(0, (total - 1) // 60 * 60)  # the grid's last page (60 a page)
+    reviews = [0]
+    review_queue = people.review_queue
+
+    def counted_review(*a: Any, **kw: Any) -> Any:
+        reviews[0] += 1
+        return review_queue(*a, **kw)
+
+    def review_count() -> Any:
+        count = getattr(people, "review_count", None)  # what the People page shows (after the fix)
+        if count is not None:
+            return count(studio, project=project_id)
+        return people.review_queue(studio, project=project_id, limit=1)["total"]
+
+    def get(url: str) -> Any:
+        r = client.get(url)
+        if r.status_code != 200:
+            raise RuntimeError(f"GET {url}: {r.status_code} {r.text[:300]}")
+        return r
+
+    calls: dict[str, Any] = {
+        "list_people page 1": lambda: people.list_people(studio, project=project_id, limit=60),
+        "list_people last page": lambda: people.list_people(
+            studio, project=project_id, offset=last, limit=60
+        ),
+        "list_people with hidden, page 1": lambda: people.list_people(
+            studio, project=project_id, hidden=True, limit=60
+        ),
+        "people count (hidden toggle, limit 1)": lambda: people.list_people(
+            studio, project=project_id, hidden=True, limit=1
+        ),
+        "people names (person page, 1000)": lambda: people.list_people(
+            studio, project=project_id, hidden=True, limit=1000
+        ),
+        "get_person large": lambda: people.get_person(studio, project=project_id, person=big),
+        "get_person small": lambda: people.get_person(studio, project=project_id, person=small),
+        "review count (People page)": review_count,
+        "review_queue page 1 (review page)": lambda: people.review_queue(studio, project=project_id, limit=1),
+        "faces of one photo (detail boxes)": lambda: face_service.photo_faces(
+            studio, project=project_id, sample_id=info["photo"]
+        ),
+        "photos of a person, page 1": lambda: samples.list_samples(
+            studio, project=project_id, person=str(big), limit=60
+        ),
+        "photos of a person, newest first": lambda: samples.list_samples(
+            studio, project=project_id, person=str(big), sort="taken_at", order="desc", limit=60
+        ),
+        "photos of two people (AND), page 1": lambda: samples.list_samples(
+            studio, project=project_id, person=[str(big), str(second)], limit=60
+        ),
+        "photos of a small person, page 1": lambda: samples.list_samples(
+            studio, project=project_id, person=str(small), limit=60
+        ),
+        "HTTP People page": lambda: get(f"/projects/{proj}/people"),
+        "HTTP People page, last page": lambda: get(f"/projects/{proj}/people?offset={last}"),
+        "HTTP person page, large": lambda: get(f"/projects/{proj}/people/{big}"),
+        "HTTP person page, small": lambda: get(f"/projects/{proj}/people/{small}"),
+        "HTTP review page": lambda: get(f"/projects/{proj}/people/review"),
+        "HTTP photo detail": lambda: get(f"/projects/{proj}/samples/{info['photo']}"),
+        "HTTP grid filtered by a person": lambda: get(f"/projects/{proj}/samples?person={big}"),
+        "HTTP API people": lambda: get(f"/api/v1/projects/{proj}/people?limit=60"),
+    }
+    out: dict[str, Any] = {}
+    people.review_queue = counted_review  # type: ignore[assignment]
+    try:
+        for name, fn in calls.items():
+            if name in skip:
+                log(f"pages: {info['faces']} faces: {name}: skipped ({skip[name]})")
+                out[name] = {"skipped": skip[name]}
+                continue
+            log(f"pages: {info['faces']} faces: {name}")
+            reviews[0] = 0
+            stmts.on = True
+            try:
+                t = time.perf_counter()
+                fn()  # the statements it runs, and a warm-up
+                first_ms = (time.perf_counter() - t) * 1000
+            finally:
+                stmts.on = False
+            plans = stmts.explain()
+            with Measured() as m:
+                timing = _timed(fn, repeat)
+            out[name] = {
+                **timing,
+                "first_ms": _sig(first_ms),
+                "cpu_s": round(m.cpu, 2),
+                "other_cpu_s": round(m.other_cpu, 1),
+                "runs_review_queue": reviews[0] > 0,
+                "flags": sorted({f for p in plans for f in p["flags"]}),
+                "plans": plans,
+            }
+    finally:
+        people.review_queue = review_queue  # type: ignore[assignment]
+        client.close()
+        studio.close()
+    return out
+
+
+def bench_pages(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The People pages' calls on a workspace of ``--page-faces`` faces against the same calls on
+    one of ``--page-base-faces`` (the same shape, scaled down): ideally as fast (ratio ≈ 1). A
+    call that runs the whole review (every unplaced face against every placed one) is not made on
+    the large workspace when the base's time scaled by (unplaced × placed) exceeds
+    ``--page-max-s``: its estimate is given instead."""
+    # every module the calls use, loaded now: what is measured is the code as it was at the start
+    import vistudio.api.app
+    import vistudio.services.people
+    import vistudio.services.samples  # noqa: F401
+
+    folder = args.page_workspace or work
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {"base": args.page_base_faces, "large": args.page_faces}
+    results: dict[str, Any] = {}
+    infos: dict[str, Any] = {}
+    for which, n in sizes.items():
+        people = max(20, round(n * args.page_people / args.page_faces))
+        home = folder / f"pages-{n}"
+        info_file = home / "bench-info.json"
+        if info_file.exists():  # built by an earlier run (--page-workspace): the same data
+            infos[which] = json.loads(info_file.read_text())
+            log(f"pages: reusing {home}")
+        else:
+            log(f"pages: building {which}: {n} faces, {people} people, {n // 2} photos")
+            with Measured() as mb:
+                infos[which] = build_pages_workspace(
+                    home,
+                    faces=n,
+                    people=people,
+                    photos=max(1, n // 2),
+                    crop_bytes=args.crop_bytes,
+                    seed=11 if which == "large" else 12,
+                )
+            infos[which]["build"] = mb.figures()
+            info_file.write_text(json.dumps(infos[which]))
+            log(f"pages: built {which} in {mb.seconds:.0f} s ({infos[which]['db_mib']} MiB)")
+        infos[which].update(_workspace_counts(home))
+        skip: dict[str, str] = {}
+        if which == "large":
+            base_info = infos["base"]
+            scale = (infos["large"]["open_faces"] * infos["large"]["placed_visible_faces"]) / max(
+                1, base_info["open_faces"] * base_info["placed_visible_faces"]
+            )
+            for name, r in results["base"].items():
+                estimate = r.get("p50_ms", 0) / 1000 * scale
+                if r.get("runs_review_queue") and estimate > args.page_max_s:
+                    skip[name] = f"runs the whole review: ≈ {estimate:,.0f} s estimated (base × {scale:,.0f})"
+        results[which] = measure_pages(home, infos[which], args.page_repeat, skip=skip)
+    table = {}
+    for name, big in results["large"].items():
+        base = results["base"][name]
+        row: dict[str, Any] = {
+            "p50_ms": big.get("p50_ms"),
+            "p95_ms": big.get("p95_ms"),
+            "base_p50_ms": base["p50_ms"],
+            "base_p95_ms": base["p95_ms"],
+            "ratio": _sig(big["p50_ms"] / base["p50_ms"]) if big.get("p50_ms") and base["p50_ms"] else None,
+            "runs_review_queue": base["runs_review_queue"],
+            "flags": big.get("flags", base["flags"]),
+        }
+        if "skipped" in big:
+            row["skipped"] = big["skipped"]
+        table[name] = row
+    return {
+        "workspaces": infos,
+        "calls": table,
+        "flagged": {k: v["flags"] for k, v in table.items() if v["flags"]},
+        "plans": {k: v.get("plans", results["base"][k]["plans"]) for k, v in results["large"].items()},
+    }
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -702,8 +1174,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, help="new faces of an incremental run (default 1000)")
     ap.add_argument("--db-faces", type=int, help="faces in the SQLite workspace (default 20000)")
     ap.add_argument("--db-batch", type=int, help="new faces of the SQLite incremental run (default 200)")
+    ap.add_argument("--page-faces", type=int, help="faces of the People pages' workspace (1000000)")
+    ap.add_argument("--page-people", type=int, help="people of that workspace (default 10000)")
+    ap.add_argument("--page-base-faces", type=int, help="faces of the pages' baseline workspace (10000)")
+    ap.add_argument("--page-repeat", type=int, help="timed calls of each page query (default 20)")
+    ap.add_argument("--crop-bytes", type=int, default=4000, help="mean size of a face's stored crop")
     ap.add_argument(
-        "--skip", default="", help="parts to leave out, comma-separated: detect,cluster,incremental,db"
+        "--page-max-s",
+        type=float,
+        default=60,
+        help="longest estimated review call made on the large workspace",
+    )
+    ap.add_argument(
+        "--page-workspace", type=Path, help="keep the pages' workspaces here (and reuse them on a later run)"
+    )
+    ap.add_argument(
+        "--skip", default="", help="parts to leave out, comma-separated: detect,cluster,incremental,db,pages"
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="parts to run, comma-separated, instead of the default four; pages (the People pages at "
+        "scale, a 5 GB workspace) runs only when named here",
     )
     ap.add_argument("--workdir", type=Path, help="where the temporary folder goes (default $TMPDIR)")
     ap.add_argument("--out", type=Path)
@@ -717,6 +1209,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "batch": 200,
             "db_faces": 2000,
             "db_batch": 50,
+            "page_faces": 20_000,
+            "page_people": 200,
+            "page_base_faces": 2_000,
+            "page_repeat": 5,
         }
         if args.quick
         else {
@@ -727,6 +1223,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "batch": 1000,
             "db_faces": 20000,
             "db_batch": 200,
+            "page_faces": 1_000_000,
+            "page_people": 10_000,
+            "page_base_faces": 10_000,
+            "page_repeat": 20,
         }
     )
     for k, v in defaults.items():
@@ -737,19 +1237,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    parts = (only or {"detect", "cluster", "incremental", "db"}) - skip
     os.environ.setdefault("VISTUDIO_OFFLINE", "1")
     result: dict[str, Any] = {"benchmark": "faces", "machine": machine(), "quick": args.quick}
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="vistudio-faces-") as tmp:
         work = Path(tmp)
-        if "detect" not in skip:
+        if "detect" in parts:
             result["detect"] = bench_detect(args, work)
-        if "cluster" not in skip:
+        if "cluster" in parts:
             result["cluster"] = bench_cluster(args)
-        if "incremental" not in skip:
+        if "incremental" in parts:
             result["incremental"] = bench_incremental(args, args.existing, args.batch)
-        if "db" not in skip:
+        if "db" in parts:
             result["db"] = bench_db(args, work)
+        if "pages" in parts:
+            result["pages"] = bench_pages(args, work)
     result["machine"]["loadavg_end"] = os.getloadavg()[0]
     text = json.dumps(result, indent=2)
     if args.out:

@@ -301,6 +301,8 @@ def test_photos_of_a_person_in_browse_and_search(album: dict[str, Path], tmp_pat
             studio, project="family", text="two men", k=50, filters={"person": ["Barack", biden]}
         )
         assert [x["name"] for x in found["items"]] == ["together.jpg"]
+        # the explanation names the people (an unnamed one by their id), not the references given
+        assert found["items"][0]["why"].endswith(f"filters: showing Barack and unnamed person #{biden}")
         client = TestClient(create_app(studio, workers=0), base_url="http://localhost")
         r = client.post(
             "/api/v1/search", json={"project": "family", "text": "x", "filters": {"person": ["Barack"]}}
@@ -420,3 +422,176 @@ def test_people_api_and_cli(studio: Studio, album: dict[str, Path], tmp_path: Pa
     }
     refused = runner.invoke(app, [*ws, "people", "purge", "family", "Alpha"])
     assert refused.exit_code != 0 and "--yes" in str(refused.exception)
+
+
+# --- at scale: synthetic descriptors written straight into the tables -------------------------
+
+
+def _synthetic_studio(home: Path) -> Studio:
+    # the threshold given: these tests do not depend on the embedder's default
+    s = open_studio(Settings(home=home, offline=True, faces=FaceSettings(min_faces=2, max_distance=0.5)))
+    projects.create_project(s, name="big", task="library")
+    return s
+
+
+def _write_faces(
+    studio: Studio, sizes: list[int], *, unplaced: int = 0, people_ids: list[int] | None = None
+) -> None:
+    """One face per photo: ``sizes[i]`` faces of person ``i`` (a random centre at radius 0.6,
+    a little noise), then ``unplaced`` faces of nobody like. ``people_ids`` places them already
+    (else every face is free)."""
+    import numpy as np
+    from sqlalchemy import insert
+
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((len(sizes) + unplaced, 128)).astype(np.float32)
+    centres *= 0.6 / np.linalg.norm(centres, axis=1, keepdims=True)
+    owners = [i for i, n in enumerate(sizes) for _ in range(n)] + list(
+        range(len(sizes), len(sizes) + unplaced)
+    )
+    model = faces.model_name(studio)
+    with studio.sessions.begin() as s:
+        first = (s.scalar(select(func.max(Sample.id))) or 0) + 1
+        s.execute(
+            insert(Sample),
+            [
+                {
+                    "project_id": 1,
+                    "sha256": f"{first + k:064x}",
+                    "name": f"photos/{first + k:05d}.jpg",
+                    "storage": "reference",
+                    "path": f"/photos/{first + k}.jpg",
+                    "width": 1000,
+                    "height": 1000,
+                    "format": "JPEG",
+                    "bytes": 1000,
+                    "phash": f"{first + k:016x}",
+                    "exif": {},
+                }
+                for k in range(len(owners))
+            ],
+        )
+        sample_ids = s.scalars(select(Sample.id).where(Sample.id >= first).order_by(Sample.id)).all()
+        s.execute(
+            insert(Face),
+            [
+                {
+                    "project_id": 1,
+                    "sample_id": sid,
+                    "model": model,
+                    "x": 0.4,
+                    "y": 0.3,
+                    "w": 0.2,
+                    "h": 0.2,
+                    "landmarks": [],
+                    "score": 1.0,
+                    "embedding": (centres[o] + 0.02 * rng.standard_normal(128)).astype("<f4").tobytes(),
+                    "crop": b"",
+                    "person_id": people_ids[o] if people_ids is not None and o < len(sizes) else None,
+                    "assigned": "auto" if people_ids is not None and o < len(sizes) else None,
+                }
+                for sid, o in zip(sample_ids, owners, strict=True)
+            ],
+        )
+
+
+def test_a_first_grouping_writes_its_new_people_in_one_statement(tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    studio = _synthetic_studio(tmp_path / "ws")
+    try:
+        _write_faces(studio, [5, 4, 3, 2], unplaced=2)
+        inserts: list[str] = []
+        event.listen(
+            studio.engine,
+            "before_cursor_execute",
+            lambda _c, _cur, sql, *_: inserts.append(sql) if sql.startswith("INSERT INTO people") else None,
+        )
+        report = people.cluster_project(studio, 1, full=False)
+        assert report["new_people"] == 4 and report["assigned"] == 14 and report["faces"] == 16
+        assert len(inserts) == 1  # one multi-row INSERT … RETURNING, not an INSERT and a flush each
+        groups = {pid: len(members) for pid, members in _groups(studio).items()}
+        assert groups.pop(None) == 2  # the two strangers stay unplaced
+        assert sorted(groups.values()) == [2, 3, 4, 5]
+        with studio.sessions() as s:
+            rows = s.scalars(select(Person).order_by(Person.id)).all()
+            assert [p.name for p in rows] == [None] * 4 and not any(p.hidden for p in rows)
+            assert all(p.created_at is not None for p in rows)
+            # every cover is one of the person's own faces
+            assert all(
+                s.scalar(select(Face.person_id).where(Face.id == p.cover_face_id)) == p.id for p in rows
+            )
+        # nothing new, then a re-cluster of unchanged faces: nobody moves, nobody is made
+        assert people.cluster_project(studio, 1, full=False)["new_people"] == 0
+        full = people.cluster_project(studio, 1, full=True)
+        assert full["new_people"] == 0 and full["removed_people"] == 0
+        assert {pid: len(m) for pid, m in _groups(studio).items() if pid is not None} == groups
+    finally:
+        studio.close()
+
+
+def test_people_pages_named_then_unnamed_and_the_review_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import insert
+
+    studio = _synthetic_studio(tmp_path / "ws")
+    try:
+        names = ["Zoe", None, "Adam", None, None, "Bea", None, "Carl", None, None]
+        hidden = {3, 7}  # an unnamed and a named person hidden
+        sizes = [2, 6, 3, 5, 4, 1, 6, 2, 3, 0]  # the last one has no face left
+        with studio.sessions.begin() as s:
+            ids = s.scalars(
+                insert(Person).returning(Person.id, sort_by_parameter_order=True),
+                [{"project_id": 1, "name": n, "hidden": i in hidden} for i, n in enumerate(names)],
+            ).all()
+        _write_faces(studio, sizes, unplaced=3, people_ids=list(ids))
+        # one person has two faces in one photo (placed by hand): photos count them once
+        with studio.sessions.begin() as s:
+            twin = s.scalars(select(Face).where(Face.person_id == ids[4]).order_by(Face.id)).all()
+            twin[1].sample_id = twin[0].sample_id
+
+        def expected(with_hidden: bool) -> list[int]:
+            photos = [n - 1 if i == 4 else n for i, n in enumerate(sizes)]
+            keep = [
+                i for i in range(len(names)) if (names[i] or sizes[i]) and (with_hidden or i not in hidden)
+            ]
+            named = sorted((i for i in keep if names[i]), key=lambda i: names[i])  # type: ignore[arg-type, return-value]
+            unnamed = sorted((i for i in keep if not names[i]), key=lambda i: (-photos[i], ids[i]))
+            return [ids[i] for i in named + unnamed]
+
+        for with_hidden in (False, True):
+            want = expected(with_hidden)
+            for limit in (1, 2, 3, 100):
+                got, total = [], None
+                for offset in range(0, len(want) + 2, limit):
+                    page = people.list_people(
+                        studio, project="big", hidden=with_hidden, offset=offset, limit=limit
+                    )
+                    got += [p["id"] for p in page["items"]]
+                    total = page["total"]
+                assert got == want and total == len(want), (with_hidden, limit)
+        listed = {p["id"]: p for p in people.list_people(studio, project="big", hidden=True)["items"]}
+        assert (listed[ids[4]]["faces"], listed[ids[4]]["photos"]) == (4, 3)
+        assert listed[ids[0]]["faces"] == 2 and ids[9] not in listed
+        # a name search (ignoring case) lists named people only, in the same order
+        assert [p["name"] for p in people.list_people(studio, project="big", q="a")["items"]] == [
+            "Adam",
+            "Bea",
+        ]
+        found = people.list_people(studio, project="big", q="A", hidden=True, offset=2, limit=1)
+        assert [p["name"] for p in found["items"]] == ["Carl"] and found["total"] == 3
+
+        # the People page's count: the review's own total while the review is small...
+        queue = people.review_queue(studio, project="big")["total"]
+        assert people.review_count(studio, project="big") == {"count": queue, "exact": True, "more": False}
+        # ...the unplaced faces beyond (cheap, from the index), "more" past the cap
+        monkeypatch.setattr(people, "REVIEW_EXACT_PAIRS", 10)
+        assert people.review_count(studio, project="big") == {"count": 3, "exact": False, "more": False}
+        monkeypatch.setattr(people, "REVIEW_COUNT_CAP", 2)
+        assert people.review_count(studio, project="big") == {"count": 2, "exact": False, "more": True}
+        client = TestClient(create_app(studio, workers=0), base_url="http://localhost")
+        page = client.get("/projects/big/people").text
+        assert "Review 2 unplaced faces+</a>" in page
+    finally:
+        studio.close()

@@ -42,6 +42,10 @@ class Face(Base):
     __table_args__ = (
         Index("ix_faces_project_model", "project_id", "model", "id"),
         Index("ix_faces_person", "person_id", "id"),
+        # the People pages read these from the index alone (migration 0017)
+        Index("ix_faces_person_sample", "person_id", "sample_id"),
+        Index("ix_faces_project_model_sample", "project_id", "model", "sample_id"),
+        Index("ix_faces_project_model_person", "project_id", "model", "person_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

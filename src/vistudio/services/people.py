@@ -27,7 +27,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from vistudio.db import Sample
@@ -112,17 +112,32 @@ def cluster_project(studio: Studio, project_id: int, *, full: bool) -> dict[str,
     target: dict[int, int | None] = dict.fromkeys(free)
     target.update(result.assigned)
     with studio.sessions.begin() as s:
+        fresh: list[list[int]] = []  # the groups that become new people
         for group in result.new_groups:
             votes = Counter(rows[n].person_id for n in group if rows[n].person_id in reusable)
             pid = next((p for p, _ in votes.most_common() if p in reusable), None)
             if pid is None:
-                person = Person(project_id=project_id)
-                s.add(person)
-                s.flush()
-                pid = person.id
-                report["new_people"] += 1
+                fresh.append(group)
+                continue
             reusable.discard(pid)
             target.update(dict.fromkeys(group, pid))
+        # The new people (a first grouping makes thousands) in multi-row INSERT … RETURNING
+        # statements, each made with the cover _fix_covers would give them — their largest, surest
+        # face — which also tells which returned id is which group's (SQLite returns rows in no
+        # promised order, and asked for one it inserts them one at a time).
+        covers: dict[int, list[int]] = {}
+        for group in fresh:
+            best = min(group, key=lambda n: (-(rows[n].w * rows[n].h), -rows[n].score, rows[n].id))
+            covers[rows[best].id] = group
+        if covers:
+            made = s.execute(
+                insert(Person).returning(Person.id, Person.cover_face_id),
+                [{"project_id": project_id, "cover_face_id": face} for face in covers],
+            ).all()
+            for pid, face in made:
+                assert face is not None  # every one was made with its cover
+                target.update(dict.fromkeys(covers[face], pid))
+        report["new_people"] = len(fresh)
         # one UPDATE per (old person, new person): a user's decision made while this ran wins,
         # since only faces still as they were read are written
         moves: dict[tuple[int | None, int | None], list[int]] = {}
@@ -140,6 +155,9 @@ def cluster_project(studio: Studio, project_id: int, *, full: bool) -> dict[str,
                         Face.assigned.is_distinct_from("manual"),
                     )
                     .values(person_id=new, assigned=None if new is None else "auto")
+                    # no face is loaded in this session: nothing to keep in step (and checking
+                    # the session for each of a first grouping's thousands of statements costs)
+                    .execution_options(synchronize_session=False)
                 )
                 report["assigned"] += done.rowcount or 0  # type: ignore[attr-defined]
         report["removed_people"] = _drop_empty_people(s, project_id)
@@ -168,11 +186,16 @@ def _fix_covers(s: Session, project_id: int, person_ids: set[int] | None = None)
         if not person_ids:
             return
         where.append(Person.id.in_(person_ids))
-    for person in s.scalars(select(Person).where(*where)):
-        if person.cover_face_id is not None:
-            still = s.scalar(select(Face.person_id).where(Face.id == person.cover_face_id))
-            if still == person.id:
-                continue
+    chosen = list(s.scalars(select(Person).where(*where)))
+    covers = [p.cover_face_id for p in chosen if p.cover_face_id is not None]
+    owner: dict[int, int | None] = {}  # the person each cover face is in, 10,000 faces a query
+    for lo in range(0, len(covers), 10_000):
+        owner.update(
+            s.execute(select(Face.id, Face.person_id).where(Face.id.in_(covers[lo : lo + 10_000]))).all()
+        )
+    for person in chosen:
+        if person.cover_face_id is not None and owner.get(person.cover_face_id) == person.id:
+            continue
         person.cover_face_id = s.scalar(
             select(Face.id)
             .where(Face.person_id == person.id)
@@ -222,13 +245,24 @@ def find_person(s: Session, project_id: int, ref: str | int) -> Person:
     return person
 
 
+def _photo_count() -> Any:
+    """A person's photos, correlated to ``Person``: counted on the (person, photo) index in its
+    order, without reading a face or sorting."""
+    return (
+        select(func.count(func.distinct(Face.sample_id)))
+        .where(Face.person_id == Person.id)
+        .correlate(Person)
+        .scalar_subquery()
+    )
+
+
 def _counts(s: Session, person_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """(faces, photos) of each of these people (one grouped count(DISTINCT) would sort them all)."""
+    faces = select(func.count()).select_from(Face).where(Face.person_id == Person.id).correlate(Person)
     rows = s.execute(
-        select(Face.person_id, func.count(Face.id), func.count(func.distinct(Face.sample_id)))
-        .where(Face.person_id.in_(person_ids))
-        .group_by(Face.person_id)
+        select(Person.id, faces.scalar_subquery(), _photo_count()).where(Person.id.in_(person_ids))
     ).all()
-    return {pid: (faces, photos) for pid, faces, photos in rows if pid is not None}
+    return {pid: (n, photos) for pid, n, photos in rows if n}
 
 
 def _person_dict(p: Person, counts: tuple[int, int]) -> dict[str, Any]:
@@ -244,33 +278,50 @@ def _person_dict(p: Person, counts: tuple[int, int]) -> dict[str, Any]:
 
 
 def list_people(
-    studio: Studio, *, project: str | int, hidden: bool = False, offset: int = 0, limit: int = 100
+    studio: Studio,
+    *,
+    project: str | int,
+    hidden: bool = False,
+    offset: int = 0,
+    limit: int = 100,
+    q: str | None = None,
 ) -> dict[str, Any]:
     """The project's people: named first (by name), then unnamed (most photos first); hidden
-    people only with ``hidden``."""
+    people only with ``hidden``; with ``q``, only the named people whose name contains it
+    (ignoring case)."""
     if not 0 <= offset <= 2**62 or not 1 <= limit <= 1000:
         raise InvalidInput("offset must be >= 0 and limit between 1 and 1000")
+    q = (q or "").strip()
     with studio.sessions() as s:
         p = find_project(s, project)
+        # The named and the unnamed are paged separately: a page of named people comes from the
+        # (project, name) index without counting anybody's photos; only a page that reaches the
+        # unnamed ones counts theirs (every unnamed person's, from the (person, photo) index).
+        named = [Person.project_id == p.id, Person.name.is_not(None)]
         # an unnamed person whose photos were all deleted is gone (the next grouping removes them)
         has_faces = select(Face.id).where(Face.person_id == Person.id).exists()
-        where = [Person.project_id == p.id, or_(Person.name.is_not(None), has_faces)]
+        unnamed = [Person.project_id == p.id, Person.name.is_(None), has_faces]
         if not hidden:
-            where.append(Person.hidden.is_(False))
-        photos = (
-            select(func.count(func.distinct(Face.sample_id)))
-            .where(Face.person_id == Person.id)
-            .correlate(Person)
-            .scalar_subquery()
-        )
-        total = s.scalar(select(func.count()).select_from(Person).where(*where)) or 0
-        items = s.scalars(
-            select(Person)
-            .where(*where)
-            .order_by(Person.name.is_(None), Person.name, photos.desc(), Person.id)
-            .offset(offset)
-            .limit(limit)
-        ).all()
+            named.append(Person.hidden.is_(False))
+            unnamed.append(Person.hidden.is_(False))
+        if q:
+            named.append(Person.name.icontains(q, autoescape=True))
+        n_named = s.scalar(select(func.count()).select_from(Person).where(*named)) or 0
+        n_unnamed = 0 if q else s.scalar(select(func.count()).select_from(Person).where(*unnamed)) or 0
+        items: list[Person] = []
+        if offset < n_named:
+            items += s.scalars(
+                select(Person).where(*named).order_by(Person.name, Person.id).offset(offset).limit(limit)
+            )
+        if len(items) < limit and offset + len(items) < n_named + n_unnamed:
+            items += s.scalars(
+                select(Person)
+                .where(*unnamed)
+                .order_by(_photo_count().desc(), Person.id)
+                .offset(max(0, offset - n_named))
+                .limit(limit - len(items))
+            )
+        total = n_named + n_unnamed
         counts = _counts(s, [x.id for x in items])
         return {"items": [_person_dict(x, counts.get(x.id, (0, 0))) for x in items], "total": total}
 
@@ -370,6 +421,46 @@ def review_queue(
             ],
             "total": len(found),
         }
+
+
+REVIEW_EXACT_PAIRS = 1_000_000  # unplaced × placed faces the People page's count may compare
+REVIEW_EXACT_PLACED = 10_000  # placed faces it may read
+REVIEW_COUNT_CAP = 1000  # unplaced faces it counts at most ("1,000+")
+
+
+def review_count(studio: Studio, *, project: str | int) -> dict[str, Any]:
+    """What the People page says of the review, cheaply: ``{"count", "exact", "more"}``.
+
+    :func:`review_queue` compares every unplaced face with every placed one. While that is at
+    most ``REVIEW_EXACT_PAIRS`` pairs (and ``REVIEW_EXACT_PLACED`` placed faces), ``count`` is
+    its ``total`` (``exact``). In a bigger library it is the number of unplaced faces — read from
+    an index, an upper bound of the review's — up to ``REVIEW_COUNT_CAP`` (``more``: there are
+    more); the review page counts its own."""
+    model = model_name(studio)
+    with studio.sessions() as s:
+        p = find_project(s, project)
+        mine = [Face.project_id == p.id, Face.model == model]
+
+        def upto(n: int, *where: Any) -> int:
+            """How many faces, counting no further than ``n`` (on the (project, model, person) index)."""
+            found = select(Face.id).where(*mine, *where).limit(n).subquery()
+            return s.scalar(select(func.count()).select_from(found)) or 0
+
+        unplaced = upto(REVIEW_COUNT_CAP + 1, Face.person_id.is_(None))
+        if not unplaced:
+            return {"count": 0, "exact": True, "more": False}
+        most = min(REVIEW_EXACT_PAIRS // unplaced, REVIEW_EXACT_PLACED)
+        placed = upto(most + 1, Face.person_id.is_not(None))
+        project_id = p.id
+    if not placed:
+        return {"count": 0, "exact": True, "more": False}
+    if unplaced <= REVIEW_COUNT_CAP and placed <= most:
+        return {
+            "count": review_queue(studio, project=project_id, limit=1)["total"],
+            "exact": True,
+            "more": False,
+        }
+    return {"count": min(unplaced, REVIEW_COUNT_CAP), "exact": False, "more": unplaced > REVIEW_COUNT_CAP}
 
 
 def answer(studio: Studio, *, project: str | int, face: int, person: str | int, yes: bool) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import calendar
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class Filters:
     name: str | None = None
     dates: str | None = None  # how the date range was given, for the explanation
     people: tuple[str, ...] = ()  # photos of all these people (ids or names)
+    people_shown: tuple[str, ...] = ()  # how the explanation names them (their names, once found)
 
     @property
     def any(self) -> bool:
@@ -69,7 +70,7 @@ class Filters:
         if self.name:
             parts.append(f"name contains {self.name!r}")
         if self.people:
-            parts.append(f"showing {' and '.join(self.people)}")
+            parts.append(f"showing {' and '.join(self.people_shown or self.people)}")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,6 +194,17 @@ def _allowed_ids(s: Session, project_id: int, f: Filters) -> np.ndarray | None:
     return np.fromiter(s.scalars(stmt), dtype=np.int64)
 
 
+def _people_shown(s: Session, project_id: int, refs: tuple[str, ...]) -> tuple[str, ...]:
+    """The people a filter names, as the People pages call them: a name, or "unnamed person #ID"."""
+    from vistudio.db.faces import Person
+
+    ids = person_ids(s, project_id, refs)
+    names: dict[int, str | None] = {
+        i: n for i, n in s.execute(select(Person.id, Person.name).where(Person.id.in_(ids)))
+    }
+    return tuple(names.get(i) or f"unnamed person #{i}" for i in ids)
+
+
 def _check_query(text: str | None, sample_id: int | None, image: bytes | None) -> str | None:
     given = sum(x is not None for x in (text, sample_id, image))
     if given != 1:
@@ -263,6 +275,8 @@ def search(
         total_samples = s.scalar(select(func.count()).where(Sample.project_id == project_id)) or 0
         chosen = emb.search_model(s, project_id)
         allowed = _allowed_ids(s, project_id, f)
+        if f.people:
+            f = replace(f, people_shown=_people_shown(s, project_id, f.people))
     query_d: dict[str, Any] = (
         {"text": text}
         if text is not None

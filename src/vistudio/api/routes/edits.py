@@ -35,6 +35,8 @@ class SampleFilter(BaseModel):
     min_objects: int | None = Field(None, ge=0, le=1_000_000)
     max_objects: int | None = Field(None, ge=0, le=1_000_000)
     object_size: str | None = Field(None, max_length=16)
+    # photos of this person (an id or a name), or of all these people together
+    person: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(None, max_length=20)
 
 
 class Selection(BaseModel):

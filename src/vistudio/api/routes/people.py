@@ -50,10 +50,11 @@ def list_people(
     hidden: bool = False,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    q: Annotated[str, Query(max_length=200, description="name contains (ignoring case)")] = "",
 ) -> dict[str, Any]:
     """``{"items": [{"id", "name", "hidden", "faces", "photos", "cover_url"}], "total"}``: named
-    people first, then unnamed ones with the most photos."""
-    return people.list_people(studio, project=project, hidden=hidden, offset=offset, limit=limit)
+    people first, then unnamed ones with the most photos; ``q``: the people whose name contains it."""
+    return people.list_people(studio, project=project, hidden=hidden, offset=offset, limit=limit, q=q)
 
 
 @router.post("/projects/{project}/people/recluster", status_code=202)

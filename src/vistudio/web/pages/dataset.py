@@ -10,6 +10,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from pydantic import Field
 
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
@@ -17,7 +18,7 @@ from vistudio.ingest.readers import known_formats
 from vistudio.ml.inference.regression import is_regression_task
 from vistudio.ml.tasks import get_task
 from vistudio.services import annotations as object_edits
-from vistudio.services import edits, ingest, library, projects, samples, splits, targets, views
+from vistudio.services import edits, ingest, library, people, projects, samples, splits, targets, views
 from vistudio.services.views import GRID_KEYS, grid_filters
 from vistudio.studio import Studio
 from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htmx, render, row_id
@@ -38,6 +39,48 @@ FILTER_KEYS = GRID_KEYS
 # annotation kinds drawn over the images (the rest are listed in the detail only)
 DRAWN_KINDS = frozenset({"box", "polygon", "mask_rle", "rotated_box"})
 OBJECT_SIZES = {"small": "Small (< 32² px)", "medium": "Medium (< 96² px)", "large": "Large (≥ 96² px)"}
+MAX_PEOPLE = 20  # people one filter may name (as the search API takes them)
+# ?person=ID, repeated: photos showing all of these people (ids, or names as the API takes them)
+PersonParams = Annotated[list[Annotated[str, Field(max_length=200)]], Query(alias="person")]
+
+
+def person_label(p: dict[str, Any]) -> str:
+    """A person as the People pages call them: their name, or "Unnamed person #ID"."""
+    return p["name"] or f"Unnamed person #{p['id']}"
+
+
+def person_refs(values: list[str]) -> list[str]:
+    """The people of a ``?person=`` filter: stripped, without blanks or repeats, at most 20."""
+    refs = list(dict.fromkeys(v.strip() for v in values if v.strip()))
+    if len(refs) > MAX_PEOPLE:
+        raise InvalidInput(f"filter by at most {MAX_PEOPLE} people at once")
+    return refs
+
+
+def person_filter(studio: Studio, project: dict[str, Any], values: list[str]) -> dict[str, Any] | None:
+    """What the People filter control (person-filter.js) starts from: the people chosen (``id``,
+    ``label``; one the project lacks keeps its reference, labelled as unknown), how many people
+    the project lists (hidden ones are not offered), where to find them. None for a project that
+    has no people and cannot have any (a project whose task offers no People section)."""
+    refs = list(dict.fromkeys(v.strip() for v in values if v.strip()))[:MAX_PEOPLE]
+    total = people.list_people(studio, project=project["id"], limit=1)["total"]
+    offered = "people" in get_task(project["task"]).sections
+    if not (total or refs or offered):
+        return None
+    chosen = []
+    for ref in refs:
+        try:
+            p = people.get_person(studio, project=project["id"], person=ref, limit=1)["person"]
+            chosen.append({"id": str(p["id"]), "label": person_label(p)})
+        except NotFound:
+            chosen.append({"id": ref, "label": f"Unknown person {ref}"})
+    name = quote(project["name"], safe="")
+    return {
+        "chosen": chosen,
+        "total": total,
+        "api": f"/api/v1/projects/{name}/people",
+        "people_url": f"/projects/{name}/people" if offered else None,
+    }
 
 
 def draws_overlay(task: str) -> bool:
@@ -150,10 +193,13 @@ def selection_filter(filters: dict[str, Any]) -> dict[str, Any]:
 
 
 def _grid_context(
-    studio: Studio, project: dict[str, Any], params: dict[str, str], offset: int
+    studio: Studio, project: dict[str, Any], params: dict[str, str], offset: int, person: list[str]
 ) -> dict[str, Any]:
     overlay = draws_overlay(project["task"])
     filters = grid_filters(params)
+    refs = person_refs(person)
+    if refs:
+        filters["person"] = refs
     page = samples.list_samples(
         studio,
         project=project["id"],
@@ -170,7 +216,7 @@ def _grid_context(
     next_url = None
     if shown < page["total"]:
         next_url = f"/projects/{quote(project['name'], safe='')}/samples?" + urlencode(
-            {**kept, "offset": shown}
+            [*kept.items(), *(("person", r) for r in refs), ("offset", shown)]
         )
     return {
         "project": project,
@@ -179,7 +225,7 @@ def _grid_context(
         "offset": offset,
         "shown": shown,
         "next_url": next_url,
-        "filtered": any(kept.get(k) for k in FILTER_KEYS if k not in ("sort", "order")),
+        "filtered": bool(refs) or any(kept.get(k) for k in FILTER_KEYS if k not in ("sort", "order")),
         "overlay": overlay,
         "selection_filter": selection_filter(filters),
     }
@@ -232,9 +278,11 @@ def dataset_page(
     params: GridParams,
     sample: SampleParam = "",
     view: Text = "",
+    person: PersonParams = [],  # noqa: B006
 ) -> Response:
     """The grid; ``?sample=ID`` (the detail's own address, pushed when one opens) shows that sample;
-    ``?view=NAME`` a saved view's filter and sort."""
+    ``?view=NAME`` a saved view's filter and sort; ``?person=ID`` (repeated) the photos showing all
+    of these people."""
     try:
         project = projects.get_project(studio, name)
         if view:
@@ -246,7 +294,7 @@ def dataset_page(
         return error_fragment(request, exc) if is_htmx(request) else error_page(request, exc)
     grid_error: VistudioError | None = None
     try:
-        grid = _grid_context(studio, project, params, 0)
+        grid = _grid_context(studio, project, params, 0, person)
     except VistudioError as exc:
         grid, grid_error = {"items": [], "total": 0, "shown": 0, "next_url": None, "filtered": True}, exc
     if is_htmx(request):
@@ -293,6 +341,7 @@ def dataset_page(
             "view": view,
             "subsets": subsets,
             "params": params,
+            "person_filter": person_filter(studio, project, person),
             "sorts": SORTS,
             "formats": known_formats(),
             "import_roots": [str(r) for r in studio.settings.import_roots],
@@ -334,13 +383,14 @@ def grid_page(
     name: str,
     params: GridParams,
     offset: Annotated[str, Query(max_length=12)] = "0",
+    person: PersonParams = [],  # noqa: B006
 ) -> Response:
     """One page of tiles (the next 60), for the grid's infinite scroll."""
     try:
         if not (offset.isascii() and offset.isdigit() and len(offset) < 19):
             raise InvalidInput("offset must be a whole number")
         project = projects.get_project(studio, name)
-        ctx = _grid_context(studio, project, params, int(offset))
+        ctx = _grid_context(studio, project, params, int(offset), person)
     except VistudioError as exc:
         return error_fragment(request, exc)
     return render(request, "fragments/tiles.html", ctx)

@@ -416,6 +416,11 @@ function savedViews(opts) {
       for (const [key, value] of new FormData(form).entries()) {
         if (typeof value === "string" && value.trim()) query[key] = value.trim();
       }
+      if ("person" in query) {
+        // views keep the grid's other filters only: better say so than save a view that shows more
+        this.error = "A saved view cannot keep the People filter yet: remove the people to save the other filters.";
+        return;
+      }
       this.busy = true;
       const body = await this.send("/api/v1/projects/" + encodeURIComponent(opts.project) + "/views", {
         method: "POST",
