@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,54 @@ def _parity_items(studio: Studio, exp: Experiment) -> list[str]:
     return paths
 
 
+def _parity_inputs(
+    studio: Studio, exp: Experiment, read: Callable[[str], Any], noise: Callable[[Any], list[Any]]
+) -> tuple[list[Any], str]:
+    """What an export is checked on, and where it comes from: the split's images
+    (:func:`_parity_items`) as ``read`` makes them (an unreadable one is simply not used), or,
+    when none can be read, seeded noise from ``noise(rng)`` rather than no check at all."""
+    import numpy as np
+
+    inputs = []
+    for path in _parity_items(studio, exp):
+        try:
+            inputs.append(read(path))
+        except Exception:  # an unreadable image is simply not used for the check
+            continue
+    if inputs:
+        return inputs, "split images"
+    return noise(np.random.default_rng(0)), "random inputs (the split has no readable images)"
+
+
+def _image_inputs(studio: Studio, exp: Experiment, pre: dict[str, Any]) -> tuple[list[Any], str]:
+    """A classifier's (or regressor's, anomaly model's) check inputs: preprocessed arrays."""
+    import numpy as np
+
+    from vistudio.ml.preprocess import eval_array, open_rgb
+
+    size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
+    return _parity_inputs(
+        studio,
+        exp,
+        lambda path: eval_array(open_rgb(path, draft_size=max(size)), pre),
+        lambda rng: list(rng.standard_normal((8, 3, *size)).astype(np.float32)),
+    )
+
+
+def _detector_inputs(studio: Studio, exp: Experiment, image_size: int) -> tuple[list[Any], str]:
+    """A detector's check inputs: (3, H, W) images in 0..1, each as its runner reads it."""
+    import numpy as np
+
+    from vistudio.ml.inference.onnx import detection_input
+
+    return _parity_inputs(
+        studio,
+        exp,
+        lambda path: detection_input(path, image_size)[0],
+        lambda rng: [rng.random((3, image_size, image_size - 8 * i), dtype=np.float32) for i in range(4)],
+    )
+
+
 @job_handler("export")
 def run_export(ctx: JobContext) -> dict[str, Any]:
     studio = ctx.studio
@@ -506,10 +555,9 @@ def _export_detector(
     props: dict[str, str],
     dest: Path,
 ) -> dict[str, Any]:
-    import numpy as np
 
     from vistudio.ml.export import detection as det_export
-    from vistudio.ml.inference.onnx import OnnxDetector, detection_input
+    from vistudio.ml.inference.onnx import OnnxDetector
 
     studio = ctx.studio
     image_size = int(max(meta["preprocess"]["input_size"]))
@@ -521,24 +569,10 @@ def _export_detector(
     )
     ctx.check_cancelled()
     ctx.progress(2, 4, "validating against PyTorch", force=True)
-    images = []
-    for path in _parity_items(studio, exp):
-        try:
-            arr, _, _ = detection_input(path, image_size)
-        except Exception:  # an unreadable image is simply not used for the check
-            continue
-        images.append((path, arr))
-    source = "split images"
-    if not images:  # no readable image in the split: check on seeded noise rather than not at all
-        rng = np.random.default_rng(0)
-        images = [
-            (f"noise-{i}", rng.random((3, image_size, image_size - 8 * i), dtype=np.float32))
-            for i in range(4)
-        ]
-        source = "random inputs (the split has no readable images)"
+    images, source = _detector_inputs(studio, exp, image_size)
     runner = OnnxDetector(dest)
     pairs = []
-    for _, arr in images:
+    for arr in images:
         ctx.check_cancelled()
         pairs.append((det_export.pytorch_detections(model, arr), runner.detect(arr)))
     config = meta.get("config") or {}
@@ -592,10 +626,8 @@ def _export_oriented(
     :mod:`vistudio.ml.export.oriented`), checked against eager PyTorch detection by detection on
     the split's images decoded as evaluation decodes them (seeded noise when none is readable),
     both sides selecting at the file's ``selection_score_threshold``; a failed check fails the job."""
-    import numpy as np
 
     from vistudio.ml.export import oriented as obb_export
-    from vistudio.ml.inference.onnx import detection_input
     from vistudio.ml.inference.onnx_oriented import OnnxOrientedDetector
 
     image_size = int(max(meta["preprocess"]["input_size"]))
@@ -607,17 +639,7 @@ def _export_oriented(
     )
     ctx.check_cancelled()
     ctx.progress(2, 4, "validating against PyTorch", force=True)
-    images = []
-    for path in _parity_items(ctx.studio, exp):
-        try:
-            images.append(detection_input(path, image_size)[0])
-        except Exception:  # an unreadable image is simply not used for the check
-            continue
-    source = "split images"
-    if not images:  # no readable image in the split: check on seeded noise rather than not at all
-        rng = np.random.default_rng(0)
-        images = [rng.random((3, image_size, image_size - 8 * i), dtype=np.float32) for i in range(4)]
-        source = "random inputs (the split has no readable images)"
+    images, source = _detector_inputs(ctx.studio, exp, image_size)
     runner = OnnxOrientedDetector(dest)
     pairs = []
     for arr in images:
@@ -654,24 +676,13 @@ def _export_regressor(
     """A regressor's file (its values in the targets' units), checked against PyTorch on the
     split's images (:func:`vistudio.ml.export.regression.export_regressor`); a failed check fails
     the job."""
-    import numpy as np
 
     from vistudio.ml.export.regression import ParityFailed, export_regressor
-    from vistudio.ml.preprocess import eval_array, open_rgb
 
     pre = meta["preprocess"]
     size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
     ctx.progress(1, 4, f"exporting to {row.format} and validating against PyTorch", force=True)
-    arrays = []
-    for path in _parity_items(ctx.studio, exp):
-        try:
-            arrays.append(eval_array(open_rgb(path, draft_size=max(size)), pre))
-        except Exception:  # an unreadable image is simply not used for the check
-            continue
-    source = "split images"
-    if not arrays:  # no readable image in the split: check on seeded noise rather than not at all
-        arrays = list(np.random.default_rng(0).standard_normal((8, 3, *size)).astype(np.float32))
-        source = "random inputs (the split has no readable images)"
+    arrays, source = _image_inputs(ctx.studio, exp, pre)
     try:
         validation = export_regressor(
             model,
@@ -719,24 +730,13 @@ def _export_anomaly(
 ) -> dict[str, Any]:
     """An anomaly model's file (one score per image, its sigmoid inside the graph), checked
     against PyTorch on the split's images (:func:`vistudio.ml.export.anomaly.export_scorer`)."""
-    import numpy as np
 
     from vistudio.ml.export.anomaly import ParityFailed, export_scorer
-    from vistudio.ml.preprocess import eval_array, open_rgb
 
     pre = meta["preprocess"]
     size = (int(pre["input_size"][0]), int(pre["input_size"][1]))
     ctx.progress(1, 4, f"exporting to {row.format} and validating against PyTorch", force=True)
-    arrays = []
-    for path in _parity_items(ctx.studio, exp):
-        try:
-            arrays.append(eval_array(open_rgb(path, draft_size=max(size)), pre))
-        except Exception:  # an unreadable image is simply not used for the check
-            continue
-    source = "split images"
-    if not arrays:  # no readable image in the split: check on seeded noise rather than not at all
-        arrays = list(np.random.default_rng(0).standard_normal((8, 3, *size)).astype(np.float32))
-        source = "random inputs (the split has no readable images)"
+    arrays, source = _image_inputs(ctx.studio, exp, pre)
     try:
         validation = export_scorer(
             model,
@@ -806,7 +806,6 @@ def _export_classifier(
         torchscript_logits,
     )
     from vistudio.ml.inference.pytorch import eager_logits
-    from vistudio.ml.preprocess import eval_array, open_rgb
 
     studio = ctx.studio
     ctx.progress(1, 4, f"exporting to {row.format}", force=True)
@@ -816,17 +815,7 @@ def _export_classifier(
         export_torchscript(model, dest, input_size=size, props=props)
     ctx.check_cancelled()
     ctx.progress(2, 4, "validating against PyTorch", force=True)
-    arrays = []
-    for path in _parity_items(studio, exp):
-        try:
-            arrays.append(eval_array(open_rgb(path, draft_size=max(size)), pre))
-        except Exception:  # an unreadable image is simply not used for the check
-            continue
-    source = "split images"
-    if not arrays:  # no readable image in the split: check on seeded noise rather than not at all
-        rng = np.random.default_rng(0)
-        arrays = list(rng.standard_normal((8, 3, *size)).astype(np.float32))
-        source = "random inputs (the split has no readable images)"
+    arrays, source = _image_inputs(studio, exp, pre)
     batch = np.stack(arrays)
     reference = np.concatenate([eager_logits(model, batch[i : i + 32]) for i in range(0, len(batch), 32)])
     run = onnx_logits if row.format == "onnx" else torchscript_logits
