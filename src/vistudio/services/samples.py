@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, select, true
+from sqlalchemy.orm import aliased
 
 from vistudio.db import Annotation, LabelClass, Project, Sample, SampleTag, Split, SplitMember
 from vistudio.db.duplicates import HiddenSample
@@ -37,6 +39,10 @@ OBJECT_SIZES: dict[str, tuple[float, float]] = {
     "large": (96.0**2, math.inf),
 }
 MAX_OBJECTS = 1_000_000
+# a page of the photos of people in more photos than this walks the project's photos in the
+# page's order, looking each up in the people's faces, and stops when the page is full; a page of
+# fewer starts from their photos (each looked up by id, then sorted)
+PEOPLE_WALK_MIN = 20_000
 
 
 def _iso(v: datetime | None) -> str | None:
@@ -79,13 +85,24 @@ def filtered_query(
     include_hidden: bool = True,
     objects: ColumnElement[bool] | None = None,
     people: Sequence[int] = (),
+    people_first: bool = True,
 ) -> Select[Any]:
     """The samples of a project that pass the filters; ``objects`` is a condition from
     :func:`object_condition` (number, class and size of the objects); ``people``: photos showing
-    every one of these people (ids)."""
-    stmt = select(Sample).where(Sample.project_id == project_id)
-    for person in people:
-        stmt = stmt.where(Sample.id.in_(select(Face.sample_id).where(Face.person_id == person)))
+    every one of these people (ids; the one with the fewest faces first is fastest).
+    ``people_first`` says how the database finds those, never which: by default it starts from
+    the people's photos (their (person, photo) index entries, then each photo by id: the
+    project's indexes are not used for ``project_id``); False walks the project's photos (in
+    the order of an index that serves the sort) and looks each up in the people's faces — for a
+    page of people in many photos, which stops as soon as it is full."""
+    people = tuple(dict.fromkeys(people))
+    first = bool(people) and people_first
+    # "+ 0": not the (project, …) indexes, so the database starts from the people's photos
+    stmt = select(Sample).where((Sample.project_id + 0 if first else Sample.project_id) == project_id)
+    if first:
+        stmt = stmt.where(Sample.id.in_(people_photos(people)))
+    for person in people if not first else ():
+        stmt = stmt.where(_has_face(person, Sample.id))
     if objects is not None:
         stmt = stmt.where(objects)
     if not include_hidden:  # hidden by a duplicate review ("hide others"): out of browsing
@@ -119,6 +136,45 @@ def filtered_query(
     if q:
         stmt = stmt.where(Sample.name.contains(q, autoescape=True))
     return stmt
+
+
+def people_photos(people: Sequence[int]) -> Select[Any]:
+    """The ids of the photos showing every one of ``people``: the first person's photos (their
+    (person, photo) index entries, in photo order) in which each other person has a face too —
+    read from the index alone, as many entries as the first person has faces (pass the smallest
+    first)."""
+    first, *others = people
+    face = aliased(Face)
+    stmt = select(face.sample_id).where(face.person_id == first).distinct()
+    for person in others:
+        stmt = stmt.where(_has_face(person, face.sample_id))
+    return stmt
+
+
+def _has_face(person: int, sample_id: Any) -> ColumnElement[bool]:
+    """The person has a face in that photo: one look-up in the (person, photo) index (it selects
+    the id, which the index holds, so that no face row is read)."""
+    return select(Face.id).where(Face.person_id == person, Face.sample_id == sample_id).exists()
+
+
+def fewest_faces_first(s: Any, people: Sequence[int]) -> tuple[int, ...]:
+    """The people (each once) ordered by how many faces they have, fewest first: the order in
+    which :func:`people_photos` reads the least. One count over their index entries, once per
+    session."""
+    people = tuple(dict.fromkeys(people))
+    if len(people) < 2:
+        return people
+    known: dict[tuple[int, ...], tuple[int, ...]] = s.info.setdefault("fewest_faces_first", {})
+    if people not in known:
+        sizes = dict(
+            s.execute(
+                select(Face.person_id, func.count())
+                .where(Face.person_id.in_(people))
+                .group_by(Face.person_id)
+            ).all()
+        )
+        known[people] = tuple(sorted(people, key=lambda p: sizes.get(p, 0)))
+    return known[people]
 
 
 def polygon_area(points: Sequence[Sequence[float]]) -> float:
@@ -330,16 +386,19 @@ def matching_query(
     max_objects: int | None = None,
     object_size: str | None = None,
     person: str | Sequence[str] | None = None,
+    people_first: bool = True,
 ) -> Select[Any]:
     """The samples of project ``p`` that the grid's filters select (see :func:`list_samples`): the
     one definition of "the samples matching the current filter", for pages and bulk edits alike.
-    ``person``: photos of that person (an id or a name), or of all these people together."""
+    ``person``: photos of that person (an id or a name), or of all these people together;
+    ``people_first``: see :func:`filtered_query` (how, never which)."""
     split_id = resolve_split(s, p.id, split, subset)
     if label is not None and s.scalar(_class_ids(p.id, label)) is None:
         raise NotFound(f"class {label!r} not found in project {p.name!r}")
     objects = object_condition(
         s, p, label=label, min_objects=min_objects, max_objects=max_objects, object_size=object_size
     )
+    people = fewest_faces_first(s, person_ids(s, p.id, person))
     return filtered_query(
         p.id,
         label=label if objects is None else None,  # the object filter counts that class
@@ -354,8 +413,17 @@ def matching_query(
         q=q,
         include_hidden=include_hidden,
         objects=objects,
-        people=person_ids(s, p.id, person),
+        people=people,
+        people_first=people_first,
     )
+
+
+# each of matching_query's filters and its value when it is not set
+_FILTER_DEFAULTS: dict[str, Any] = {
+    name: param.default
+    for name, param in inspect.signature(matching_query).parameters.items()
+    if param.kind is inspect.Parameter.KEYWORD_ONLY and name != "people_first"
+}
 
 
 def person_ids(s: Any, project_id: int, person: str | Sequence[str] | None) -> tuple[int, ...]:
@@ -392,8 +460,21 @@ def list_samples(
         raise InvalidInput(f"offset must be >= 0 and limit between 1 and {MAX_LIMIT}")
     with studio.sessions() as s:
         p = find_project(s, project)
-        stmt = matching_query(s, p, **filters)
-        total = s.scalar(select(func.count()).select_from(stmt.with_only_columns(Sample.id).subquery())) or 0
+        people = fewest_faces_first(s, person_ids(s, p.id, filters.get("person")))
+        theirs, many = 0, False
+        if people:
+            # how many photos show them (from their faces alone): the total when nothing else
+            # filters, and whether a page should walk the photos in order or start from theirs
+            include_hidden = bool(filters.get("include_hidden", False))
+            theirs = _people_total(s, p.id, people, include_hidden=include_hidden)
+            many = theirs > PEOPLE_WALK_MIN
+        stmt = matching_query(s, p, **{**filters, "people_first": not many})
+        if people and _only_people(filters):
+            total = theirs
+        else:
+            total = (
+                s.scalar(select(func.count()).select_from(stmt.with_only_columns(Sample.id).subquery())) or 0
+            )
         col = SORTS[sort]
         # id breaks ties so pages never overlap or skip rows
         ordering: tuple[Any, ...] = (
@@ -417,17 +498,43 @@ def list_samples(
         }
 
 
+def _only_people(filters: dict[str, Any]) -> bool:
+    """Whether the grid's filters are the people (and the hidden samples rule) alone."""
+    return all(
+        filters.get(name, default) == default
+        for name, default in _FILTER_DEFAULTS.items()
+        if name not in ("person", "include_hidden")
+    )
+
+
+def _people_total(s: Any, project_id: int, people: Sequence[int], *, include_hidden: bool) -> int:
+    """How many of the project's photos show every one of ``people`` (smallest first), hidden
+    samples left out unless ``include_hidden``: ``count(*)`` of :func:`filtered_query` with no
+    other filter, read from the faces' (person, photo) index alone. The same number: a person's
+    faces are all in photos of the person's project, and a photo's faces go with it."""
+    photos = people_photos(people).subquery()
+    stmt = select(func.count()).select_from(photos)
+    if not include_hidden:
+        hidden = select(HiddenSample.sample_id).where(HiddenSample.project_id == project_id)
+        stmt = stmt.where(photos.c.sample_id.not_in(hidden))
+    return int(s.scalar(stmt) or 0)
+
+
 def _dated_then_undated(
     s: Any, stmt: Select[Any], ordering: tuple[Any, ...], *, offset: int, limit: int
 ) -> list[Sample]:
     """Undated photos go last in both directions. Sorting on ``taken_at IS NULL`` would defeat the
-    (project, taken_at, id) index, so the dated and undated parts are paged separately."""
+    (project, taken_at, id) index, so the dated and undated parts are paged separately. The dated
+    photos are counted only when the page goes past them (a page of dated photos needs no count)."""
     dated = stmt.where(Sample.taken_at.is_not(None))
-    n_dated = s.scalar(select(func.count()).select_from(dated.with_only_columns(Sample.id).subquery())) or 0
-    rows: list[Sample] = []
-    if offset < n_dated:
-        rows = list(s.scalars(dated.order_by(*ordering).offset(offset).limit(limit)))
+    rows = list(s.scalars(dated.order_by(*ordering).offset(offset).limit(limit)))
     if len(rows) < limit:
+        if rows:  # the dated photos end on this page
+            n_dated = offset + len(rows)
+        else:
+            n_dated = (
+                s.scalar(select(func.count()).select_from(dated.with_only_columns(Sample.id).subquery())) or 0
+            )
         undated = stmt.where(Sample.taken_at.is_(None)).order_by(Sample.id)
         rows += s.scalars(undated.offset(max(0, offset - n_dated)).limit(limit - len(rows)))
     return rows

@@ -10,8 +10,10 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import func, or_, select
 
 from vistudio.api.deps import StudioDep
+from vistudio.db.faces import Face, Person
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.jobs.queue import job_dict
 from vistudio.ml.tasks import get_task
@@ -73,20 +75,27 @@ def _jobs(studio: Studio, project_id: int) -> tuple[dict[str, Any] | None, dict[
 
 
 def _status_context(studio: Studio, project: dict[str, Any]) -> dict[str, Any]:
-    """What the status area shows: the running job with its progress, or what to do next."""
-    counts = faces.list_faces(studio, project=project["id"], limit=1)
+    """What the status area shows: the running job with its progress, or what to do next. The
+    face counts only when no job runs: a running job's area (polled every second) shows its
+    progress instead, and so does the rest of the page."""
     active, last = _jobs(studio, project["id"])
+    counts = (
+        {"faces": None, "photos_with_faces": None, "photos_scanned": None}
+        if active
+        else faces.face_counts(studio, project=project["id"])
+    )
     settings = studio.settings.faces
+    photos = project.get("samples", 0)
     return {
         "project": project,
         "base": _base(project),
         "enabled": settings.enabled,
         "min_faces": settings.min_faces,
-        "faces_total": counts["total"],
+        "faces_total": counts["faces"],
         "scanned": counts["photos_scanned"],
         "with_faces": counts["photos_with_faces"],
-        "photos": project.get("samples", 0),
-        "pending": max(0, project.get("samples", 0) - counts["photos_scanned"]),
+        "photos": photos,
+        "pending": None if active else max(0, photos - counts["photos_scanned"]),
         "active": active,
         "last": last,
     }
@@ -101,6 +110,25 @@ def _status_response(request: Request, studio: Studio, project: dict[str, Any], 
 
 
 # --- the grid of people -------------------------------------------------------------------------
+
+
+def _hidden_people(studio: Studio, project_id: int) -> int:
+    """How many more people ``people.list_people`` lists with ``hidden=True`` than without (the
+    "Show hidden people (N)" toggle): the hidden people it lists — named, or unnamed with a face.
+    Counted from the people alone, where the other list's ``total`` counted every person and
+    could order every unnamed one by their photos (no one named yet)."""
+    has_faces = select(Face.id).where(Face.person_id == Person.id).exists()
+    with studio.sessions() as s:
+        n = s.scalar(
+            select(func.count())
+            .select_from(Person)
+            .where(
+                Person.project_id == project_id,
+                Person.hidden.is_(True),
+                or_(Person.name.is_not(None), has_faces),
+            )
+        )
+    return int(n or 0)
 
 
 @router.get("/projects/{name}/people", response_class=HTMLResponse)
@@ -122,9 +150,6 @@ def people_page(
     listed = people.list_people(
         studio, project=project["id"], hidden=show_hidden, offset=offset, limit=PAGE_SIZE
     )
-    # the other count (with or without the hidden people) for the toggle
-    other = people.list_people(studio, project=project["id"], hidden=not show_hidden, limit=1)["total"]
-    everyone, visible = (listed["total"], other) if show_hidden else (other, listed["total"])
     base = _base(project)
 
     def link(**changes: Any) -> str:
@@ -148,7 +173,7 @@ def people_page(
             "nav": "projects",
             "people": listed["items"],
             "total": listed["total"],
-            "hidden_count": everyone - visible,
+            "hidden_count": _hidden_people(studio, project["id"]),
             "show_hidden": show_hidden,
             "offset": offset,
             "page_size": PAGE_SIZE,
@@ -261,17 +286,31 @@ def undo_redo(
 # --- one person ---------------------------------------------------------------------------------
 
 
+def _names(studio: Studio, project_id: int) -> list[tuple[int, str]]:
+    """``(id, name)`` of the first ``NAMES_LISTED`` named people by name, hidden ones included —
+    the named part of ``people.list_people(hidden=True, limit=NAMES_LISTED)``, which lists them
+    first — from the (project, name) index, without ordering the unnamed people by their photos
+    when fewer are named."""
+    with studio.sessions() as s:
+        rows = s.execute(
+            select(Person.id, Person.name)
+            .where(Person.project_id == project_id, Person.name.is_not(None))
+            .order_by(Person.name, Person.id)
+            .limit(NAMES_LISTED)
+        ).all()
+    return [(pid, name) for pid, name in rows if name]
+
+
 def _person_context(
     studio: Studio, project: dict[str, Any], person: int, *, message: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     p = people.get_person(studio, project=project["id"], person=person)["person"]
-    named = people.list_people(studio, project=project["id"], hidden=True, limit=NAMES_LISTED)["items"]
     return {
         "project": project,
         "base": _base(project),
         "p": p,
         "message": message,
-        "others": [x["name"] for x in named if x["name"] and x["id"] != p["id"]],
+        "others": [name for pid, name in _names(studio, project["id"]) if pid != p["id"]],
         "photo_base": f"/projects/{quote(project['name'], safe='')}?sample=",
     }
 
