@@ -31,7 +31,8 @@ Four parts, each against a baseline in the same run, and a fifth run only when a
   ``--page-faces``/2 photos, 95 % of them in ``--page-people`` people (10,000; Zipf-like sizes,
   5 % named, 2 % hidden), 5 % unplaced, with random 512-byte descriptors and WebP-sized random
   crops (``--crop-bytes``), written with bulk inserts. Every call the People grid, the person
-  page, the review, the photo detail's face boxes and the browse filter by people make — the
+  page, the review (its first and a deep page, and a Yes and a No each undone), the photo
+  detail's face boxes and the browse filter by people make — the
   services and the pages through FastAPI's TestClient — timed after a warm-up (p50 / p95 of
   ``--page-repeat``), with ``EXPLAIN QUERY PLAN`` of each statement and flags for the steps that
   read more than a page shows. Baseline in the same run: the same calls on a library of the same
@@ -834,6 +835,7 @@ def build_pages_workspace(
                 .group_by(Face.person_id)
             ).all()
             s.execute(update(Person), [{"id": who, "cover_face_id": face} for who, face in firsts])
+        suggestions = write_suggestions(studio, pid, seed)
         by_size = np.argsort(-sizes, kind="stable")
         visible = [k for k in by_size.tolist() if k not in hidden]
         busiest = int(np.bincount(photo_of).argmax())
@@ -852,10 +854,82 @@ def build_pages_workspace(
             "small_person": int(person_ids[visible[-1]]),
             "small_person_faces": int(sizes[visible[-1]]),
             "photo": int(sample_ids[busiest]),
+            "suggestions": suggestions,
             "db_mib": round(sum(f.stat().st_size for f in home.glob("*.db*")) / 2**20, 1),
         }
     finally:
         studio.close()
+
+
+def write_suggestions(studio: Any, project_id: int, seed: int) -> int:
+    """The review's suggestions kept on the unplaced faces (migration 0018), written with the data:
+    the descriptors are random (nobody is within reach of anybody: a grouping or the suggestions
+    job would find none), so 90 % of the unplaced faces get a random visible person at a random
+    distance in [0.15, 0.6) (through that person's cover face), the rest nobody (-1)."""
+    from sqlalchemy import Table, bindparam, select, update
+
+    from vistudio.db.faces import Face, Person
+
+    rng = np.random.default_rng(seed + 1)
+    table: Table = Face.__table__
+    with studio.sessions.begin() as s:
+        open_faces = s.scalars(
+            select(Face.id).where(Face.project_id == project_id, Face.person_id.is_(None)).order_by(Face.id)
+        ).all()
+        visible = s.execute(
+            select(Person.id, Person.cover_face_id).where(
+                Person.project_id == project_id, Person.hidden.is_(False), Person.cover_face_id.is_not(None)
+            )
+        ).all()
+        who = rng.integers(0, len(visible), len(open_faces))
+        dist = rng.uniform(0.15, 0.6, len(open_faces))
+        some = rng.random(len(open_faces)) < 0.9
+        rows = [
+            {
+                "f": f,
+                "p": visible[w].id if k else None,
+                "d": float(d) if k else -1.0,
+                "v": visible[w].cover_face_id if k else None,
+            }
+            for f, w, d, k in zip(open_faces, who.tolist(), dist.tolist(), some.tolist(), strict=True)
+        ]
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("f"))
+            .values(
+                suggested_person_id=bindparam("p"),
+                suggested_distance=bindparam("d"),
+                suggested_face_id=bindparam("v"),
+            )
+        )
+        for lo in range(0, len(rows), 10_000):
+            s.execute(stmt, rows[lo : lo + 10_000])
+    return int(some.sum())
+
+
+def add_suggestions(home: Path, info: dict[str, Any], *, seed: int) -> dict[str, Any]:
+    """A workspace built before migration 0018: opened (the migration: three columns, three
+    indexes), then :func:`write_suggestions`; the seconds of each."""
+    from sqlalchemy import select
+
+    from vistudio.config import Settings
+    from vistudio.db import Project
+    from vistudio.studio import open_studio
+
+    log(f"pages: upgrading {home} (migration 0018) and writing the review's suggestions")
+    t = time.perf_counter()
+    studio = open_studio(Settings(home=home))
+    try:
+        opened = time.perf_counter() - t
+        with studio.sessions() as s:
+            project_id = s.scalar(select(Project.id).where(Project.name == info["project"]))
+        t = time.perf_counter()
+        info["suggestions"] = write_suggestions(studio, int(project_id or 0), seed)
+        written = time.perf_counter() - t
+    finally:
+        studio.close()
+    log(f"pages: migration {opened:.1f} s, suggestions {written:.1f} s")
+    return {"migration_s": round(opened, 1), "suggestions_s": round(written, 1)}
 
 
 def _timed(fn: Any, repeat: int, *, slow_s: float = 5.0) -> dict[str, Any]:
@@ -1005,6 +1079,17 @@ def measure_pages(
             raise RuntimeError(f"GET {url}: {r.status_code} {r.text[:300]}")
         return r
 
+    # a deep page of the review: 90 % of the way (skipping far ahead on the review page)
+    deep = int(0.9 * review_queue(studio, project=project_id, limit=1)["total"])
+
+    def answer(yes: bool) -> None:
+        """Answer the first suggestion, then undo it: the click and its undo."""
+        item = review_queue(studio, project=project_id, limit=1)["items"][0]
+        people.answer(
+            studio, project=project_id, face=item["face"]["id"], person=item["person"]["id"], yes=yes
+        )
+        people.undo(studio, project=project_id)
+
     calls: dict[str, Any] = {
         "list_people page 1": lambda: people.list_people(studio, project=project_id, limit=60),
         "list_people last page": lambda: people.list_people(
@@ -1023,6 +1108,10 @@ def measure_pages(
         "get_person small": lambda: people.get_person(studio, project=project_id, person=small),
         "review count (People page)": review_count,
         "review_queue page 1 (review page)": lambda: people.review_queue(studio, project=project_id, limit=1),
+        "review_queue page 1, 50 (API)": lambda: people.review_queue(studio, project=project_id, limit=50),
+        "review_queue deep page (90 %)": lambda: people.review_queue(
+            studio, project=project_id, offset=deep, limit=50
+        ),
         "faces of one photo (detail boxes)": lambda: face_service.photo_faces(
             studio, project=project_id, sample_id=info["photo"]
         ),
@@ -1043,9 +1132,14 @@ def measure_pages(
         "HTTP person page, large": lambda: get(f"/projects/{proj}/people/{big}"),
         "HTTP person page, small": lambda: get(f"/projects/{proj}/people/{small}"),
         "HTTP review page": lambda: get(f"/projects/{proj}/people/review"),
+        "HTTP review page, deep (90 %)": lambda: get(f"/projects/{proj}/people/review?offset={deep}"),
         "HTTP photo detail": lambda: get(f"/projects/{proj}/samples/{info['photo']}"),
         "HTTP grid filtered by a person": lambda: get(f"/projects/{proj}/samples?person={big}"),
         "HTTP API people": lambda: get(f"/api/v1/projects/{proj}/people?limit=60"),
+        # last: they change the data (each undone; a face answered no, then undone, waits for the
+        # suggestions job in the big library, which is not run here)
+        "answer yes, then undo": lambda: answer(True),
+        "answer no, then undo": lambda: answer(False),
     }
     out: dict[str, Any] = {}
     people.review_queue = counted_review  # type: ignore[assignment]
@@ -1086,9 +1180,9 @@ def measure_pages(
 def bench_pages(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The People pages' calls on a workspace of ``--page-faces`` faces against the same calls on
     one of ``--page-base-faces`` (the same shape, scaled down): ideally as fast (ratio ≈ 1). A
-    call that runs the whole review (every unplaced face against every placed one) is not made on
-    the large workspace when the base's time scaled by (unplaced × placed) exceeds
-    ``--page-max-s``: its estimate is given instead."""
+    call that runs the whole review (every unplaced face against every placed one: every
+    descriptor read) is not made on the large workspace when the base's time scaled by (unplaced ×
+    placed) exceeds ``--page-max-s``: its estimate is given instead."""
     # every module the calls use, loaded now: what is measured is the code as it was at the start
     import vistudio.api.app
     import vistudio.services.people
@@ -1106,6 +1200,11 @@ def bench_pages(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if info_file.exists():  # built by an earlier run (--page-workspace): the same data
             infos[which] = json.loads(info_file.read_text())
             log(f"pages: reusing {home}")
+            if "suggestions" not in infos[which]:  # built before the suggestions were kept (0018)
+                infos[which]["upgrade"] = add_suggestions(
+                    home, infos[which], seed=11 if which == "large" else 12
+                )
+                info_file.write_text(json.dumps(infos[which]))
         else:
             log(f"pages: building {which}: {n} faces, {people} people, {n // 2} photos")
             with Measured() as mb:
@@ -1129,7 +1228,9 @@ def bench_pages(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
             for name, r in results["base"].items():
                 estimate = r.get("p50_ms", 0) / 1000 * scale
-                if r.get("runs_review_queue") and estimate > args.page_max_s:
+                # the whole review: every descriptor read (the review before 0018 kept suggestions)
+                whole = any(f.startswith("every face of the project:") for f in r.get("flags", []))
+                if r.get("runs_review_queue") and whole and estimate > args.page_max_s:
                     skip[name] = f"runs the whole review: ≈ {estimate:,.0f} s estimated (base × {scale:,.0f})"
         results[which] = measure_pages(home, infos[which], args.page_repeat, skip=skip)
     table = {}

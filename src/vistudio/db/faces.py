@@ -5,7 +5,10 @@
   lives in the row, not in the blob store: deleting a photo, a project or a person's faces
   leaves no file behind (privacy), and a list of faces never loads it (deferred).
   ``person_id`` groups it; ``assigned`` says who decided: ``manual`` (a user: kept by every
-  re-cluster, a must-link) or ``auto`` (the clustering).
+  re-cluster, a must-link) or ``auto`` (the clustering). A face without a person keeps the review's
+  suggestion for it (``services.people``): ``suggested_person_id``, the person of its nearest
+  placed face (``suggested_face_id``) at ``suggested_distance``; no suggestion within reach is
+  ``suggested_distance`` -1, and none worked out yet is NULL.
 - ``face_scans``: per (sample, model), that the photo was processed and how many faces it has, so
   a face job re-processes a photo only when the model changes — also photos without any face.
 - ``people``: a project's people; ``name`` is unique in the project (unnamed people have none).
@@ -46,6 +49,19 @@ class Face(Base):
         Index("ix_faces_person_sample", "person_id", "sample_id"),
         Index("ix_faces_project_model_sample", "project_id", "model", "sample_id"),
         Index("ix_faces_project_model_person", "project_id", "model", "person_id"),
+        # the review, surest first, from the index alone; a person's or a face's suggestions
+        # (migration 0018)
+        Index(
+            "ix_faces_review",
+            "project_id",
+            "model",
+            "person_id",
+            "suggested_distance",
+            "id",
+            "suggested_person_id",
+        ),
+        Index("ix_faces_suggested_person", "suggested_person_id"),
+        Index("ix_faces_suggested_face", "suggested_face_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -63,6 +79,10 @@ class Face(Base):
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"))
     assigned: Mapped[str | None] = mapped_column(String(8))  # manual | auto | NULL (no person)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # no foreign keys (SQLite adds such a column in place): who deletes a person clears them
+    suggested_person_id: Mapped[int | None]
+    suggested_distance: Mapped[float | None]
+    suggested_face_id: Mapped[int | None]
 
 
 class FaceScan(Base):

@@ -18,7 +18,9 @@ every rule holds:
 Seeds are the faces already decided (a user's, and in an incremental run the clustering's own
 earlier ones): their groups start joined to their person. What the run returns is, for the free
 faces, the person each joined, and the new groups of at least ``min_faces`` free faces that joined
-no person (new people). Free faces in smaller groups stay without a person.
+no person (new people). Free faces in smaller groups stay without a person. Asked for (``near``),
+it also gives the nearest faces of some faces within a longer ``reach``, from the same search
+(the review's suggestions: the person of a face's nearest placed face).
 
 A library module: NumPy and FAISS arrays in, plain dicts and lists out.
 """
@@ -33,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 EXACT_WORK = 4_000_000_000  # distances (faces × queries): exact k-NN up to this, HNSW above
+NEAR_K = 20  # the nearest faces a face's ``near`` list looks at
 
 
 @dataclass
@@ -40,6 +43,25 @@ class Clustering:
     assigned: dict[int, int] = field(default_factory=dict)  # free face index → person id
     new_groups: list[list[int]] = field(default_factory=list)  # groups of free face indices
     ambiguous: list[int] = field(default_factory=list)  # free faces close to two people
+    # the search's results for the faces of ``near`` (read with ``near_of``)
+    _rows: dict[int, int] = field(default_factory=dict)  # face → its row in the results
+    _squared: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 1), np.float32))
+    _neighbours: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, 1), np.int64))
+    _members: list[int] = field(default_factory=list)
+    _reach: float = 0.0
+
+    def near_of(self, face: int) -> list[tuple[int, float]]:
+        """A face of ``near``'s nearest faces among the seeds and the free ones — ``(face,
+        distance)`` closer than ``reach``, nearest first, itself left out (``[]`` for any other)."""
+        r = self._rows.get(face)
+        if r is None:
+            return []
+        dist = np.sqrt(np.maximum(self._squared[r], 0)).tolist()
+        out = []
+        for c, d in zip(self._neighbours[r].tolist(), dist, strict=True):
+            if c >= 0 and d < self._reach and (g := self._members[c]) != face:
+                out.append((g, float(d)))
+        return out
 
 
 def knn_edges(
@@ -53,23 +75,49 @@ def knn_edges(
     ``threshold`` (Euclidean) of each face of ``queries`` (indices; default: every face), each
     pair once, sorted by distance then ``i`` then ``j``. Exact search unless both the faces and
     the queries are many (over ``EXACT_WORK`` distances): then HNSW, approximate."""
-    import faiss
-
-    n, d = vectors.shape
+    n = vectors.shape[0]
     rows_of = np.arange(n, dtype=np.int64) if queries is None else np.asarray(queries, dtype=np.int64)
     if n < 2 or len(rows_of) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
     x = np.ascontiguousarray(vectors, dtype=np.float32)
+    squared, neighbours = nearest_faces(x, x[rows_of], k=min(k + 1, n), ef_k=k)
+    return _edges(rows_of, squared, neighbours, n, threshold)
+
+
+def nearest_faces(
+    base: npt.NDArray[np.float32],
+    queries: npt.NDArray[np.float32],
+    *,
+    k: int,
+    ef_k: int | None = None,
+    exact: bool | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """FAISS's ``(squared distances, indices into base)`` of the ``k`` nearest ``base`` rows of
+    each query (-1: none): exact up to ``EXACT_WORK`` distances (or as ``exact`` says), HNSW above
+    (``ef_k``: the ``k`` its search breadth is sized for, ``k`` by default)."""
+    import faiss
+
     index: Any
-    if n * len(rows_of) <= EXACT_WORK:
-        index = faiss.IndexFlatL2(d)
+    if exact if exact is not None else base.shape[0] * len(queries) <= EXACT_WORK:
+        index = faiss.IndexFlatL2(base.shape[1])
     else:
-        index = faiss.IndexHNSWFlat(d, 16)
+        index = faiss.IndexHNSWFlat(base.shape[1], 16)
         index.hnsw.efConstruction = 40
-        index.hnsw.efSearch = max(48, 2 * k)
-    index.add(x)
-    squared, neighbours = index.search(np.ascontiguousarray(x[rows_of]), min(k + 1, n))
+        index.hnsw.efSearch = max(48, 2 * (k if ef_k is None else ef_k))
+    index.add(np.ascontiguousarray(base, dtype=np.float32))
+    squared, neighbours = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return squared, neighbours.astype(np.int64)
+
+
+def _edges(
+    rows_of: npt.NDArray[np.int64],
+    squared: npt.NDArray[np.float32],
+    neighbours: npt.NDArray[np.int64],
+    n: int,
+    threshold: float,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """``knn_edges``'s pairs from a search of the faces ``rows_of``."""
     rows = np.repeat(rows_of, neighbours.shape[1])
     cols = neighbours.reshape(-1).astype(np.int64)
     dist = np.sqrt(np.maximum(squared.reshape(-1), 0)).astype(np.float32)
@@ -106,14 +154,18 @@ def cluster_faces(
     margin: float = 0.04,
     min_faces: int = 3,
     k: int = 10,
+    near: Iterable[int] = (),
+    reach: float = 0.6,
 ) -> Clustering:
     """Group ``free`` faces (indices into ``vectors``) among themselves and into the people of
     ``seeds`` (person id → face indices). ``photos`` holds each face's photo; ``rejected`` the
     (face index, person id) pairs a user ruled out. Faces in neither ``seeds`` nor ``free`` take no
-    part (too small, too unsure)."""
+    part (too small, too unsure). For the faces of ``near`` (any), ``Clustering.near_of`` lists
+    their ``NEAR_K`` nearest seed and free faces closer than ``reach``, from the same search."""
     photo = np.asarray(photos)
     free_list = sorted(set(free))
-    if not free_list:
+    near_list = sorted(set(near))
+    if not free_list and not near_list:
         return Clustering()  # nothing to place: the seeds stay as they are
     members = sorted({i for faces in seeds.values() for i in faces} | set(free_list))
     local = {g: n for n, g in enumerate(members)}
@@ -164,7 +216,27 @@ def cluster_faces(
 
     is_free = np.zeros(len(members), dtype=bool)
     is_free[free_local] = True
-    ii, jj, dd = knn_edges(x, k=k, threshold=threshold, queries=free_local)
+    # one search: the free faces' neighbours (the edges, from the first k + 1), and the nearest
+    # faces of the ``near`` ones that are not free (searched as well, from their own vectors)
+    n = len(members)
+    extra = [g for g in near_list if g not in local or not is_free[local[g]]]
+    columns = min((max(k, NEAR_K) if near_list else k) + 1, n)
+    if n >= 1 and (free_local or extra):
+        queries = np.concatenate([x[free_local], np.asarray(vectors, dtype=np.float32)[extra]]).reshape(
+            -1, x.shape[1]
+        )
+        # exact or not as the grouping alone would be (the extra queries change nothing there)
+        exact = n * (len(free_local) or len(extra)) <= EXACT_WORK
+        squared, neighbours = nearest_faces(x, queries, k=columns, ef_k=k, exact=exact)
+    else:
+        squared, neighbours = np.zeros((0, 1), np.float32), np.zeros((0, 1), np.int64)
+    rows_of = np.asarray(free_local, dtype=np.int64)
+    head = min(k + 1, n)
+    ii, jj, dd = (
+        _edges(rows_of, squared[: len(free_local), :head], neighbours[: len(free_local), :head], n, threshold)
+        if free_local and n >= 2
+        else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    )
     # per free face: its nearest face of each seed person (for the margin rule)
     nearest: dict[int, dict[int, float]] = {}
     for a, b, d in zip(ii.tolist(), jj.tolist(), dd.tolist(), strict=True):
@@ -205,5 +277,11 @@ def cluster_faces(
             out.assigned.update(dict.fromkeys(faces, person[root]))
         elif len(faces) >= min_faces:
             out.new_groups.append(sorted(faces))
-    out.ambiguous = sorted(members[n] for n in ambiguous)
+    out.ambiguous = sorted(members[a] for a in ambiguous)
+    # the near faces' rows of the search (the free ones' own, or their extra one)
+    if len(squared):
+        wanted = set(near_list)
+        out._rows = {g: r for r, g in enumerate(members[a] for a in free_local) if g in wanted}
+        out._rows.update({g: len(free_local) + r for r, g in enumerate(extra)})
+    out._squared, out._neighbours, out._members, out._reach = squared, neighbours, members, reach
     return out
