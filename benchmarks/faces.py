@@ -27,6 +27,8 @@ Four parts, each against a baseline in the same run, and a fifth run only when a
   incremental): ``--db-faces`` faces written straight into the ``faces`` table, a first grouping,
   then ``--db-batch`` new faces; seconds per incremental run, split into reading the faces, the
   grouping and the writes, and a run with nothing new.
+- ``methods`` (only when asked for): the grouping method against DBSCAN, HDBSCAN (scikit-learn) and
+  dlib's chinese whispers on ``--method-faces`` synthetic faces at each ``--method-radius``.
 - ``pages``: the People pages at scale. A library of ``--page-faces`` faces (1,000,000) in
   ``--page-faces``/2 photos, 95 % of them in ``--page-people`` people (10,000; Zipf-like sizes,
   5 % named, 2 % hidden), 5 % unplaced, with random 512-byte descriptors and WebP-sized random
@@ -474,6 +476,61 @@ def bench_cluster(args: argparse.Namespace) -> dict[str, Any]:
         "memory_ratio": round(base["peak_mib"] / vis["peak_mib"], 2) if vis["peak_mib"] > 0 else None,
         "f1_goal_met": vis["f1"] >= 0.99,
     }
+
+
+def bench_methods(args: argparse.Namespace) -> dict[str, Any]:
+    """The grouping method chosen against the usual ones, on the same synthetic faces at each
+    ``--method-radius`` (people's centres closer and closer: chaining gets likelier): vistudio's
+    constrained single linkage, scikit-learn's DBSCAN (eps = the threshold, min_samples =
+    ``--min-faces``) and HDBSCAN (min_cluster_size = ``--min-faces``), and dlib's chinese whispers
+    (edges under the threshold). Pairwise F1, seconds and peak memory of each."""
+    import dlib
+    from sklearn.cluster import DBSCAN, HDBSCAN
+
+    from vistudio.ml.face_clusters import cluster_faces
+
+    n = args.method_faces
+    people = max(1, n // args.per_person)
+    rng = np.random.default_rng(1)
+    truth = rng.permutation(np.repeat(np.arange(people), args.per_person)[:n])
+    photos = np.arange(n, dtype=np.int64)
+
+    def own(labels: np.ndarray) -> np.ndarray:  # "noise" (-1): each face a person of its own
+        out = np.asarray(labels, dtype=np.int64).copy()
+        lone = out < 0
+        out[lone] = n + np.arange(int(lone.sum()))
+        return out
+
+    methods: dict[str, Any] = {
+        "vistudio": lambda x: labels_of(
+            n,
+            cluster_faces(
+                x, photos, seeds={}, free=range(n), threshold=THRESHOLD, min_faces=args.min_faces
+            ).new_groups,
+        ),
+        "dbscan": lambda x: own(DBSCAN(eps=THRESHOLD, min_samples=args.min_faces).fit_predict(x)),
+        "hdbscan": lambda x: own(HDBSCAN(min_cluster_size=max(2, args.min_faces)).fit_predict(x)),
+        "chinese_whispers": lambda x: np.asarray(
+            dlib.chinese_whispers_clustering([dlib.vector(v.tolist()) for v in x], THRESHOLD), dtype=np.int64
+        ),
+    }
+    out: dict[str, Any] = {"faces": n, "people": people, "threshold": THRESHOLD, "runs": []}
+    for radius in [float(r) for r in args.method_radius.split(",")]:
+        x = faces_of(centres(people, radius=radius, seed=2), truth, noise=noise_for(args), seed=4)
+        run: dict[str, Any] = {"radius": radius, "distances": distance_stats(x, truth)}
+        for name, method in methods.items():
+            log(f"methods: radius {radius}, {name}")
+            gc.collect()
+            with Measured() as m:
+                labels = method(x)
+            run[name] = {
+                **m.figures(),
+                **pairwise_scores(truth, labels),
+                "people_found": len(np.unique(labels)),
+            }
+            log(f"methods: {name} {run[name]['seconds']} s, F1 {run[name]['f1']}")
+        out["runs"].append(run)
+    return out
 
 
 # --- 3. incremental assignment (library) --------------------------------------------------------
@@ -1271,6 +1328,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--min-faces", type=int, default=2)
     ap.add_argument("--radius", type=float, default=0.6, help="radius of people's centres")
     ap.add_argument("--noise", type=float, default=0.023, help="per-dimension noise of a face (mean)")
+    ap.add_argument("--method-faces", type=int, help="faces of the methods comparison (default 10000)")
+    ap.add_argument(
+        "--method-radius", default="0.6,0.4,0.35", help="radii of people's centres the methods are run at"
+    )
     ap.add_argument("--existing", type=int, help="faces in people before an incremental run (100000)")
     ap.add_argument("--batch", type=int, help="new faces of an incremental run (default 1000)")
     ap.add_argument("--db-faces", type=int, help="faces in the SQLite workspace (default 20000)")
@@ -1296,7 +1357,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only",
         default="",
         help="parts to run, comma-separated, instead of the default four; pages (the People pages at "
-        "scale, a 5 GB workspace) runs only when named here",
+        "scale, a 5 GB workspace) and methods (DBSCAN, HDBSCAN and chinese whispers against "
+        "vistudio's grouping) run only when named here",
     )
     ap.add_argument("--workdir", type=Path, help="where the temporary folder goes (default $TMPDIR)")
     ap.add_argument("--out", type=Path)
@@ -1314,6 +1376,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "page_people": 200,
             "page_base_faces": 2_000,
             "page_repeat": 5,
+            "method_faces": 1000,
         }
         if args.quick
         else {
@@ -1328,6 +1391,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "page_people": 10_000,
             "page_base_faces": 10_000,
             "page_repeat": 20,
+            "method_faces": 10_000,
         }
     )
     for k, v in defaults.items():
@@ -1355,6 +1419,8 @@ def main(argv: list[str] | None = None) -> None:
             result["db"] = bench_db(args, work)
         if "pages" in parts:
             result["pages"] = bench_pages(args, work)
+        if "methods" in parts:
+            result["methods"] = bench_methods(args)
     result["machine"]["loadavg_end"] = os.getloadavg()[0]
     text = json.dumps(result, indent=2)
     if args.out:

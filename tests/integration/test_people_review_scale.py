@@ -99,7 +99,9 @@ def _library(home: Path, *, seed: int) -> tuple[Studio, dict[str, Any]]:
     small faces like a person (too small to group), faces halfway between two people (close to
     both: ambiguous), and faces of nobody."""
     studio = open_studio(
-        Settings(home=home, offline=True, faces=FaceSettings(min_faces=2, max_distance=0.5, min_size=40))
+        # three faces make a new person: a twin face and a face halfway to another person, close to
+        # each other, are not one
+        Settings(home=home, offline=True, faces=FaceSettings(min_faces=3, max_distance=0.5, min_size=40))
     )
     projects.create_project(studio, name="big", task="library")
     rng = np.random.default_rng(seed)

@@ -10,8 +10,10 @@ every rule holds:
   clustering: only a user merges people);
 - two faces of one photo are never one person (twins, a person and their reflection);
 - a face the user said is "not this person" never joins that person's group (cannot-link);
-- the groups' centroids are closer than ``threshold`` as well — single linkage alone chains two
-  people together through a run of in-between faces; the centroid guard stops the chain;
+- the faces of the two groups are, on average (root mean square over every pair across them),
+  closer than ``threshold`` as well — single linkage alone chains two people together through a
+  run of in-between faces, and two look-alikes whose centres are closer than the threshold through
+  their nearest faces; this guard (average linkage, stronger than comparing centroids) stops both;
 - a face that would join a person is ambiguous, and stays free, when another person's nearest face
   is within ``margin`` of the best (the nearest person, with a margin over the second best).
 
@@ -143,6 +145,21 @@ def find_root(parent: list[int], a: int) -> int:
     return a
 
 
+def _spread(
+    sum_a: npt.NDArray[np.float64],
+    sq_a: float,
+    n_a: int,
+    sum_b: npt.NDArray[np.float64],
+    sq_b: float,
+    n_b: int,
+) -> float:
+    """The root mean square distance between the faces of two groups (every face of one with every
+    face of the other: E‖a − b‖² = E‖a‖² + E‖b‖² − 2 μa·μb), from each group's sum of vectors and
+    of squared norms. It is at least the centroids' distance, and grows with how spread both are."""
+    mean = sq_a / n_a + sq_b / n_b - 2 * float((sum_a / n_a) @ (sum_b / n_b))
+    return float(np.sqrt(max(mean, 0.0)))
+
+
 def cluster_faces(
     vectors: npt.NDArray[np.float32],
     photos: npt.ArrayLike,
@@ -174,6 +191,7 @@ def cluster_faces(
     person: dict[int, int] = {}
     seed_person = np.full(len(members), -1, dtype=np.int64)
     total: dict[int, npt.NDArray[np.float64]] = {}
+    squares: dict[int, float] = {}  # a group's sum of its faces' squared norms
     count: dict[int, int] = {}
     in_photos: dict[int, set[int]] = {}
     for pid, faces in seeds.items():  # each person's faces start as one group
@@ -186,11 +204,13 @@ def cluster_faces(
         seed_person[idx] = pid
         person[root] = pid
         total[root] = x[idx].sum(axis=0, dtype=np.float64)
+        squares[root] = float((x[idx].astype(np.float64) ** 2).sum())
         count[root] = len(idx)
         in_photos[root] = {int(v) for v in photo[[members[n] for n in idx]]}
     free_local = [local[f] for f in free_list]
     for n in free_local:
         total[n] = x[n].astype(np.float64)
+        squares[n] = float(total[n] @ total[n])
         count[n] = 1
         in_photos[n] = {int(photo[members[n]])}
     no_go: dict[int, set[int]] = {}
@@ -206,6 +226,7 @@ def cluster_faces(
             a, b = b, a
         parent[b] = a
         total[a] = total[a] + total.pop(b)
+        squares[a] += squares.pop(b)
         count[a] += count.pop(b)
         in_photos[a] |= in_photos.pop(b)
         if b in no_go:
@@ -264,8 +285,7 @@ def cluster_faces(
             continue
         if (pa is not None and pa in no_go.get(rb, ())) or (pb is not None and pb in no_go.get(ra, ())):
             continue
-        gap = total[ra] / count[ra] - total[rb] / count[rb]
-        if float(np.sqrt(gap @ gap)) >= threshold:
+        if _spread(total[ra], squares[ra], count[ra], total[rb], squares[rb], count[rb]) >= threshold:
             continue
         join(ra, rb)
 
