@@ -108,3 +108,35 @@ def test_select_all_matching_a_person_filter_tags_only_their_photos(
     assert r.status_code == 404 and "nobody" in r.text
     r = client.post("/api/v1/projects/lib/tags", json={"filter": {"person": [""]}, "add": ["x"]})
     assert r.status_code == 422
+
+
+def test_each_photo_says_its_faces_and_people(studio: Studio, lib: dict[str, int]) -> None:
+    """Browse and the photo detail count each photo's faces and the people the People pages
+    show (a hidden person's face is a face, not a person shown)."""
+    items = samples.list_samples(studio, project="lib")["items"]
+    ids = [s["id"] for s in items]
+    with studio.sessions.begin() as s:
+        for person in (lib["Alice Hidden"], None):
+            s.add(
+                Face(
+                    project_id=1,
+                    sample_id=ids[2],
+                    model="test",
+                    x=0.5,
+                    y=0.5,
+                    w=0.2,
+                    h=0.2,
+                    score=0.9,
+                    embedding=bytes(512),
+                    crop=b"",
+                    person_id=person,
+                )
+            )
+    items = samples.list_samples(studio, project="lib")["items"]
+    assert [(s["faces"], s["people"]) for s in items] == [(1, 1), (1, 1), (2, 0), (0, 0)]
+    assert (
+        samples.get_sample(studio, ids[0])["people"] == 1 and samples.get_sample(studio, ids[3])["faces"] == 0
+    )
+    client = TestClient(create_app(studio))
+    r = client.get("/api/v1/samples", params={"project": "lib"})
+    assert [(s["faces"], s["people"]) for s in r.json()["items"]] == [(1, 1), (1, 1), (2, 0), (0, 0)]

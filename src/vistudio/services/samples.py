@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, func, select, true
+from sqlalchemy import ColumnElement, Select, and_, bindparam, case, exists, func, select, true
 from sqlalchemy.orm import aliased
 
 from vistudio.db import Annotation, LabelClass, Project, Sample, SampleTag, Split, SplitMember
@@ -49,7 +49,8 @@ def _iso(v: datetime | None) -> str | None:
     return v.isoformat() if v else None
 
 
-def sample_dict(s: Sample, labels: list[str]) -> dict[str, Any]:
+def sample_dict(s: Sample, labels: list[str], people: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """A sample as the API lists it; ``people``: its faces and the people among them."""
     return {
         "id": s.id,
         "project_id": s.project_id,
@@ -63,6 +64,8 @@ def sample_dict(s: Sample, labels: list[str]) -> dict[str, Any]:
         "taken_at": _iso(s.taken_at),
         "camera": " ".join(x for x in (s.camera_make, s.camera_model) if x) or None,
         "labels": labels,
+        "faces": people[0],
+        "people": people[1],
         "dup_group": s.dup_group,
         "imported_at": _iso(s.imported_at),
         "thumbnail_url": f"/api/v1/samples/{s.id}/thumbnail",
@@ -351,6 +354,30 @@ def resolve_split(s: Any, project_id: int, split: str | None, subset: str | None
     return int(row.id)
 
 
+def people_counts(s: Any, sample_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Each photo's faces and the people among them that the People pages show (hidden people
+    left out): ``{sample id: (faces, people)}``, (0, 0) for a photo without faces."""
+    from vistudio.db.faces import Face, Person
+
+    out = dict.fromkeys(sample_ids, (0, 0))
+    if not sample_ids:
+        return out
+    shown = and_(Face.person_id.is_not(None), Person.hidden.is_(False))
+    rows = s.execute(
+        select(
+            Face.sample_id,
+            func.count(Face.id),
+            func.count(func.distinct(case((shown, Face.person_id), else_=None))),
+        )
+        .outerjoin(Person, Person.id == Face.person_id)
+        .where(Face.sample_id.in_(sample_ids))
+        .group_by(Face.sample_id)
+    )
+    for sid, faces, people in rows:
+        out[sid] = (int(faces), int(people))
+    return out
+
+
 def labels_for(s: Any, sample_ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {i: [] for i in sample_ids}
     if not sample_ids:
@@ -485,7 +512,8 @@ def list_samples(
         else:
             rows = list(s.scalars(stmt.order_by(*ordering).offset(offset).limit(limit)))
         labels = labels_for(s, [r.id for r in rows])
-        items = [sample_dict(r, labels[r.id]) for r in rows]
+        counts = people_counts(s, [r.id for r in rows])
+        items = [sample_dict(r, labels[r.id], counts[r.id]) for r in rows]
         if with_annotations:
             anns = annotations_for(s, [r.id for r in rows])
             for item in items:
@@ -561,7 +589,7 @@ def get_sample(studio: Studio, sample_id: int) -> dict[str, Any]:
         tags = list(
             s.scalars(select(SampleTag.tag).where(SampleTag.sample_id == row.id).order_by(SampleTag.tag))
         )
-        d = sample_dict(row, labels)
+        d = sample_dict(row, labels, people_counts(s, [row.id])[row.id])
         d.update(
             {
                 "camera_make": row.camera_make,
