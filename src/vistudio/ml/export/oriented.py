@@ -1,10 +1,11 @@
 """Export an oriented (rotated-box) detector to ONNX, and check it against PyTorch.
 
 Rotated NMS is not an ONNX operator, so the file holds the network up to its decoded candidates
-(:meth:`~vistudio.ml.oriented_detectors.OrientedFCOS.candidates`): input ``images`` ``(B, 3, S,
-S)`` (the prepared batch, ``B`` dynamic, ``S`` the experiment's image size), outputs ``boxes``
-``(B, L, 5)``, ``scores`` ``(B, L, K)`` and ``levels`` ``(L,)`` — the locations of a fixed ``S``
-are constants of the graph. The preparation of the batch and the selection of the detections
+(:meth:`~vistudio.ml.oriented_detectors.OrientedDetector.candidates`, the same interface for both
+families, FCOS-style locations and RetinaNet-style anchors): input ``images`` ``(B, 3, S, S)`` (the
+prepared batch, ``B`` dynamic, ``S`` the experiment's image size), outputs ``boxes`` ``(B, L, 5)``,
+``scores`` ``(B, L, K)`` and ``levels`` ``(L,)`` — the locations (or anchors) of a fixed ``S`` are
+constants of the graph. The preparation of the batch and the selection of the detections
 (thresholds, top-N, rotated NMS, rescaling) run in NumPy, by the functions of
 :mod:`vistudio.ml.inference.onnx_oriented` that the PyTorch model itself runs, so that the only
 difference between eager PyTorch and the file is the network's float arithmetic.
@@ -43,7 +44,7 @@ from vistudio.ml.inference.rotated import rotated_iou_matrix
 from vistudio.storage.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from vistudio.ml.oriented_detectors import OrientedFCOS
+    from vistudio.ml.oriented_detectors import OrientedDetector
 
 BOX_FORMAT = "cx,cy,w,h,theta"  # θ in radians, the convention of ml/inference/rotated
 
@@ -51,7 +52,7 @@ BOX_FORMAT = "cx,cy,w,h,theta"  # θ in radians, the convention of ml/inference/
 class _Candidates(nn.Module):
     """``(B, 3, S, S)`` → ``(boxes, scores, levels)`` (the ONNX graph's outputs)."""
 
-    def __init__(self, detector: OrientedFCOS) -> None:
+    def __init__(self, detector: OrientedDetector) -> None:
         super().__init__()
         self.detector = detector
 
@@ -61,7 +62,7 @@ class _Candidates(nn.Module):
 
 
 def export_oriented_onnx(
-    model: OrientedFCOS, dest: Path, *, image_size: int, props: dict[str, str], opset: int
+    model: OrientedDetector, dest: Path, *, image_size: int, props: dict[str, str], opset: int
 ) -> Path:
     """The oriented detector's candidates as ONNX (see the module's docstring), ``props`` embedded."""
     import onnx
@@ -126,7 +127,7 @@ def oriented_props(
 # --- parity ----------------------------------------------------------------------------------------
 
 
-def pytorch_detections(model: OrientedFCOS, image: np.ndarray) -> OrientedDetections:
+def pytorch_detections(model: OrientedDetector, image: np.ndarray) -> OrientedDetections:
     """Eager PyTorch's detections of one ``3×H×W`` image in 0..1 (CPU) in its pixels, with the
     selection's cut: the steps of the model's forward (``_batch``, ``candidates``, ``select``)."""
     model = model.cpu().eval()

@@ -4,16 +4,17 @@ and the runner of exported files (ONNX Runtime and NumPy alone: no torch import,
 Rotated NMS is not an ONNX operator, so an oriented detector is exported up to its decoded
 candidates (:mod:`vistudio.ml.export.oriented`):
 
-- input ``images``: ``(B, 3, S, S)`` float32, the batch ``OrientedFCOS._batch`` builds — each RGB
+- input ``images``: ``(B, 3, S, S)`` float32, the batch ``OrientedDetector._batch`` builds — each RGB
   image in 0..1 resized bilinearly (``align_corners=False``, no antialias) to fit ``S`` × ``S``
   keeping its aspect ratio, normalised with ImageNet's mean and std, zero-padded at the bottom and
   right; ``B`` is dynamic, ``S`` (the experiment's image size) fixed;
 - outputs ``boxes`` ``(B, L, 5)`` (cx, cy, w, h, θ) in the input square's pixels for every location
-  of every pyramid level, ``scores`` ``(B, L, K)`` = sqrt(sigmoid(class) · sigmoid(centre-ness)),
-  and ``levels`` ``(L,)`` int64, the pyramid level of each location (constant for a fixed ``S``).
+  (FCOS-style) or anchor (RetinaNet-style) of every pyramid level, ``scores`` ``(B, L, K)`` (FCOS:
+  sqrt(sigmoid(class) · sigmoid(centre-ness)); RetinaNet: sigmoid(class)), and ``levels`` ``(L,)``
+  int64, the pyramid level of each (constant for a fixed ``S``).
 
 :func:`select_detections` then does what the PyTorch model's post-processing does — **the same
-function**, which ``OrientedFCOS`` calls on its own tensors' arrays —: per level the candidates
+function**, which ``OrientedDetector`` calls on its own tensors' arrays —: per level the candidates
 scoring above the score threshold, the best ``PRE_NMS_TOP_N``; over the image the best
 ``NMS_CANDIDATES``; per-class greedy rotated NMS (:func:`~vistudio.ml.inference.rotated.rotated_nms`)
 and the best ``detections_per_image``; boxes divided by the image's resize factor.
@@ -157,7 +158,7 @@ def prepare(
     image: npt.NDArray[np.float32], side: int, mean: npt.ArrayLike, std: npt.ArrayLike
 ) -> tuple[npt.NDArray[np.float32], float]:
     """One ``(3, h, w)`` RGB image in 0..1 → its ``(3, side, side)`` slot of the model's batch and
-    its resize factor, exactly as ``OrientedFCOS._batch`` makes them."""
+    its resize factor, exactly as ``OrientedDetector._batch`` makes them."""
     h, w = int(image.shape[1]), int(image.shape[2])
     scale = side / max(h, w)
     nh, nw = max(1, min(side, round(h * scale))), max(1, min(side, round(w * scale)))

@@ -1,13 +1,15 @@
 """Oriented object detection: the training parts of the ``oriented_detection`` task (rotated boxes).
 
 Models come from the oriented detector catalog (``ml/oriented_detectors``: a ResNet/FPN backbone
-with a dense FCOS-style head that predicts each object's centre, size and angle). The model
-computes its own losses in training mode; each component is averaged over the epoch and reported
-as ``train_loss_classifier``, ``train_loss_box_reg`` (centre and size), ``train_loss_angle`` and
-``train_loss_centerness``. Validation runs the model in eval mode and computes the DOTA-style
-mAP at IoU 0.5 (``ml/inference/dota_metrics.dota_ap``, polygon IoU, difficult objects ignored):
-``val_map50`` with the 11-point AP (the DOTA devkit's and MMRotate's default) and
-``val_map50_area`` with the area under the precision-recall curve; there is no validation loss.
+with a dense head that predicts each object's centre, size and angle — FCOS-style from every
+location, or RetinaNet-style relative to anchors). The model computes its own losses in training
+mode; each component is averaged over the epoch and reported as ``train_loss_classifier``,
+``train_loss_box_reg`` (centre and size), ``train_loss_angle`` and ``train_loss_centerness`` (0 for
+the RetinaNet-style models, which have no centre-ness). Validation runs the model in eval mode and
+computes the DOTA-style mAP at IoU 0.5 (``ml/inference/dota_metrics.dota_ap``, polygon IoU,
+difficult objects ignored): ``val_map50`` with the 11-point AP (the DOTA devkit's and MMRotate's
+default) and ``val_map50_area`` with the area under the precision-recall curve; there is no
+validation loss.
 
 Data: a stored target (``services.experiments.split_items``) lists each object with its four
 corners normalised to the image (``points``). :meth:`OrientedDetectionTask.encode_target` leaves
@@ -63,7 +65,7 @@ class OrientedDetectionConfig(DetectionConfig):
     )
     pretrained: str = Field(
         default="none",
-        description="none: random init; backbone: ImageNet weights of the backbone (fcos_obb_resnet50_fpn)",
+        description="none: random init; backbone: ImageNet weights of the backbone (the *_resnet50_fpn models)",
     )
     nms_iou: float = Field(
         default=0.3, gt=0, le=1, description="rotated IoU above which NMS drops the weaker box"
