@@ -120,24 +120,31 @@ class Prediction:
         }
 
 
+def open_model(path: str | Path, providers: list[str] | None) -> tuple[Path, Any, dict[str, str]]:
+    """An exported vistudio model's file in an ONNX Runtime session (CPU unless ``providers`` say
+    otherwise): its path, the session and the metadata the export wrote; a missing file is a 404,
+    a file ONNX Runtime cannot load a clear 400."""
+    import onnxruntime as ort
+
+    file = Path(path)
+    if not file.is_file():
+        raise NotFound(f"model file not found: {file}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    try:
+        session = ort.InferenceSession(
+            str(file), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime's own error types: not protobuf, bad graph…
+        raise InvalidInput(f"not a loadable ONNX model: {file.name}: {exc}") from None
+    return file, session, dict(session.get_modelmeta().custom_metadata_map)
+
+
 class OnnxClassifier:
     """An exported vistudio classifier in an ONNX Runtime session (CPU unless told otherwise)."""
 
     def __init__(self, path: str | Path, *, providers: list[str] | None = None) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise NotFound(f"model file not found: {self.path}")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # warnings about unused initialisers are noise here
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime's own error types: not protobuf, bad graph…
-            raise InvalidInput(f"not a loadable ONNX model: {self.path.name}: {exc}") from None
-        self.props: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.path, self.session, self.props = open_model(path, providers)
         self.classes, self.preprocess = parse_metadata(self.props, source=self.path.name)
         self.input_name = self.session.get_inputs()[0].name
         self.model = self.props.get("model", "")
@@ -280,20 +287,7 @@ class OnnxDetector:
     """An exported vistudio detector (boxes, or boxes and masks) in an ONNX Runtime session."""
 
     def __init__(self, path: str | Path, *, providers: list[str] | None = None) -> None:
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise NotFound(f"model file not found: {self.path}")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:
-            raise InvalidInput(f"not a loadable ONNX model: {self.path.name}: {exc}") from None
-        self.props: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.path, self.session, self.props = open_model(path, providers)
         self.classes, self.preprocess = parse_metadata(self.props, source=self.path.name)
         self.task = self.props.get("task", "classification")
         spec = task_spec(self.task)

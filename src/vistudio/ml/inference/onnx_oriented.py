@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vistudio.errors import InvalidInput, NotFound
+from vistudio.errors import InvalidInput
 from vistudio.ml.inference.rotated import corners_from_cxcywha, cxcywha_from_corners, rotated_nms
 
 TASK = "oriented_detection"
@@ -283,22 +283,9 @@ class OnnxOrientedDetector:
     """An exported vistudio oriented detector in an ONNX Runtime session (CPU unless told otherwise)."""
 
     def __init__(self, path: str | Path, *, providers: list[str] | None = None) -> None:
-        import onnxruntime as ort
+        from vistudio.ml.inference.onnx import open_model, parse_metadata
 
-        from vistudio.ml.inference.onnx import parse_metadata
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise NotFound(f"model file not found: {self.path}")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime's own error types: not protobuf, bad graph…
-            raise InvalidInput(f"not a loadable ONNX model: {self.path.name}: {exc}") from None
-        self.props: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.path, self.session, self.props = open_model(path, providers)
         self.classes, self.preprocess = parse_metadata(self.props, source=self.path.name)
         self.task = self.props.get("task", "classification")
         if not is_oriented_task(self.task):
