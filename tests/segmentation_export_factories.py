@@ -22,6 +22,8 @@ from PIL import Image, ImageDraw
 
 from detection_factories import COLOURS, _polygon
 from factories import run_import
+from vistudio.jobs.queue import job_dict
+from vistudio.jobs.worker import Worker
 from vistudio.services import projects, splits
 from vistudio.studio import Studio
 
@@ -112,6 +114,8 @@ def segmentation_project(studio: Studio, root: Path, name: str = "regions", *, n
     split ``s1`` (60/20/20)."""
     projects.create_project(studio, name=name, task="semantic_segmentation")
     job = run_import(studio, name, write_shapes_coco(root / f"{name}-coco", n), fmt="coco")
+    # a live server's embedded worker may have claimed it first: wait for that worker's end
+    job = job_dict(Worker(studio).run_to_end(job["id"]))
     assert job["status"] == "succeeded", job
     splits.create_split(studio, project=name, name="s1", ratios=(0.6, 0.2, 0.2), seed=7)
     return name
