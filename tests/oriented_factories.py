@@ -55,16 +55,21 @@ def make_rotated(n: int, *, size: int = 96, seed: int = 0) -> list[tuple[Image.I
     return out
 
 
-def write_dota(root: Path, n: int, *, size: int = 96, seed: int = 0) -> Path:
-    """A DOTA folder of :func:`make_rotated`; returns ``root``."""
+def write_dota(root: Path, n: int, *, size: int = 96, seed: int = 0, difficult_every: int = 0) -> Path:
+    """A DOTA folder of :func:`make_rotated`; returns ``root``. With ``difficult_every`` k > 0, the
+    k-th, 2k-th, … object (counted through the folder) is marked difficult (the images are the
+    same)."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "labelTxt").mkdir(parents=True, exist_ok=True)
+    count = 0
     for i, (img, objects) in enumerate(make_rotated(n, size=size, seed=seed), start=1):
         img.save(root / "images" / f"img{i:05d}.png")
-        lines = [
-            " ".join(f"{v:.2f}" for v in np.clip(o["corners"], 0, size).reshape(-1)) + f" {o['class']} 0"
-            for o in objects
-        ]
+        lines = []
+        for o in objects:
+            count += 1
+            hard = int(difficult_every > 0 and count % difficult_every == 0)
+            corners = " ".join(f"{v:.2f}" for v in np.clip(o["corners"], 0, size).reshape(-1))
+            lines.append(f"{corners} {o['class']} {hard}")
         (root / "labelTxt" / f"img{i:05d}.txt").write_text("\n".join(lines) + "\n")
     return root
 
@@ -78,10 +83,12 @@ def rotated_project(
     size: int = 96,
     seed: int = 0,
     ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    difficult_every: int = 0,
 ) -> str:
-    """An oriented detection project of ``n`` generated images, imported from DOTA, split ``s1``."""
+    """An oriented detection project of ``n`` generated images, imported from DOTA, split ``s1``
+    (``difficult_every``: see :func:`write_dota`)."""
     projects.create_project(studio, name=name, task="oriented_detection")
-    src = write_dota(root / f"{name}-dota", n, size=size, seed=seed)
+    src = write_dota(root / f"{name}-dota", n, size=size, seed=seed, difficult_every=difficult_every)
     job = run_import(studio, name, src, fmt="dota")
     assert job["status"] == "succeeded", job
     splits.create_split(studio, project=name, name="s1", ratios=ratios, seed=7)
@@ -102,8 +109,8 @@ def _train_a_little(net: Any, items: list[Any]) -> None:
     """A few seeded optimiser steps on the train images (batches of 4)."""
     import torch
 
+    from vistudio.ml.inference.rotated import rotated_object
     from vistudio.ml.preprocess import open_rgb
-    from vistudio.ml.tasks.oriented_detection import rotated_object
 
     images, targets = [], []
     for it in items:

@@ -1,5 +1,5 @@
 """The Evaluate page of an oriented detection project in headless Chromium: an evaluation started
-from the form; the DOTA metrics as the evaluation stored them; no confusion matrix; per-class AP50
+from the form; the DOTA metrics as the evaluation stored them; the confusion matrix; per-class AP50
 (11-point and area); the precision–recall and F1 curves; tiles drawing each image's rotated
 predictions and objects with TP/FP/missed counts that follow the confidence slider; the detail.
 Screenshots go to /tmp/shots/."""
@@ -44,7 +44,14 @@ def test_evaluate_an_oriented_detector(
         expect(page.locator(f"#eval-metrics .stat[data-metric={key}] .stat-n")).to_have_text(
             f"{100 * m[key]:.1f}"
         )
-    expect(page.locator("#confusion")).to_have_count(0)  # none for rotated boxes yet
+    n = len(ev["classes"])
+    cells = page.locator("#confusion td[data-true][data-pred]")
+    expect(cells).to_have_count((n + 1) ** 2)
+    for i, t in enumerate(ev["confusion_labels"]):
+        for j, p in enumerate(ev["confusion_labels"]):
+            want = ev["confusion_matrix"][i][j]
+            cell = page.locator(f'#confusion td[data-true="{t}"][data-pred="{p}"]')
+            expect(cell).to_have_text(str(want) if want else "")
     expect(page.locator(".eval-coco-table")).to_have_count(0)
     rows = page.locator("#per-class tbody tr")
     expect(rows).to_have_count(len(ev["classes"]))

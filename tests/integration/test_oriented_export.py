@@ -2,8 +2,11 @@
 decoded candidates; the selection runs in NumPy) checked against eager PyTorch detection by
 detection on the split's images; its outputs through the runner equal to the PyTorch model's;
 `vistudio predict` and the ``detect_onnx`` stage (a run started through the API) giving rotated
-boxes, the evaluation's detections of the same images; the Export page; clear errors for a damaged
-file, a model of another task and an export that disagrees with PyTorch.
+boxes, the evaluation's detections of the same images; the stage matching them to the project's
+rotated ground truth (difficult objects included) with the evaluation's matching and counts, an
+image without objects and one whose only object is difficult, the objects followed through
+resizes and crops; the Export page; clear errors for a damaged file, a model of another task and an
+export that disagrees with PyTorch.
 
 The experiment is made by ``oriented_factories.make_oriented_experiment`` (a few training steps
 in this process, ``save_checkpoint``, rows), so that these tests do not depend on the training
@@ -42,7 +45,8 @@ PROJECT_IMAGES = 8
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
     root = tmp_path_factory.mktemp("export-oriented")
     studio = open_studio(workspace_settings(root))
-    rotated_project(studio, root, "obb", n=PROJECT_IMAGES, size=SIZE)
+    # every third object difficult: the stage and the evaluation ignore them alike
+    rotated_project(studio, root, "obb", n=PROJECT_IMAGES, size=SIZE, difficult_every=3)
     yield studio
     studio.close()
 
@@ -265,6 +269,184 @@ def test_detect_onnx_stores_rotated_boxes_in_a_run_started_through_the_api(
     predicted = sorted(json.dumps(p["detections"], sort_keys=True) for p in out["predictions"])
     assert sorted(json.dumps(k["detections"], sort_keys=True) for k in kept) == predicted  # predict's boxes
     assert all({"points", "rbox", "box"} <= set(d) for k in kept for d in k["detections"])
+
+
+def _stage_outputs(ws: Studio, made: dict[str, Any], **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run of ``detect_onnx`` over every image of the project: the run, and each item's saved
+    result by its key."""
+    from vistudio.services import runs
+
+    model_file = str(ws.home / made["export"]["path"])
+    stage = {"name": "detect_onnx", "params": {"model": model_file, **params}}
+    pipeline = {"name": "match-obb", "version": "1", "stages": [stage], "output_mode": "production"}
+    job = run_job(ws, runs.start_run(ws, pipeline=pipeline, project="obb")["id"])
+    assert job["status"] == "succeeded", job
+    run = job["result"]["run"]
+    folder = ws.home / "production" / run["id"] / "final"
+    suffix = "_detect_onnx_detections.json"
+    return run, {p.name.removesuffix(suffix): json.loads(p.read_text()) for p in folder.glob(f"*{suffix}")}
+
+
+def test_detect_onnx_matches_the_rotated_ground_truth_as_the_evaluation(
+    ws: Studio, made: dict[str, Any]
+) -> None:
+    from sqlalchemy import select
+
+    from vistudio.db import Sample
+    from vistudio.db.training import DetectionResult
+    from vistudio.ml.inference.rotated import match_image
+    from vistudio.pipelines.saver import safe_name
+    from vistudio.services import evaluation
+
+    started = evaluation.start_evaluation(
+        ws,
+        project="obb",
+        experiment="r18",
+        subsets=["train", "val", "test"],
+        device="cpu",
+        iou=0.5,
+        score_threshold=SCORE_THRESHOLD,
+    )
+    assert run_job(ws, started["job"]["id"])["status"] == "succeeded"
+    with ws.sessions() as s:
+        found = s.execute(
+            select(DetectionResult, Sample.name).join(Sample, Sample.id == DetectionResult.sample_id)
+        ).all()
+        evaluated = {  # by the run's item keys: the sample names without their extension
+            safe_name(Path(name).with_suffix("").as_posix(), 80): (
+                r.predictions,
+                r.truths,
+                (r.tp, r.fp, r.fn),
+            )
+            for r, name in found
+        }
+    run, got = _stage_outputs(ws, made, score_threshold=SCORE_THRESHOLD, iou=0.5)
+    assert sorted(got) == sorted(evaluated) and len(got) == PROJECT_IMAGES
+    assert any(t["iscrowd"] for _, ts, _ in evaluated.values() for t in ts)  # difficult objects came in
+    for name, out in got.items():
+        preds, truths, counts = evaluated[name]
+        assert len(out["detections"]) == sum(p["score"] >= SCORE_THRESHOLD for p in preds), name
+        # the item's objects are the evaluation's: its truths matched to the stage's detections
+        # by the evaluation's matching give the stage's outcomes
+        again = [dict(d) for d in out["detections"]]
+        objects = [{k: t[k] for k in ("class_index", "points", "iscrowd")} for t in truths]
+        match_image(again, objects, 0.5)
+        outcomes = [p["outcome"] for p in again]
+        fn = sum(t["outcome"] == "fn" for t in objects)
+        assert out["outcomes"] == outcomes, name
+        assert (out["tp"], out["fp"], out["fn"]) == (outcomes.count("tp"), outcomes.count("fp"), fn)
+        assert out["mistaken"] is bool(out["fp"] or out["fn"])
+        assert out["truth"] == _summary_of([t["label"] for t in truths if not t["iscrowd"]])
+        # and the counts are the evaluation's own, at the same score threshold
+        assert (out["tp"], out["fp"], out["fn"]) == counts, name
+    assert run["mistakes"] == sum(o["mistaken"] for o in got.values())
+    assert sum(o["tp"] for o in got.values()) > 0
+
+
+def _summary_of(names: list[str]) -> str:
+    from vistudio.pipelines.builtin import _summary
+
+    return _summary(names)
+
+
+def test_detect_onnx_on_an_image_without_objects_or_with_only_a_difficult_one(
+    ws: Studio, made: dict[str, Any]
+) -> None:
+    from vistudio.pipelines.builtin import detect_onnx
+    from vistudio.pipelines.stage import Item
+
+    model_file = str(ws.home / made["export"]["path"])
+    # the image with the most detections (at least two)
+    plain = [
+        (path, detect_onnx(Item(key="a", path=path), None, model=model_file).data)
+        for path in _split_images(ws, ["train", "val", "test"])
+    ]
+    path, seen = max(plain, key=lambda pd: pd[1]["count"])
+    dets = seen["detections"]
+    assert len(dets) >= 2 and "tp" not in seen  # no ground truth: nothing matched
+    meta = {"width": SIZE, "height": SIZE}
+
+    def stage(objects: list[dict[str, Any]], **params: Any) -> Any:
+        item = Item(key="b", path=path, meta={**meta, "objects": objects})
+        return detect_onnx(item, None, model=model_file, **params)
+
+    # no objects: every detection is a false positive
+    out = stage([])
+    assert out.data["detections"] == dets and out.data["outcomes"] == ["fp"] * len(dets)
+    assert (out.data["tp"], out.data["fp"], out.data["fn"]) == (0, len(dets), 0)
+    assert out.data["mistaken"] is True and out.data["truth"] == "nothing"
+    assert {k: out.metrics[k] for k in ("tp", "fp", "fn")} == {"tp": 0.0, "fp": float(len(dets)), "fn": 0.0}
+    drawn = out.outputs[0][0].reshape(-1, 3)
+    assert (drawn == (230, 40, 40)).all(axis=1).any()  # red
+    # the only object difficult, where the best detection is: that detection ignored, nothing missed
+    best = dets[0]
+    hard = {"class": best["label"], "points": best["points"], "iscrowd": True}
+    out = stage([hard])
+    assert out.data["outcomes"] == ["ignored"] + ["fp"] * (len(dets) - 1)
+    assert (out.data["tp"], out.data["fp"], out.data["fn"]) == (0, len(dets) - 1, 0)
+    assert out.data["truth"] == "nothing"
+    assert (out.outputs[0][0].reshape(-1, 3) == (150, 150, 150)).all(axis=1).any()  # grey
+    # the same object not difficult is found; an object of a class the model does not know is missed
+    # (drawn dashed orange: seen with the best detection alone, so that nothing is drawn over it)
+    easy = {**hard, "iscrowd": False}
+    cx, cy = np.mean(best["points"], axis=0)
+    x0, y0 = (5 if cx > SIZE / 2 else SIZE - 35), (5 if cy > SIZE / 2 else SIZE - 25)  # far from it
+    bird = {"class": "bird", "points": [[x0, y0], [x0 + 30, y0], [x0 + 30, y0 + 20], [x0, y0 + 20]]}
+    out = stage([easy, bird])
+    assert out.data["outcomes"] == ["tp"] + ["fp"] * (len(dets) - 1)
+    assert (out.data["tp"], out.data["fp"], out.data["fn"]) == (1, len(dets) - 1, 1)
+    assert out.data["truth"] == _summary_of(["bird", best["label"]])
+    assert (out.outputs[0][0].reshape(-1, 3) == (40, 200, 70)).all(axis=1).any()  # green, drawn over the rest
+    out = stage([easy, bird], score_threshold=best["score"])
+    assert out.data["outcomes"] == ["tp"] and (out.data["tp"], out.data["fp"], out.data["fn"]) == (1, 0, 1)
+    drawn = out.outputs[0][0].reshape(-1, 3)
+    assert (drawn == (40, 200, 70)).all(axis=1).any() and (drawn == (255, 150, 0)).all(axis=1).any()
+
+
+def test_rotated_ground_truth_follows_resizes_and_crops() -> None:
+    from vistudio.pipelines.builtin import CROPS_KEY
+    from vistudio.pipelines.oriented import rotated_truths
+    from vistudio.pipelines.stage import Item
+
+    def square(x: float, y: float, side: float) -> list[list[float]]:
+        return [[x, y], [x + side, y], [x + side, y + side], [x, y + side]]
+
+    # objects of a 100×100 picture, given at the file's size (200×200); the picture shown at
+    # 100×100, cut to x 10..70, y 0..60 and that shown at 30×30
+    shown = [
+        ("red", square(20, 10, 20), False),  # inside the crop
+        ("blue", square(60, 10, 20), False),  # half of it inside: difficult
+        ("green", square(75, 70, 20), False),  # outside: left out
+        ("green", square(55, 35, 20), False),  # 3/4 of it inside: kept whole
+        ("red", square(30, 40, 10), True),  # difficult, inside
+    ]
+    objects: list[Any] = [
+        {"class": k, "points": (2 * np.array(pts)).tolist(), "iscrowd": d} for k, pts, d in shown
+    ]
+    objects += [
+        {"class": "bird", "box": [24, 4, 44, 24]},  # a box: its rectangle; a class the model lacks
+        {"class": "red", "points": [[0, 0], [1, 1]]},  # malformed: skipped
+        {"class": "red", "points": square(20, 20, 0)},  # no area: skipped
+        "junk",
+    ]
+    item = Item(key="a", meta={"objects": objects, "width": 200, "height": 200})
+    item.meta[CROPS_KEY] = [{"box": [10, 0, 70, 60], "size": [100, 100]}]
+    got = rotated_truths(item, list(CLASSES), (30, 30))
+    assert got is not None
+    want = [shown[0], shown[1], shown[3], shown[4], ("bird", square(12, 2, 10), False)]
+    assert [t["label"] for t in got] == [k for k, _, _ in want]
+    assert [t["class_index"] for t in got] == [2, 0, 1, 2, -1]
+    assert [t["iscrowd"] for t in got] == [False, True, False, True, False]
+    for t, (_, pts, _) in zip(got, want, strict=True):
+        np.testing.assert_allclose(t["points"], (np.array(pts) - [10, 0]) * 0.5, atol=1e-9)
+    # without a crop nothing is cut: an object over the image's edge is as the evaluation has it
+    edge = {"class": "blue", "points": square(180, 180, 40), "iscrowd": False}  # half outside
+    whole = rotated_truths(
+        Item(key="b", meta={"objects": [edge], "width": 200, "height": 200}), list(CLASSES), (50, 50)
+    )
+    assert whole is not None and whole[0]["iscrowd"] is False and whole[0]["class_index"] == 0
+    np.testing.assert_allclose(whole[0]["points"], square(45, 45, 10))
+    assert rotated_truths(Item(key="c"), list(CLASSES), (30, 30)) is None  # no ground truth
 
 
 def test_bad_files_and_models_of_other_tasks_are_clear_errors(

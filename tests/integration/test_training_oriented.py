@@ -1,9 +1,9 @@
 """Oriented detection end to end on generated rotated rectangles: `vistudio train` the small
 oriented detector from scratch (a real job, child process and checkpoints), with two degenerate
 rotated boxes in the split skipped with a warning; `vistudio evaluate` (DOTA mAP50 equal to
-``dota_ap`` on the stored predictions, above the learning threshold), the per-image results
-through the CLI and the API, an export queued, and the clear error of what is not available yet
-(the confusion matrix)."""
+``dota_ap`` on the stored predictions, above the learning threshold; the confusion matrix
+consistent with the per-class counts), the per-image results through the CLI and the API, and an
+export queued."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
@@ -145,6 +146,15 @@ def test_train_evaluate_and_results_of_an_oriented_detector(
     # per-image counts at the chosen threshold add up to the totals
     assert sum(r[3] for r in stored) == m["tp"] and sum(r[4] for r in stored) == m["fp"]
     assert sum(r[5] for r in stored) == m["fn"] and m["tp"] > 0 and m["images"] == len(stored) == 20
+    # the confusion matrix at the threshold: TP on the diagonal, each class's row its objects
+    # (TP + FN) and its column its predictions that count (TP + FP); background last
+    cm = np.array(ev["confusion_matrix"])
+    assert cm.shape == (4, 4) and ev["confusion_labels"] == [*ev["classes"], "background"]
+    for k, name in enumerate(ev["classes"]):
+        c = m["per_class"][name]
+        assert cm[k, k] == c["tp"] and cm[k].sum() == c["tp"] + c["fn"] == c["objects"]
+        assert cm[:, k].sum() == c["tp"] + c["fp"]
+    assert cm[3, 3] == 0 and (settings.home / ev["confusion_png_path"]).is_file()
     p = stored[0][1][0]
     assert len(p["points"]) == 4 and len(p["rbox"]) == 5 and p["outcome"] in ("tp", "fp", "ignored")
 
@@ -172,8 +182,7 @@ def test_train_evaluate_and_results_of_an_oriented_detector(
             queued = export.json()["export"]
             assert queued["format"] == "onnx" and queued["status"] == "queued"
             assert client.delete(f"/api/v1/exports/{queued['id']}").status_code == 200
-            # not available yet: a clear 400, not a traceback
-            cm = client.get("/api/v1/evaluations/obb/r18/confusion.png")
-            assert cm.status_code == 400 and "not available" in cm.json()["error"]["message"]
+            png = client.get("/api/v1/evaluations/obb/r18/confusion.png")
+            assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         studio.close()

@@ -82,3 +82,45 @@ def test_curves_equal_a_brute_force_computation(seed: int) -> None:
         for r, q in zip(RECALL_POINTS, pr["precision"], strict=True):
             want = max((prec for rec, prec in points if rec >= r - 1e-12), default=0.0)
             assert q == pytest.approx(want, abs=1e-6), (k, r)
+
+
+def _square(x: float, y: float, side: float, turn: float = 0.0) -> list[list[float]]:
+    c, s = np.cos(turn), np.sin(turn)
+    half = side / 2
+    return [
+        [x + c * dx - s * dy, y + s * dx + c * dy]
+        for dx, dy in ((-half, -half), (half, -half), (half, half), (-half, half))
+    ]
+
+
+def test_the_confusion_matrix_pairs_wrong_classes_and_leaves_difficult_objects_out() -> None:
+    """Two classes, background last. Image 1: an object of class 0 found by a class-0 prediction
+    (diagonal) and seen as class 1 by a better-scored prediction (paired: true 0 → predicted 1 is
+    not counted, the object is found); an object of class 1 predicted as class 0 (turned 90°, the
+    same rectangle: a wrong-class pair); a difficult class-1 object under a class-1 prediction
+    (nowhere). Image 2: a class-0 prediction on nothing (background row) and a class-1 object
+    found only under the score threshold (missed: background column)."""
+    from vistudio.services.evaluation.oriented import confusion, match_image
+
+    def truth(k: int, points: list[list[float]], difficult: bool = False) -> dict[str, Any]:
+        return {"class_index": k, "points": points, "iscrowd": difficult}
+
+    def pred(k: int, points: list[list[float]], score: float) -> dict[str, Any]:
+        return {"class_index": k, "points": points, "score": score}
+
+    a, b, d = _square(20, 20, 10), _square(60, 60, 10), _square(100, 20, 10)
+    one = (
+        [pred(1, a, 0.95), pred(0, a, 0.9), pred(0, _square(60, 60, 10, np.pi / 2), 0.8), pred(1, d, 0.7)],
+        [truth(0, a), truth(1, b), truth(1, d, difficult=True)],
+    )
+    two = ([pred(0, _square(20, 80, 8), 0.6), pred(1, b, 0.2)], [truth(1, b)])
+    rows = []
+    for sid, (preds, truths) in enumerate((one, two)):
+        match_image(preds, truths, 0.5)
+        rows.append((sid, preds, truths))
+    assert [p["outcome"] for p in one[0]] == ["fp", "tp", "fp", "ignored"]
+    cm = confusion(rows, 2, iou=0.5, score_threshold=0.5)
+    # rows true 0, 1, background; columns predicted 0, 1, background
+    assert cm.tolist() == [[1, 0, 0], [1, 0, 1], [1, 1, 0]]
+    # at 0.1 the second image's object is found
+    assert confusion(rows, 2, iou=0.5, score_threshold=0.1).tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 0]]

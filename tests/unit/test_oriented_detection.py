@@ -192,6 +192,7 @@ def test_one_training_step_and_inference_of_each_catalog_model() -> None:
         losses = model(images, targets)
         expected = {"loss_classifier", "loss_box_reg", "loss_angle"}
         assert set(losses) == (expected | {"loss_centerness"} if model.family == "fcos_obb" else expected)
+        assert set(model.loss_names) == set(losses)  # what the training reports: no zero series
         total = sum(losses.values())
         assert torch.isfinite(total)
         total.backward()

@@ -564,6 +564,7 @@ class OrientedDetector(nn.Module):
     ``{"boxes": (N, 5), "scores": (N,), "labels": (N,)}`` in each image's pixels."""
 
     family: ClassVar[str]
+    loss_names: ClassVar[tuple[str, ...]]  # the losses :meth:`train_losses` returns
 
     def __init__(
         self,
@@ -662,6 +663,7 @@ class OrientedFCOS(OrientedDetector):
     """The FCOS-style oriented detector (see the module docstring)."""
 
     family = "fcos_obb"
+    loss_names = LOSS_NAMES
 
     def __init__(self, spec: OrientedDetectorSpec, num_classes: int, **kwargs: Any) -> None:
         super().__init__(spec, num_classes, **kwargs)
@@ -750,6 +752,7 @@ class OrientedRetinaNet(OrientedDetector):
     per location, scores sigmoid(class)."""
 
     family = "retina_obb"
+    loss_names = tuple(n for n in LOSS_NAMES if n != "loss_centerness")  # no centre-ness branch
 
     def __init__(self, spec: OrientedDetectorSpec, num_classes: int, **kwargs: Any) -> None:
         super().__init__(spec, num_classes, **kwargs)

@@ -623,35 +623,6 @@ def _open_detector(path: Path) -> Any:
         raise StageError(f"detect_onnx: {exc.message}") from None
 
 
-def _detect_oriented(
-    det: Any, chw: Any, original: tuple[int, int], picture: Image.Image, score_threshold: float | None
-) -> StepOutput:
-    """``detect_onnx`` with an oriented detector: its rotated boxes, drawn and saved. Ground truth
-    is not matched (the items' objects are axis-aligned boxes)."""
-    from vistudio.ml.inference.onnx_oriented import draw_oriented
-
-    try:
-        found = det.detect(chw, original_size=original, score_threshold=score_threshold)
-    except Exception as exc:  # onnxruntime's failure on this input, reported with its reason
-        raise StageError(f"detect_onnx: {getattr(exc, 'message', exc)}") from exc
-    classes = list(det.classes)
-    names = [classes[int(k)] if 0 <= int(k) < len(classes) else str(int(k)) for k in found.labels]
-    result: dict[str, Any] = {
-        "label": _summary(names),
-        "count": len(found),
-        "detections": found.to_list(classes),
-    }
-    metrics: dict[str, float] = {"detections": float(len(found))}
-    if len(found):
-        metrics["max_score"] = float(found.scores.max())
-    overlay = draw_oriented(picture, found, classes)
-    return StepOutput(
-        data=result,
-        outputs=[(_to_array(overlay), "overlay", "png"), (result, "detections", "json")],
-        metrics=metrics,
-    )
-
-
 def _summary(names: list[str]) -> str:
     """``"2 rectangle, 1 ellipse"`` (most frequent first), ``"nothing"`` for no object."""
     if not names:
@@ -662,14 +633,37 @@ def _summary(names: list[str]) -> str:
     return ", ".join(f"{c} {n}" for n, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _to_image(
+    item: Item, size: tuple[int, int]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], bool]:
+    """The map from the pixels of the item's file (``item.meta["width"]``×``["height"]``; ``size``
+    when unknown) to those of the ``size`` (w, h) image a stage received: ``(scale, offset,
+    cropped)``, a point ``p`` going to ``p · scale + offset``. Image stages before it are
+    followed: resizes scale, and each ``crop`` (recorded under :data:`CROPS_KEY`) moves the
+    origin to its corner; ``cropped`` says whether any did, so that ground truth is cut to the
+    image (what lies outside it was cut away)."""
+    scale, offset = np.ones(2), np.zeros(2)
+    # the frame the points are in: the file's pixels, then each crop's output
+    frame = np.array([float(item.meta.get("width") or size[0]), float(item.meta.get("height") or size[1])])
+    crops = item.meta.get(CROPS_KEY)
+    crops = crops if isinstance(crops, list) else []
+    for crop in crops:
+        (x0, y0, x1, y1), (w, h) = crop["box"], crop["size"]
+        step = np.array([w, h], dtype=np.float64) / np.maximum(frame, 1.0)  # to the crop's input image
+        scale, offset = scale * step, offset * step - [x0, y0]
+        frame = np.array([x1 - x0, y1 - y0], dtype=np.float64)
+    step = np.array(size, dtype=np.float64) / np.maximum(frame, 1.0)
+    return scale * step, offset * step, bool(crops)
+
+
 def _truths(item: Item, classes: list[str], size: tuple[int, int]) -> Any | None:
     """The item's ground-truth objects (``item.meta["objects"]``: ``{"class", "box" [x1, y1, x2,
     y2] in the pixels of ``item.meta["width"]``×``["height"]``, "iscrowd"}``) in the pixels of the
     image the detector saw, as the evaluation's :class:`Truths`; None when the item has none.
 
-    Image stages before the detector are followed: resizes scale the boxes, and each ``crop``
-    (recorded under :data:`CROPS_KEY`) cuts them to the kept region — a box is clipped to it and
-    left out when nothing of it is left, as the crop left its object out of the image."""
+    Image stages before the detector are followed (:func:`_to_image`): resizes scale the boxes,
+    and after a ``crop`` each box is clipped to the kept region and left out when nothing of it is
+    left, as the crop left its object out of the image."""
     objects = item.meta.get("objects")
     if not isinstance(objects, list):
         return None
@@ -684,20 +678,13 @@ def _truths(item: Item, classes: list[str], size: tuple[int, int]) -> Any | None
         rows.append(index.get(str(obj.get("class")), -1))  # a class the model does not know: missed
         raw.append([float(v) for v in box])
         ignored.append(bool(obj.get("iscrowd")))
-    boxes = np.asarray(raw, dtype=np.float64).reshape(-1, 4)
+    scale, offset, cropped = _to_image(item, size)
+    boxes = np.asarray(raw, dtype=np.float64).reshape(-1, 4) * np.tile(scale, 2) + np.tile(offset, 2)
     keep = np.ones(len(boxes), dtype=bool)
-    # the frame the boxes are in: the file's pixels, then each crop's output
-    frame = (float(item.meta.get("width") or size[0]), float(item.meta.get("height") or size[1]))
-    crops = item.meta.get(CROPS_KEY)
-    for crop in crops if isinstance(crops, list) else []:
-        (x0, y0, x1, y1), (w, h) = crop["box"], crop["size"]
-        boxes *= [w / max(frame[0], 1.0), h / max(frame[1], 1.0)] * 2  # to the crop's input image
-        boxes -= [x0, y0, x0, y0]
-        boxes[:, 0::2] = boxes[:, 0::2].clip(0, x1 - x0)
-        boxes[:, 1::2] = boxes[:, 1::2].clip(0, y1 - y0)
-        keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        frame = (float(x1 - x0), float(y1 - y0))
-    boxes *= [size[0] / max(frame[0], 1.0), size[1] / max(frame[1], 1.0)] * 2
+    if cropped:
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, size[0])
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, size[1])
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return Truths.from_lists(
         [r for r, k in zip(rows, keep, strict=True) if k],
         boxes[keep].tolist(),
@@ -724,13 +711,19 @@ def detect_onnx(
     saves the image with its detections drawn (``overlay``) and the detections (``detections``
     JSON). An oriented detector's detections are rotated boxes, ``{"label", "class_index",
     "score", "points" (4 corners), "rbox" [cx, cy, w, h, θ radians], "box" (their bounds)}`` as
-    ``vistudio predict`` and the evaluation give them; it matches no ground truth yet.
+    ``vistudio predict`` and the evaluation give them.
 
-    When the item has ground-truth objects (a detection or instance segmentation project's
-    images), detections are matched to them by the evaluation's matching (boxes, at IoU ≥ ``iou``,
-    crowd regions ignored; after a ``crop`` stage, the objects cut to the kept region): metrics ``tp``, ``fp``, ``fn``, the item counts as a mistake when any
-    prediction is a false positive or any object is missed, and the saved image shows true
-    positives green, false positives red and missed objects dashed orange.
+    When the item has ground-truth objects (a detection, instance segmentation or oriented
+    detection project's images), detections are matched to them by the evaluation's matching —
+    boxes at IoU ≥ ``iou``, crowd regions ignored, after a ``crop`` stage the objects cut to the
+    kept region; rotated boxes by the oriented evaluation's (the DOTA devkit's rule: predictions
+    in decreasing score, each to the object of its class with the largest rotated IoU, a match
+    above ``iou``; difficult objects ignored; see ``pipelines/oriented``) —: the result's
+    ``truth`` (the objects, as ``label`` says the detections), ``tp``, ``fp``, ``fn``,
+    ``outcomes`` (each detection's: ``tp``, ``fp`` or ``ignored``) and ``mistaken``; metrics
+    ``tp``, ``fp``, ``fn``. The item counts as a mistake when any prediction is a false positive
+    or any object is missed, and the saved image shows true positives green, false positives red
+    and missed objects dashed orange.
     """
     if not isinstance(model, str | Path) or not str(model).strip():
         raise StageError(f"detect_onnx: model must be a path to an .onnx file, got {model!r}")
@@ -762,7 +755,11 @@ def detect_onnx(
     from vistudio.ml.inference.onnx_oriented import OnnxOrientedDetector
 
     if isinstance(det, OnnxOrientedDetector):  # rotated boxes
-        return _detect_oriented(det, chw, original, picture, score_threshold)
+        from vistudio.pipelines.oriented import detect_oriented
+
+        return detect_oriented(
+            item, det, chw, original, picture, score_threshold=score_threshold, iou=float(iou)
+        )
     try:
         found = det.detect(chw, original_size=original)
     except Exception as exc:  # onnxruntime's failure on this input, reported with its reason

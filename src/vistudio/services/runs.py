@@ -189,9 +189,15 @@ def _project_items(studio: Studio, source: dict[str, Any]) -> list[Item]:
 
 
 def _box_objects(s: Any, project_id: int, rows: list[Sample]) -> dict[int, list[dict[str, Any]]] | None:
-    """For detection and instance segmentation projects, each sample's objects ``{"class", "box"
-    [x1, y1, x2, y2] in the sample's pixels, "iscrowd"}`` (as training and evaluation read them);
-    None for other tasks."""
+    """For detection, instance segmentation and oriented detection projects, each sample's
+    objects ``{"class", "box" [x1, y1, x2, y2] in the sample's pixels, "iscrowd"}`` (as training
+    and evaluation read them; ``iscrowd`` a COCO crowd region or a difficult object); None for
+    other tasks.
+
+    A rotated box (``rotated_box`` annotation) also gives ``"points"``, its four corners
+    ``[[x, y] × 4]`` in the sample's pixels (DOTA order), ``box`` being their bounds clipped to
+    the image; one without a width or a height is left out, as the oriented evaluation leaves it
+    out of the ground truth (``ml.inference.rotated.rotated_object``)."""
     from vistudio.db import Annotation, LabelClass, Project
     from vistudio.ml.tasks import get_task
     from vistudio.services.experiments.lookup import object_target
@@ -222,7 +228,15 @@ def _box_objects(s: Any, project_id: int, rows: list[Sample]) -> dict[int, list[
                 continue
             (x, y, w, h), (width, height) = obj["box"], sizes[sid]
             box = [x * width, y * height, (x + w) * width, (y + h) * height]
-            out.setdefault(sid, []).append({"class": name, "box": box, "iscrowd": obj["iscrowd"]})
+            entry = {"class": name, "box": box, "iscrowd": obj["iscrowd"]}
+            if "points" in obj:  # a rotated box: its corners as the oriented evaluation reads them
+                from vistudio.ml.inference.rotated import rotated_object
+
+                found = rotated_object(obj, width, height)
+                if found is None:
+                    continue
+                entry["points"] = found[0].tolist()
+            out.setdefault(sid, []).append(entry)
     return out
 
 

@@ -429,42 +429,75 @@ def confusion_matrix(
     images: Sequence[ImageMatch], num_classes: int, *, iou_threshold: float, score_threshold: float
 ) -> npt.NDArray[np.int64]:
     """The (N+1)×(N+1) detection confusion matrix at a score threshold (see the module docstring)."""
-    bg = num_classes
     cm = np.zeros((num_classes + 1, num_classes + 1), np.int64)
     for im in images:
-        keep = im.pred_scores >= score_threshold
-        fps: list[int] = []
-        for d, o in enumerate(im.pred_outcome):
-            if not keep[d] or o == "ignored":
-                continue
-            if o == "tp":
-                cm[im.pred_classes[d], im.pred_classes[d]] += 1
-            else:
-                fps.append(d)
-        found = ~np.isnan(im.matched_score) & (np.nan_to_num(im.matched_score, nan=-1.0) >= score_threshold)
-        fns = [g for g in range(len(im.truth_classes)) if not im.truth_ignored[g] and not found[g]]
-        pairs = [
-            (float(im.ious[d, g]), g, d)
-            for g in fns
-            for d in fps
-            if im.pred_classes[d] != im.truth_classes[g] and im.ious[d, g] >= iou_threshold
-        ]
-        pairs.sort(key=lambda x: -x[0])
-        used_g: set[int] = set()
-        used_d: set[int] = set()
-        for _, g, d in pairs:
-            if g in used_g or d in used_d:
-                continue
-            used_g.add(g)
-            used_d.add(d)
-            cm[im.truth_classes[g], im.pred_classes[d]] += 1
-        for g in fns:
-            if g not in used_g:
-                cm[im.truth_classes[g], bg] += 1
-        for d in fps:
-            if d not in used_d:
-                cm[bg, im.pred_classes[d]] += 1
+        add_to_confusion(
+            cm,
+            pred_classes=im.pred_classes,
+            pred_scores=im.pred_scores,
+            pred_outcome=im.pred_outcome,
+            truth_classes=im.truth_classes,
+            truth_ignored=im.truth_ignored,
+            matched_score=im.matched_score,
+            ious=im.ious,
+            overlaps=im.ious >= iou_threshold,
+            score_threshold=score_threshold,
+        )
     return cm
+
+
+def add_to_confusion(
+    cm: npt.NDArray[np.int64],
+    *,
+    pred_classes: npt.NDArray[np.int64],
+    pred_scores: npt.NDArray[np.float64],
+    pred_outcome: Sequence[str],
+    truth_classes: npt.NDArray[np.int64],
+    truth_ignored: npt.NDArray[np.bool_],
+    matched_score: npt.NDArray[np.float64],
+    ious: npt.NDArray[np.float64],
+    overlaps: npt.NDArray[np.bool_],
+    score_threshold: float,
+) -> None:
+    """Count one matched image into ``cm`` ((N+1)×(N+1), background last), in place.
+
+    ``pred_outcome`` (``tp`` | ``fp`` | ``ignored``) and ``matched_score`` (NaN when unmatched)
+    are the image's matching over all its predictions; ``ious`` (predictions × truths) orders the
+    wrong-class pairs and ``overlaps`` says which pairs are over the matching's IoU threshold (the
+    caller's rule: COCO's ≥, the DOTA devkit's >)."""
+    bg = cm.shape[0] - 1
+    keep = pred_scores >= score_threshold
+    fps: list[int] = []
+    for d, o in enumerate(pred_outcome):
+        if not keep[d] or o == "ignored":
+            continue
+        if o == "tp":
+            cm[pred_classes[d], pred_classes[d]] += 1
+        else:
+            fps.append(d)
+    found = ~np.isnan(matched_score) & (np.nan_to_num(matched_score, nan=-1.0) >= score_threshold)
+    fns = [g for g in range(len(truth_classes)) if not truth_ignored[g] and not found[g]]
+    pairs = [
+        (float(ious[d, g]), g, d)
+        for g in fns
+        for d in fps
+        if pred_classes[d] != truth_classes[g] and overlaps[d, g]
+    ]
+    pairs.sort(key=lambda x: -x[0])
+    used_g: set[int] = set()
+    used_d: set[int] = set()
+    for _, g, d in pairs:
+        if g in used_g or d in used_d:
+            continue
+        used_g.add(g)
+        used_d.add(d)
+        cm[truth_classes[g], pred_classes[d]] += 1
+    for g in fns:
+        if g not in used_g:
+            cm[truth_classes[g], bg] += 1
+    for d in fps:
+        if d not in used_d:
+            cm[bg, pred_classes[d]] += 1
 
 
 def _ratio(a: float, b: float) -> float:

@@ -268,6 +268,61 @@ def draw_oriented(img: Any, detections: OrientedDetections, classes: list[str]) 
     return out
 
 
+def _dashed_polygon(draw: Any, points: list[tuple[float, float]], colour: Any, width: int, dash: int) -> None:
+    for (ax, ay), (bx, by) in zip(points, [*points[1:], points[0]], strict=True):
+        steps = max(1, int(max(abs(bx - ax), abs(by - ay)) // dash))
+        for i in range(0, steps, 2):
+            t0, t1 = i / steps, min(1.0, (i + 1) / steps)
+            draw.line(
+                [(ax + (bx - ax) * t0, ay + (by - ay) * t0), (ax + (bx - ax) * t1, ay + (by - ay) * t1)],
+                fill=colour,
+                width=width,
+            )
+
+
+def draw_oriented_outcomes(
+    img: Any,
+    detections: OrientedDetections,
+    outcomes: list[str],
+    truth_corners: npt.ArrayLike,
+    truth_outcomes: list[str],
+    classes: list[str],
+) -> Any:
+    """A copy of ``img`` (a PIL image, RGB) with the rotated boxes coloured by their matching's
+    ``outcomes`` (``tp`` green, ``fp`` red, ``ignored`` — on a difficult object — grey) and the
+    missed objects (``truth_outcomes`` ``fn``; ``truth_corners`` ``(M, 4, 2)``) dashed orange: the
+    colours of ``overlays.draw_outcomes`` and of the evaluation pages. True positives are drawn
+    over the others."""
+    from PIL import ImageDraw
+
+    from vistudio.ml.inference.overlays import FN_COLOUR, FP_COLOUR, TP_COLOUR, _font, _label, _line_width
+
+    if len(outcomes) != len(detections):
+        raise ValueError(f"{len(detections)} detections but {len(outcomes)} outcomes")
+    out = img.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    font, width = _font(out), _line_width(out)
+    corners = np.asarray(truth_corners, dtype=np.float64).reshape(-1, 4, 2)
+    for c, outcome in zip(corners, truth_outcomes, strict=True):
+        if outcome == "fn":
+            pts = [(float(x), float(y)) for x, y in c]
+            _dashed_polygon(draw, pts, FN_COLOUR, width + 1, max(4, min(out.size) // 40))
+    colours = {"tp": TP_COLOUR, "fp": FP_COLOUR}
+    shapes = []
+    # the true positives drawn last, then the better scores: on a crowded image they stay on top
+    order = sorted(range(len(outcomes)), key=lambda i: (outcomes[i] == "tp", float(detections.scores[i])))
+    for i in order:
+        c, k, score, outcome = detections.corners[i], detections.labels[i], detections.scores[i], outcomes[i]
+        colour = colours.get(outcome, (150, 150, 150))
+        pts = [(float(x), float(y)) for x, y in c]
+        draw.line([*pts, pts[0]], fill=colour, width=width, joint="curve")
+        name = classes[int(k)] if 0 <= int(k) < len(classes) else str(int(k))
+        shapes.append((min(pts, key=lambda p: (p[1], p[0])), f"{name} {float(score):.2f}", colour))
+    for top, text, colour in shapes:  # labels over every box
+        _label(draw, top, text, colour, font)
+    return out
+
+
 # --- the runner --------------------------------------------------------------------------------------
 
 

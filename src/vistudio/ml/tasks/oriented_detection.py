@@ -4,8 +4,8 @@ Models come from the oriented detector catalog (``ml/oriented_detectors``: a Res
 with a dense head that predicts each object's centre, size and angle — FCOS-style from every
 location, or RetinaNet-style relative to anchors). The model computes its own losses in training
 mode; each component is averaged over the epoch and reported as ``train_loss_classifier``,
-``train_loss_box_reg`` (centre and size), ``train_loss_angle`` and ``train_loss_centerness`` (0 for
-the RetinaNet-style models, which have no centre-ness). Validation runs the model in eval mode and
+``train_loss_box_reg`` (centre and size), ``train_loss_angle`` and ``train_loss_centerness`` (not
+reported by the RetinaNet-style models, which have no centre-ness). Validation runs the model in eval mode and
 computes the DOTA-style mAP at IoU 0.5 (``ml/inference/dota_metrics.dota_ap``, polygon IoU,
 difficult objects ignored): ``val_map50`` with the 11-point AP (the DOTA devkit's and MMRotate's
 default) and ``val_map50_area`` with the area under the precision-recall curve; there is no
@@ -38,9 +38,10 @@ from torchvision.transforms.v2 import functional as F
 
 from vistudio.ml.detectors import IMAGENET_MEAN, IMAGENET_STD
 from vistudio.ml.inference.dota_metrics import OrientedDetection, OrientedObject, dota_ap
-from vistudio.ml.inference.rotated import cxcywha_from_corners
+from vistudio.ml.inference.rotated import MIN_SIDE_PX, cxcywha_from_corners, rotated_object
 from vistudio.ml.models import ModelInfo
 from vistudio.ml.oriented_detectors import (
+    FAMILIES,
     LOSS_NAMES,
     build_oriented_detector,
     check_oriented_weights,
@@ -52,9 +53,6 @@ from vistudio.ml.tasks import register_training
 from vistudio.ml.tasks.detection import DetectionConfig, DetectionEvalTransform, LossMeans
 from vistudio.ml.training.config import Augment, TrainConfig
 from vistudio.ml.training.task import TrainingTask, Transform
-
-# a side shorter than this (pixels of the sample) is no side: the box is a line or a point
-MIN_SIDE_PX = 0.5
 
 
 class OrientedDetectionConfig(DetectionConfig):
@@ -89,22 +87,6 @@ class OrientedDetectionConfig(DetectionConfig):
                 }
             ]
         return []
-
-
-def rotated_object(obj: dict[str, Any], width: int, height: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """A stored object's corners ``(4, 2)`` and ``(cx, cy, w, h, θ)`` in the pixels of a
-    ``width``×``height`` image; None when it has no usable rotated box (no corners, not finite,
-    or a side under ``MIN_SIDE_PX``)."""
-    points = obj.get("points")
-    if not isinstance(points, list) or len(points) != 4:
-        return None
-    corners = np.asarray(points, dtype=np.float64).reshape(4, 2) * np.array([width, height])
-    if not np.isfinite(corners).all():
-        return None
-    box = cxcywha_from_corners(corners[None])[0]
-    if box[2] < MIN_SIDE_PX or box[3] < MIN_SIDE_PX:
-        return None
-    return corners, box
 
 
 def degenerate_count(targets: Sequence[Any]) -> int:
@@ -300,7 +282,8 @@ class OrientedDetectionTask(TrainingTask):
 
     def build_metrics(self, prefix: str) -> MetricCollection:
         if prefix == "train":
-            return MetricCollection({"losses": LossMeans(LOSS_NAMES)})
+            family = FAMILIES[get_oriented_spec(self.config.model).family]
+            return MetricCollection({"losses": LossMeans(family.loss_names)})
         return MetricCollection({"map": OrientedMAP(len(self.classes))})
 
     def encode_target(self, target: Any) -> dict[str, Any]:

@@ -487,7 +487,7 @@ def confusion_png(studio: Studio, *, project: str | int, experiment: str | int) 
         p, exp, ev = _find(s, project, experiment)
     if ev.status != "succeeded":
         raise Conflict(f"the evaluation of {exp.name!r} is {ev.status}: no confusion matrix yet")
-    if not ev.confusion:  # regression has none; oriented detection counts none yet
+    if not ev.confusion:  # regression has none
         raise BadRequest(
             f"a confusion matrix is not available for {exp.task.replace('_', ' ')} evaluations",
             details={"task": exp.task},

@@ -17,11 +17,13 @@ DOTA devkit's and MMRotate's default), ``map50_area`` — the same with the area
 precision-recall curve, both ``ml/inference/dota_metrics.dota_ap`` on the stored predictions;
 ``per_class`` (``ap50``, ``ap50_area``, ``objects``, and at the score threshold ``tp``, ``fp``,
 ``fn``, ``precision``, ``recall``, ``f1``); at the score threshold (given, or the confidence that
-maximises F1 over all classes) per-image and total TP/FP/FN, precision, recall and F1.
+maximises F1 over all classes) per-image and total TP/FP/FN, precision, recall and F1, and the
+(N+1)×(N+1) confusion matrix (:func:`confusion`, background last).
 
 Files in the evaluation folder: ``predictions.json`` (``image_id`` = the sample id,
 ``category_id`` = class index + 1, ``poly`` the eight corner coordinates, ``rbox``, ``score``),
-``results.parquet`` and ``results.csv`` (one row per image) and ``metrics.json``.
+``results.parquet`` and ``results.csv`` (one row per image), ``metrics.json`` and
+``confusion_matrix.png``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sqlalchemy import bindparam, insert, select, update
 from vistudio.db import Project, Sample, utcnow
 from vistudio.db.training import DetectionResult, Evaluation, Experiment
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
+from vistudio.ml.inference.rotated import match_image  # the matching, shared with detect_onnx
 from vistudio.services.evaluation.core import DEFAULT_IOU, EVALUATORS, eval_dir, get_evaluation, open_run
 from vistudio.services.evaluation.detection import (
     CSV_COLUMNS,
@@ -64,7 +67,7 @@ def _box_json(corners: np.ndarray) -> dict[str, Any]:
 def truth_json(target: dict[str, Any], classes: list[str]) -> tuple[list[dict[str, Any]], int]:
     """A stored target's usable objects as the result's truths (sample pixels), and how many of
     its objects were left out (no width or no height)."""
-    from vistudio.ml.tasks.oriented_detection import rotated_object
+    from vistudio.ml.inference.rotated import rotated_object
 
     w, h = int(target["width"]), int(target["height"])
     out, skipped = [], 0
@@ -78,44 +81,6 @@ def truth_json(target: dict[str, Any], classes: list[str]) -> tuple[list[dict[st
             {"class_index": k, "label": classes[k], **_box_json(found[0]), "iscrowd": bool(o["iscrowd"])}
         )
     return out, skipped
-
-
-def match_image(preds: list[dict[str, Any]], truths: list[dict[str, Any]], iou: float) -> None:
-    """Set ``outcome`` (and a prediction's ``iou``, a found object's ``matched_score``) on each
-    prediction and truth of one image, in place (see the module docstring)."""
-    from vistudio.ml.inference.rotated import rotated_iou_matrix
-
-    for t in truths:
-        t.update(outcome="ignored" if t["iscrowd"] else "fn", matched_score=None)
-    order = sorted(range(len(preds)), key=lambda i: -preds[i]["score"])
-    found: set[int] = set()
-    for k in {p["class_index"] for p in preds}:
-        mine = [i for i in order if preds[i]["class_index"] == k]
-        objs = [j for j, t in enumerate(truths) if t["class_index"] == k]
-        ious = (
-            rotated_iou_matrix(
-                np.array([preds[i]["points"] for i in mine]), np.array([truths[j]["points"] for j in objs])
-            )
-            if objs
-            else np.zeros((len(mine), 0))
-        )
-        for row, i in enumerate(mine):
-            p = preds[i]
-            best = int(ious[row].argmax()) if objs else -1
-            value = float(ious[row, best]) if objs else 0.0
-            p["iou"] = value
-            if value > iou:
-                j = objs[best]
-                if truths[j]["iscrowd"]:
-                    p["outcome"] = "ignored"
-                elif j in found:
-                    p["outcome"] = "fp"
-                else:
-                    found.add(j)
-                    p["outcome"] = "tp"
-                    truths[j].update(outcome="tp", matched_score=p["score"])
-            else:
-                p["outcome"] = "fp"
 
 
 def _counts(preds: list[dict[str, Any]], truths: list[dict[str, Any]], threshold: float) -> dict[str, int]:
@@ -168,6 +133,48 @@ def curves(
         int(positives.sum()),
     )
     return {"pr": pr, "f1": {**curve, "best": best}}
+
+
+def confusion(
+    rows: list[tuple[int, list[dict[str, Any]], list[dict[str, Any]]]],
+    n: int,
+    *,
+    iou: float,
+    score_threshold: float,
+) -> np.ndarray:
+    """The (N+1)×(N+1) confusion matrix (rows the true class, columns the predicted one, the
+    background last) of matched rows ``(sample id, predictions, truths)`` at a score threshold,
+    counted as detection's (``detection_matching.add_to_confusion``): true positives on the
+    diagonal; a missed object and a false positive of another class over it at rotated IoU >
+    ``iou`` (the matching's rule) pair up off the diagonal, best IoU first; the rest against the
+    background. Difficult objects and predictions on them count nowhere."""
+    from vistudio.ml.inference.detection_matching import add_to_confusion
+    from vistudio.ml.inference.rotated import rotated_iou_matrix
+
+    cm = np.zeros((n + 1, n + 1), np.int64)
+    for _, preds, truths in rows:
+        ious = (
+            rotated_iou_matrix(
+                np.array([p["points"] for p in preds]), np.array([t["points"] for t in truths])
+            )
+            if preds and truths
+            else np.zeros((len(preds), len(truths)))
+        )
+        add_to_confusion(
+            cm,
+            pred_classes=np.array([p["class_index"] for p in preds], np.int64),
+            pred_scores=np.array([p["score"] for p in preds], np.float64),
+            pred_outcome=[p["outcome"] for p in preds],
+            truth_classes=np.array([t["class_index"] for t in truths], np.int64),
+            truth_ignored=np.array([t["outcome"] == "ignored" for t in truths], bool),
+            matched_score=np.array(
+                [np.nan if t["matched_score"] is None else t["matched_score"] for t in truths], np.float64
+            ),
+            ious=ious,
+            overlaps=ious > iou,
+            score_threshold=score_threshold,
+        )
+    return cm
 
 
 def dota_metrics(
@@ -304,7 +311,10 @@ class OrientedEvaluator(DetectionEvaluator):
         iou: float,
         score_threshold: float | None,
     ) -> dict[str, Any]:
-        """Metrics, per-image counts at the threshold, files; the evaluation marked succeeded."""
+        """Metrics, per-image counts and the confusion matrix at the threshold, files; the
+        evaluation marked succeeded."""
+        from vistudio.ml.inference.confusion import render_confusion_png
+
         with studio.sessions() as s:
             stored = s.execute(
                 select(
@@ -327,6 +337,7 @@ class OrientedEvaluator(DetectionEvaluator):
         source = "given"
         if score_threshold is None:
             score_threshold, source = best["threshold"], "best_f1"
+        cm = confusion(rows, n, iou=iou, score_threshold=score_threshold)
         per_class: dict[str, dict[str, Any]] = {}
         for k, name in enumerate(classes):
             mine = [
@@ -386,13 +397,22 @@ class OrientedEvaluator(DetectionEvaluator):
             )
         folder = eval_dir(studio, ev, project, exp)
         folder.mkdir(parents=True, exist_ok=True)
-        self._write_oriented(studio, folder, ev, exp, classes, metrics)
+        self._write_oriented(studio, folder, ev, exp, classes, metrics, cm.tolist())
+        atomic_write_bytes(
+            folder / "confusion_matrix.png",
+            render_confusion_png(
+                cm,
+                [*classes, "background"],
+                title=f"{exp.name} · {ev.checkpoint_kind} · {'+'.join(ev.subsets)} · IoU {iou:g}"
+                f" · score ≥ {score_threshold:.2f}",
+            ),
+        )
         with studio.sessions.begin() as s:
             row = s.get(Evaluation, ev.id)
             if row is None:
                 raise JobCancelled()
             row.metrics = metrics
-            row.confusion = []
+            row.confusion = cm.tolist()
             row.classes = classes
             row.results_path = (
                 row.results_path or (folder / "results.parquet").relative_to(studio.home).as_posix()
@@ -408,6 +428,7 @@ class OrientedEvaluator(DetectionEvaluator):
         exp: Experiment,
         classes: list[str],
         metrics: dict[str, Any],
+        cm: list[list[int]],
     ) -> None:
         with studio.sessions() as s:
             table = s.execute(
@@ -454,6 +475,7 @@ class OrientedEvaluator(DetectionEvaluator):
                 {
                     "task": exp.task,
                     "metrics": metrics,
+                    "confusion_matrix": cm,
                     "classes": classes,
                     "categories": categories,
                     "subsets": ev.subsets,
@@ -467,13 +489,12 @@ class OrientedEvaluator(DetectionEvaluator):
         charts = metrics.pop("curves", None) or {}
         out: dict[str, Any] = {
             "metrics": metrics,
-            "confusion_labels": [],
+            "confusion_labels": [*(ev.classes or []), "background"] if ev.confusion else [],
             "pr_curves": charts.get("pr"),
             "f1_curve": charts.get("f1"),
             "best_f1_threshold": metrics.get("best_f1_threshold"),
             "predictions_path": f"{folder}/predictions.json" if done else None,
             "metrics_path": f"{folder}/metrics.json" if done else None,
-            "confusion_png_path": None,
         }
         if "iou" in metrics:
             out["iou"] = metrics["iou"]
