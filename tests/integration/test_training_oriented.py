@@ -34,7 +34,10 @@ pytestmark = pytest.mark.slow
 # measured through the training job on two CPU cores shared with other work (CPU training is
 # deterministic for a seed): the small oriented detector from scratch at 96 px, 12 epochs, reaches
 # a validation mAP50 of 0.43 and a test mAP50 of 0.40 (0.26 on test after 8 epochs); trained
-# in-process with other seeds, 0.41–0.99 after 12. The threshold is a bit under what is measured
+# in-process with other seeds, 0.41–0.99 after 12. Calibrated on 2026-12-07 through the same job:
+# lr 0.002 → test 0.39, no 90° turns → 0.37, lr 0.002 without the cosine decay → 0.45 — these
+# ≈ 200 steps on 70 images are the limit, not a setting, so the test keeps this configuration and
+# asserts a bit under what is measured (an untrained model scores 0.00)
 MIN_MAP50 = 0.3
 CONFIG = {
     "model": "fcos_obb_resnet18_fpn64",
