@@ -83,3 +83,10 @@ def test_segmentation_eval_benchmark_runs() -> None:
     result = _run("benchmarks/segmentation_eval.py", "--images", "20", "--size", "64", "--classes", "5")
     assert result["images"] == 20 and result["max_abs_diff"] < 1e-7
     assert result["ratio_vs_numpy"] > 0 and result["ratio_vs_torchmetrics"] > 0
+
+
+def test_task_metrics_benchmark_runs() -> None:
+    result = _run("benchmarks/task_metrics.py", "--samples", "2000", "--targets", "2")
+    assert result["benchmark"] == "task_metrics" and result["samples"] == 2000
+    assert result["anomaly"]["max_abs_diff"] < 1e-9 and result["regression"]["max_abs_diff"] < 1e-9
+    assert result["anomaly"]["ratio_vs_sklearn"] > 0 and result["regression"]["ratio_vs_sklearn"] > 0
