@@ -68,3 +68,17 @@ def test_long_names_and_tags(pg_studio: Studio, tmp_path: Path) -> None:
     assert report["imported"] == 3 and report["failed"] == []
     names = [s["name"] for s in samples.list_samples(pg_studio, project="album", sort="name")["items"]]
     assert max(len(n) for n in names) > 1200
+
+
+def test_edits_and_their_undo(pg_studio: Studio, tmp_path: Path) -> None:
+    """Tag and label edits record their before/after states (JSON columns) and undo them."""
+    from vistudio.services import edits
+
+    make_class_folders(tmp_path / "pets", {"cat": 2, "dog": 1})
+    projects.create_project(pg_studio, name="pets", task="classification")
+    run_import(pg_studio, "pets", tmp_path / "pets")
+    first = samples.list_samples(pg_studio, project="pets", sort="name")["items"][0]
+    edits.edit_sample(pg_studio, first["id"], add_tags=["keep", "zoë"])
+    assert set(samples.get_sample(pg_studio, first["id"])["tags"]) == {"keep", "zoë"}
+    edits.undo(pg_studio, project="pets")
+    assert samples.get_sample(pg_studio, first["id"])["tags"] == []

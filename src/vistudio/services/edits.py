@@ -17,7 +17,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, Text, bindparam, delete, func, insert, select, type_coerce
+from sqlalchemy import JSON, Table, Text, bindparam, delete, func, insert, select
+from sqlalchemy import cast as sa_cast
 
 from vistudio.db import Annotation, LabelClass, Sample, SampleTag
 from vistudio.db.changes import Change, ChangeEntry
@@ -227,12 +228,19 @@ def _record(
                 dumped[key] = json.dumps(state)
             return dumped[key]
 
+        def json_text(name: str) -> Any:
+            # the JSON already written: SQLite stores it as is, PostgreSQL casts the text to json
+            # (a plain text parameter into a json column is refused; SQLite's CAST AS JSON would
+            # make a number of it)
+            value = bindparam(name, type_=Text)
+            return sa_cast(value, JSON) if s.get_bind().dialect.name == "postgresql" else value
+
         s.execute(
             insert(_table(ChangeEntry)).values(
                 change_id=change.id,
                 sample_id=bindparam("sid"),
-                before=bindparam("b", type_=Text),
-                after=bindparam("a", type_=Text),
+                before=json_text("b"),
+                after=json_text("a"),
             ),
             [{"sid": sid, "b": text(before), "a": text(after)} for sid, (before, after) in changed.items()],
         )
@@ -479,7 +487,11 @@ def _entries(s: Any, change_id: int) -> list[_Entry]:
 
     rows = s.execute(
         select(
-            ChangeEntry.sample_id, type_coerce(ChangeEntry.before, Text), type_coerce(ChangeEntry.after, Text)
+            # the stored text itself (PostgreSQL's driver would parse a json column): parsed once
+            # per distinct state above
+            ChangeEntry.sample_id,
+            sa_cast(ChangeEntry.before, Text),
+            sa_cast(ChangeEntry.after, Text),
         ).where(ChangeEntry.change_id == change_id)
     )
     return [_Entry(sid, names(b), names(a)) for sid, b, a in rows]
