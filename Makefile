@@ -44,7 +44,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval task_metrics faces
+BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval task_metrics faces text_search timeline
 
 bench: $(STAMP)
 	mkdir -p bench-results

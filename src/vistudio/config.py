@@ -95,6 +95,21 @@ class FaceSettings(BaseModel):
     min_faces: int = Field(default=3, ge=1, le=1000)  # faces a new person needs
 
 
+class VideoSettings(BaseModel):
+    """Short videos in photo libraries: limits and keyframe choice (vistudio.ingest.video)."""
+
+    enabled: bool = True  # off: library scans leave videos alone
+    max_duration: float = Field(default=900.0, gt=0)  # seconds; longer videos are refused
+    max_pixels: int = Field(default=3840 * 2160, ge=1)  # per frame
+    max_decode_seconds: float = Field(default=300.0, gt=0)  # wall time to decode one video
+    max_frames: int = Field(default=200_000, ge=1)
+    min_gap_seconds: float = Field(default=2.0, ge=0)  # at most one keyframe per this long
+    max_keyframes: int = Field(default=200, ge=1, le=10_000)
+    min_scene_seconds: float = Field(default=0.5, ge=0)
+    threshold: float = Field(default=30.0, gt=0, le=255)  # mean |Δ| of a 64×36 RGB frame at a cut
+    max_side: int = Field(default=1280, ge=64, le=8192)  # keyframe images are stored this big
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISTUDIO_", env_nested_delimiter="__", extra="ignore")
 
@@ -117,6 +132,7 @@ class Settings(BaseSettings):
     imports: ImportSettings = Field(default_factory=ImportSettings)
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     faces: FaceSettings = Field(default_factory=FaceSettings)
+    videos: VideoSettings = Field(default_factory=VideoSettings)
 
     @property
     def db_url(self) -> str:

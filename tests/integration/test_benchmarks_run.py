@@ -90,3 +90,13 @@ def test_task_metrics_benchmark_runs() -> None:
     assert result["benchmark"] == "task_metrics" and result["samples"] == 2000
     assert result["anomaly"]["max_abs_diff"] < 1e-9 and result["regression"]["max_abs_diff"] < 1e-9
     assert result["anomaly"]["ratio_vs_sklearn"] > 0 and result["regression"]["ratio_vs_sklearn"] > 0
+
+
+def test_text_search_benchmark_runs() -> None:
+    result = _run("benchmarks/text_search.py", "--n", "2000", "--queries", "5")
+    assert result["benchmark"] == "text_search" and result["documents"] == 2000
+    for kind in result["kinds"].values():
+        assert kind["ratio_p50"] > 0 and kind["fts5"]["p95_ms"] > 0
+    # the index finds what the scan finds (same words, different ways)
+    rare = result["kinds"]["rare word"]
+    assert rare["mean_matches_fts"] == rare["mean_matches_like"]

@@ -18,6 +18,7 @@ from vistudio.api.routes import (
     duplicates,
     edits,
     evaluation,
+    events,
     experiments,
     faces,
     health,
@@ -31,6 +32,8 @@ from vistudio.api.routes import (
     samples,
     search,
     splits,
+    timeline,
+    videos,
 )
 from vistudio.api.routes import settings as settings_routes  # "settings" names the Settings below
 from vistudio.api.security import host_allowed, is_cross_site, token_matches
@@ -106,6 +109,9 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
         datasets,
         faces,
         people,
+        timeline,
+        videos,
+        events,
         settings_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")

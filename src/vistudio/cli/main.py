@@ -16,6 +16,7 @@ from vistudio.cli import (
     duplicates,
     edits,
     evaluation,
+    events,
     faces,
     jobs,
     library,
@@ -26,7 +27,9 @@ from vistudio.cli import (
     serve,
     settings,
     splits,
+    timeline,
     training,
+    videos,
 )
 
 try:  # recent Typer releases vendor Click
@@ -83,6 +86,9 @@ duplicates.register(app)
 edits.register(app)
 faces.register(app)
 people.register(app)
+timeline.register(app)
+videos.register(app)
+events.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,6 +103,16 @@ def search_cmd(
     ctx: typer.Context,
     project: str,
     text: Annotated[str | None, typer.Option("--text", help="find images matching this text")] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query",
+            "-q",
+            help='the search box syntax: words, "phrases" and key:value filters (person, tag, label, '
+            "camera, lens, place, name, after, before, on; -key:value excludes), e.g. "
+            "'beach person:\"Alice\" after:2023-05 -tag:hidden'; full text and CLIP fused",
+        ),
+    ] = None,
     image: Annotated[Path | None, typer.Option("--image", help="find images similar to this file")] = None,
     sample: Annotated[
         int | None, typer.Option("--sample", help="find images similar to this sample id")
@@ -120,12 +130,13 @@ def search_cmd(
         ),
     ] = None,
 ) -> None:
-    """Semantic search in a project: by text, by an image file, or by a sample; --person alone
-    lists the photos of that person (or of those people together)."""
+    """Search a project: --query in the search box syntax (full text and CLIP fused, with
+    filters), or by text, an image file or a sample (CLIP); --person alone lists the photos of that
+    person (or of those people together)."""
     from vistudio.services import search
 
     studio = state(ctx).studio()
-    if person and text is None and image is None and sample is None:
+    if person and text is None and image is None and sample is None and query is None:
         from vistudio.services import samples
 
         found = samples.list_samples(
@@ -143,8 +154,13 @@ def search_cmd(
             ),
         )
         return
-    if sum(x is not None for x in (text, image, sample)) != 1:
-        raise typer.BadParameter("give exactly one of --text, --image, --sample (or --person alone)")
+    if query is not None:
+        if text is not None:
+            raise typer.BadParameter("give --query or --text, not both (--query takes words too)")
+        if image is not None and sample is not None:
+            raise typer.BadParameter("give --image or --sample, not both")
+    elif sum(x is not None for x in (text, image, sample)) != 1:
+        raise typer.BadParameter("give exactly one of --query, --text, --image, --sample (or --person alone)")
     data = None
     if image is not None:
         limit = studio.settings.embed.max_upload_bytes
@@ -162,6 +178,7 @@ def search_cmd(
     out = search.search(
         studio,
         project=project,
+        query=query,
         text=text,
         sample_id=sample,
         image=data,
@@ -172,16 +189,19 @@ def search_cmd(
     )
 
     def render(d: dict[str, Any]) -> None:
-        t = table("#", key_column("sample"), "score", "name", "why", title=_model_line(d["model"]))
+        title = _model_line(d["model"]) if "mode" not in d else f"{d['mode']} — {_model_line(d['model'])}"
+        t = table("#", key_column("sample"), "score", "name", "why", title=title)
         for i, item in enumerate(d["items"], start=d["offset"] + 1):
             t.add_row(
                 str(i),
                 str(item["sample_id"]),
-                f"{item['score']:.3f}",
+                "" if item["score"] is None else f"{item['score']:.3f}",
                 escape(item["name"]),
                 escape(item["why"]),
             )
         console.print(t)
+        if d.get("matched") is not None:
+            console.print(f"{d['matched']} matching")
         console.print(f"{d['embedded']} embedded, {d['pending']} pending")
         for n in d["notices"]:
             err_console.print(f"[yellow]note:[/] {escape(n['message'])}")

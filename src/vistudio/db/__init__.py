@@ -5,12 +5,15 @@ from vistudio.db import (  # noqa: F401
     changes,
     duplicates,
     embeddings,
+    events,
     faces,
     label_issues,
     library,
     settings,
+    text_index,
     training,
     versions,
+    videos,
     views,
 )
 from vistudio.db.artifacts import Artifact

@@ -19,6 +19,8 @@ class Sample(Base):
         Index("ix_samples_project_taken", "project_id", "taken_at", "id"),
         Index("ix_samples_project_bytes", "project_id", "bytes", "id"),
         Index("ix_samples_project_dup", "project_id", "dup_group"),
+        # the timeline's order (services/timeline.py, migration 0020)
+        Index("ix_samples_project_time", "project_id", "sort_time", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -42,6 +44,25 @@ class Sample(Base):
     exif: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dup_group: Mapped[int | None]
     imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # the file's modification time when it was imported or scanned, local wall clock like EXIF
+    # dates: the timeline's date of a photo without an EXIF date (services/timeline.py)
+    file_time: Mapped[datetime | None]
+    # the timeline's date: taken_at, else file_time (None: neither), set with them by every writer
+    # (services/places.fill_new_samples); a plain column, not an index on the expression, so that
+    # Alembic's batch table rebuilds on SQLite keep its index (they cannot reflect expressions)
+    sort_time: Mapped[datetime | None]
+    # names of the place at the GPS position (services/places.py); ``place_lookup`` is the
+    # gazetteer that answered, NULL while the position was not looked up
+    place_city: Mapped[str | None] = mapped_column(String(200))
+    place_region: Mapped[str | None] = mapped_column(String(200))
+    place_country: Mapped[str | None] = mapped_column(String(200))
+    place_country_code: Mapped[str | None] = mapped_column(String(2))
+    place_lookup: Mapped[str | None] = mapped_column(String(40))
+    # a keyframe of a library video (services/videos.py, migration 0021): the video and its time (s);
+    # no foreign key (SQLite would rebuild samples to add one): the videos service deletes the
+    # keyframes before their video
+    video_id: Mapped[int | None] = mapped_column(index=True)
+    video_time: Mapped[float | None]
 
 
 class Annotation(Base):
@@ -62,3 +83,15 @@ class SampleTag(Base):
 
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+
+
+class TimelinePending(Base):
+    """A project whose photos predate migration 0020: their file dates and place names are filled
+    by a ``places`` job (services/places.py), queued on the project's first timeline view."""
+
+    __tablename__ = "timeline_pending"
+
+    project_id: Mapped[int] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    job_id: Mapped[int | None]

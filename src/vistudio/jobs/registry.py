@@ -32,6 +32,7 @@ def load_handlers() -> None:
     import vistudio.services.embedding_map
     import vistudio.services.embeddings
     import vistudio.services.evaluation
+    import vistudio.services.events
     import vistudio.services.experiments
     import vistudio.services.exports
     import vistudio.services.faces
@@ -39,4 +40,6 @@ def load_handlers() -> None:
     import vistudio.services.label_errors
     import vistudio.services.library
     import vistudio.services.people
-    import vistudio.services.runs  # noqa: F401
+    import vistudio.services.places
+    import vistudio.services.runs
+    import vistudio.services.text_index  # noqa: F401

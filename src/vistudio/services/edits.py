@@ -24,6 +24,7 @@ from vistudio.db import Annotation, LabelClass, Sample, SampleTag
 from vistudio.db.changes import Change, ChangeEntry
 from vistudio.errors import Conflict, InvalidInput, NotFound
 from vistudio.ml.tasks import get_task
+from vistudio.services import text_index
 from vistudio.services.projects import find_project
 from vistudio.services.samples import matching_query
 from vistudio.studio import Studio
@@ -211,6 +212,7 @@ def _record(
     """Apply the wanted states and write the change with its entries; the change as a dict."""
     changed = {sid: ba for sid, ba in wanted.items() if ba[0] != ba[1]}
     _apply(s, p, kind, changed)
+    text_index.sync(s, changed)  # tags and labels are indexed words
     change = Change(
         project_id=p.id, kind=kind, request=request, samples=len(changed), actor=actor[:200], reverts=reverts
     )

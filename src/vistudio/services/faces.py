@@ -262,6 +262,9 @@ def _replace_faces(
         )
     # read with another model no longer: going back to it reads the photo again
     s.execute(delete(FaceScan).where(FaceScan.sample_id == sample_id, FaceScan.model != model))
+    from vistudio.services import text_index
+
+    text_index.sync(s, [sample_id])  # a face that found no new one took its person's name along
 
 
 def _pending(studio: Studio, project_id: int, model: str) -> list[tuple[int, str]]:

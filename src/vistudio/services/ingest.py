@@ -31,6 +31,8 @@ from vistudio.ingest.types import Annotation as SourceAnnotation
 from vistudio.ingest.types import ParsedSource, SourceError, SourceItem
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
+from vistudio.services import text_index
+from vistudio.services.places import file_time, fill_new_samples
 from vistudio.services.projects import find_project
 from vistudio.storage.blobs import BlobFiles
 from vistudio.studio import Studio
@@ -192,6 +194,7 @@ class _Writer:
         store = self.studio.store
         with self.studio.sessions.begin() as s:
             rows = [self._sample_row(item, pr) for item, pr in self.pending]
+            fill_new_samples(self.studio, rows)
             ids = s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows).all()
             annotations: list[dict[str, Any]] = []
             tags: list[dict[str, Any]] = []
@@ -211,6 +214,7 @@ class _Writer:
                     insert(SampleTag).prefix_with("OR IGNORE") if _is_sqlite(s) else insert(SampleTag), tags
                 )
             store.acquire_many(s, refs)
+            text_index.sync(s, ids)
             self.annotations += len(annotations)
         self.imported += len(self.pending)
         self.unlabelled += sum(not item.annotations for item, _ in self.pending)
@@ -246,6 +250,7 @@ class _Writer:
             "path": path,
             "imported_at": utcnow(),
             "dup_group": None,
+            "file_time": file_time(item.path, scratch=self.studio.tmp),
             **{k: pr[k] for k in SAMPLE_FIELDS},
         }
 
@@ -338,6 +343,7 @@ def _reconcile(writer: _Writer, differing: list[tuple[dict[str, str], SourceItem
                 entry["labels"] = "conflict"
                 conflicts += 1
                 _add_tags(s, sample_id, {CONFLICT_TAG})
+        text_index.sync(s, ids.values())
     return conflicts
 
 

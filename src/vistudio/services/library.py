@@ -49,7 +49,9 @@ from vistudio.ingest.types import SourceError, SourceItem
 from vistudio.jobs.queue import job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
+from vistudio.services import text_index
 from vistudio.services.ingest import SAMPLE_FIELDS, probe_items, update_near_duplicates
+from vistudio.services.places import fill_new_samples, local_time
 from vistudio.services.projects import find_project
 from vistudio.studio import WORKSPACE_DIRS, Studio
 
@@ -293,6 +295,9 @@ def remove_root(studio: Studio, *, project: str | int, root: str | int) -> dict[
             if sid is not None
         }
         s.execute(delete(LibraryFile).where(LibraryFile.root_id == r.id))
+        from vistudio.services.videos import drop_root_videos
+
+        videos_dropped = drop_root_videos(studio, s, r.id)  # its videos' keyframes
         s.execute(delete(LibraryRoot).where(LibraryRoot.id == r.id))
         dropped = _drop_orphans(studio, s, project_id=p.id, candidates=sample_ids, root_paths=root_paths)
     # blobs in a second transaction, as when a project is deleted: a crash in between leaves
@@ -301,7 +306,7 @@ def remove_root(studio: Studio, *, project: str | int, root: str | int) -> dict[
         blobs = studio.store.gc(s)
     if dropped:
         update_near_duplicates(studio, project_id=p.id)
-    return {"removed": info, "samples_removed": dropped, "blobs_removed": blobs}
+    return {"removed": info, "samples_removed": dropped + videos_dropped, "blobs_removed": blobs}
 
 
 def list_files(
@@ -722,6 +727,7 @@ class _Scan:
             root_paths=self.root_paths,
             successors=successors,
         )
+        text_index.sync(s, set(ids.values()) | orphans)  # new, renamed, moved-to and dropped samples
 
     def _sample_ids(self, s: Session, shas: set[str]) -> dict[str, int]:
         ids: dict[str, int] = {}
@@ -747,10 +753,12 @@ class _Scan:
                 "path": os.path.join(self.roots[todo.root_id], todo.rel),
                 "imported_at": utcnow(),
                 "dup_group": None,
+                "file_time": local_time(todo.mtime),
                 **{k: probe[k] for k in SAMPLE_FIELDS},
             }
             for sha, (todo, probe) in probes.items()
         ]
+        fill_new_samples(self.studio, rows)
         ins = _insert(s)(Sample).on_conflict_do_nothing(index_elements=[Sample.project_id, Sample.sha256])
         inserted = {sha: sid for sid, sha in s.execute(ins.returning(Sample.id, Sample.sha256), rows)}
         self.studio.store.acquire_many(
@@ -904,6 +912,10 @@ def run_scan(ctx: JobContext) -> dict[str, Any]:
                 scan.count(rid, "removed", len(chunk))
                 done += len(chunk)
                 ctx.progress(done, n_gone, "removing files that are gone")
+
+    from vistudio.services.videos import scan_videos
+
+    scan_videos(ctx, scan, roots)  # videos: their keyframes become samples (services/videos.py)
 
     # 4. the record of this scan, blobs nobody holds, near-duplicate groups
     now = utcnow()

@@ -40,6 +40,7 @@ from vistudio.db.faces import Face, FaceRejection, FaceScan, PeopleChange, Perso
 from vistudio.errors import Conflict, InvalidInput, NotFound
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobContext, PermanentJobError
+from vistudio.services import text_index
 from vistudio.services.faces import max_distance as face_max_distance
 from vistudio.services.faces import model_name
 from vistudio.services.projects import find_project
@@ -208,6 +209,7 @@ def cluster_project(studio: Studio, project_id: int, *, full: bool) -> dict[str,
             pid, d, via = choice or (None, NOBODY, None)
             found.append(_Suggestion(r.id, pid, d, via, r.suggested_person_id, r.suggested_distance))
         _write_suggestions(s, found)
+        text_index.sync_faces(s, [i for ids in moves.values() for i in ids])  # named people's photos
         report["removed_people"] = _drop_empty_people(s, project_id)
         _fix_covers(s, project_id, {p for pair in moves for p in pair if p is not None})
     return {**report, "ambiguous": len(result.ambiguous)}
@@ -1074,6 +1076,7 @@ class _Record:
 
     def save(self, action: str, summary: str) -> None:
         self.s.flush()
+        text_index.sync_people(self.s, people=self.people, faces=self.faces)  # names found in photos
         after = _state(self.s, self.faces, self.people)
         # a new decision ends what could be redone
         self.s.execute(
@@ -1115,6 +1118,7 @@ def _step(studio: Studio, project: str | int, *, undo: bool) -> dict[str, Any]:
         if change is None:
             raise Conflict(f"nothing to {'undo' if undo else 'redo'}")
         touched = _restore(s, studio, p.id, change.before if undo else change.after)
+        text_index.sync_people(s, people=touched, faces=map(int, change.before["faces"]))
         change.undone = undo
         _fix_covers(s, p.id, touched)
         return {"undone" if undo else "redone": _change_dict(change)}
@@ -1351,9 +1355,11 @@ def purge_person(studio: Studio, *, project: str | int, person: str | int) -> di
         p = find_project(s, project)
         x = find_person(s, p.id, person)
         face_ids = list(s.scalars(select(Face.id).where(Face.person_id == x.id)))
+        photos = text_index.photos_of_faces(s, face_ids)
         s.execute(delete(FaceRejection).where(FaceRejection.face_id.in_(face_ids)))
         s.execute(delete(Face).where(Face.id.in_(face_ids)))
         s.delete(x)
+        text_index.sync(s, photos)
         _after(s, studio, p.id, moved=face_ids, gone=[x.id])
         # the history holds their name and faces: it goes too (so nothing can bring them back)
         s.execute(delete(PeopleChange).where(PeopleChange.project_id == p.id))
@@ -1374,6 +1380,7 @@ def purge_project_faces(studio: Studio, *, project: str | int) -> dict[str, Any]
         )
         s.execute(delete(Face).where(Face.project_id == p.id))
         s.execute(delete(Person).where(Person.project_id == p.id))
+        text_index.sync_named_photos(s, p.id)
         s.execute(delete(PeopleChange).where(PeopleChange.project_id == p.id))
         s.execute(
             delete(FaceScan).where(FaceScan.sample_id.in_(select(Sample.id).where(Sample.project_id == p.id)))

@@ -16,9 +16,11 @@ from sqlalchemy.orm import aliased
 from vistudio.db import Annotation, LabelClass, Project, Sample, SampleTag, Split, SplitMember
 from vistudio.db.duplicates import HiddenSample
 from vistudio.db.faces import Face
+from vistudio.db.videos import Video
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ingest.geometry import rle_counts
 from vistudio.ml.tasks import get_task, task_names
+from vistudio.services.places import place_dict
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
 
@@ -68,7 +70,11 @@ def sample_dict(s: Sample, labels: list[str], people: tuple[int, int] = (0, 0)) 
         "people": people[1],
         "dup_group": s.dup_group,
         "imported_at": _iso(s.imported_at),
+        "file_time": _iso(s.file_time),  # the file's modification time: the timeline's fallback date
+        "place": place_dict(s),  # city, region, country from GPS (services/places.py)
         "thumbnail_url": f"/api/v1/samples/{s.id}/thumbnail",
+        "video_id": s.video_id,  # a keyframe of a library video, at video_time seconds
+        "video_time": s.video_time,
     }
 
 
@@ -89,8 +95,10 @@ def filtered_query(
     objects: ColumnElement[bool] | None = None,
     people: Sequence[int] = (),
     people_first: bool = True,
+    keyframes: bool = True,
 ) -> Select[Any]:
-    """The samples of a project that pass the filters; ``objects`` is a condition from
+    """The samples of a project that pass the filters; ``keyframes`` False: of each library video
+    only its poster keyframe (the grid's tile of the video; services/videos.py); ``objects`` is a condition from
     :func:`object_condition` (number, class and size of the objects); ``people``: photos showing
     every one of these people (ids; the one with the fewest faces first is fastest).
     ``people_first`` says how the database finds those, never which: by default it starts from
@@ -111,6 +119,9 @@ def filtered_query(
     if not include_hidden:  # hidden by a duplicate review ("hide others"): out of browsing
         hidden = select(HiddenSample.sample_id).where(HiddenSample.project_id == project_id)
         stmt = stmt.where(Sample.id.not_in(hidden))
+    if not keyframes:
+        posters = select(Video.poster_sample_id).where(Video.project_id == project_id)
+        stmt = stmt.where(Sample.video_id.is_(None) | Sample.id.in_(posters))
     # IN (subquery) rather than a correlated EXISTS: SQLite then walks the small indexed side
     # once instead of probing it for every sample (seconds → milliseconds at 100,000 samples).
     if label is not None:
@@ -414,6 +425,7 @@ def matching_query(
     object_size: str | None = None,
     person: str | Sequence[str] | None = None,
     people_first: bool = True,
+    keyframes: bool = False,
 ) -> Select[Any]:
     """The samples of project ``p`` that the grid's filters select (see :func:`list_samples`): the
     one definition of "the samples matching the current filter", for pages and bulk edits alike.
@@ -442,6 +454,7 @@ def matching_query(
         objects=objects,
         people=people,
         people_first=people_first,
+        keyframes=keyframes,  # a video is one tile: its poster
     )
 
 

@@ -251,12 +251,33 @@ def search(
     offset: int = 0,
     filters: dict[str, Any] | None = None,
     reembed: bool = True,
+    query: str | None = None,
 ) -> dict[str, Any]:
     """The ``k`` samples most similar to the query (after ``offset``), best first.
 
     → ``{"items": [{"sample_id", "score", "why", "path", "name", ...}], "total", "model",
     "complete", "embedded", "pending", "notices"}``.
+
+    ``query``: the search box's syntax (``vistudio.query_syntax``: words, "phrases", key:value
+    filters) — full text and CLIP fused, see ``services.hybrid_search`` — instead of ``text``.
     """
+    if query is not None:
+        from vistudio.services.hybrid_search import search_query
+
+        if text is not None:
+            raise InvalidInput("search with query or text, not both (query takes words too)")
+        return search_query(
+            studio,
+            project=project,
+            query=query,
+            k=k,
+            offset=offset,
+            sample_id=sample_id,
+            image=image,
+            image_name=image_name,
+            filters=filters,
+            reembed=reembed,
+        )
     text = _check_query(text, sample_id, image)
     if not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be between 1 and {MAX_K}")
@@ -318,11 +339,11 @@ def search(
                 "results cover the images embedded so far",
             }
         )
-    query, exclude = _query_vector(studio, model, text=text, sample_id=sample_id, picture=picture)
+    vector, exclude = _query_vector(studio, model, text=text, sample_id=sample_id, picture=picture)
     want = offset + k + (1 if exclude is not None else 0)
     items: list[dict[str, Any]] = []
     if embedded and (allowed is None or allowed.size):
-        scores, ids = index.search(query, min(want, max(1, embedded)), allowed=allowed)
+        scores, ids = index.search(vector, min(want, max(1, embedded)), allowed=allowed)
         hits = [
             (int(i), float(sc)) for i, sc in zip(ids[0], scores[0], strict=True) if i >= 0 and i != exclude
         ]
@@ -425,6 +446,8 @@ def _items(studio: Studio, hits: list[tuple[int, float]], *, why: Any) -> list[d
                 "width": r.width,
                 "height": r.height,
                 "thumbnail_url": f"/api/v1/samples/{sid}/thumbnail",
+                "video_id": r.video_id,  # a keyframe of a library video (services/videos.py)
+                "video_time": r.video_time,
             }
         )
     return out

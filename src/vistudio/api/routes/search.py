@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from vistudio.api.deps import MAX_ID, StudioDep
 from vistudio.errors import InvalidInput, TooLarge
+from vistudio.query_syntax import EXAMPLE, MAX_QUERY
 from vistudio.services import embeddings, search
 from vistudio.studio import Studio
 
@@ -46,6 +47,14 @@ class SearchFilters(BaseModel):
 class SearchRequest(BaseModel):
     project: str = Field(max_length=200)
     text: str | None = Field(default=None, max_length=search.MAX_TEXT)
+    # longer than the syntax allows, so that the parser says what is wrong (and where)
+    query: str | None = Field(
+        default=None,
+        max_length=16 * MAX_QUERY,
+        description='the search box syntax: words, "phrases", key:value filters '
+        "(person, tag, label, camera, lens, place, name, after, before, on; -key:value excludes), e.g. "
+        + EXAMPLE,
+    )
     sample_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     k: int = Field(default=20, ge=1, le=search.MAX_K)
     offset: int = Field(default=0, ge=0, le=search.MAX_OFFSET)
@@ -84,10 +93,13 @@ def embedding_status(studio: StudioDep, project: Annotated[str, Query(max_length
 
 @router.post("")
 def search_json(studio: StudioDep, body: SearchRequest) -> dict[str, Any]:
-    """Search by ``text`` or by ``sample_id`` (exactly one), with optional filters."""
+    """Search by ``text`` or by ``sample_id`` (exactly one), with optional filters; or by ``query``
+    (the search box syntax: full text and CLIP fused, with its filters; with ``sample_id``, CLIP
+    searches by that sample). 422 with the column of a syntax error."""
     return search.search(
         studio,
         project=body.project,
+        query=body.query,
         text=body.text,
         sample_id=body.sample_id,
         k=body.k,
@@ -110,6 +122,7 @@ def search_image(
     taken_to: Annotated[str | None, Form(max_length=40)] = None,
     year: Annotated[str | None, Form(max_length=4)] = None,
     name: Text200 = None,
+    query: Annotated[str | None, Form(max_length=16 * MAX_QUERY)] = None,
 ) -> JSONResponse:
     """Search by an uploaded image (multipart ``file``); 413 above the size limit, 422 if unreadable."""
     data = read_upload(studio, request, file)
@@ -118,6 +131,7 @@ def search_image(
         project=project,
         image=data,
         image_name=(file.filename or "upload")[:200],
+        query=query,
         k=k,
         offset=offset,
         filters={"label": label, "tag": tag, "from": taken_from, "to": taken_to, "year": year, "name": name},

@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from vistudio.db import Base
+from vistudio.db.text_index import include_name, include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -16,6 +17,9 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            # the text index's FTS5 tables and tsvector column are made by hand (migration 0019)
+            include_name=include_name,
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -37,9 +37,10 @@ SECTIONS: dict[str, str] = {
     "search": "Search",
     "duplicates": "Duplicates",
     "people": "People",
+    "events": "Events",
 }
 TRAINING_SECTIONS = ("train", "evaluate", "export")
-LIBRARY_SECTIONS = ("people",)  # sections only photo libraries offer
+LIBRARY_SECTIONS = ("people", "events")  # sections only photo libraries offer
 # what a user does in each section, for the sentence that describes a task
 _VERBS = {
     "dataset": "browse",
@@ -50,6 +51,7 @@ _VERBS = {
     "search": "search",
     "duplicates": "find duplicates",
     "people": "find people",
+    "events": "revisit events",
 }
 
 
@@ -457,7 +459,7 @@ class TaskSpec:
     def sections(self) -> tuple[str, ...]:
         """The sections (``SECTIONS`` keys) a project of this task offers, in tab order."""
         if not self.trainable:  # nothing to split for: a library is browsed, searched, deduplicated
-            return ("dataset", "search", "duplicates", "people")
+            return ("dataset", "search", "duplicates", "people", "events")
         return tuple(
             s
             for s in SECTIONS

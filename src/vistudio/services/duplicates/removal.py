@@ -185,6 +185,9 @@ def _restore(
                 HiddenSample(sample_id=sample.id, project_id=project_id, decision_id=by, hidden_at=utcnow())
             )
         restored.append(sample.id)
+    from vistudio.services import text_index
+
+    text_index.sync(s, restored)  # back in the full-text index with its tags and labels
     return restored, lost
 
 

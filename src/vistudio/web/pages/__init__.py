@@ -12,6 +12,7 @@ def routers() -> list[APIRouter]:
         dataset,
         duplicates,
         evaluation,
+        events,
         jobs,
         map,
         people,
@@ -21,6 +22,7 @@ def routers() -> list[APIRouter]:
         search,
         settings,
         split,
+        timeline,
         training,
     )
 
@@ -34,6 +36,8 @@ def routers() -> list[APIRouter]:
         curation.router,
         search.router,
         map.router,
+        timeline.router,
+        events.router,
         duplicates.router,
         # before people: "/projects/{name}/people/review" must not be read as a person's page
         people_review.router,

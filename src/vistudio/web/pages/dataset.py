@@ -19,6 +19,7 @@ from vistudio.ml.inference.regression import is_regression_task
 from vistudio.ml.tasks import get_task
 from vistudio.services import annotations as object_edits
 from vistudio.services import edits, ingest, library, people, projects, samples, splits, targets, views
+from vistudio.services import videos as video_library
 from vistudio.services.views import GRID_KEYS, grid_filters
 from vistudio.studio import Studio
 from vistudio.web.pages._common import RowId, error_fragment, error_page, is_htmx, render, row_id
@@ -211,6 +212,9 @@ def _grid_context(
     if overlay:
         for item in page["items"]:
             item["overlay"] = overlay_data(project["task"], item, item.pop("annotations"))
+    clips = video_library.keyframe_info(studio, [it["id"] for it in page["items"] if it.get("video_id")])
+    for item in page["items"]:
+        item["video"] = clips.get(item["id"])  # a video's tile: its poster, with a play badge
     shown = offset + len(page["items"])
     kept = {k: v for k, v in params.items() if v}
     next_url = None
@@ -419,6 +423,8 @@ def _sample_context(studio: Studio, project: dict[str, Any], sample_id: int) -> 
         "history": [history_row(c) for c in changes["items"]],
         "history_total": changes["total"],
         "faces": photo_faces(studio, project, sample_id),
+        # a video's keyframe: the player from its time and the video's filmstrip
+        "video": video_library.get_video(studio, sample["video_id"]) if sample.get("video_id") else None,
     }
 
 

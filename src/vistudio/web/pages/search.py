@@ -1,5 +1,6 @@
-"""Search page: a text box and an image upload over the project's CLIP vectors, with filters, a
-result grid (score, why, "more like this"), and the embedding status with its progress."""
+"""Search page: a box in the query syntax (words, "phrases", key:value filters: full text and CLIP
+fused) and an image upload over the project's CLIP vectors, with filters, a result grid (score,
+why, "more like this"), and the embedding status with its progress."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 
+from vistudio import query_syntax
 from vistudio.api.deps import StudioDep
 from vistudio.api.routes.search import read_upload
 from vistudio.errors import InvalidInput, VistudioError
@@ -89,7 +91,8 @@ def _run(
         if not (sample.isascii() and sample.isdigit() and len(sample) < 19):
             raise InvalidInput("the sample to search from must be a sample id (a whole number)")
         return search.search(studio, project=project["id"], sample_id=int(sample), k=k, filters=filters)
-    return search.search(studio, project=project["id"], text=text, k=k, filters=filters)
+    # the box takes the query syntax: words (full text and CLIP, fused) and key:value filters
+    return search.search(studio, project=project["id"], query=text, k=k, filters=filters)
 
 
 def _results_context(
@@ -102,6 +105,8 @@ def _results_context(
     return {
         "project": project,
         "params": params,
+        "syntax_keys": query_syntax.KEYS,
+        "syntax_example": query_syntax.EXAMPLE,
         "result": result,
         "error": error.message if error else None,
         "error_code": error.code if error else None,
