@@ -37,6 +37,7 @@ test: $(DEVSTAMP) /usr/bin/chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python tests/face_photos.py >/dev/null  # real portraits for the face tests, cached in .cache/
+	$(BIN)/python tests/caption_model.py  # the tiny captioning model of the caption tests, cached in .cache/
 	VISTUDIO_TEST_POSTGRES_URL="$${VISTUDIO_TEST_POSTGRES_URL:-$$(bash scripts/pg-test-server.sh)}" \
 		$(BIN)/pytest -n 2 --timeout 600 --durations=25
 
@@ -44,7 +45,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval task_metrics faces text_search timeline
+BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval task_metrics faces text_search timeline geo albums
 
 bench: $(STAMP)
 	mkdir -p bench-results

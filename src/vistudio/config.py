@@ -110,6 +110,20 @@ class VideoSettings(BaseModel):
     max_side: int = Field(default=1280, ge=64, le=8192)  # keyframe images are stored this big
 
 
+class CaptionSettings(BaseModel):
+    """Captions of photos (vistudio.ml.captions): a Hugging Face image-to-text model, by repository
+    (downloaded on first use unless offline), short name (blip-base, blip-large) or local folder."""
+
+    model: Annotated[str, _blank_is("Salesforce/blip-image-captioning-base")] = Field(
+        default="Salesforce/blip-image-captioning-base", max_length=500
+    )
+    device: str = "auto"  # auto | cpu | cuda[:N]
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    max_new_tokens: int = Field(default=30, ge=1, le=200)
+    num_beams: int = Field(default=3, ge=1, le=16)
+    max_side: int = Field(default=768, ge=32, le=8192)  # photos are read as a draft this big
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISTUDIO_", env_nested_delimiter="__", extra="ignore")
 
@@ -133,6 +147,7 @@ class Settings(BaseSettings):
     embed: EmbedSettings = Field(default_factory=EmbedSettings)
     faces: FaceSettings = Field(default_factory=FaceSettings)
     videos: VideoSettings = Field(default_factory=VideoSettings)
+    captions: CaptionSettings = Field(default_factory=CaptionSettings)
 
     @property
     def db_url(self) -> str:

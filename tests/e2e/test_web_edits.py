@@ -196,6 +196,13 @@ def test_select_tag_label_undo_and_the_detail(live_server: tuple[str, Studio, Pa
     # +review, its undo and redo; cat → dog, its undo and redo; the long tag, +blurry, −blurry, fox
     expect(history).to_have_count(10)
     expect(tiles.nth(0).locator(".tile-labels")).to_have_text("fox")  # the grid behind followed
+    # the user's caption: written in the detail, kept, shown as theirs
+    expect(page.locator("[data-testid=sample-detail][data-ready]")).to_have_count(1)
+    detail.get_by_test_id("detail-caption-input").fill("a fox in the snow")
+    detail.get_by_role("button", name="Save caption").click()
+    expect(detail.get_by_test_id("caption-source")).to_have_text("yours")
+    expect(detail.get_by_test_id("detail-caption-input")).to_have_value("a fox in the snow")
+    assert httpx.get(f"{base}/api/v1/samples/{sample}/captions").json()["caption"] == "a fox in the snow"
     page.wait_for_function("() => [...document.querySelectorAll('#detail img')].every(i => i.complete)")
     _snap(page, "edits-detail")
     assert page.evaluate(

@@ -43,8 +43,10 @@ def _tabs(html: str) -> list[str]:
 
 def test_each_task_says_what_its_projects_offer(untrained: str) -> None:
     assert get_task("classification").can_train
-    assert get_task("classification").sections == tuple(s for s in SECTIONS if s not in ("people", "events"))
-    assert get_task("library").sections == ("dataset", "search", "duplicates", "people", "events")
+    assert get_task("classification").sections == tuple(
+        s for s in SECTIONS if s not in ("people", "events", "albums")
+    )
+    assert get_task("library").sections == ("dataset", "search", "duplicates", "people", "events", "albums")
     assert get_task("detection").can_train and get_task("detection").label == "Detection"
     assert get_task("oriented_detection").can_train  # every section of a detection project
     assert get_task("oriented_detection").sections == (
@@ -63,7 +65,7 @@ def test_each_task_says_what_its_projects_offer(untrained: str) -> None:
         "Keypoints — browse, split, search and find duplicates; training not yet available"
     )
     assert get_task("library").summary == (
-        "Photo library — browse, search, find duplicates, find people and revisit events; no training"
+        "Photo library — browse, search, find duplicates, find people, revisit events and make albums; no training"
     )
     for name in task_names():  # every task browses and searches; only trainable ones train
         spec = get_task(name)
@@ -97,7 +99,8 @@ def test_the_task_select_says_which_tasks_cannot_be_trained_yet(client: TestClie
     hint = html.split('id="new-task-hint"', 1)[1].split("</p>", 1)[0]
     assert (
         "Keypoints — browse, split, search and find duplicates; training not yet available." in hint
-        and "Photo library — browse, search, find duplicates, find people and revisit events; no training." in hint
+        and "Photo library — browse, search, find duplicates, find people, revisit events and make albums; no training."
+        in hint
     )
 
 
@@ -110,7 +113,7 @@ def test_tabs_follow_the_task(client: TestClient, web_studio: Studio, untrained:
         ("lib", "library"),
     ):
         projects.create_project(web_studio, name=name, task=task)
-    trained = [s for s in SECTIONS if s not in ("people", "events")]  # photo libraries' own
+    trained = [s for s in SECTIONS if s not in ("people", "events", "albums")]  # photo libraries' own
     assert _tabs(client.get("/projects/cls").text) == trained
     assert _tabs(client.get("/projects/det").text) == trained
     assert _tabs(client.get("/projects/seg/search").text) == ["dataset", "split", "search", "duplicates"]
@@ -121,6 +124,7 @@ def test_tabs_follow_the_task(client: TestClient, web_studio: Studio, untrained:
         "duplicates",
         "people",
         "events",
+        "albums",
     ]
     lib = client.get("/projects/lib").text
     assert 'href="/projects/lib/split"' not in lib
@@ -179,7 +183,7 @@ def test_create_dialog_then_the_project_opens(
         expect(page).to_have_url(f"{base}/projects/signs%20{size}")
         expect(page.locator("h1")).to_have_text(f"signs {size}")
         tabs = page.get_by_role("navigation", name="Project sections").get_by_role("link")
-        expect(tabs).to_have_text(["Dataset", "Timeline", "Split", "Search", "Duplicates"])
+        expect(tabs).to_have_text(["Dataset", "Timeline", "Map", "Split", "Search", "Duplicates"])
 
 
 @pytest.mark.browser
@@ -197,7 +201,9 @@ def test_demo_library_and_classification_tabs(
         page.goto(f"{base}/projects/{demo.PHOTOS}")
         alpine_ready(page)
         nav = page.get_by_role("navigation", name="Project sections")
-        expect(nav.get_by_role("link")).to_have_text(["Dataset", "Timeline", "Search", "Duplicates", "People"])
+        expect(nav.get_by_role("link")).to_have_text(
+            ["Dataset", "Timeline", "Map", "Search", "Duplicates", "People", "Events", "Albums"]
+        )
         expect(page.get_by_text("No folders yet")).to_have_count(0)
         expect(page.get_by_text(demo.PHOTO_FOLDER).first).to_be_visible()
         page.wait_for_function(
@@ -213,9 +219,16 @@ def test_demo_library_and_classification_tabs(
         page.goto(f"{base}/projects/{demo.DIGITS}")
         alpine_ready(page)
         tabs = page.get_by_role("navigation", name="Project sections").get_by_role("link")
-        # the sections, and the Timeline (every project's photos by date) beside the Dataset
-        expect(tabs).to_have_text(["Dataset", "Timeline", *[t for s, t in SECTIONS.items() if s not in ("dataset", "people")]])
-        for i in range(tabs.count()):  # all eight in view, on a phone too
+        # the sections, and the Timeline and the Map (every project's photos by date and place)
+        expect(tabs).to_have_text(
+            [
+                "Dataset",
+                "Timeline",
+                "Map",
+                *[t for s, t in SECTIONS.items() if s not in ("dataset", "people", "events", "albums")],
+            ]
+        )
+        for i in range(tabs.count()):  # all nine in view, on a phone too
             box = tabs.nth(i).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= w, (size, i)
         shot(page, f"classification-tabs-{size}", full_page=False)

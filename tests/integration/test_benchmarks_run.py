@@ -100,3 +100,25 @@ def test_text_search_benchmark_runs() -> None:
     # the index finds what the scan finds (same words, different ways)
     rare = result["kinds"]["rare word"]
     assert rare["mean_matches_fts"] == rare["mean_matches_like"]
+
+
+@pytest.mark.slow
+def test_geo_benchmark_runs() -> None:
+    result = _run("benchmarks/geo.py", "--n", "3000", "--repeat", "1")
+    assert result["benchmark"] == "geo" and result["photos"] == 3000
+    # the SQL clusters equal the Python ones (checked inside); both views found photos
+    for view in ("world", "city"):
+        assert result[view]["photos"] > 0 and result[view]["clusters"] > 0
+        # timings of a toy size, rounded: present, not meaningful (0.0 happens on a busy machine)
+        assert result[view]["python_over_sql"] >= 0 and result[view]["without_index_ms"] >= 0
+    assert result["world"]["photos"] > result["city"]["photos"]
+
+
+def test_albums_benchmark_runs() -> None:
+    result = _run("benchmarks/albums.py", "--n", "3000", "--repeat", "1")
+    assert result["benchmark"] == "albums" and result["photos"] == 3000
+    # the range reads and the strftime scan found the same photos (checked inside)
+    otd = result["on_this_day"]
+    assert otd["photos"] > 0 and otd["range_reads_ms"] >= 0 and otd["scan_over_range_reads"] >= 0
+    for album in result["smart_album"]:  # the page equals the sorted matches (checked inside)
+        assert album["album_photos"] > 0 and album["sort_all_over_page"] >= 0

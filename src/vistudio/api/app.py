@@ -14,6 +14,8 @@ from vistudio.api import errors
 from vistudio.api.body_limit import BodyLimit
 from vistudio.api.errors import error_body
 from vistudio.api.routes import (
+    albums,
+    captions,
     datasets,
     duplicates,
     edits,
@@ -21,6 +23,7 @@ from vistudio.api.routes import (
     events,
     experiments,
     faces,
+    geo,
     health,
     imports,
     jobs,
@@ -112,6 +115,9 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
         timeline,
         videos,
         events,
+        albums,
+        geo,
+        captions,
         settings_routes,
     ):
         app.include_router(module.router, prefix="/api/v1")

@@ -11,6 +11,8 @@ import typer
 from rich.markup import escape
 
 from vistudio.cli import (
+    albums,
+    captions,
     data,
     dataset,
     duplicates,
@@ -18,6 +20,7 @@ from vistudio.cli import (
     evaluation,
     events,
     faces,
+    geo,
     jobs,
     library,
     people,
@@ -89,6 +92,9 @@ people.register(app)
 timeline.register(app)
 videos.register(app)
 events.register(app)
+captions.register(app)
+albums.register(app)
+geo.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

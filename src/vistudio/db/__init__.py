@@ -2,6 +2,8 @@
 
 # table modules owned by one feature each; imported so the metadata knows every table
 from vistudio.db import (  # noqa: F401
+    albums,
+    captions,
     changes,
     duplicates,
     embeddings,

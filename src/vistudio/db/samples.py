@@ -21,6 +21,7 @@ class Sample(Base):
         Index("ix_samples_project_dup", "project_id", "dup_group"),
         # the timeline's order (services/timeline.py, migration 0020)
         Index("ix_samples_project_time", "project_id", "sort_time", "id"),
+        Index("ix_samples_project_gps", "project_id", "gps_lat", "gps_lon", "id"),  # the map (0024)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -27,6 +27,7 @@ def handler_kinds() -> list[str]:
 
 def load_handlers() -> None:
     """Import the service modules that define handlers (idempotent)."""
+    import vistudio.services.captions
     import vistudio.services.dataset_export
     import vistudio.services.duplicates
     import vistudio.services.embedding_map

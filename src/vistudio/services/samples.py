@@ -20,6 +20,7 @@ from vistudio.db.videos import Video
 from vistudio.errors import InvalidInput, NotFound
 from vistudio.ingest.geometry import rle_counts
 from vistudio.ml.tasks import get_task, task_names
+from vistudio.services.geo import BBox, bbox_condition, parse_bbox
 from vistudio.services.places import place_dict
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
@@ -96,8 +97,10 @@ def filtered_query(
     people: Sequence[int] = (),
     people_first: bool = True,
     keyframes: bool = True,
+    bbox: BBox | None = None,
 ) -> Select[Any]:
-    """The samples of a project that pass the filters; ``keyframes`` False: of each library video
+    """The samples of a project that pass the filters; ``bbox``: photos whose GPS position lies
+    in that area (services/geo.py); ``keyframes`` False: of each library video
     only its poster keyframe (the grid's tile of the video; services/videos.py); ``objects`` is a condition from
     :func:`object_condition` (number, class and size of the objects); ``people``: photos showing
     every one of these people (ids; the one with the fewest faces first is fastest).
@@ -149,6 +152,8 @@ def filtered_query(
         stmt = stmt.where(Sample.dup_group.is_not(None))
     if q:
         stmt = stmt.where(Sample.name.contains(q, autoescape=True))
+    if bbox is not None:
+        stmt = stmt.where(bbox_condition(bbox))  # within ±90°/±180° (parse_bbox): valid positions
     return stmt
 
 
@@ -426,11 +431,13 @@ def matching_query(
     person: str | Sequence[str] | None = None,
     people_first: bool = True,
     keyframes: bool = False,
+    bbox: str | Sequence[float] | None = None,
 ) -> Select[Any]:
     """The samples of project ``p`` that the grid's filters select (see :func:`list_samples`): the
     one definition of "the samples matching the current filter", for pages and bulk edits alike.
     ``person``: photos of that person (an id or a name), or of all these people together;
-    ``people_first``: see :func:`filtered_query` (how, never which)."""
+    ``people_first``: see :func:`filtered_query` (how, never which). ``bbox``: photos with a GPS
+    position in ``"west,south,east,north"`` (west > east: across the antimeridian)."""
     split_id = resolve_split(s, p.id, split, subset)
     if label is not None and s.scalar(_class_ids(p.id, label)) is None:
         raise NotFound(f"class {label!r} not found in project {p.name!r}")
@@ -455,6 +462,7 @@ def matching_query(
         people=people,
         people_first=people_first,
         keyframes=keyframes,  # a video is one tile: its poster
+        bbox=parse_bbox(bbox) if bbox is not None and bbox != "" else None,
     )
 
 
@@ -630,7 +638,11 @@ def get_sample(studio: Studio, sample_id: int) -> dict[str, Any]:
             if a["kind"] in kinds and a["score"] is None and a["class"] is not None
         ]
         d["objects_revision"] = revision(truth)  # what the annotation editor sends back with a save
-        return d
+    from vistudio.services.captions import captions_of
+
+    shown = captions_of(studio, sample_id)
+    d["caption"], d["caption_source"] = shown["caption"], shown["source"]
+    return d
 
 
 def sample_file(studio: Studio, sample_id: int, *, thumbnail: bool) -> tuple[Path, str]:

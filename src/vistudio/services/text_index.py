@@ -4,7 +4,7 @@ PostgreSQL full text (``ts_rank_cd``) behind one interface.
 A document has one text per field (:data:`FIELDS`): the file name and folders, the caption, the
 tags, the labels (class names of its annotations), the camera (make, model, lens), the place and
 the names of the people in it. :data:`SOURCES` says where each field's text comes from — adding a
-source (captions, when they exist) is one line there. The text is stored *normalised* (lower case,
+source is one line there. The text is stored *normalised* (lower case,
 no diacritics, every run of characters other than letters and digits made one space), so that both
 databases cut it into the same words whatever their tokenizer does with ``IMG_0042.JPG``.
 
@@ -70,7 +70,7 @@ def normalise(text: str) -> str:
 
 # --- the documents' sources ----------------------------------------------------------------------
 # Each source gives (sample id, text) pairs for some of the samples asked for; a field's text is
-# the join of its sources' texts. ``caption`` has no source yet: captions plug in here.
+# the join of its sources' texts.
 
 Source = Callable[[Session, Sequence[int]], Iterable[tuple[int, str | None]]]
 
@@ -123,6 +123,18 @@ def _places(s: Session, ids: Sequence[int]) -> Iterable[tuple[int, str | None]]:
     )
 
 
+def _captions(s: Session, ids: Sequence[int]) -> Iterable[tuple[int, str | None]]:
+    """The user's caption of a photo when there is one (it corrects the models'), else every
+    model's."""
+    from vistudio.db.captions import USER, Caption
+
+    rows = s.execute(
+        select(Caption.sample_id, Caption.model, Caption.text).where(Caption.sample_id.in_(ids))
+    ).all()
+    mine = {sid for sid, model, _ in rows if model == USER}
+    return ((sid, text) for sid, model, text in rows if model == USER or sid not in mine)
+
+
 SOURCES: tuple[tuple[str, Source], ...] = (
     ("name", _names),
     ("tags", _tags),
@@ -130,7 +142,7 @@ SOURCES: tuple[tuple[str, Source], ...] = (
     ("camera", _camera),
     ("people", _people),
     ("place", _places),
-    # ("caption", _captions),  ← captions: one line here once the captions table exists
+    ("caption", _captions),
 )
 
 
@@ -432,6 +444,29 @@ def backend(s: Session) -> TextBackend:
 def search(s: Session, *, terms: Sequence[Term], allowed: Select[Any], k: int) -> list[TextHit]:
     """The ``k`` best documents holding every term among ``allowed`` (a select of sample ids)."""
     return backend(s).search(s, terms=terms, allowed=allowed, k=k)
+
+
+def match_select(s: Session, terms: Sequence[Term]) -> Select[Any] | None:
+    """The ids of every document holding all ``terms`` (the same matching as :func:`search`,
+    unranked and unlimited: a set, for smart albums); None when no term has a word (nothing
+    matches)."""
+    parts = term_words(terms)
+    if not parts:
+        return None
+    if s.get_bind().dialect.name == "sqlite":
+        match = " AND ".join('"' + " ".join(ws) + '"' + ("*" if prefix else "") for ws, prefix in parts)
+        fts = table("text_fts", column("rowid", Integer))
+        return (
+            select(fts.c.rowid)
+            .select_from(fts)
+            .where(literal_column("text_fts").op("MATCH")(bindparam("fts_match", match)))
+        )
+    tsquery = " & ".join(
+        "(" + " <-> ".join([*ws[:-1], ws[-1] + (":*" if prefix else "")]) + ")" for ws, prefix in parts
+    )
+    docs = table("text_documents", column("sample_id", Integer), column("tsv"))
+    q = func.to_tsquery(literal_column("'simple'"), bindparam("ts_match", tsquery))
+    return select(docs.c.sample_id).where(docs.c.tsv.op("@@")(q))
 
 
 def matched_fields(

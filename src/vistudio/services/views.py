@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from vistudio.db.views import SavedView
 from vistudio.errors import Conflict, InvalidInput, NotFound
+from vistudio.services.geo import parse_bbox
 from vistudio.services.projects import find_project
 from vistudio.studio import Studio
 
@@ -36,6 +37,7 @@ GRID_KEYS = (
     "object_size",
     "sort",
     "order",
+    "bbox",
 )
 _NAME = re.compile(r"^[\w][\w .:+()-]{0,99}$")
 
@@ -89,6 +91,8 @@ def grid_filters(params: dict[str, str]) -> dict[str, Any]:
             out[key] = n
     if params.get("object_size"):
         out["object_size"] = params["object_size"]
+    if params.get("bbox"):  # an area of the map (services/geo.py): west,south,east,north
+        out["bbox"] = parse_bbox(params["bbox"]).text()
     out["sort"] = params.get("sort") or "name"
     out["order"] = params.get("order") or "asc"
     return out

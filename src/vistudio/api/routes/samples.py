@@ -45,6 +45,14 @@ def list_samples(
         list[str] | None,
         Query(max_length=200, description="photos of this person (id or name); repeat for people together"),
     ] = None,
+    bbox: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="photos with a GPS position in west,south,east,north (degrees; west > east: "
+            "across the antimeridian)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Samples of a project, filtered, sorted and paged. In detection-like projects the object
     filters count the objects of each image: ``min_objects``/``max_objects`` bound their number,
@@ -71,6 +79,7 @@ def list_samples(
         object_size=object_size,
         with_annotations=annotations,
         person=person,
+        bbox=bbox,
     )
 
 

@@ -38,9 +38,10 @@ SECTIONS: dict[str, str] = {
     "duplicates": "Duplicates",
     "people": "People",
     "events": "Events",
+    "albums": "Albums",
 }
 TRAINING_SECTIONS = ("train", "evaluate", "export")
-LIBRARY_SECTIONS = ("people", "events")  # sections only photo libraries offer
+LIBRARY_SECTIONS = ("people", "events", "albums")  # sections only photo libraries offer
 # what a user does in each section, for the sentence that describes a task
 _VERBS = {
     "dataset": "browse",
@@ -52,6 +53,7 @@ _VERBS = {
     "duplicates": "find duplicates",
     "people": "find people",
     "events": "revisit events",
+    "albums": "make albums",
 }
 
 
@@ -459,7 +461,7 @@ class TaskSpec:
     def sections(self) -> tuple[str, ...]:
         """The sections (``SECTIONS`` keys) a project of this task offers, in tab order."""
         if not self.trainable:  # nothing to split for: a library is browsed, searched, deduplicated
-            return ("dataset", "search", "duplicates", "people", "events")
+            return ("dataset", "search", "duplicates", "people", "events", "albums")
         return tuple(
             s
             for s in SECTIONS

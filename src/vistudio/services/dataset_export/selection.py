@@ -44,6 +44,7 @@ FILTERS: dict[str, type] = {
     "min_objects": int,
     "max_objects": int,
     "object_size": str,
+    "bbox": str,  # west,south,east,north: photos taken there (services/geo.py)
 }
 
 

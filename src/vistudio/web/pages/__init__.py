@@ -7,12 +7,14 @@ from fastapi import APIRouter
 
 def routers() -> list[APIRouter]:
     from vistudio.web.pages import (
+        albums,
         auth,
         curation,
         dataset,
         duplicates,
         evaluation,
         events,
+        geo,
         jobs,
         map,
         people,
@@ -37,7 +39,9 @@ def routers() -> list[APIRouter]:
         search.router,
         map.router,
         timeline.router,
+        geo.router,
         events.router,
+        albums.router,
         duplicates.router,
         # before people: "/projects/{name}/people/review" must not be read as a person's page
         people_review.router,

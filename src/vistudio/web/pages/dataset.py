@@ -249,6 +249,7 @@ def grid_params(
     object_size: Text = "",
     sort: Text = "",
     order: Text = "",
+    bbox: Text = "",
 ) -> dict[str, str]:
     """The grid's query string, as the filter form sends it (validated by ``views.grid_filters``)."""
     return {
@@ -265,6 +266,7 @@ def grid_params(
         "object_size": object_size,
         "sort": sort,
         "order": order,
+        "bbox": bbox,
     }
 
 
@@ -313,6 +315,10 @@ def dataset_page(
             )
         return render(request, "fragments/grid.html", grid)
     extra = {"library": _library_context(studio, project)} if project["task"] == library.LIBRARY_TASK else {}
+    if project["task"] == library.LIBRARY_TASK:  # "On this day" and "Add to album" (web/pages/albums.py)
+        from vistudio.web.pages.albums import dataset_extras
+
+        extra.update(dataset_extras(studio, project))
     if is_regression_task(project["task"]):  # the values' statistics and histograms
         extra["targets"] = target_histograms(targets.target_statistics(studio, project=project["id"]))
     detail: dict[str, Any] = {}

@@ -295,6 +295,19 @@ function detailEditor(opts) {
     removeTag(name) {
       this.patch({ remove_tags: [name] });
     },
+    // the user's caption (empty: the model's shows again); kept over every model's run
+    async saveCaption() {
+      this.busy = true;
+      this.err = "";
+      const url = "/api/v1/samples/" + encodeURIComponent(opts.id) + "/caption";
+      const r = await editCall("PUT", url, { text: this.$refs.caption.value });
+      this.busy = false;
+      if (!r.ok) {
+        this.err = r.error;
+        return;
+      }
+      this.reload();
+    },
     async setLabel(value) {
       // the labels this detail shows: had they changed meanwhile, the edit is refused (409)
       const ok = await this.patch({ labels: value ? [value] : [], expected_labels: opts.labels });
