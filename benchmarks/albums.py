@@ -22,15 +22,15 @@ import json
 import platform
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from photo_rows import SQLITE_TIME, insert_photos, timed
 from sqlalchemy import select
 
 from vistudio.config import Settings
@@ -45,55 +45,26 @@ DAY = date(2025, 6, 15)
 CAMERAS = ("FUJIFILM", "Canon", "Apple")
 
 
-def _rows(project_id: int, n: int) -> Iterator[tuple[Any, ...]]:
+def _rows(n: int) -> Iterator[dict[str, Any]]:
     rng = random.Random(0)
     start = datetime(2000, 1, 1)
     span = 25 * 365 * 86400
-    fmt = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite datetime text
     for i in range(n):
-        when = (start + timedelta(seconds=rng.randrange(span))).strftime(fmt)
+        when = (start + timedelta(seconds=rng.randrange(span))).strftime(SQLITE_TIME)
         undated = rng.random() < 0.03
-        yield (
-            project_id,
-            f"{i:064x}",
-            f"photos/{i}.jpg",
-            "reference",
-            f"/photos/{i}.jpg",
-            4000,
-            3000,
-            "JPEG",
-            3_000_000,
-            None if undated else when,
-            None if undated else when,
-            CAMERAS[i % 3],
-            "0" * 16,
-            "{}",
-            "2025-01-01 00:00:00.000000",
-        )
+        when_or_none = None if undated else when
+        yield {"taken_at": when_or_none, "sort_time": when_or_none, "camera_make": CAMERAS[i % 3]}
 
 
 def build(studio: Studio, db: Path, n: int) -> int:
     p = projects.create_project(studio, name="big", task="library")
+    insert_photos(db, p["id"], _rows(n))
     with sqlite3.connect(db) as conn:
-        conn.executemany(
-            "INSERT INTO samples (project_id, sha256, name, storage, path, width, height, format, bytes, "
-            "taken_at, sort_time, camera_make, phash, exif, imported_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            _rows(p["id"], n),
-        )
         conn.execute(
             "INSERT INTO sample_tags (sample_id, tag) SELECT id, 'trip' FROM samples WHERE id % 50 = 7"
         )
         conn.execute("ANALYZE")
     return int(p["id"])
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), out
 
 
 def on_this_day(studio: Studio, conn: sqlite3.Connection, project_id: int, repeat: int) -> dict[str, Any]:

@@ -24,14 +24,15 @@ import math
 import platform
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from photo_rows import SQLITE_TIME, insert_photos, timed
 
 from vistudio.config import Settings
 from vistudio.services import geo, projects
@@ -42,13 +43,12 @@ CITIES = 300
 NO_GPS = 0.02  # a share of photos without a position
 
 
-def _rows(project_id: int, n: int) -> Iterator[tuple[Any, ...]]:
+def _rows(n: int) -> Iterator[dict[str, Any]]:
     rng = random.Random(0)
     cities = [(rng.uniform(-50, 65), rng.uniform(-180, 180)) for _ in range(CITIES)]
     weights = [1 / (i + 1) for i in range(CITIES)]  # a few big cities, many small ones (Zipf)
     start = datetime(2005, 1, 1)
     span = 20 * 365 * 86400
-    fmt = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite datetime text
     picks = rng.choices(range(CITIES), weights=weights, k=n)
     for i in range(n):
         r = rng.random()
@@ -60,49 +60,16 @@ def _rows(project_id: int, n: int) -> Iterator[tuple[Any, ...]]:
             lon = (rng.gauss(clon, 0.07) + 180.0) % 360.0 - 180.0
         else:
             lat, lon = rng.uniform(-60, 75), rng.uniform(-180, 180)
-        when = (start + timedelta(seconds=rng.randrange(span))).strftime(fmt)
-        yield (
-            project_id,
-            f"{i:064x}",
-            f"photos/{i}.jpg",
-            "reference",
-            f"/photos/{i}.jpg",
-            4000,
-            3000,
-            "JPEG",
-            3_000_000,
-            when,
-            when,
-            lat,
-            lon,
-            "0" * 16,
-            "{}",
-            "2025-01-01 00:00:00.000000",
-        )
+        when = (start + timedelta(seconds=rng.randrange(span))).strftime(SQLITE_TIME)
+        yield {"taken_at": when, "sort_time": when, "gps_lat": lat, "gps_lon": lon}
 
 
 def build(studio: Studio, db: Path, n: int) -> tuple[int, tuple[float, float]]:
     """Insert ``n`` photos with bulk INSERTs; the project's id and the largest crowd's centre."""
     p = projects.create_project(studio, name="big", task="library")
-    with sqlite3.connect(db) as conn:
-        conn.executemany(
-            "INSERT INTO samples (project_id, sha256, name, storage, path, width, height, format, bytes, "
-            "taken_at, sort_time, gps_lat, gps_lon, phash, exif, imported_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            _rows(p["id"], n),
-        )
-        conn.execute("ANALYZE")
+    insert_photos(db, p["id"], _rows(n))
     rng = random.Random(0)
     return int(p["id"]), (rng.uniform(-50, 65), rng.uniform(-180, 180))  # the first city: the biggest
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), out
 
 
 def python_clusters(

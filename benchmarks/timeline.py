@@ -21,15 +21,15 @@ import json
 import platform
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from photo_rows import SQLITE_TIME, insert_photos, timed
 from sqlalchemy import select
 
 from vistudio.config import Settings
@@ -40,54 +40,22 @@ from vistudio.studio import Studio, open_studio
 PAGE = 100
 
 
-def _rows(project_id: int, n: int) -> Iterator[tuple[Any, ...]]:
+def _rows(n: int) -> Iterator[dict[str, Any]]:
     rng = random.Random(0)
     start = datetime(2000, 1, 1)
     span = 25 * 365 * 86400
-    fmt = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite datetime text
-    for i in range(n):
-        when = (start + timedelta(seconds=rng.randrange(span))).strftime(fmt)
+    for _ in range(n):
+        when = (start + timedelta(seconds=rng.randrange(span))).strftime(SQLITE_TIME)
         kind = rng.random()
         taken, file = (when, None) if kind < 0.85 else (None, when) if kind < 0.97 else (None, None)
-        yield (
-            project_id,
-            f"{i:064x}",
-            f"photos/{i}.jpg",
-            "reference",
-            f"/photos/{i}.jpg",
-            4000,
-            3000,
-            "JPEG",
-            3_000_000,
-            taken,
-            file,
-            taken or file,
-            "0" * 16,
-            "{}",
-            "2025-01-01 00:00:00.000000",
-        )
+        yield {"taken_at": taken, "file_time": file, "sort_time": taken or file}
 
 
 def build(studio: Studio, db: Path, n: int) -> int:
     """Insert ``n`` photos with bulk INSERTs (85 % EXIF-dated, 12 % file-dated, 3 % undated)."""
     p = projects.create_project(studio, name="big", task="library")
-    with sqlite3.connect(db) as conn:
-        conn.executemany(
-            "INSERT INTO samples (project_id, sha256, name, storage, path, width, height, format, bytes, "
-            "taken_at, file_time, sort_time, phash, exif, imported_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            _rows(p["id"], n),
-        )
-        conn.execute("ANALYZE")
+    insert_photos(db, p["id"], _rows(n))
     return int(p["id"])
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times), out
 
 
 def deep_pages(studio: Studio, project_id: int, depth: int, repeat: int) -> dict[str, Any]:
