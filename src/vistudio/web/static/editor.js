@@ -96,6 +96,8 @@ function objectEditor() {
         if (this.editing && this.dirty) { e.preventDefault(); e.returnValue = ""; }
       }, { signal: guard.signal });
       this.$nextTick(() => {
+        // the detail can be swapped out (a step, a reload after a save) before this tick: its core is gone
+        if (!core || !this.editing) return;
         core.load();
         core.resize();
         core.fit();
