@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# pg_advisory_lock's key for schema upgrades (any constant the application uses for nothing else)
+MIGRATION_LOCK = 0x76697374  # "vist"
 _REVISION_RE = re.compile(r"""^(revision|down_revision)\s*=\s*["']([^"']+)["']""", re.MULTILINE)
 
 
@@ -99,4 +101,15 @@ def upgrade(engine: Engine) -> None:
         return
     from alembic import command
 
-    command.upgrade(alembic_config(engine), "head")
+    if engine.dialect.name != "postgresql":  # SQLite: BEGIN IMMEDIATE already serialises writers
+        command.upgrade(alembic_config(engine), "head")
+        return
+    # Several servers and workers may start at once on one PostgreSQL: the first to take this
+    # session lock migrates, the others wait for it and then find the schema at head.
+    with engine.connect() as lock:
+        lock.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        try:
+            command.upgrade(alembic_config(engine), "head")
+        finally:
+            lock.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+            lock.commit()
