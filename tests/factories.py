@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,51 @@ def cli(capsys: pytest.CaptureFixture[str], ws: Path, *args: str) -> tuple[int, 
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1, out  # exactly one JSON document
     return code, json.loads(lines[0])
+
+
+_photo_seq = itertools.count(1)
+
+
+def insert_photos(
+    studio: Studio, project: str, photos: Iterable[dict[str, Any]], *, thumbnails: bool = False, seed: int = 0
+) -> list[int]:
+    """Photos straight into the database (no original file), one per dict of the columns a test
+    varies (taken_at, file_time, gps_lat, place_city, name…); ``sort_time`` follows taken_at,
+    else file_time, as the import sets it. ``thumbnails``: each gets a real one-colour thumbnail,
+    for the pages. Returns their ids in order."""
+    from sqlalchemy import insert
+
+    from vistudio.db import Sample
+    from vistudio.services import projects
+
+    rng = random.Random(seed)
+    with studio.sessions.begin() as s:
+        pid = projects.find_project(s, project).id
+    rows = []
+    for cols in photos:
+        n = next(_photo_seq)
+        sha = f"{n:064x}"
+        if thumbnails:
+            thumb = studio.store.path("thumbnail", sha)
+            thumb.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (64, 48), tuple(rng.randrange(256) for _ in range(3))).save(thumb, "WEBP")
+        row = {
+            "project_id": pid,
+            "sha256": sha,
+            "name": f"IMG_{n:04d}.jpg",
+            "storage": "copy",
+            "path": f"media/{sha[:2]}/{sha}.jpg",
+            "width": 64,
+            "height": 48,
+            "format": "JPEG",
+            "bytes": 100,
+            "phash": "0" * 16,
+            "exif": {},
+            **cols,
+        }
+        row.setdefault("sort_time", row.get("taken_at") or row.get("file_time"))
+        rows.append(row)
+    if not rows:
+        return []
+    with studio.sessions.begin() as s:
+        return list(s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows))

@@ -6,19 +6,15 @@ the phone layout."""
 
 from __future__ import annotations
 
-import io
-import random
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
-from sqlalchemy import insert
 from web_factories import alpine_ready
 
-from vistudio.db import Sample
+from factories import insert_photos
 from vistudio.services import albums, projects
 from vistudio.studio import Studio
 
@@ -32,8 +28,6 @@ LONG = (
 def _fill(studio: Studio, project: str) -> list[int]:
     """Photos with thumbnails: some in Lisbon, some in Porto, and three taken on today's month and
     day in earlier years (for "On this day")."""
-    rng = random.Random(5)
-    pid = projects.get_project(studio, project)["id"]
     today = date.today()
     moments = [datetime(2024, 5, 3, 9) + timedelta(hours=3 * i) for i in range(12)]
     for back in (1, 3, 3):
@@ -41,36 +35,11 @@ def _fill(studio: Studio, project: str) -> list[int]:
             moments.append(datetime(today.year - back, today.month, today.day, 12))
         except ValueError:  # 29 February: shown on the 28th
             moments.append(datetime(today.year - back, 2, 28, 12))
-    rows = []
-    for i, t in enumerate(moments):
-        sha = f"{i + 1:064x}"
-        buf = io.BytesIO()
-        Image.new("RGB", (64, 48), (rng.randrange(256), rng.randrange(256), rng.randrange(256))).save(
-            buf, "WEBP"
-        )
-        thumb = studio.store.path("thumbnail", sha)
-        thumb.parent.mkdir(parents=True, exist_ok=True)
-        thumb.write_bytes(buf.getvalue())
-        rows.append(
-            {
-                "project_id": pid,
-                "sha256": sha,
-                "name": f"IMG_{i:04d}.jpg",
-                "storage": "copy",
-                "path": f"media/{sha[:2]}/{sha}.jpg",
-                "width": 64,
-                "height": 48,
-                "format": "JPEG",
-                "bytes": 100,
-                "phash": "0" * 16,
-                "exif": {},
-                "taken_at": t,
-                "sort_time": t,
-                "place_city": "Lisbon" if i < 6 else "Porto" if i < 12 else None,
-            }
-        )
-    with studio.sessions.begin() as s:
-        return list(s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows))
+    rows = [
+        {"taken_at": t, "place_city": "Lisbon" if i < 6 else "Porto" if i < 12 else None}
+        for i, t in enumerate(moments)
+    ]
+    return insert_photos(studio, project, rows, thumbnails=True, seed=5)
 
 
 def _images_loaded(page: Any, selector: str) -> None:

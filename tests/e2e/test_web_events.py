@@ -4,7 +4,6 @@ merge with the previous event (undoing the split), an error shown on the page; t
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -13,11 +12,9 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from PIL import Image
-from sqlalchemy import insert
 from web_factories import alpine_ready
 
-from vistudio.db import Sample
+from factories import insert_photos
 from vistudio.jobs.worker import Worker
 from vistudio.services import events, projects
 from vistudio.studio import Studio
@@ -33,15 +30,13 @@ def _fill(studio: Studio, project: str) -> None:
     """Outings over two years (a burst of photos every few weeks) and a trip to Lisbon, each photo
     with a real thumbnail."""
     rng = random.Random(3)
-    pid = projects.get_project(studio, project)["id"]
-    rows = []
     when = datetime(2023, 2, 1, 10)
     bursts: list[tuple[datetime, int, tuple[float, float] | None, str | None]] = []
     for _ in range(14):
         bursts.append((when, rng.randrange(3, 8), (52.52, 13.40), "Berlin"))
         when += timedelta(days=rng.randrange(20, 60))
     bursts.append((datetime(2024, 5, 3, 9), 30, (38.72, -9.14), "Lisbon"))
-    i = 0
+    rows = []
     for start, n, at, city in bursts:
         t = start
         for _ in range(n):
@@ -49,36 +44,15 @@ def _fill(studio: Studio, project: str) -> None:
                 t += timedelta(hours=rng.choice([0.2, 0.3, 14]))  # a trip: nights between days
             else:
                 t += timedelta(minutes=rng.randrange(1, 10))
-            i += 1
-            sha = f"{i:064x}"
-            buf = io.BytesIO()
-            colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-            Image.new("RGB", (64, 48), colour).save(buf, "WEBP")
-            thumb = studio.store.path("thumbnail", sha)
-            thumb.parent.mkdir(parents=True, exist_ok=True)
-            thumb.write_bytes(buf.getvalue())
             rows.append(
                 {
-                    "project_id": pid,
-                    "sha256": sha,
-                    "name": f"IMG_{i:04d}.jpg",
-                    "storage": "copy",
-                    "path": f"media/{sha[:2]}/{sha}.jpg",
-                    "width": 64,
-                    "height": 48,
-                    "format": "JPEG",
-                    "bytes": 100,
-                    "phash": "0" * 16,
-                    "exif": {},
                     "taken_at": t,
-                    "sort_time": t,
                     "gps_lat": at[0] if at else None,
                     "gps_lon": at[1] if at else None,
                     "place_city": city,
                 }
             )
-    with studio.sessions.begin() as s:
-        s.execute(insert(Sample), rows)
+    insert_photos(studio, project, rows, thumbnails=True, seed=3)
 
 
 def test_events_pages(live_server: tuple[str, Studio, Path], page: Any, shot: Callable[..., Path]) -> None:

@@ -5,7 +5,6 @@ it, a lone photo's popup links to it; the empty state and the phone layout."""
 
 from __future__ import annotations
 
-import io
 import random
 import socket
 import threading
@@ -17,12 +16,10 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from PIL import Image
-from sqlalchemy import insert
 from web_factories import checked_page, web_settings
 
+from factories import insert_photos
 from vistudio.api.app import create_app
-from vistudio.db import Sample
 from vistudio.services import projects
 from vistudio.studio import Studio, open_studio
 
@@ -68,7 +65,7 @@ def online_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
 
 def _fill(studio: Studio, project: str, *, gps: bool = True) -> None:
     rng = random.Random(11)
-    pid = projects.create_project(studio, name=project, task="library")["id"]
+    projects.create_project(studio, name=project, task="library")
     points: list[tuple[float | None, float | None]] = []
     if gps:
         for (lat, lon), spread, n in CROWDS:
@@ -77,38 +74,16 @@ def _fill(studio: Studio, project: str, *, gps: bool = True) -> None:
                 points.append((lat + rng.uniform(-spread, spread), x - 360 if x > 180 else x))
         points.append(ALONE)
     points += [(None, None)] * NO_GPS
-    rows = []
-    for i, (lat, lon) in enumerate(points):
-        sha = f"{pid:08x}{i + 1:056x}"
-        buf = io.BytesIO()
-        Image.new("RGB", (64, 48), (rng.randrange(256), rng.randrange(256), rng.randrange(256))).save(
-            buf, "WEBP"
-        )
-        thumb = studio.store.path("thumbnail", sha)
-        thumb.parent.mkdir(parents=True, exist_ok=True)
-        thumb.write_bytes(buf.getvalue())
-        when = datetime(2018, 1, 1) + timedelta(hours=rng.randrange(3 * 365 * 24))
-        rows.append(
-            {
-                "project_id": pid,
-                "sha256": sha,
-                "name": f"DCIM/IMG_{i:04d}.jpg",
-                "storage": "copy",
-                "path": "media/x.jpg",
-                "width": 64,
-                "height": 48,
-                "format": "JPEG",
-                "bytes": 1000,
-                "phash": "0" * 16,
-                "exif": {},
-                "taken_at": when,
-                "sort_time": when,
-                "gps_lat": lat,
-                "gps_lon": lon,
-            }
-        )
-    with studio.sessions.begin() as s:
-        s.execute(insert(Sample), rows)
+    rows = [
+        {
+            "name": f"DCIM/IMG_{i:04d}.jpg",
+            "taken_at": datetime(2018, 1, 1) + timedelta(hours=rng.randrange(3 * 365 * 24)),
+            "gps_lat": lat,
+            "gps_lon": lon,
+        }
+        for i, (lat, lon) in enumerate(points)
+    ]
+    insert_photos(studio, project, rows, thumbnails=True, seed=11)
 
 
 def _offline(page: Any) -> list[str]:

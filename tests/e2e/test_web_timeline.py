@@ -3,7 +3,6 @@ scroll along the keyset cursor, the scrubber's jump, the empty state and the pho
 
 from __future__ import annotations
 
-import io
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -12,10 +11,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from PIL import Image
-from sqlalchemy import insert
 
-from vistudio.db import Sample
+from factories import insert_photos
 from vistudio.services import projects
 from vistudio.studio import Studio
 
@@ -29,45 +26,23 @@ def _fill(studio: Studio, project: str) -> None:
     """Photos straight into the database, each with a real thumbnail: EXIF dates over 2017-2019,
     a few dated by their file only, a few undated, some with a place."""
     rng = random.Random(5)
-    pid = projects.create_project(studio, name=project, task="library")["id"]
+    projects.create_project(studio, name=project, task="library")
     rows = []
     for i in range(N_EXIF + N_FILE + N_UNDATED):
-        sha = f"{i + 1:064x}"
-        buf = io.BytesIO()
-        Image.new("RGB", (64, 48), (rng.randrange(256), rng.randrange(256), rng.randrange(256))).save(
-            buf, "WEBP"
-        )
-        thumb = studio.store.path("thumbnail", sha)
-        thumb.parent.mkdir(parents=True, exist_ok=True)
-        thumb.write_bytes(buf.getvalue())
         when = datetime(2017, 1, 1) + timedelta(hours=rng.randrange(3 * 365 * 24))
         lisbon = i % 10 == 0
-        taken = when if i < N_EXIF else None
-        file = datetime(2018, 4, 2, 9, 30) if N_EXIF <= i < N_EXIF + N_FILE else None
         rows.append(
             {
-                "project_id": pid,
-                "sha256": sha,
                 "name": f"DCIM/IMG_{i:04d}.jpg" if i % 17 else f"DCIM/{'very-long-file-name-' * 4}{i}.jpg",
-                "storage": "copy",
-                "path": "media/x.jpg",
-                "width": 64,
-                "height": 48,
-                "format": "JPEG",
-                "bytes": 1000,
-                "phash": "0" * 16,
-                "exif": {},
-                "taken_at": taken,
-                "file_time": file,
-                "sort_time": taken or file,
+                "taken_at": when if i < N_EXIF else None,
+                "file_time": datetime(2018, 4, 2, 9, 30) if N_EXIF <= i < N_EXIF + N_FILE else None,
                 "place_city": "Lisbon" if lisbon else None,
                 "place_region": "Lisbon" if lisbon else None,
                 "place_country": "Portugal" if lisbon else None,
                 "place_country_code": "PT" if lisbon else None,
             }
         )
-    with studio.sessions.begin() as s:
-        s.execute(insert(Sample), rows)
+    insert_photos(studio, project, rows, thumbnails=True, seed=5)
 
 
 def test_timeline_page(

@@ -5,54 +5,39 @@ input is a clear error."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
 
 from event_factories import year_of_photos
+from factories import insert_photos
 from vistudio.api.app import create_app
 from vistudio.cli.main import main
-from vistudio.db import Sample
 from vistudio.jobs.worker import Worker
 from vistudio.ml.events import boundary_f1
 from vistudio.services import events, projects
 from vistudio.studio import Studio
-
-_n = itertools.count()
 
 
 def _add(
     studio: Studio, project: str, photos: list[tuple[float, float | None, float | None, str | None]]
 ) -> list[int]:
     """Photos given as (epoch seconds, lat, lon, city) → their ids, in order."""
-    with studio.sessions.begin() as s:
-        pid = projects.find_project(s, project).id
-        rows = [
+    return insert_photos(
+        studio,
+        project,
+        (
             {
-                "project_id": pid,
-                "sha256": f"{next(_n):064x}",
-                "name": f"p{next(_n)}.jpg",
-                "storage": "copy",
-                "path": "media/x.jpg",
-                "width": 4,
-                "height": 3,
-                "format": "JPEG",
-                "bytes": 1,
-                "phash": "0" * 16,
-                "exif": {},
                 "taken_at": datetime.fromtimestamp(t, UTC).replace(tzinfo=None),
-                "sort_time": datetime.fromtimestamp(t, UTC).replace(tzinfo=None),
                 "gps_lat": lat,
                 "gps_lon": lon,
                 "place_city": city,
             }
             for t, lat, lon, city in photos
-        ]
-        return list(s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows))
+        ),
+    )
 
 
 def _year(studio: Studio, project: str) -> list[list[int]]:

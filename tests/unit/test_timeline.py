@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
+from factories import insert_photos
 from vistudio.db import Sample
 from vistudio.db.duplicates import HiddenSample
 from vistudio.db.library import LibraryFile, LibraryRoot
@@ -39,31 +40,7 @@ def add(
     studio: Studio, project: str, photos: list[tuple[datetime | None, datetime | None]], **extra: Any
 ) -> list[int]:
     """Insert photos given as (taken_at, file_time); returns their ids in order."""
-    if not photos:
-        return []
-    with studio.sessions.begin() as s:
-        pid = projects.find_project(s, project).id
-        rows = [
-            {
-                "project_id": pid,
-                "sha256": f"{next(_names):064x}",
-                "name": f"p{i}.jpg",
-                "storage": "copy",
-                "path": "media/x.jpg",
-                "width": 4,
-                "height": 3,
-                "format": "JPEG",
-                "bytes": 1,
-                "phash": "0" * 16,
-                "exif": {},
-                "taken_at": taken,
-                "file_time": file,
-                "sort_time": taken or file,
-                **extra,
-            }
-            for i, (taken, file) in enumerate(photos)
-        ]
-        return list(s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows))
+    return insert_photos(studio, project, ({"taken_at": t, "file_time": f, **extra} for t, f in photos))
 
 
 def expected_order(rows: dict[int, datetime | None]) -> list[int]:
