@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import pairwise
 
 import numpy as np
 
@@ -116,8 +117,12 @@ def home(photos: Sequence[Photo], jump_km: float = 50.0) -> tuple[float, float] 
     return float(np.median(pts[:, 0])), float(np.median(pts[:, 1]))
 
 
-def segment(photos: Sequence[Photo], rules: EventRules | None = None) -> list[list[int]]:
-    """The photos' ids grouped into events, in time order (see the module docstring)."""
+def segment(
+    photos: Sequence[Photo], rules: EventRules | None = None, *, decided: Mapping[int, bool] | None = None
+) -> list[list[int]]:
+    """The photos' ids grouped into events, in time order (see the module docstring).
+    ``decided``: the user's word, by photo id, on whether an event starts at that photo (a split
+    or a merge); it overrides the rules there."""
     r = rules or EventRules()
     ordered = sorted(photos, key=lambda p: (p.time, p.id))
     n = len(ordered)
@@ -127,12 +132,14 @@ def segment(photos: Sequence[Photo], rules: EventRules | None = None) -> list[li
     lat = np.array([p.lat if _valid(p.lat, p.lon) else np.nan for p in ordered], np.float64)
     lon = np.array([p.lon if _valid(p.lat, p.lon) else np.nan for p in ordered], np.float64)
     cuts = cut_flags(times, lat, lon, r, home(ordered, r.jump_km))
-    events: list[list[int]] = [[ordered[0].id]]
-    for i in range(1, n):
-        if cuts[i - 1]:
-            events.append([])
-        events[-1].append(ordered[i].id)
-    return events
+    if decided:
+        for i in range(1, n):
+            cut = decided.get(ordered[i].id)
+            if cut is not None:
+                cuts[i - 1] = cut
+    ids = [p.id for p in ordered]
+    starts = [0, *(np.flatnonzero(cuts) + 1).tolist(), n]
+    return [ids[a:b] for a, b in pairwise(starts)]
 
 
 def cut_flags(

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
-from itertools import pairwise
 from typing import Any
 
-import numpy as np
 from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
@@ -68,7 +66,7 @@ def _epoch(when: datetime) -> float:
 
 def compute(studio: Studio, project_id: int) -> dict[str, int]:
     """Recompute the project's events (see the module docstring) → counts."""
-    from vistudio.ml.events import EventRules, cut_flags, event_name, home
+    from vistudio.ml.events import Photo, event_name, segment
 
     with studio.sessions() as s:
         fingerprint = _fingerprint(s, project_id)
@@ -100,23 +98,7 @@ def compute(studio: Studio, project_id: int) -> dict[str, int]:
         old_named = dict(
             s.execute(select(Event.id, Event.name).where(Event.project_id == project_id, Event.named)).all()
         )
-    groups: list[list[int]] = []
-    if rows:
-        from vistudio.ml.events import Photo
-
-        ids = np.array([r[0] for r in rows], np.int64)
-        times = np.array([_epoch(r[1]) for r in rows], np.float64)
-        lat = np.array([np.nan if r[2] is None else r[2] for r in rows], np.float64)
-        lon = np.array([np.nan if r[3] is None else r[3] for r in rows], np.float64)
-        rules = EventRules()
-        at_home = home([Photo(int(i), t, r[2], r[3]) for i, t, r in zip(ids, times, rows, strict=True)])
-        cuts = cut_flags(times, lat, lon, rules, at_home)
-        for k in range(1, len(ids)):
-            decided = decisions.get(int(ids[k]))
-            if decided is not None:
-                cuts[k - 1] = decided
-        starts = np.concatenate([[0], np.flatnonzero(cuts) + 1, [len(ids)]])
-        groups = [ids[a:b].tolist() for a, b in pairwise(starts)]
+    groups = segment([Photo(r[0], _epoch(r[1]), r[2], r[3]) for r in rows], decided=decisions)
     by_id = {r[0]: r for r in rows}
     # keep ids: each new event takes the old event holding most (> half) of its photos
     taken: set[int] = set()
