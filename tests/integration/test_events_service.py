@@ -15,6 +15,7 @@ from event_factories import year_of_photos
 from factories import insert_photos
 from vistudio.api.app import create_app
 from vistudio.cli.main import main
+from vistudio.db.duplicates import HiddenSample
 from vistudio.jobs.worker import Worker
 from vistudio.ml.events import boundary_f1
 from vistudio.services import events, projects
@@ -112,6 +113,17 @@ def test_events_found_named_edited_and_kept(studio: Studio) -> None:
     assert tuple(next(g for g in found if at in g)) in regrouped
     back = events.rename_event(studio, project="life", event=big["id"], name="")["event"]
     assert not back["named"]
+
+    # a photo hidden as a duplicate (the project's photos are as many as before): stale, and
+    # after the recomputation in no event
+    pid = projects.get_project(studio, "life")["id"]
+    gone = edited[0][0]
+    with studio.sessions.begin() as s:
+        s.add(HiddenSample(project_id=pid, sample_id=gone, decision_id=None))
+    assert events.list_events(studio, project="life", refresh_if_stale=False)["stale"]
+    events.compute(studio, pid)
+    assert gone not in {i for g in _groups(studio, "life") for i in g}
+    assert not events.list_events(studio, project="life", refresh_if_stale=False)["stale"]
 
     # new photos: the list says stale and queues the job
     _add(studio, "life", [(datetime(2024, 6, 1, 12, tzinfo=UTC).timestamp(), None, None, None)])

@@ -51,8 +51,13 @@ def _dated(project_id: int) -> list[Any]:
 
 
 def _fingerprint(s: Session, project_id: int) -> tuple[int, int]:
+    """What makes the events stale when it changes: the photos shown (a photo hidden as a
+    duplicate, or restored, changes the count) and the newest photo."""
+    hidden = select(HiddenSample.sample_id).where(HiddenSample.project_id == project_id)
     n, top = s.execute(
-        select(func.count(Sample.id), func.max(Sample.id)).where(Sample.project_id == project_id)
+        select(func.count(Sample.id), func.max(Sample.id)).where(
+            Sample.project_id == project_id, Sample.id.not_in(hidden)
+        )
     ).one()
     return int(n or 0), int(top or 0)
 
