@@ -1,0 +1,142 @@
+"""The pgvector index against a real PostgreSQL with the extension (the ``pgserver`` wheel's):
+results against brute force, filters exact, replace/remove, two servers sharing one index, and
+clear errors where pgvector cannot run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import Engine, create_engine
+
+from factories import POSTGRES_URL
+from vistudio.ml.embed.index import DimensionMismatch, VectorIndexError
+from vistudio.ml.embed.pgvector_index import PgVectorIndex, PgVectorUnavailable, copy_rows
+
+
+@pytest.fixture(scope="module")
+def pg_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    pgserver = pytest.importorskip("pgserver", reason="pgserver (PostgreSQL with pgvector) is not installed")
+    # a short folder: the server's Unix socket path must stay under ~100 characters
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"vs-pgv-{os.getpid()}"
+    try:
+        server = pgserver.get_server(folder, cleanup_mode="delete")
+    except Exception as exc:  # the server binary cannot start here
+        pytest.skip(f"pgserver could not start PostgreSQL: {exc}")
+    engine = create_engine(server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1))
+    yield engine
+    engine.dispose()
+    server.cleanup()
+    del tmp_path_factory
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def brute(vecs: np.ndarray, ids: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    order = np.argsort(-(unit(vecs) @ unit(q[None])[0]), kind="stable")[:k]
+    return ids[order]
+
+
+def test_search_matches_brute_force_and_filters_are_exact(pg_engine: Engine) -> None:
+    rng = np.random.default_rng(0)
+    n, d = 3000, 32
+    vecs = rng.standard_normal((n, d)).astype(np.float32)
+    ids = np.arange(10, 10 + n, dtype=np.int64) * 7
+    index = PgVectorIndex(pg_engine, name="recall", dim=d, exact_filter_max=100)
+    index.drop()
+    index = PgVectorIndex(pg_engine, name="recall", dim=d, exact_filter_max=100)
+    index.add(ids, vecs)
+    assert len(index) == n
+    queries = rng.standard_normal((40, d)).astype(np.float32)
+    scores, got = index.search(queries, 10)
+    hits = sum(len(set(got[i]) & set(brute(vecs, ids, q, 10))) for i, q in enumerate(queries))
+    assert hits / (40 * 10) >= 0.95
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+    # scores are cosines
+    first = unit(vecs)[np.searchsorted(ids, got[0, 0])]
+    assert scores[0, 0] == pytest.approx(float(first @ unit(queries[:1])[0]), abs=1e-5)
+
+    for share in (0.01, 0.3):  # exact path, and HNSW with a widened scan
+        pick = rng.random(n) < share
+        allowed = ids[pick]
+        _, got = index.search(queries[:5], 10, allowed=np.concatenate([allowed, allowed[:3], [-5]]))
+        for i in range(5):
+            want = brute(vecs[pick], allowed, queries[i], 10)
+            assert set(got[i]) <= set(allowed)
+            if share < 0.05:
+                assert got[i].tolist() == want.tolist()
+            else:
+                assert len(set(got[i]) & set(want)) >= 8
+    scores, got = index.search(queries[0], 5, allowed=[ids[0], 999_999_999])
+    assert got[0].tolist() == [ids[0], -1, -1, -1, -1] and np.isinf(scores[0, 1:]).all()
+    assert index.search(queries[0], 3, allowed=[])[1].tolist() == [[-1, -1, -1]]
+
+
+def test_replace_remove_get_and_two_servers_share_it(pg_engine: Engine) -> None:
+    a = PgVectorIndex(pg_engine, name="shared", dim=4)
+    a.drop()
+    a = PgVectorIndex(pg_engine, name="shared", dim=4)
+    other = create_engine(pg_engine.url)  # a second server: its own connections, the same table
+    b = PgVectorIndex(other, name="shared", dim=4)
+    a.add([1, 2, 3], [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
+    b.add([2, 2], [[0, 0, 0, 5], [0, 0, 3, 3]])  # the last of a repeated id wins, and replaces
+    assert len(a) == 3 and 2 in a and 7 not in a and "2" not in a
+    assert np.allclose(a.get([2]), [[0, 0, 2**-0.5, 2**-0.5]], atol=1e-6)
+    with pytest.raises(KeyError):
+        a.get([7])
+    assert a.search([0, 0, 1, 0], 1)[1].tolist() == [[3]]
+    assert b.remove([3, 99]) == 1 and 3 not in a
+    assert sorted(a.ids().tolist()) == [1, 2]
+    other.dispose()
+
+
+def test_bad_input_and_where_pgvector_cannot_run(pg_engine: Engine, tmp_path: Path) -> None:
+    index = PgVectorIndex(pg_engine, name="bad", dim=4)
+    with pytest.raises(DimensionMismatch):
+        index.add([1], [[1, 2, 3]])
+    with pytest.raises(VectorIndexError, match="NaN"):
+        index.add([1], [[np.nan, 1, 1, 1]])
+    with pytest.raises(VectorIndexError, match="ids"):
+        index.add([1, 2], [[1, 1, 1, 1]])
+    with pytest.raises(VectorIndexError, match="k must"):
+        index.search([1, 1, 1, 1], 0)
+    with pytest.raises(DimensionMismatch, match="holds 4-d"):
+        PgVectorIndex(pg_engine, name="bad", dim=8)
+    for name in ("Robert'); DROP TABLE x;--", "", "x" * 49):
+        with pytest.raises(VectorIndexError, match="name"):
+            PgVectorIndex(pg_engine, name=name, dim=4)
+    with pytest.raises(PgVectorUnavailable, match="needs PostgreSQL"):
+        PgVectorIndex(create_engine(f"sqlite:///{tmp_path / 'x.db'}"), name="x", dim=4)
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set VISTUDIO_TEST_POSTGRES_URL (a server without pgvector)")
+def test_a_server_without_the_extension_is_a_clear_error() -> None:
+    assert POSTGRES_URL
+    engine = create_engine(POSTGRES_URL)
+    with engine.connect() as conn:
+        has = conn.exec_driver_sql("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").first()
+    if has is not None:
+        pytest.skip("this PostgreSQL has pgvector")
+    with pytest.raises(PgVectorUnavailable, match="no pgvector extension"):
+        PgVectorIndex(engine, name="x", dim=4)
+    engine.dispose()
+
+
+def test_copy_rows_is_pgvector_binary_format() -> None:
+    data = copy_rows(np.array([3], np.int64), np.array([[1.0, -2.0]], np.float32))
+    assert data.startswith(b"PGCOPY\n\xff\r\n\x00") and data.endswith(b"\xff\xff")
+    body = data[19:-2]
+    assert body == (
+        (2).to_bytes(2, "big")
+        + (8).to_bytes(4, "big")
+        + (3).to_bytes(8, "big")
+        + (12).to_bytes(4, "big")
+        + (2).to_bytes(2, "big")
+        + (0).to_bytes(2, "big")
+        + np.array([1.0, -2.0], ">f4").tobytes()
+    )
