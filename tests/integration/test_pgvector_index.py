@@ -77,6 +77,29 @@ def test_search_matches_brute_force_and_filters_are_exact(pg_engine: Engine) -> 
     assert index.search(queries[0], 3, allowed=[])[1].tolist() == [[-1, -1, -1]]
 
 
+def test_a_bulk_load_builds_the_graph_once_after_the_rows(pg_engine: Engine) -> None:
+    rng = np.random.default_rng(1)
+    vecs = rng.standard_normal((1500, 16)).astype(np.float32)
+    index = PgVectorIndex(pg_engine, name="bulk", dim=16, bulk_min=1000)
+    index.drop()
+    index = PgVectorIndex(pg_engine, name="bulk", dim=16, bulk_min=1000)
+    index.add(np.arange(1000), vecs[:1000])  # bulk: the index dropped, rebuilt after the load
+    index.add(np.arange(1000, 1500), vecs[1000:])  # fewer than the table holds: row by row
+    assert index._index_valid() is True and len(index) == 1500
+    with pg_engine.connect() as conn:
+        plan = "\n".join(
+            r[0]
+            for r in conn.exec_driver_sql(
+                f"EXPLAIN SELECT id FROM {index.table} ORDER BY v <#> '[{','.join(['0.25'] * 16)}]' LIMIT 5"
+            )
+        )
+    assert "vectors_bulk_hnsw" in plan
+    _, got = index.search(vecs[1200], 1)
+    assert got[0, 0] == 1200
+    with pytest.raises(VectorIndexError, match="build_memory"):
+        PgVectorIndex(pg_engine, name="bulk", dim=16, build_memory="1GB'; DROP TABLE x; --")
+
+
 def test_replace_remove_get_and_two_servers_share_it(pg_engine: Engine) -> None:
     a = PgVectorIndex(pg_engine, name="shared", dim=4)
     a.drop()

@@ -6,7 +6,12 @@ to date by PostgreSQL itself: no file, no rebuild, no background build — every
 that adds or removes a vector changes the one index all of them search.
 
 Writes go through ``COPY … (FORMAT BINARY)`` into a temporary table and one upsert: the rows are
-packed with NumPy in pgvector's binary format (no text formatting of 512 floats per row).
+packed with NumPy in pgvector's binary format (no text formatting of 512 floats per row). Adding
+one vector at a time to an HNSW graph costs ≈ 100x building the graph once from all of them, so a
+bulk add (at least ``bulk_min`` vectors and at least as many as the table holds: a first
+embedding of a library) drops the HNSW index, loads, and builds it again with ``CREATE INDEX
+CONCURRENTLY`` — other servers keep searching meanwhile, exactly (a sequential scan) until the
+new index is valid. An index left invalid by a crash mid-build is rebuilt on the next open.
 
 Filters (``allowed``): pgvector before 0.8 applies a ``WHERE`` after the HNSW scan has produced
 its ``hnsw.ef_search`` candidates, so a selective filter can leave fewer than ``k`` results. A
@@ -90,6 +95,8 @@ class PgVectorIndex:
         ef_construction: int = 64,
         ef_search: int = 200,
         exact_filter_max: int = 20_000,
+        bulk_min: int = 10_000,
+        build_memory: str = "1GB",
     ) -> None:
         if engine.dialect.name != "postgresql":
             raise PgVectorUnavailable(f"the pgvector index needs PostgreSQL, not {engine.dialect.name}")
@@ -102,6 +109,11 @@ class PgVectorIndex:
         self.table = f"vectors_{name}"
         self.ef_search = min(ef_search, MAX_EF)
         self.exact_filter_max = exact_filter_max
+        self.bulk_min = bulk_min
+        if not re.match(r"^\d+\s*(kB|MB|GB)$", build_memory):
+            raise VectorIndexError(f"build_memory must look like 512MB or 2GB, got {build_memory!r}")
+        self.build_memory = build_memory
+        self._hnsw_with = f"(m = {int(m)}, ef_construction = {int(ef_construction)})"
         with self._conn() as conn:
             has = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
             if has is None:
@@ -119,10 +131,34 @@ class PgVectorIndex:
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} (id bigint PRIMARY KEY, v vector({dim}) NOT NULL)"
             )
-            conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {self.table}_hnsw ON {self.table} "
-                f"USING hnsw (v vector_ip_ops) WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
-            )
+        valid = self._index_valid()
+        if valid is False:  # a concurrent build that died: PostgreSQL keeps it, unusable
+            self._autocommit(f"DROP INDEX CONCURRENTLY IF EXISTS {self.table}_hnsw")
+        if not valid:
+            self._build_index()
+
+    def _index_valid(self) -> bool | None:
+        """Whether the HNSW index is valid; None when there is none."""
+        with self._conn() as conn:
+            row = conn.execute(
+                "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+                (f"{self.table}_hnsw",),
+            ).fetchone()
+        return None if row is None else bool(row[0])
+
+    def _autocommit(self, *sql: str) -> None:
+        """Statements that cannot run in a transaction (``… CONCURRENTLY``)."""
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for stmt in sql:
+                conn.exec_driver_sql(stmt)
+
+    def _build_index(self) -> None:
+        self._autocommit(
+            f"SET maintenance_work_mem = '{self.build_memory}'",
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {self.table}_hnsw ON {self.table} "
+            f"USING hnsw (v vector_ip_ops) WITH {self._hnsw_with}",
+            "RESET maintenance_work_mem",
+        )
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
@@ -166,6 +202,16 @@ class PgVectorIndex:
         _, last = np.unique(id_arr[::-1], return_index=True)
         keep = np.sort(id_arr.size - 1 - last)
         id_arr, vecs = id_arr[keep], vecs[keep]
+        bulk = id_arr.size >= self.bulk_min and id_arr.size >= len(self)
+        if bulk:
+            self._autocommit(f"DROP INDEX CONCURRENTLY IF EXISTS {self.table}_hnsw")
+        try:
+            self._upsert(id_arr, vecs)
+        finally:
+            if bulk:
+                self._build_index()
+
+    def _upsert(self, id_arr: IdArray, vecs: FloatArray) -> None:
         with self._conn() as conn:
             conn.execute(f"CREATE TEMP TABLE vstage (LIKE {self.table}) ON COMMIT DROP")
             chunk = 20_000
