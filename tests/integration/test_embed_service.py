@@ -19,7 +19,7 @@ from vistudio.db import Sample
 from vistudio.db.embeddings import ActiveEmbedding, Embedding, EmbeddingSet
 from vistudio.errors import Conflict, ModelUnavailable
 from vistudio.jobs.worker import Worker
-from vistudio.services import embeddings, projects, search
+from vistudio.services import embeddings, projects, search, vector_index
 from vistudio.studio import Studio, open_studio
 
 OTHER = "vistudio-test-tiny-b"  # a second architecture: a "changed configured model"
@@ -202,7 +202,7 @@ def test_a_stale_index_file_is_brought_up_to_date_by_difference(
     def no_rebuild(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("the index was rebuilt from scratch")
 
-    monkeypatch.setattr(embeddings, "load_or_rebuild", no_rebuild)
+    monkeypatch.setattr(vector_index, "load_or_rebuild", no_rebuild)
     cold = open_studio(with_embed(settings))
     try:
         hits = search.search(cold, project="pets", text="an animal", k=100)["items"]

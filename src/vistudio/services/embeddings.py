@@ -9,22 +9,16 @@ sets, and keep the per-model vector indexes in step with the database.
   a set with a new model, in the same transaction that marks the set complete: a re-embed with
   another model never shows a half-embedded set. A project that has no complete set yet searches
   the set being built, so images appear as soon as their batch is stored.
-- Vector indexes live in ``<workspace>/indexes/<model>/project-<id>.npz`` and are a cache of the
-  ``embeddings`` table: each carries a fingerprint of the rows it holds (count, sum of ids,
-  newest row), and a stale or damaged file is rebuilt from the stored vectors. In memory, an
-  index is brought up to date with the rows added or removed since it was loaded.
+- The vector indexes searches use are kept in step with the stored vectors by
+  ``services/vector_index`` (FAISS in memory with a file, or pgvector in PostgreSQL).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +31,15 @@ from sqlalchemy.orm import Session
 from vistudio.config import Settings
 from vistudio.db import Job, Sample, utcnow
 from vistudio.db.embeddings import ActiveEmbedding, Embedding, EmbeddingModel, EmbeddingSet
-from vistudio.errors import BadRequest, Conflict, NotFound, VistudioError
+from vistudio.errors import BadRequest, Conflict, VistudioError
 from vistudio.jobs.queue import job_dict
 from vistudio.jobs.registry import job_handler
 from vistudio.jobs.worker import JobContext, PermanentJobError
 from vistudio.ml.embed.clip import Described, OpenClipEncoder, describe, load_open_clip, resolve_device
 from vistudio.ml.embed.encoder import ModelInfo, ModelSpec
-from vistudio.ml.embed.faiss_index import FaissVectorIndex, IndexFileError, load_or_rebuild
 from vistudio.ml.weights import WeightsPolicy
 from vistudio.services.projects import find_project
+from vistudio.services.vector_index import project_index, sync_index
 from vistudio.studio import Studio
 
 log = logging.getLogger(__name__)
@@ -53,8 +47,6 @@ log = logging.getLogger(__name__)
 KIND = "embed"
 MAX_REPORTED = 1000  # failed items listed in a report; the count stays exact
 CHUNK = 50_000  # samples handed to one DataLoader (bounds memory: workers get a copy)
-FETCH = 2_000  # ids per IN (...) when reading vectors
-INDEX_SAVE_INTERVAL = 60.0  # seconds between index file saves from searches (the job always saves)
 
 
 # --- models ------------------------------------------------------------------------------------
@@ -208,13 +200,6 @@ def _ensure_model(s: Session, info: ModelInfo) -> EmbeddingModel:
         row = s.scalar(stmt)
         assert row is not None
     return row
-
-
-def model_slug(m: EmbeddingModel) -> str:
-    """The model's index folder name: readable, and unique through the row id."""
-    version = m.version[:16] if re.fullmatch(r"[0-9a-f]{64}", m.version) else m.version
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{m.name}-{version}")[:80].strip("._") or "model"
-    return f"{safe}-m{m.id}"
 
 
 # --- starting and running the job --------------------------------------------------------------
@@ -472,186 +457,6 @@ def _count_embedded(s: Session, project_id: int, model_id: int) -> int:
         )
         or 0
     )
-
-
-# --- vector indexes ----------------------------------------------------------------------------
-
-
-@dataclass
-class _LiveIndex:
-    """An index in memory with the database state it reflects."""
-
-    index: FaissVectorIndex
-    fingerprint: str
-    newest: datetime | None
-    path: Path
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    saved_at: float = field(default_factory=time.monotonic)
-    dirty: bool = False
-
-
-def index_path(studio: Studio, model: EmbeddingModel, project_id: int) -> Path:
-    return studio.home / "indexes" / model_slug(model) / f"project-{project_id}.npz"
-
-
-def drop_project_indexes(studio: Studio, project_id: int) -> int:
-    """Forget a deleted project's indexes: out of memory and off the disk. Returns files removed."""
-    with studio.sessions() as s:
-        for m in s.scalars(select(EmbeddingModel)):
-            studio.cache.evict(("index", project_id, m.id, m.version))
-    removed = 0
-    for f in (studio.home / "indexes").glob(f"*/project-{project_id}.npz"):
-        f.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
-def _fingerprint(s: Session, model: EmbeddingModel, project_id: int) -> tuple[str, datetime | None]:
-    count, total, newest = s.execute(
-        select(
-            func.count(), func.coalesce(func.sum(Embedding.sample_id), 0), func.max(Embedding.created_at)
-        ).where(Embedding.model_id == model.id, Embedding.project_id == project_id)
-    ).one()
-    stamp = newest.isoformat() if newest else "-"
-    return f"{model.name}@{model.version}:{count}:{total}:{stamp}", newest
-
-
-def _read_vectors(
-    s: Session, model: EmbeddingModel, project_id: int, ids: npt.NDArray[np.int64] | None = None
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """Stored vectors of the project (or of just ``ids``): (n,) int64 ids and (n, d) float32."""
-    base = select(Embedding.sample_id, Embedding.vector).where(
-        Embedding.model_id == model.id, Embedding.project_id == project_id
-    )
-    rows: list[tuple[int, bytes]] = []
-    if ids is None:
-        rows = [(int(i), v) for i, v in s.execute(base.order_by(Embedding.sample_id))]
-    else:
-        for lo in range(0, ids.size, FETCH):
-            chunk = ids[lo : lo + FETCH].tolist()
-            rows += [(int(i), v) for i, v in s.execute(base.where(Embedding.sample_id.in_(chunk)))]
-    out_ids = np.fromiter((i for i, _ in rows), dtype=np.int64, count=len(rows))
-    vecs = np.empty((len(rows), model.dim), dtype=np.float32)
-    for j, (_, blob) in enumerate(rows):
-        vecs[j] = np.frombuffer(blob, dtype="<f4", count=model.dim)
-    return out_ids, vecs
-
-
-def _stored_file(path: Path, model: EmbeddingModel) -> tuple[FaissVectorIndex, datetime | None] | None:
-    """The index file of ``model`` (current or behind the database) with the newest row time it
-    had seen; None when it is missing, damaged or not this model's."""
-    prefix = f"{model.name}@{model.version}:"
-    try:
-        stored = FaissVectorIndex.load(path)
-    except IndexFileError:
-        return None
-    if stored.dim != model.dim or not stored.fingerprint.startswith(prefix):
-        return None
-    stamp = stored.fingerprint[len(prefix) :].split(":", 2)[-1]
-    try:
-        return stored, (None if stamp == "-" else datetime.fromisoformat(stamp))
-    except ValueError:
-        return None
-
-
-def _load_live(studio: Studio, model: EmbeddingModel, project_id: int) -> _LiveIndex:
-    path = index_path(studio, model, project_id)
-    with studio.sessions() as s:
-        fp, newest = _fingerprint(s, model, project_id)
-    stored = _stored_file(path, model)
-    if stored is not None:
-        # current, or behind the database (changes since its last save): the first sync compares
-        # ids in full and re-reads rows newer than the file's (a deleted sample's id may have been
-        # reused) — a large index is never rebuilt from scratch for a few changes
-        index, saved_newest = stored
-        return _LiveIndex(index=index, fingerprint="", newest=saved_newest, path=path)
-
-    def provider() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        with studio.sessions() as s:
-            return _read_vectors(s, model, project_id)
-
-    index = load_or_rebuild(path, fingerprint=fp, vectors_provider=provider, dim=model.dim)
-    # the fingerprint and the vectors were read apart: rows written and deleted in between would
-    # leave the fingerprint equal and the index wrong, so the first sync compares ids in full
-    return _LiveIndex(index=index, fingerprint="", newest=newest, path=path)
-
-
-def _sync(studio: Studio, live: _LiveIndex, model: EmbeddingModel, project_id: int) -> bool:
-    """Bring ``live`` to the database's rows; returns whether anything changed."""
-    with studio.sessions() as s:
-        fp, newest = _fingerprint(s, model, project_id)
-        if fp == live.fingerprint:
-            return False
-        db_ids = np.fromiter(
-            s.scalars(
-                select(Embedding.sample_id).where(
-                    Embedding.model_id == model.id, Embedding.project_id == project_id
-                )
-            ),
-            dtype=np.int64,
-        )
-        # a row newer than the last sync may reuse the id of a deleted sample: re-read those too
-        recent = (
-            np.fromiter(
-                s.scalars(
-                    select(Embedding.sample_id).where(
-                        Embedding.model_id == model.id,
-                        Embedding.project_id == project_id,
-                        Embedding.created_at > live.newest,
-                    )
-                ),
-                dtype=np.int64,
-            )
-            if live.newest is not None
-            else np.empty(0, dtype=np.int64)
-        )
-        have = live.index.ids()
-        gone = np.setdiff1d(have, db_ids, assume_unique=True)
-        wanted = np.union1d(np.setdiff1d(db_ids, have, assume_unique=True), recent)
-        ids, vecs = _read_vectors(s, model, project_id, wanted) if wanted.size else (wanted, None)
-    if gone.size:
-        live.index.remove(gone)
-    if ids.size and vecs is not None:
-        live.index.add(ids, vecs)
-    # after a load ("" fingerprint) an index that needed no change matches its file already
-    changed = bool(gone.size or ids.size) or live.fingerprint != ""
-    live.fingerprint, live.newest, live.dirty = fp, newest, live.dirty or changed
-    return changed
-
-
-def project_index(studio: Studio, project_id: int, model: EmbeddingModel) -> FaissVectorIndex:
-    """The project's index for ``model``, in step with the database (loaded or rebuilt on first use)."""
-    live = _live(studio, project_id, model)
-    with live.lock:
-        _sync(studio, live, model, project_id)
-        if live.dirty and time.monotonic() - live.saved_at > INDEX_SAVE_INTERVAL:
-            _save(live)
-    return live.index
-
-
-def _live(studio: Studio, project_id: int, model: EmbeddingModel) -> _LiveIndex:
-    key = ("index", project_id, model.id, model.version)
-    live: _LiveIndex = studio.cache.get(key, lambda: _load_live(studio, model, project_id))
-    return live
-
-
-def _save(live: _LiveIndex) -> None:
-    live.index.save(live.path, fingerprint=live.fingerprint)
-    live.saved_at, live.dirty = time.monotonic(), False
-
-
-def sync_index(studio: Studio, project_id: int, model_id: int, *, save: bool = False) -> FaissVectorIndex:
-    """Bring the project's index for ``model_id`` up to date; ``save`` writes its file too."""
-    with studio.sessions() as s:
-        model = s.get(EmbeddingModel, model_id)
-        if model is None:
-            raise NotFound(f"embedding model {model_id} not found")
-    live = _live(studio, project_id, model)
-    with live.lock:
-        _sync(studio, live, model, project_id)
-        if save and (live.dirty or not live.path.exists()):
-            _save(live)
-    return live.index
 
 
 # --- queries -------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from vistudio.db.faces import Face
 from vistudio.errors import InvalidInput, ModelUnavailable, NotFound
 from vistudio.query_syntax import Filter, Query, date_range, parse
 from vistudio.services import embeddings as emb
-from vistudio.services import text_index
+from vistudio.services import text_index, vector_index
 from vistudio.services.projects import find_project
 from vistudio.services.samples import fewest_faces_first, filtered_query, person_ids
 from vistudio.studio import Studio
@@ -238,7 +238,7 @@ def search_query(
         else:
             model, complete = chosen
             model_d = emb.model_dict(model)
-            index = emb.project_index(studio, project_id, model)
+            index = vector_index.project_index(studio, project_id, model)
             embedded = len(index)
             try:
                 if vector is not None:

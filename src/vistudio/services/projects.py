@@ -175,7 +175,7 @@ def delete_project(studio: Studio, ref: str | int) -> dict[str, Any]:
     # Blobs go in a second transaction: a crash in between leaves zero-ref rows that gc collects.
     with studio.sessions.begin() as s:
         removed = studio.store.gc(s)
-    from vistudio.services.embeddings import drop_project_indexes
+    from vistudio.services.vector_index import drop_project_indexes
 
     drop_project_indexes(studio, project_id)
     return {"deleted": name, "samples": len(refs), "blobs_removed": removed}

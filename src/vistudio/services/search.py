@@ -32,6 +32,7 @@ from vistudio.db.embeddings import Embedding, EmbeddingModel, EmbeddingSet
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.jobs.queue import job_dict
 from vistudio.services import embeddings as emb
+from vistudio.services import vector_index
 from vistudio.services.projects import find_project
 from vistudio.services.samples import filtered_query, labels_for, person_ids
 from vistudio.studio import Studio
@@ -329,7 +330,7 @@ def search(
             "notices": notices,
         }
     model, complete = chosen
-    index = emb.project_index(studio, project_id, model)
+    index = vector_index.project_index(studio, project_id, model)
     embedded = len(index)
     if not complete:
         notices.append(
