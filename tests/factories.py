@@ -55,6 +55,23 @@ def postgres_studio(home: Path, *, batch_size: int) -> Iterator[Studio]:
         admin.dispose()
 
 
+@contextmanager
+def pgvector_server() -> Iterator[str]:
+    """A PostgreSQL with the pgvector extension (the ``pgserver`` wheel's) for this process → its
+    SQLAlchemy URL; the test is skipped where it cannot start."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver (PostgreSQL with pgvector) is not installed")
+    # a short folder: the server's Unix socket path must stay under ~100 characters
+    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"vs-pgv-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    try:
+        server = pgserver.get_server(folder, cleanup_mode="delete")
+    except Exception as exc:  # the server binary cannot start here
+        pytest.skip(f"pgserver could not start PostgreSQL: {exc}")
+    try:
+        yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        server.cleanup()
+
+
 def draw_image(path: Path, *, seed: int, size: tuple[int, int] = (64, 48), fmt: str | None = None) -> Path:
     """A distinct small picture: background colour and shapes vary with ``seed``."""
     rng = random.Random(seed)

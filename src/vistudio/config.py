@@ -48,6 +48,9 @@ class EmbedSettings(BaseModel):
     batch_size: int = Field(default=64, ge=1, le=4096)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     workers: int = Field(default_factory=lambda: min(4, max(0, (os.cpu_count() or 1) - 1)), ge=0, le=64)
+    # where the vector indexes live: faiss (in each process, with a file) or pgvector (a table in
+    # the workspace's PostgreSQL, shared by every server; services/vector_index.py)
+    index_backend: str = Field(default="faiss", pattern="^(faiss|pgvector)$")
     # Deprecated: downloads follow the one model policy (``Settings.offline``). Kept so that an
     # existing ``VISTUDIO_EMBED__DOWNLOAD=false`` still means "never download CLIP weights".
     download: bool = True

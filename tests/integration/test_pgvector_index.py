@@ -4,7 +4,6 @@ clear errors where pgvector cannot run."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,25 +11,17 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine, create_engine
 
-from factories import POSTGRES_URL
+from factories import POSTGRES_URL, pgvector_server
 from vistudio.ml.embed.index import DimensionMismatch, VectorIndexError
 from vistudio.ml.embed.pgvector_index import PgVectorIndex, PgVectorUnavailable, copy_rows
 
 
 @pytest.fixture(scope="module")
-def pg_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    pgserver = pytest.importorskip("pgserver", reason="pgserver (PostgreSQL with pgvector) is not installed")
-    # a short folder: the server's Unix socket path must stay under ~100 characters
-    folder = Path(os.environ.get("TMPDIR", "/tmp")) / f"vs-pgv-{os.getpid()}"
-    try:
-        server = pgserver.get_server(folder, cleanup_mode="delete")
-    except Exception as exc:  # the server binary cannot start here
-        pytest.skip(f"pgserver could not start PostgreSQL: {exc}")
-    engine = create_engine(server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1))
-    yield engine
-    engine.dispose()
-    server.cleanup()
-    del tmp_path_factory
+def pg_engine() -> Iterator[Engine]:
+    with pgvector_server() as url:
+        engine = create_engine(url)
+        yield engine
+        engine.dispose()
 
 
 def unit(v: np.ndarray) -> np.ndarray:

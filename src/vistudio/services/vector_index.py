@@ -19,6 +19,7 @@ Two backends (``VISTUDIO_EMBED__INDEX_BACKEND``):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -30,11 +31,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from vistudio.db.embeddings import Embedding, EmbeddingModel
-from vistudio.errors import NotFound
+from vistudio.errors import BadRequest, NotFound
 from vistudio.ml.embed.faiss_index import FaissVectorIndex, IndexFileError, load_or_rebuild
 from vistudio.studio import Studio
 
@@ -57,7 +58,7 @@ def model_slug(m: EmbeddingModel) -> str:
 class _LiveIndex:
     """An index in memory with the database state it reflects."""
 
-    index: FaissVectorIndex
+    index: SearchIndex
     fingerprint: str
     newest: datetime | None
     path: Path
@@ -71,10 +72,20 @@ def index_path(studio: Studio, model: EmbeddingModel, project_id: int) -> Path:
 
 
 def drop_project_indexes(studio: Studio, project_id: int) -> int:
-    """Forget a deleted project's indexes: out of memory and off the disk. Returns files removed."""
+    """Forget a deleted project's indexes: out of memory and off the disk (or out of PostgreSQL).
+    Returns files (tables) removed."""
     with studio.sessions() as s:
         for m in s.scalars(select(EmbeddingModel)):
             studio.cache.evict(("index", project_id, m.id, m.version))
+    if _pgvector(studio):
+        with studio.sessions.begin() as s:
+            tables = s.scalars(
+                text("SELECT tablename FROM pg_tables WHERE tablename LIKE :like"),
+                {"like": f"vectors_p{project_id}\\_m%"},
+            ).all()
+            for t in tables:
+                s.execute(text(f'DROP TABLE IF EXISTS "{t}"'))
+        return len(tables)
     removed = 0
     for f in (studio.home / "indexes").glob(f"*/project-{project_id}.npz"):
         f.unlink(missing_ok=True)
@@ -130,7 +141,69 @@ def _stored_file(path: Path, model: EmbeddingModel) -> tuple[FaissVectorIndex, d
         return None
 
 
+def _pgvector(studio: Studio) -> bool:
+    if studio.settings.embed.index_backend != "pgvector":
+        return False
+    if studio.engine.dialect.name != "postgresql":
+        raise BadRequest(
+            "VISTUDIO_EMBED__INDEX_BACKEND=pgvector keeps the vector indexes in PostgreSQL: "
+            "set VISTUDIO_DATABASE_URL to a PostgreSQL server with the pgvector extension"
+        )
+    return True
+
+
+def _pg_name(model: EmbeddingModel, project_id: int) -> str:
+    """The index's table suffix: project, model row and version (a re-made model is a new table)."""
+    version = hashlib.sha1(model.version.encode()).hexdigest()[:8]
+    return f"p{project_id}_m{model.id}_{version}"
+
+
+def _load_pg(studio: Studio, model: EmbeddingModel, project_id: int) -> _LiveIndex:
+    from vistudio.ml.embed.pgvector_index import PgVectorIndex, PgVectorUnavailable
+
+    try:
+        index = PgVectorIndex(studio.engine, name=_pg_name(model, project_id), dim=model.dim)
+    except PgVectorUnavailable as exc:
+        raise BadRequest(str(exc)) from exc
+    return _LiveIndex(index=index, fingerprint="", newest=None, path=Path())
+
+
+def _sync_pg(studio: Studio, live: _LiveIndex, model: EmbeddingModel, project_id: int) -> bool:
+    """Bring the shared table to the database's rows, in PostgreSQL: rows of deleted samples go,
+    missing rows come (most often another server added them already: nothing travels)."""
+    table = live.index.table
+    scope = {"m": model.id, "p": project_id}
+    with studio.sessions.begin() as s:
+        fp, newest = _fingerprint(s, model, project_id)
+        if fp == live.fingerprint:
+            return False
+        gone: int = s.execute(  # type: ignore[attr-defined]  # a DELETE's CursorResult
+            text(
+                f"DELETE FROM {table} v WHERE NOT EXISTS (SELECT 1 FROM embeddings e "
+                "WHERE e.sample_id = v.id AND e.model_id = :m AND e.project_id = :p)"
+            ),
+            scope,
+        ).rowcount
+        missing = np.fromiter(
+            s.scalars(
+                text(
+                    "SELECT e.sample_id FROM embeddings e WHERE e.model_id = :m AND e.project_id = :p "
+                    f"AND NOT EXISTS (SELECT 1 FROM {table} v WHERE v.id = e.sample_id)"
+                ),
+                scope,
+            ),
+            dtype=np.int64,
+        )
+        ids, vecs = _read_vectors(s, model, project_id, missing) if missing.size else (missing, None)
+    if ids.size and vecs is not None:
+        live.index.add(ids, vecs)
+    live.fingerprint, live.newest = fp, newest
+    return bool(gone or ids.size)
+
+
 def _load_live(studio: Studio, model: EmbeddingModel, project_id: int) -> _LiveIndex:
+    if _pgvector(studio):
+        return _load_pg(studio, model, project_id)
     path = index_path(studio, model, project_id)
     with studio.sessions() as s:
         fp, newest = _fingerprint(s, model, project_id)
@@ -193,6 +266,8 @@ def _save_after_swap(live: _LiveIndex) -> None:
 
 def _sync(studio: Studio, live: _LiveIndex, model: EmbeddingModel, project_id: int) -> bool:
     """Bring ``live`` to the database's rows; returns whether anything changed."""
+    if not isinstance(live.index, FaissVectorIndex):
+        return _sync_pg(studio, live, model, project_id)
     with studio.sessions() as s:
         fp, newest = _fingerprint(s, model, project_id)
         if fp == live.fingerprint:
@@ -234,11 +309,13 @@ def _sync(studio: Studio, live: _LiveIndex, model: EmbeddingModel, project_id: i
     return changed
 
 
-def project_index(studio: Studio, project_id: int, model: EmbeddingModel) -> FaissVectorIndex:
+def project_index(studio: Studio, project_id: int, model: EmbeddingModel) -> SearchIndex:
     """The project's index for ``model``, in step with the database (loaded or rebuilt on first use)."""
     live = _live(studio, project_id, model)
     with live.lock:
         _sync(studio, live, model, project_id)
+        if not isinstance(live.index, FaissVectorIndex):  # pgvector: nothing to save
+            return live.index
         stale = live.dirty or live.index.rebuilt_since_save
         if stale and not live.index.building and time.monotonic() - live.saved_at > INDEX_SAVE_INTERVAL:
             _save(live)
@@ -256,7 +333,7 @@ def _save(live: _LiveIndex) -> None:
     live.saved_at, live.dirty = time.monotonic(), False
 
 
-def sync_index(studio: Studio, project_id: int, model_id: int, *, save: bool = False) -> FaissVectorIndex:
+def sync_index(studio: Studio, project_id: int, model_id: int, *, save: bool = False) -> SearchIndex:
     """Bring the project's index for ``model_id`` up to date; ``save`` writes its file too."""
     with studio.sessions() as s:
         model = s.get(EmbeddingModel, model_id)
@@ -265,7 +342,7 @@ def sync_index(studio: Studio, project_id: int, model_id: int, *, save: bool = F
     live = _live(studio, project_id, model)
     with live.lock:
         _sync(studio, live, model, project_id)
-    if save:
+    if save and isinstance(live.index, FaissVectorIndex):
         # a background build under way is waited for here (a job, not a request), outside
         # live.lock so that searches go on with the current state; its swap saves the file
         live.index.wait_build()
