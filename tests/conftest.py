@@ -64,3 +64,37 @@ def studio(settings: Settings) -> Iterator[Studio]:
 @pytest.fixture
 def class_folders(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "pets", {"cat": 6, "dog": 5, "fox": 4})
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    """An S3-compatible server on loopback (moto's standalone server, over real HTTP), with test
+    credentials in the environment for the module. Yields its endpoint URL."""
+    import socket
+
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:  # pragma: no cover - moto[server] is in the dev extra
+        pytest.skip(f"moto[server] is not installed: {exc}")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        mp.delenv("AWS_SESSION_TOKEN", raising=False)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        try:
+            server.start()
+        except Exception as exc:  # pragma: no cover - a sandbox without loopback sockets
+            pytest.skip(f"moto's S3 server could not start on 127.0.0.1:{port}: {exc}")
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.stop()

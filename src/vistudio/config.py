@@ -127,6 +127,35 @@ class CaptionSettings(BaseModel):
     max_side: int = Field(default=768, ge=32, le=8192)  # photos are read as a draft this big
 
 
+class BlobStoreSettings(BaseModel):
+    """Where blobs (copied originals, thumbnails, artifacts, exports) live: the workspace folders
+    (the default, ``url`` unset) or an S3-compatible bucket (docs/storage.md). Credentials come from
+    the standard AWS chain (``AWS_ACCESS_KEY_ID``…, ``AWS_PROFILE``, instance roles). Set at start
+    only (``VISTUDIO_BLOB_STORE__URL``…): moving a workspace's blobs is not a run-time switch."""
+
+    url: str | None = None  # s3://bucket/prefix
+    endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph, moto): http://host:port
+    region: str | None = None
+    addressing_style: str = Field(default="auto", pattern="^(auto|path|virtual)$")
+    presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)  # downloads' URL lifetime
+    multipart_threshold: int = Field(default=64 * 2**20, ge=5 * 2**20)  # S3's smallest part: 5 MiB
+    multipart_chunksize: int = Field(default=64 * 2**20, ge=5 * 2**20)
+    # the local read-through copy under the workspace (media/, thumbs/, artifacts/); 0 = unbounded
+    cache_max_bytes: int = Field(default=10 * 2**30, ge=0)
+    # temporary keys and unfinished multipart uploads older than this are abandoned: gc removes them
+    stale_upload_seconds: float = Field(default=6 * 3600.0, ge=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+
+
+class LogSettings(BaseModel):
+    """Structured JSON logs in ``<workspace>/logs/vistudio.log``, rotated by size (docs/operations.md)."""
+
+    level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    max_bytes: int = Field(default=10 * 2**20, ge=4096)  # one file's size before it is rotated
+    backups: int = Field(default=5, ge=1, le=100)  # rotated files kept: vistudio.log.1 … .N
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VISTUDIO_", env_nested_delimiter="__", extra="ignore")
 
@@ -151,6 +180,8 @@ class Settings(BaseSettings):
     faces: FaceSettings = Field(default_factory=FaceSettings)
     videos: VideoSettings = Field(default_factory=VideoSettings)
     captions: CaptionSettings = Field(default_factory=CaptionSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
+    blob_store: BlobStoreSettings = Field(default_factory=BlobStoreSettings)
 
     @property
     def db_url(self) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,7 +17,11 @@ from vistudio.db.session import make_engine, make_session_factory, upgrade
 from vistudio.db.settings import WorkspaceSetting
 from vistudio.jobs.queue import JobQueue
 from vistudio.ml.inference.cache import ModelCache
-from vistudio.storage.artifacts import ArtifactStore
+from vistudio.storage.artifacts import ArtifactStore, open_store
+from vistudio.storage.s3 import S3Config
+
+if TYPE_CHECKING:
+    from vistudio.telemetry.metrics import Metrics
 
 WORKSPACE_DIRS = (
     "media",
@@ -44,16 +50,56 @@ class Studio:
     # the settings before the workspace's overrides (env and start-up values): an override that is
     # removed falls back to these (see services/settings.py)
     base_settings: Settings | None = None
+    # Prometheus counters and histograms (telemetry/metrics.py), built on first use: prometheus-client
+    # is imported only then, after a worker process chose where its values go
+    _metrics: Any = field(default=None, repr=False)
+    _log_handler: logging.Handler | None = field(default=None, repr=False)
 
     @property
     def home(self) -> Path:
         return self.settings.home
 
     @property
+    def metrics(self) -> Metrics:
+        if self._metrics is None:
+            from vistudio.telemetry.metrics import Metrics
+
+            self._metrics = Metrics()
+        return self._metrics
+
+    def start_logging(self) -> None:
+        """Write this workspace's structured logs to ``logs/vistudio.log`` (servers and workers)."""
+        if self._log_handler is None:
+            from vistudio.telemetry import logs
+
+            cfg = self.settings.logs
+            self._log_handler = logs.attach(self.home, max_bytes=cfg.max_bytes, backups=cfg.backups, level=cfg.level)
+
+    @property
     def tmp(self) -> Path:
         return self.settings.home / "tmp"
 
+    def stop_logging(self) -> None:
+        if self._log_handler is not None:
+            from vistudio.telemetry import logs
+
+            logs.detach(self._log_handler)
+            self._log_handler = None
+
+    @contextlib.contextmanager
+    def logging_to_file(self) -> Iterator[None]:
+        """Logs go to the workspace's file inside the block; a CLI command that runs a job in its
+        own process uses this, a server or worker process logs for its whole life instead."""
+        started = self._log_handler is None
+        self.start_logging()
+        try:
+            yield
+        finally:
+            if started:
+                self.stop_logging()
+
     def close(self) -> None:
+        self.stop_logging()
         self.cache.close()
         self.engine.dispose()
 
@@ -65,6 +111,8 @@ def open_studio(settings: Settings | None = None) -> Studio:
     settings = settings.model_copy(update={"home": home})
     for sub in WORKSPACE_DIRS:
         (home / sub).mkdir(parents=True, exist_ok=True)
+    # the blob store first: a bucket that cannot be used stops the start with a plain message
+    store = open_store(home, thumb_size=settings.imports.thumb_size, s3=s3_config(settings))
     engine = make_engine(settings.db_url)
     upgrade(engine)
     sessions = make_session_factory(engine)
@@ -73,15 +121,26 @@ def open_studio(settings: Settings | None = None) -> Studio:
     settings, skipped = apply_overrides(base, workspace_overrides(sessions))
     for key, why in skipped.items():
         log.info("workspace setting %s not applied: %s", key, why)
-    return Studio(
+    studio = Studio(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        store=ArtifactStore(home, thumb_size=settings.imports.thumb_size),
+        store=store,
         queue=JobQueue(sessions, settings.jobs),
         cache=ModelCache(idle_ttl=settings.embed.idle_ttl_seconds),
         base_settings=base,
     )
+    # model load times and cache hits reach /metrics (the cache itself knows nothing of Prometheus)
+    studio.cache.observer = lambda key, event, seconds: studio.metrics.cache_event(key, event, seconds)
+    return studio
+
+
+def s3_config(settings: Settings) -> S3Config | None:
+    """The S3 blob store the settings name (``VISTUDIO_BLOB_STORE__URL``), or None: local folders."""
+    bs = settings.blob_store
+    if not bs.url:
+        return None
+    return S3Config(**bs.model_dump())
 
 
 def workspace_overrides(sessions: sessionmaker[Session]) -> dict[str, Any]:

@@ -51,6 +51,12 @@ def test_job_detail_at_its_own_address(
     expect(detail.get_by_test_id("job-duration")).to_have_text(re.compile(r"\d+(\.\d)? s"))
     expect(detail.locator("#job-traceback")).to_contain_text("source not found")
     expect(detail.locator("#job-events li[data-kind=status]")).to_have_count(3)  # queued, running, failed
+    # the job's lines of the workspace's JSON log: its start, and its failure with the traceback
+    job_log = detail.get_by_test_id("job-log")
+    expect(job_log.locator("li").first).to_contain_text("job started")
+    expect(job_log.locator("li[data-level=ERROR]").first).to_contain_text("source not found")
+    job_log.scroll_into_view_if_needed()
+    shot(page, "polish-01b-job-log-1280", full_page=False)
     shot(page, "polish-01-job-detail-1280", full_page=False)
     page.set_viewport_size(NARROW)
     shot(page, "polish-02-job-detail-390", full_page=False)

@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from vistudio import __version__
-from vistudio.api import errors
+from vistudio.api import access, errors
 from vistudio.api.body_limit import BodyLimit
 from vistudio.api.errors import error_body
+from vistudio.api.instrument import Instrument
 from vistudio.api.routes import (
     albums,
+    audit,
     captions,
     datasets,
     duplicates,
@@ -36,12 +38,16 @@ from vistudio.api.routes import (
     search,
     splits,
     timeline,
+    tokens,
+    users,
     videos,
 )
 from vistudio.api.routes import settings as settings_routes  # "settings" names the Settings below
 from vistudio.api.security import host_allowed, is_cross_site, token_matches
 from vistudio.jobs.worker import EmbeddedWorkers
+from vistudio.services.users import LOCAL
 from vistudio.studio import Studio
+from vistudio.telemetry.metrics import clean_dead_files
 
 OPEN_PATHS = ("/health", "/static/", "/login", "/favicon.ico")
 MAX_BODY_BYTES = 16 * 2**20  # any request other than an upload (JSON bodies, forms)
@@ -61,6 +67,8 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # metric files of worker processes that are gone (docs/operations.md): not summed for ever
+        clean_dead_files(studio.home)
         pool = EmbeddedWorkers(studio, workers) if workers > 0 else None
         if pool:
             pool.start()
@@ -72,6 +80,8 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
 
     app = FastAPI(
         title="vistudio",
+        # authorization: one rule per route, checked here for every route (api/access.py)
+        dependencies=[Depends(access.authorize)],
         version=__version__,
         # shown under the title in the API explorer: its way back to the app
         description="The REST API of vistudio. [← Back to the vistudio app](/)",
@@ -95,6 +105,7 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
 
     app.state.studio = studio
     errors.install(app)
+    access.install(app)
     for module in (
         projects,
         imports,
@@ -119,6 +130,9 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
         geo,
         captions,
         settings_routes,
+        users,
+        tokens,
+        audit,
     ):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(health.router)
@@ -141,6 +155,12 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
+        # once users exist every request is a user's (or nobody's): api/access.py decides
+        principal = await access.authenticate(studio, request)
+        if principal is not None:
+            request.state.principal = principal
+            return access.refuse(request, principal) or await call_next(request)
+        request.state.principal = LOCAL
         if not settings.api_token and not host_allowed(request, settings.allowed_hosts):
             return JSONResponse(error_body("forbidden", "unknown Host header"), status_code=403)
         if is_cross_site(request):
@@ -158,4 +178,7 @@ def create_app(studio: Studio, *, workers: int = 0) -> FastAPI:
             return RedirectResponse(f"/login?next={path}", status_code=303)
         return await call_next(request)
 
+    # outermost: every request is counted and gets its id, the ones refused above included
+    studio.start_logging()
+    app.add_middleware(Instrument, metrics=studio.metrics, home=studio.home)
     return app

@@ -88,8 +88,14 @@ def worker(
     """Run a standalone worker that takes jobs from the workspace's queue until stopped."""
     from vistudio.jobs.queue import job_dict
     from vistudio.jobs.worker import Worker
+    from vistudio.telemetry.context import prepare_worker_process
 
-    w = Worker(state(ctx).studio(), kinds=kinds.split(",") if kinds else None)
+    studio = state(ctx).studio()
+    # this process's metrics go to files in the workspace that the server's /metrics reads
+    # (before anything imports prometheus-client; see docs/operations.md)
+    prepare_worker_process(studio.home)
+    studio.start_logging()
+    w = Worker(studio, kinds=kinds.split(",") if kinds else None)
     if once:
         job = w.run_one()
         emit(

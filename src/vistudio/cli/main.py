@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from vistudio.cli import (
     albums,
+    backup,
     captions,
     data,
     dataset,
@@ -23,6 +24,7 @@ from vistudio.cli import (
     geo,
     jobs,
     library,
+    logs,
     people,
     projects,
     runs,
@@ -32,6 +34,7 @@ from vistudio.cli import (
     splits,
     timeline,
     training,
+    users,
     videos,
 )
 
@@ -72,6 +75,8 @@ def root(
 
 
 app.add_typer(projects.app, name="project")
+# the same group under the plural name the docs of users and sharing use
+app.add_typer(projects.app, name="projects", hidden=True)
 app.add_typer(splits.app, name="split")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(runs.app, name="runs")
@@ -95,6 +100,9 @@ events.register(app)
 captions.register(app)
 albums.register(app)
 geo.register(app)
+logs.register(app)
+backup.register(app)
+users.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

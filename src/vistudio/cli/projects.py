@@ -59,11 +59,16 @@ def create(
     ctx: typer.Context,
     name: str,
     task: Annotated[str, typer.Option(help=f"one of: {', '.join(task_names())}")] = "classification",
+    owner: Annotated[
+        str | None, typer.Option(help="the user who owns it (once users exist; else only admins see it)")
+    ] = None,
 ) -> None:
     """Create a project with a task."""
-    from vistudio.services import projects
+    from vistudio.services import projects, users
 
-    out = {"project": projects.create_project(state(ctx).studio(), name=name, task=task)}
+    studio = state(ctx).studio()
+    owner_id = users.user_id(studio, owner) if owner else None
+    out = {"project": projects.create_project(studio, name=name, task=task, owner=owner_id)}
     emit(
         ctx,
         out,
@@ -119,3 +124,31 @@ def delete(
             f"deleted {d['deleted']} ({plural(d['samples'], 'sample')}, {plural(d['blobs_removed'], 'blob')} freed)"
         ),
     )
+
+
+@app.command("share")
+def share(
+    ctx: typer.Context,
+    project: str,
+    user: str,
+    role: Annotated[str, typer.Option(help="owner | editor | viewer | none (removes the member)")] = "viewer",
+) -> None:
+    """Share a project with a user (recorded in the audit log)."""
+    from vistudio.services import access
+
+    out = access.share_project(state(ctx).studio(), project=project, user=user, role=role)
+    emit(ctx, out, lambda d: console.print(f"{escape(d['user'])} is now {d['role']} of {escape(d['project'])}"))
+
+
+@app.command("members")
+def members(ctx: typer.Context, project: str) -> None:
+    """The project's owner and members."""
+    from vistudio.services import access
+
+    def show(d: dict[str, Any]) -> None:
+        t = table(key_column("user"), "role", title=f"members of {escape(d['project'])}")
+        for m in d["items"]:
+            t.add_row(escape(m["user"]), m["role"])
+        console.print(t)
+
+    emit(ctx, access.project_members(state(ctx).studio(), project), show)

@@ -15,7 +15,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def serve(
     ctx: typer.Context,
     host: Annotated[
-        str, typer.Option(help="address to bind; anything but loopback needs VISTUDIO_API_TOKEN")
+        str, typer.Option(help="address to bind; anything but loopback needs users or VISTUDIO_API_TOKEN")
     ] = "127.0.0.1",
     port: int = 8000,
     workers: Annotated[
@@ -28,8 +28,14 @@ def serve(
     from vistudio.api.app import create_app
 
     studio = state(ctx).studio()
-    if host not in LOOPBACK and not studio.settings.api_token:
-        raise BadRequest(f"binding {host} exposes the workspace: set VISTUDIO_API_TOKEN first")
+    from vistudio.services.users import users_exist
+
+    # with users every request needs a user's token or session (docs/security.md)
+    if host not in LOOPBACK and not studio.settings.api_token and not users_exist(studio):
+        raise BadRequest(
+            f"binding {host} exposes the workspace: add a user (vistudio users add NAME --role admin) "
+            "or set VISTUDIO_API_TOKEN first"
+        )
     app = create_app(studio, workers=studio.settings.embedded_workers if workers is None else workers)
     console.print(f"vistudio serving {studio.home} on http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -14,6 +14,7 @@ from vistudio.db import (  # noqa: F401
     settings,
     text_index,
     training,
+    users,
     versions,
     videos,
     views,

@@ -18,7 +18,7 @@ import numpy as np
 
 from vistudio.ingest.probe import probe_bytes
 from vistudio.ingest.types import IngestError
-from vistudio.storage.blobs import BlobFiles
+from vistudio.storage.blobs import BlobFiles, blob_files_from_spec
 
 EXTENSIONS = {
     "JPEG": "jpg",
@@ -66,18 +66,33 @@ def init_worker(known: Container[str]) -> None:
     _KNOWN = known
 
 
-def probe_task(args: tuple[str, str, str, int]) -> dict[str, Any]:
-    """Pool entry point: ``probe_and_store`` with the known hashes given to this process."""
-    path, mode, home, thumb_size = args
-    return probe_and_store(
-        Path(path), mode=mode, store=BlobFiles(Path(home), thumb_size=thumb_size), known=_KNOWN
-    )
+def probe_task(args: tuple[Any, ...]) -> dict[str, Any]:
+    """Pool entry point: ``probe_and_store`` with the known hashes given to this process.
+
+    ``args``: ``(path, mode, home, thumb_size)``, and optionally the store's ``spec()`` (a remote
+    blob store: the process opens its own client, see ``blob_files_from_spec``)."""
+    path, mode, home, thumb_size, *rest = args
+    spec = rest[0] if rest and rest[0] else None
+    store = _store(spec) if spec else BlobFiles(Path(home), thumb_size=thumb_size)
+    return probe_and_store(Path(path), mode=mode, store=store, known=_KNOWN)
+
+
+# Per-process, like ``_KNOWN``: the stores this worker opened, by spec (a client is costly to make)
+_STORES: dict[str, BlobFiles] = {}
+
+
+def _store(spec: dict[str, Any]) -> BlobFiles:
+    """One store per spec and process: a remote store's client (its connections) is reused."""
+    key = repr(sorted(spec.items()))
+    if key not in _STORES:
+        _STORES[key] = blob_files_from_spec(spec)
+    return _STORES[key]
 
 
 def _blobs_present(store: BlobFiles, sha: str, mode: str) -> bool:
-    if not store.path("thumbnail", sha).is_file():
+    if not store.exists("thumbnail", sha):
         return False
-    return mode != "copy" or any(store.path("original", sha).parent.glob(f"{sha}.*"))
+    return mode != "copy" or store.exists("original", sha, None)
 
 
 def probe_and_store(path: Path, *, mode: str, store: BlobFiles, known: Container[str]) -> dict[str, Any]:

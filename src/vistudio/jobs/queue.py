@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import builtins
 import random
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vistudio.config import JobSettings
@@ -95,10 +96,14 @@ class JobQueue:
         status: str | None = None,
         kind: str | None = None,
         project_id: int | None = None,
+        project_ids: Collection[int] | None = None,
         offset: int = 0,
         limit: int = 50,
     ) -> tuple[builtins.list[Job], int]:
+        """Newest first; ``project_ids``: only jobs of these projects or of none (a user's view)."""
         q = select(Job)
+        if project_ids is not None:
+            q = q.where(or_(Job.project_id.in_(list(project_ids)), Job.project_id.is_(None)))
         if status:
             q = q.where(Job.status.in_(status.split(",")))
         if kind:

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 from vistudio.errors import VistudioError
 from vistudio.jobs.queue import FINISHED, JobQueue, LeaseLost
 from vistudio.jobs.registry import get_handler, handler_kinds
+from vistudio.telemetry.context import job_context
 
 if TYPE_CHECKING:
     from vistudio.db import Job
     from vistudio.studio import Studio
 
 log = logging.getLogger(__name__)
+# LogRecord attributes a job's log data must not overwrite (logging refuses them in ``extra``)
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 class JobCancelled(Exception):
@@ -47,6 +50,8 @@ class JobContext:
             self.cancel_requested.set()
         self.lease_lost = threading.Event()
         self._last_progress = 0.0
+        self._items_seen = 0  # progress counted into vistudio_job_items_total so far
+        self._items = studio.metrics.items.labels(job.kind)
 
     @property
     def queue(self) -> JobQueue:
@@ -55,14 +60,20 @@ class JobContext:
     def progress(
         self, done: int, total: int | None, message: str | None = None, *, force: bool = False
     ) -> None:
-        """Report progress; throttled so a loop may call it for every item."""
+        """Report progress; throttled so a loop may call it for every item. Items done count
+        towards ``vistudio_job_items_total`` (a count that goes down starts a new phase)."""
+        if done > self._items_seen:
+            self._items.inc(done - self._items_seen)
+        self._items_seen = done
         now = time.monotonic()
         if force or done == total or now - self._last_progress >= self.PROGRESS_INTERVAL:
             self._last_progress = now
             self.queue.progress(self.job_id, done=done, total=total, message=message)
 
     def log(self, message: str, **data: Any) -> None:
+        """A line in the job's event log and in the workspace's JSON log (with the job's id)."""
         self.queue.event(self.job_id, "log", {"message": message, **data})
+        log.info(message, extra={k: v for k, v in data.items() if k not in _RESERVED})
 
     def check_cancelled(self) -> None:
         if self.lease_lost.is_set():
@@ -83,7 +94,9 @@ class Worker:
 
     def run_one(self, job_id: int | None = None) -> Job | None:
         """Claim one runnable job (or the given one) and run it to the end. None if nothing to do."""
-        self.queue.reap_expired()
+        reaped = self.queue.reap_expired()
+        if reaped:
+            self.studio.metrics.jobs_reaped.inc(reaped)
         job = self.queue.claim(self.name, kinds=self.kinds, job_id=job_id)
         if job is None:
             return None
@@ -112,26 +125,61 @@ class Worker:
                 stop.wait(poll)
 
     def execute(self, job: Job) -> None:
+        with (
+            self.studio.logging_to_file(),
+            job_context(home=self.studio.home, job=job.id, kind=job.kind, project_name=self._project(job)),
+        ):
+            self._execute(job)
+
+    def _project(self, job: Job) -> str | None:
+        if job.project_id is None:
+            return None
+        from vistudio.db import Project
+
+        try:
+            with self.studio.sessions() as s:
+                p = s.get(Project, job.project_id)
+                return p.name if p is not None else str(job.project_id)
+        except Exception:  # the log context is a nicety: never a reason for a job not to run
+            return str(job.project_id)
+
+    def _execute(self, job: Job) -> None:
         ctx = JobContext(self.studio, job, self.name)
+        metrics = self.studio.metrics
         stop_beat = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ctx, stop_beat), daemon=True)
+        log.info("job started (attempt %d of %d) on %s", job.attempts, job.max_attempts, self.name)
+        started = time.perf_counter()
+        outcome = "succeeded"
         beat.start()
         try:
             handler = get_handler(job.kind)
             result = handler(ctx)
         except JobCancelled:
+            outcome = "cancelled"
             self.queue.mark_cancelled(job.id, self.name)
         except LeaseLost:
+            outcome = "lease_lost"
             log.warning("job %s lost its lease; leaving it to its new owner", job.id)
         except (VistudioError, PermanentJobError, KeyError) as exc:
-            self.queue.fail(job.id, self.name, _error(exc, transient=False), transient=False)
+            outcome = self.queue.fail(job.id, self.name, _error(exc, transient=False), transient=False)
+            log.error("job failed: %s", _error(exc, transient=False)["message"], exc_info=exc)
         except Exception as exc:
-            self.queue.fail(job.id, self.name, _error(exc, transient=True), transient=True)
+            outcome = self.queue.fail(job.id, self.name, _error(exc, transient=True), transient=True)
+            log.error("job attempt failed (%s): %s", outcome, _error(exc, transient=True)["message"], exc_info=exc)
         else:
             self.queue.complete(job.id, self.name, result)
         finally:
             stop_beat.set()
             beat.join(timeout=5)
+        seconds = time.perf_counter() - started
+        if outcome == "queued":
+            outcome = "retried"
+            metrics.job_retries.labels(job.kind).inc()
+        elif outcome == "dead":
+            metrics.jobs_dead_lettered.labels(job.kind).inc()
+        metrics.job_seconds.labels(job.kind, outcome).observe(seconds)
+        log.info("job %s in %.3f s", outcome, seconds, extra={"outcome": outcome, "seconds": round(seconds, 3)})
 
     def _heartbeat(self, ctx: JobContext, stop: threading.Event) -> None:
         interval = self.studio.settings.jobs.heartbeat_seconds

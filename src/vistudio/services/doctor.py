@@ -52,9 +52,7 @@ def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) 
             if a.kind in ("original", "thumbnail") and a.ref_count != expected.get(key, 0)
         ]
         missing_refs_files = {
-            (kind, sha)
-            for kind, sha, _ in missing_refs
-            if studio.store.path(kind, sha, _ext(s, sha, kind)).is_file()
+            (kind, sha) for kind, sha, _ in missing_refs if studio.store.exists(kind, sha, _ext(s, sha, kind))
         }
         reference_missing: list[dict[str, Any]] = [
             {"sample": sid, "path": p}
@@ -96,19 +94,19 @@ def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) 
             for kind, sha, n in missing_refs:
                 if (kind, sha) in missing_refs_files:
                     ext = _ext(s, sha, kind)
-                    size = studio.store.path(kind, sha, ext).stat().st_size
+                    size = studio.store.size(kind, sha, ext)
                     s.add(Artifact(kind=kind, sha256=sha, ext=ext, size=size, ref_count=n))
             fixed.append(f"reference counts corrected: {len(wrong_counts) + len(missing_refs_files)}")
         orphans = [b for b in blob_problems if b.problem in ("orphan", "temp")]
         for b in orphans:
-            studio.store.remove_file(Path(b.path))
+            studio.store.remove_file(b.path)
         fixed.append(f"orphan or temporary files removed: {len(orphans)}")
         with studio.sessions.begin() as s:
             broken = [b for b in blob_problems if b.problem in ("missing", "corrupt")]
             for b in broken:
                 # a corrupt blob is worse than a missing one: drop it so a re-import restores it
                 if b.problem == "corrupt":
-                    Path(b.path).unlink(missing_ok=True)
+                    studio.store.remove_file(b.path)
             removed = studio.store.gc(s)
         fixed.append(f"unreferenced blobs collected: {removed}")
         for p in stale_tmp:

@@ -926,6 +926,25 @@ def get_export(studio: Studio, export_id: int, *, project: str | int | None = No
     return out
 
 
+def export_download_url(studio: Studio, export_id: int) -> str | None:
+    """A short-lived URL of the exported blob when blobs live in a remote store; None: serve
+    ``export_file``. The same checks as ``export_file`` (404, 409) come first."""
+    if not studio.store.remote:
+        return None
+    with studio.sessions() as s:
+        row = s.get(ModelExport, export_id)
+        if row is None:
+            raise NotFound(f"export {export_id} not found")
+        if row.status != "succeeded" or not row.path or not row.sha256:
+            raise Conflict(f"export {export_id} is {row.status}: there is no file to download yet")
+        sha, ext, name = row.sha256, FORMATS[row.format], Path(row.path).name
+    if not studio.store.exists(EXPORT_KIND, sha, ext):
+        return None  # the readable copy may still be there: export_file decides
+    return studio.store.download_url(
+        EXPORT_KIND, sha, ext, filename=name, media_type="application/octet-stream"
+    )
+
+
 def export_file(studio: Studio, export_id: int) -> tuple[Path, str]:
     """The exported file (its readable copy, else its blob) and the file name to download it as."""
     with studio.sessions() as s:

@@ -34,7 +34,6 @@ from vistudio.jobs.worker import JobCancelled, JobContext, PermanentJobError
 from vistudio.services import text_index
 from vistudio.services.places import file_time, fill_new_samples
 from vistudio.services.projects import find_project
-from vistudio.storage.blobs import BlobFiles
 from vistudio.studio import Studio
 
 MODES = ("copy", "reference")
@@ -95,7 +94,7 @@ def _results(
     cfg = studio.settings.imports
     home = str(studio.home)
     if cfg.workers <= 1 or len(items) < POOL_MIN_ITEMS:
-        files = BlobFiles(studio.home, thumb_size=cfg.thumb_size)
+        files = studio.store
         for it in items:
             yield it, probe_and_store(it.path, mode=mode, store=files, known=known)
         return
@@ -114,14 +113,17 @@ def _results(
         pairs: Iterator[tuple[SourceItem, dict[str, Any]]],
     ) -> Iterator[tuple[SourceItem, dict[str, Any]]]:
         """Workers answer "known" from hash prefixes: a false match is probed again here."""
-        files = BlobFiles(studio.home, thumb_size=cfg.thumb_size)
+        files = studio.store
         for it, res in pairs:
             if res["status"] == "known" and res["sha256"] not in known:
                 res = probe_and_store(it.path, mode=mode, store=files, known=frozenset())
             yield it, res
 
-    def task(it: SourceItem) -> tuple[str, str, str, int]:
-        return (str(it.path), mode, home, cfg.thumb_size)
+    # a remote store travels as its spec (a local one needs only the workspace folder)
+    spec = studio.store.spec() if studio.store.remote else None
+
+    def task(it: SourceItem) -> tuple[str, str, str, int, dict[str, Any] | None]:
+        return (str(it.path), mode, home, cfg.thumb_size, spec)
 
     pool = new_pool(cfg.workers)
     try:
@@ -236,9 +238,7 @@ class _Writer:
 
     def _sample_row(self, item: SourceItem, pr: dict[str, Any]) -> dict[str, Any]:
         path = (
-            self.studio.store.path("original", pr["sha256"], pr["ext"])
-            .relative_to(self.studio.store.root)
-            .as_posix()
+            self.studio.store.key("original", pr["sha256"], pr["ext"])
             if self.mode == "copy"
             else str(item.path)
         )

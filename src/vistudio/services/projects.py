@@ -82,7 +82,8 @@ def find_project(session: Session, ref: str | int) -> Project:
     return project
 
 
-def create_project(studio: Studio, *, name: str, task: str) -> dict[str, Any]:
+def create_project(studio: Studio, *, name: str, task: str, owner: int | None = None) -> dict[str, Any]:
+    """A new project; ``owner`` (a user id, once users exist) becomes its owner."""
     name = check_name(name)
     try:
         get_task(task)
@@ -95,15 +96,23 @@ def create_project(studio: Studio, *, name: str, task: str) -> dict[str, Any]:
             p = Project(name=name, task=task)
             s.add(p)
             s.flush()
+            if owner:
+                from vistudio.db.users import ProjectMember
+
+                s.add(ProjectMember(project_id=p.id, user_id=owner, role="owner"))
             return project_dict(p, samples=0, classes=0)
     except IntegrityError:
         raise Conflict(f"a project named {name!r} already exists") from None
 
 
-def list_projects(studio: Studio, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+def list_projects(
+    studio: Studio, *, offset: int = 0, limit: int = 100, visible: set[int] | None = None
+) -> dict[str, Any]:
+    """Projects by name; ``visible``: only these ids (a user's, once users exist; None: all)."""
+    scope = select(Project) if visible is None else select(Project).where(Project.id.in_(visible))
     with studio.sessions() as s:
-        total = s.scalar(select(func.count(Project.id))) or 0
-        projects = list(s.scalars(select(Project).order_by(Project.name).offset(offset).limit(limit)))
+        total = s.scalar(select(func.count()).select_from(scope.subquery())) or 0
+        projects = list(s.scalars(scope.order_by(Project.name).offset(offset).limit(limit)))
         ids = [p.id for p in projects]
         counts = dict(
             s.execute(

@@ -645,6 +645,37 @@ def get_sample(studio: Studio, sample_id: int) -> dict[str, Any]:
     return d
 
 
+MEDIA_TYPES = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+    "HEIF": "image/heif",
+}
+
+
+def sample_download_url(studio: Studio, sample_id: int, *, thumbnail: bool) -> str | None:
+    """A short-lived URL of a sample's thumbnail or copied original when blobs live in a remote
+    store (clients download from it directly); None: serve ``sample_file`` instead."""
+    if not studio.store.remote:
+        return None
+    with studio.sessions() as s:
+        row = s.get(Sample, sample_id)
+        if row is None:
+            raise NotFound(f"sample {sample_id} not found")
+        if not thumbnail and row.storage != "copy":
+            return None  # a referenced original is the user's own file, on this machine
+        sha, fmt = row.sha256, row.format
+        ext = "" if thumbnail else Path(row.path).suffix.lstrip(".")
+    kind = "thumbnail" if thumbnail else "original"
+    if not studio.store.exists(kind, sha, ext):
+        raise NotFound(f"the {kind} of sample {sample_id} is missing from the blob store")
+    media = "image/webp" if thumbnail else MEDIA_TYPES.get(fmt, "application/octet-stream")
+    return studio.store.download_url(kind, sha, ext, media_type=media)
+
+
 def sample_file(studio: Studio, sample_id: int, *, thumbnail: bool) -> tuple[Path, str]:
     """The file behind a sample's original or thumbnail, with its media type."""
     with studio.sessions() as s:
@@ -657,15 +688,7 @@ def sample_file(studio: Studio, sample_id: int, *, thumbnail: bool) -> tuple[Pat
                 raise NotFound(f"the thumbnail of sample {sample_id} is missing from the workspace")
             return thumb, "image/webp"
         path = studio.home / row.path if row.storage == "copy" else Path(row.path)
-        media = {
-            "JPEG": "image/jpeg",
-            "PNG": "image/png",
-            "WEBP": "image/webp",
-            "TIFF": "image/tiff",
-            "BMP": "image/bmp",
-            "GIF": "image/gif",
-            "HEIF": "image/heif",
-        }.get(row.format, "application/octet-stream")
+        media = MEDIA_TYPES.get(row.format, "application/octet-stream")
         if not path.is_file():
             raise NotFound(f"the original of sample {sample_id} is missing: {path}")
         return path, media

@@ -18,7 +18,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from vistudio.db import Artifact, utcnow
-from vistudio.storage.atomic import TMP_PREFIX
 from vistudio.storage.blobs import (
     DEFAULT_DIR,
     KIND_DIRS,
@@ -29,6 +28,7 @@ from vistudio.storage.blobs import (
     check_sha,
     sha256_bytes,
 )
+from vistudio.storage.s3 import S3BlobFiles, S3Config
 
 __all__ = [
     "KIND_DIRS",
@@ -37,6 +37,7 @@ __all__ = [
     "BlobError",
     "BlobFiles",
     "BlobProblem",
+    "S3ArtifactStore",
     "check_sha",
     "sha256_bytes",
 ]
@@ -99,27 +100,45 @@ class ArtifactStore(BlobFiles):
         """Delete unreferenced blobs and their rows. Returns the number of blobs removed."""
         rows = session.scalars(select(Artifact).where(Artifact.ref_count <= 0)).all()
         for row in rows:
-            self.path(row.kind, row.sha256, row.ext).unlink(missing_ok=True)
+            self.delete_blob(row.kind, row.sha256, row.ext)
         session.execute(delete(Artifact).where(Artifact.ref_count <= 0))
+        # abandoned uploads of a remote store (a no-op locally, where doctor removes temp files)
+        self.sweep_stale()
         return len(rows)
 
     def scan(self, session: Session, *, check_hashes: bool = True) -> list[BlobProblem]:
-        """Compare files on disk with the ``artifacts`` table."""
-        known: dict[Path, Artifact] = {}
+        """Compare the stored blobs (files on disk, or a bucket's keys) with the ``artifacts`` table.
+        Each problem's ``path`` is the blob's ``location``, which ``remove_file`` accepts."""
+        known: dict[str, Artifact] = {}
         problems: list[BlobProblem] = []
         for row in session.scalars(select(Artifact)):
-            p = self.path(row.kind, row.sha256, row.ext)
-            known[p] = row
+            loc = self.location(row.kind, row.sha256, row.ext)
+            known[loc] = row
             status = (
                 self.verify_blob(row.kind, row.sha256, row.ext)
                 if check_hashes
-                else (None if p.is_file() else "missing")
+                else (None if self.exists(row.kind, row.sha256, row.ext) else "missing")
             )
             if status:
-                problems.append(BlobProblem(row.kind, row.sha256, status, str(p)))
-        for kind, p in self.iter_files():
-            if p.name.startswith(TMP_PREFIX):
-                problems.append(BlobProblem(kind or DEFAULT_DIR, "", "temp", str(p)))
-            elif p not in known:
-                problems.append(BlobProblem(kind or DEFAULT_DIR, p.name[:64], "orphan", str(p)))
+                problems.append(BlobProblem(row.kind, row.sha256, status, loc))
+        for kind, loc, temp in self.iter_locations():
+            if temp:
+                problems.append(BlobProblem(kind or DEFAULT_DIR, "", "temp", loc))
+            elif loc not in known:
+                name = loc.rsplit("/", 1)[-1]
+                problems.append(BlobProblem(kind or DEFAULT_DIR, name[:64], "orphan", loc))
         return problems
+
+
+class S3ArtifactStore(S3BlobFiles, ArtifactStore):
+    """The artifact store on an S3-compatible bucket (``vistudio.storage.s3``)."""
+
+
+def open_store(home: Path, *, thumb_size: int, s3: S3Config | None = None) -> ArtifactStore:
+    """The workspace's store: local folders, or a bucket (checked at once, so a wrong endpoint,
+    missing credentials or a missing bucket fail at start, not in the middle of an import)."""
+    if s3 is None:
+        return ArtifactStore(home, thumb_size=thumb_size)
+    store = S3ArtifactStore(home, thumb_size=thumb_size, config=s3)
+    store.check()
+    return store

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vistudio.storage.atomic import TMP_PREFIX, atomic_writer
 
@@ -58,6 +59,9 @@ class BlobProblem:
 
 
 class BlobFiles:
+    # blobs live elsewhere (a bucket): ``path()`` fetches into a local cache, downloads redirect
+    remote = False
+
     def __init__(self, root: Path, *, thumb_size: int = 256) -> None:
         self.root = root
         self.thumb_size = thumb_size
@@ -71,8 +75,58 @@ class BlobFiles:
         return f".{ext}" if ext else ""
 
     def path(self, kind: str, sha: str, ext: str = "") -> Path:
+        """A local file with the blob's bytes (it may not exist: check ``is_file()``). A remote
+        store fetches the blob into its local cache first (see ``vistudio.storage.s3``)."""
         check_sha(sha)
         return self.folder(kind) / sha[:2] / f"{sha}{self.suffix(kind, ext)}"
+
+    def key(self, kind: str, sha: str, ext: str = "") -> str:
+        """The blob's place in the layout, relative to the store: ``media/ab/<sha>.jpg``."""
+        check_sha(sha)
+        return f"{KIND_DIRS.get(kind, DEFAULT_DIR)}/{sha[:2]}/{sha}{self.suffix(kind, ext)}"
+
+    def location(self, kind: str, sha: str, ext: str = "") -> str:
+        """Where the blob lives, as ``scan`` reports it and ``remove_file`` accepts it."""
+        return str(BlobFiles.path(self, kind, sha, ext))
+
+    def exists(self, kind: str, sha: str, ext: str | None = "") -> bool:
+        """Whether the blob is stored; ``ext=None``: under any extension (originals)."""
+        if ext is None:
+            check_sha(sha)
+            return any((self.folder(kind) / sha[:2]).glob(f"{sha}.*"))
+        return BlobFiles.path(self, kind, sha, ext).is_file()
+
+    def size(self, kind: str, sha: str, ext: str = "") -> int:
+        return BlobFiles.path(self, kind, sha, ext).stat().st_size
+
+    def delete_blob(self, kind: str, sha: str, ext: str = "") -> None:
+        BlobFiles.path(self, kind, sha, ext).unlink(missing_ok=True)
+
+    def download_url(
+        self,
+        kind: str,
+        sha: str,
+        ext: str = "",
+        *,
+        filename: str | None = None,
+        media_type: str | None = None,
+    ) -> str | None:
+        """A short-lived URL a client downloads the blob from directly; None: serve the local file."""
+        return None
+
+    def iter_locations(self) -> Iterator[tuple[str | None, str, bool]]:
+        """Every stored object as ``(kind or None for artifacts, location, is_temporary)``."""
+        for kind, p in BlobFiles.iter_files(self):
+            yield kind, str(p), p.name.startswith(TMP_PREFIX)
+
+    def sweep_stale(self) -> int:
+        """Remove abandoned uploads (a remote store's temporary keys); local temp files are left to
+        ``doctor``, which reports them. Returns how many were removed."""
+        return 0
+
+    def spec(self) -> dict[str, Any]:
+        """What a worker process needs to open the same store (see ``blob_files_from_spec``)."""
+        return {"root": str(self.root), "thumb_size": self.thumb_size}
 
     def write_bytes(self, kind: str, data: bytes, *, ext: str = "", key: str | None = None) -> str:
         """Store ``data``; returns its key (its sha256 unless ``key`` is given). Idempotent."""
@@ -140,12 +194,21 @@ class BlobFiles:
                 h.update(chunk)
         return None if h.hexdigest() == sha else "corrupt"
 
-    def remove_file(self, path: Path) -> None:
-        """Delete a stray file, refusing anything outside the store."""
-        resolved = path.resolve()
+    def remove_file(self, path: Path | str) -> None:
+        """Delete a stray file (a path or a ``location``), refusing anything outside the store."""
+        resolved = Path(path).resolve()
         if not resolved.is_relative_to(self.root.resolve()):
             raise BlobError(f"refusing to delete outside the workspace: {path}")
         if resolved.is_dir():
             shutil.rmtree(resolved)
         else:
             resolved.unlink(missing_ok=True)
+
+
+def blob_files_from_spec(spec: dict[str, Any]) -> BlobFiles:
+    """The store that ``BlobFiles.spec`` describes (import pool processes open theirs with it)."""
+    if spec.get("s3"):
+        from vistudio.storage.s3 import S3BlobFiles, S3Config
+
+        return S3BlobFiles(Path(spec["root"]), thumb_size=spec["thumb_size"], config=S3Config(**spec["s3"]))
+    return BlobFiles(Path(spec["root"]), thumb_size=spec["thumb_size"])

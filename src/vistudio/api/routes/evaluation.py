@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from vistudio.api.deps import Id, Limit, Offset, StudioDep
@@ -242,7 +242,10 @@ def get_export(studio: StudioDep, export_id: Id) -> dict[str, Any]:
 
 
 @router.get("/exports/{export_id}/download", response_class=FileResponse)
-def download_export(studio: StudioDep, export_id: Id) -> FileResponse:
+def download_export(studio: StudioDep, export_id: Id) -> Response:
+    url = exports.export_download_url(studio, export_id)
+    if url is not None:  # blobs in S3: the client downloads from a short-lived URL
+        return RedirectResponse(url, status_code=307)
     path, filename = exports.export_file(studio, export_id)
     return FileResponse(path, media_type="application/octet-stream", filename=filename)
 

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from vistudio.api.deps import Id, Limit, Offset, StudioDep
+from vistudio.api.deps import Id, Limit, Offset, PrincipalDep, StudioDep
 from vistudio.jobs.queue import FINISHED, job_dict
+from vistudio.services import access, logs
 from vistudio.services.projects import get_project
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -20,6 +21,7 @@ POLL_SECONDS = 0.3
 @router.get("")
 def list_jobs(
     studio: StudioDep,
+    principal: PrincipalDep,
     status: Annotated[str | None, Query(max_length=100, description="comma-separated statuses")] = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
     project: Annotated[str | None, Query(max_length=200)] = None,
@@ -28,7 +30,12 @@ def list_jobs(
 ) -> dict[str, Any]:
     project_id = get_project(studio, project)["id"] if project else None
     items, total = studio.queue.list(
-        status=status, kind=kind, project_id=project_id, offset=offset, limit=limit
+        status=status,
+        kind=kind,
+        project_id=project_id,
+        project_ids=access.visible_project_ids(studio, principal),
+        offset=offset,
+        limit=limit,
     )
     return {"items": [job_dict(j) for j in items], "total": total}
 
@@ -46,6 +53,15 @@ def cancel_job(studio: StudioDep, job_id: Id) -> dict[str, Any]:
 @router.post("/{job_id}/requeue")
 def requeue_job(studio: StudioDep, job_id: Id) -> dict[str, Any]:
     return {"job": job_dict(studio.queue.requeue(job_id))}
+
+
+@router.get("/{job_id}/logs")
+def job_logs(
+    studio: StudioDep, job_id: Id, limit: Annotated[int, Query(ge=1, le=5000)] = 200
+) -> dict[str, Any]:
+    """The job's lines of the workspace's JSON log (newest ``limit``, oldest first); ``skipped``
+    counts log lines that could not be read (corrupt)."""
+    return logs.log_lines(studio, job_id=job_id, limit=limit)
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse)

@@ -5,8 +5,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from vistudio.api.deps import Limit, Offset, StudioDep
-from vistudio.services import projects, samples, targets
+from vistudio.api.deps import Limit, Offset, PrincipalDep, StudioDep
+from vistudio.services import access, projects, samples, targets
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
@@ -20,14 +20,39 @@ class ProjectRename(BaseModel):
     name: str = Field(max_length=200)
 
 
+class MemberRole(BaseModel):
+    role: str = Field(max_length=16, description="owner | editor | viewer | none (removes the member)")
+
+
 @router.get("")
-def list_projects(studio: StudioDep, offset: Offset = 0, limit: Limit = 100) -> dict[str, Any]:
-    return projects.list_projects(studio, offset=offset, limit=limit)
+def list_projects(
+    studio: StudioDep, principal: PrincipalDep, offset: Offset = 0, limit: Limit = 100
+) -> dict[str, Any]:
+    """The projects the caller may see (all of them before users exist)."""
+    visible = access.visible_project_ids(studio, principal)
+    return projects.list_projects(studio, offset=offset, limit=limit, visible=visible)
 
 
 @router.post("", status_code=201)
-def create_project(studio: StudioDep, body: ProjectCreate) -> dict[str, Any]:
-    return {"project": projects.create_project(studio, name=body.name, task=body.task)}
+def create_project(studio: StudioDep, principal: PrincipalDep, body: ProjectCreate) -> dict[str, Any]:
+    """A new project, owned by the caller once users exist."""
+    return {
+        "project": projects.create_project(studio, name=body.name, task=body.task, owner=principal.user_id)
+    }
+
+
+@router.get("/{project}/members")
+def list_members(studio: StudioDep, project: str) -> dict[str, Any]:
+    """The project's owner and members with their roles."""
+    return access.project_members(studio, project)
+
+
+@router.put("/{project}/members/{user}")
+def share_project(
+    studio: StudioDep, principal: PrincipalDep, project: str, user: str, body: MemberRole
+) -> dict[str, Any]:
+    """Share the project with a user (its owner or an admin); recorded in the audit log."""
+    return access.share_project(studio, project=project, user=user, role=body.role, actor=principal.name)
 
 
 @router.get("/{project}")

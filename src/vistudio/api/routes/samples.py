@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from vistudio.api.deps import Id, Limit, Offset, StudioDep
 from vistudio.services import samples
@@ -89,7 +89,11 @@ def get_sample(studio: StudioDep, sample_id: Id) -> dict[str, Any]:
 
 
 @router.get("/{sample_id}/thumbnail", response_class=FileResponse)
-def thumbnail(studio: StudioDep, sample_id: Id) -> FileResponse:
+def thumbnail(studio: StudioDep, sample_id: Id) -> Response:
+    """The thumbnail file, or a redirect to a short-lived URL when blobs live in S3."""
+    url = samples.sample_download_url(studio, sample_id, thumbnail=True)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
     path, media = samples.sample_file(studio, sample_id, thumbnail=True)
     return FileResponse(
         path, media_type=media, headers={"Cache-Control": "public, max-age=31536000, immutable"}
@@ -97,6 +101,10 @@ def thumbnail(studio: StudioDep, sample_id: Id) -> FileResponse:
 
 
 @router.get("/{sample_id}/original", response_class=FileResponse)
-def original(studio: StudioDep, sample_id: Id) -> FileResponse:
+def original(studio: StudioDep, sample_id: Id) -> Response:
+    """The original file, or a redirect to a short-lived URL when blobs live in S3."""
+    url = samples.sample_download_url(studio, sample_id, thumbnail=False)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
     path, media = samples.sample_file(studio, sample_id, thumbnail=False)
     return FileResponse(path, media_type=media)

@@ -59,6 +59,9 @@ class ModelCache:
         self._sweeper: threading.Thread | None = None
         self.loads = 0
         self.evictions = 0
+        # told of each hit (``observer(key, "hit", 0.0)``) and each load (``"load"``, its seconds):
+        # the Studio counts them for /metrics; an observer that raises is ignored
+        self.observer: Callable[[Hashable, str, float], None] | None = None
 
     def __len__(self) -> int:
         with self._lock:
@@ -120,6 +123,7 @@ class ModelCache:
                             if hold:
                                 self._take(entry)
                             value: T = entry.value
+                            self._observe(key, "hit", 0.0)
                             return value
                         del self._entries[key]  # a failed load: retry below
                         continue
@@ -134,7 +138,15 @@ class ModelCache:
         entry.holders += 1
         self._held[id(entry.value)] = entry
 
+    def _observe(self, key: Hashable, event: str, seconds: float) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(key, event, seconds)
+            except Exception:  # metrics must never break a model load
+                log.debug("model cache observer failed", exc_info=True)
+
     def _load(self, key: Hashable, entry: _Entry, loader: Callable[[], T], *, hold: bool = False) -> T:
+        started = time.perf_counter()
         try:
             value = loader()
         except BaseException as exc:
@@ -152,6 +164,7 @@ class ModelCache:
             self.loads += 1
             self._start_sweeper()
         entry.loading.set()
+        self._observe(key, "load", time.perf_counter() - started)
         return value
 
     def peek(self, key: Hashable) -> Any | None:

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from vistudio.api.access import principal_of
 from vistudio.api.deps import StudioDep
 from vistudio.errors import VistudioError
 from vistudio.jobs.queue import job_dict
-from vistudio.services import projects
+from vistudio.services import access, logs, projects
 from vistudio.studio import Studio
 from vistudio.web.pages._common import ACTIVE_STATUSES, RowId, error_fragment, render, row_id
 
@@ -19,6 +20,7 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 TABS = {"all": None, "active": "queued,running", "failed": "failed", "dead": "dead"}
 PAGE = 100
 EVENTS = 200  # newest events shown in a job's log
+LOG_LINES = 200  # newest lines of the JSON log shown for a job
 TRACEBACK_LINES = 12  # the tail shown open; the whole traceback stays one click away
 Tab = Annotated[str, Query(max_length=20)]
 JobParam = Annotated[str, Query(max_length=19)]
@@ -61,9 +63,10 @@ def _pct(job: dict[str, Any]) -> int:
     return 100 if job["status"] == "succeeded" else 0
 
 
-def _table(studio: Studio, tab: str) -> dict[str, Any]:
+def _table(studio: Studio, tab: str, request: Request) -> dict[str, Any]:
     tab = tab if tab in TABS else "all"
-    items, total = studio.queue.list(status=TABS[tab], limit=PAGE)
+    visible = access.visible_project_ids(studio, principal_of(request))
+    items, total = studio.queue.list(status=TABS[tab], project_ids=visible, limit=PAGE)
     names = {p["id"]: p["name"] for p in projects.list_projects(studio, limit=1000)["items"]}
     jobs = [job_dict(j) for j in items]
     for j in jobs:
@@ -71,7 +74,7 @@ def _table(studio: Studio, tab: str) -> dict[str, Any]:
         j["pct"] = _pct(j)
         j.update(_timings(j))
     # dead jobs counted separately so the tab can show how many wait in the dead-letter queue
-    _, dead = studio.queue.list(status="dead", limit=1)
+    _, dead = studio.queue.list(status="dead", project_ids=visible, limit=1)
     return {
         "jobs": jobs,
         "total": total,
@@ -98,6 +101,9 @@ def _detail(studio: Studio, job_id: int) -> dict[str, Any]:
         ],
         "progress_events": ticks,
         "events_limit": EVENTS,
+        # the job's lines of the workspace's JSON log (services/logs.py): what its worker wrote
+        "log": logs.log_lines(studio, job_id=job_id, limit=LOG_LINES),
+        "log_limit": LOG_LINES,
     }
 
 
@@ -115,7 +121,7 @@ def jobs_page(request: Request, studio: StudioDep, tab: Tab = "all", job: JobPar
         request,
         "jobs.html",
         {
-            **_table(studio, tab),
+            **_table(studio, tab, request),
             **(detail or {}),
             "nav": "jobs",
             "detail": detail is not None,
@@ -128,7 +134,7 @@ def jobs_page(request: Request, studio: StudioDep, tab: Tab = "all", job: JobPar
 
 @router.get("/jobs/table", response_class=HTMLResponse)
 def jobs_table(request: Request, studio: StudioDep, tab: Tab = "all") -> Response:
-    return render(request, "fragments/jobs_table.html", _table(studio, tab))
+    return render(request, "fragments/jobs_table.html", _table(studio, tab, request))
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -149,7 +155,7 @@ def _act(request: Request, studio: Studio, job_id: int, tab: str, action: str) -
     except VistudioError as exc:
         # the message goes above the table; the table itself stays
         return error_fragment(request, exc, headers={"HX-Retarget": "#job-errors", "HX-Reswap": "innerHTML"})
-    return render(request, "fragments/jobs_table.html", _table(studio, tab))
+    return render(request, "fragments/jobs_table.html", _table(studio, tab, request))
 
 
 @router.post("/jobs/{job_id}/cancel", response_class=HTMLResponse)

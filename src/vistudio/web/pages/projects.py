@@ -9,9 +9,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from vistudio.api.access import principal_of
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, VistudioError
-from vistudio.services import projects
+from vistudio.services import access, projects
 from vistudio.studio import Studio
 from vistudio.web.pages._common import error_fragment, render
 
@@ -19,20 +20,21 @@ router = APIRouter(tags=["web"], include_in_schema=False)
 MAX_LISTED = 500
 
 
-def _context(studio: Studio) -> dict[str, object]:
-    listing = projects.list_projects(studio, limit=MAX_LISTED)
+def _context(studio: Studio, request: Request) -> dict[str, object]:
+    visible = access.visible_project_ids(studio, principal_of(request))
+    listing = projects.list_projects(studio, limit=MAX_LISTED, visible=visible)
     return {"projects": listing["items"], "total": listing["total"], "tasks": projects.task_catalog()}
 
 
 def _list(request: Request, studio: Studio) -> Response:
     headers = {"HX-Retarget": "#project-list", "HX-Reswap": "outerHTML"}
-    return render(request, "fragments/project_list.html", _context(studio), headers=headers)
+    return render(request, "fragments/project_list.html", _context(studio, request), headers=headers)
 
 
 @router.get("/", response_class=HTMLResponse)
 @router.get("/projects", response_class=HTMLResponse)
 def projects_page(request: Request, studio: StudioDep) -> Response:
-    return render(request, "projects.html", {**_context(studio), "nav": "projects"})
+    return render(request, "projects.html", {**_context(studio, request), "nav": "projects"})
 
 
 @router.post("/projects", response_class=HTMLResponse)
@@ -45,7 +47,9 @@ def create(
     try:
         if not name.strip():
             raise InvalidInput("give the project a name")
-        created = projects.create_project(studio, name=name, task=task)
+        created = projects.create_project(
+            studio, name=name, task=task, owner=principal_of(request).user_id
+        )
     except VistudioError as exc:
         return error_fragment(request, exc)
     # a new project is empty: open it, where its first import starts
