@@ -91,6 +91,32 @@ def test_a_bulk_load_builds_the_graph_once_after_the_rows(pg_engine: Engine) -> 
         PgVectorIndex(pg_engine, name="bulk", dim=16, build_memory="1GB'; DROP TABLE x; --")
 
 
+def test_one_process_at_a_time_drops_and_builds_the_graph(pg_engine: Engine) -> None:
+    vecs = np.random.default_rng(2).standard_normal((600, 8)).astype(np.float32)
+    index = PgVectorIndex(pg_engine, name="locked", dim=8, bulk_min=100)
+    index.drop()
+    index = PgVectorIndex(pg_engine, name="locked", dim=8, bulk_min=100)
+    key = "vistudio:vectors_locked"
+    with pg_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+        # another process is building: a bulk add goes row by row and leaves its index alone
+        assert other.exec_driver_sql("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).scalar()
+        index.add(np.arange(300), vecs[:300])
+        assert index._index_valid() is True and len(index) == 300
+        # an invalid index (what a build under way looks like) is not dropped by a newcomer
+        other.exec_driver_sql(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass('vectors_locked_hnsw')"
+        )
+        PgVectorIndex(pg_engine, name="locked", dim=8, bulk_min=100)
+        assert index._index_valid() is False
+        other.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+    # the build's process died (lock free, index still invalid): the next open rebuilds it
+    again = PgVectorIndex(pg_engine, name="locked", dim=8, bulk_min=100)
+    assert again._index_valid() is True
+    again.add(np.arange(300, 600), vecs[300:])  # the lock is free: the bulk path, rebuilt
+    assert again._index_valid() is True and len(again) == 600
+    assert again.search(vecs[450], 1)[1][0, 0] == 450
+
+
 def test_replace_remove_get_and_two_servers_share_it(pg_engine: Engine) -> None:
     a = PgVectorIndex(pg_engine, name="shared", dim=4)
     a.drop()

@@ -11,7 +11,9 @@ one vector at a time to an HNSW graph costs ≈ 100x building the graph once fro
 bulk add (at least ``bulk_min`` vectors and at least as many as the table holds: a first
 embedding of a library) drops the HNSW index, loads, and builds it again with ``CREATE INDEX
 CONCURRENTLY`` — other servers keep searching meanwhile, exactly (a sequential scan) until the
-new index is valid. An index left invalid by a crash mid-build is rebuilt on the next open.
+new index is valid. One process at a time drops and builds (an advisory lock per table; the
+others add row by row meanwhile); an index left invalid by a crash mid-build is rebuilt by the
+next process that opens it and gets the lock.
 
 Filters (``allowed``): pgvector before 0.8 applies a ``WHERE`` after the HNSW scan has produced
 its ``hnsw.ef_search`` candidates, so a selective filter can leave fewer than ``k`` results. A
@@ -131,11 +133,13 @@ class PgVectorIndex:
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.table} (id bigint PRIMARY KEY, v vector({dim}) NOT NULL)"
             )
-        valid = self._index_valid()
-        if valid is False:  # a concurrent build that died: PostgreSQL keeps it, unusable
-            self._autocommit(f"DROP INDEX CONCURRENTLY IF EXISTS {self.table}_hnsw")
-        if not valid:
-            self._build_index()
+        if not self._index_valid():
+            with self._maintenance() as conn:
+                # under the lock nobody else builds: an index still invalid is a dead build's
+                # (PostgreSQL keeps it, unusable); without the lock another process is building
+                if conn is not None and not self._index_valid():
+                    conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {self.table}_hnsw")
+                    self._build(conn)
 
     def _index_valid(self) -> bool | None:
         """Whether the HNSW index is valid; None when there is none."""
@@ -146,19 +150,28 @@ class PgVectorIndex:
             ).fetchone()
         return None if row is None else bool(row[0])
 
-    def _autocommit(self, *sql: str) -> None:
-        """Statements that cannot run in a transaction (``… CONCURRENTLY``)."""
+    @contextmanager
+    def _maintenance(self) -> Iterator[Any]:
+        """The right to drop and build this table's HNSW index, for one process at a time (a
+        session advisory lock): an autocommit connection (``… CONCURRENTLY`` cannot run in a
+        transaction) holding it, or None when another process holds it."""
         with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for stmt in sql:
-                conn.exec_driver_sql(stmt)
+            key = (f"vistudio:{self.table}",)
+            if not conn.exec_driver_sql("SELECT pg_try_advisory_lock(hashtext(%s))", key).scalar():
+                yield None
+                return
+            try:
+                yield conn
+            finally:
+                conn.exec_driver_sql("SELECT pg_advisory_unlock(hashtext(%s))", key)
 
-    def _build_index(self) -> None:
-        self._autocommit(
-            f"SET maintenance_work_mem = '{self.build_memory}'",
+    def _build(self, conn: Any) -> None:
+        conn.exec_driver_sql(f"SET maintenance_work_mem = '{self.build_memory}'")
+        conn.exec_driver_sql(
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {self.table}_hnsw ON {self.table} "
-            f"USING hnsw (v vector_ip_ops) WITH {self._hnsw_with}",
-            "RESET maintenance_work_mem",
+            f"USING hnsw (v vector_ip_ops) WITH {self._hnsw_with}"
         )
+        conn.exec_driver_sql("RESET maintenance_work_mem")
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
@@ -202,14 +215,16 @@ class PgVectorIndex:
         _, last = np.unique(id_arr[::-1], return_index=True)
         keep = np.sort(id_arr.size - 1 - last)
         id_arr, vecs = id_arr[keep], vecs[keep]
-        bulk = id_arr.size >= self.bulk_min and id_arr.size >= len(self)
-        if bulk:
-            self._autocommit(f"DROP INDEX CONCURRENTLY IF EXISTS {self.table}_hnsw")
-        try:
-            self._upsert(id_arr, vecs)
-        finally:
-            if bulk:
-                self._build_index()
+        if id_arr.size >= self.bulk_min and id_arr.size >= len(self):
+            with self._maintenance() as conn:
+                if conn is not None:  # else another process is loading in bulk: add row by row
+                    conn.exec_driver_sql(f"DROP INDEX CONCURRENTLY IF EXISTS {self.table}_hnsw")
+                    try:
+                        self._upsert(id_arr, vecs)
+                    finally:
+                        self._build(conn)
+                    return
+        self._upsert(id_arr, vecs)
 
     def _upsert(self, id_arr: IdArray, vecs: FloatArray) -> None:
         with self._conn() as conn:
