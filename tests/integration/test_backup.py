@@ -438,3 +438,22 @@ def test_postgres_backup_and_restore(tmp_path: Path) -> None:
             assert run_doctor(again)["ok"]
         finally:
             again.close()
+
+
+def test_the_database_urls_connection_parameters_reach_pg_dump() -> None:
+    from vistudio.errors import BadRequest
+    from vistudio.services.backup.create import pg_env
+
+    env = pg_env(
+        "postgresql+psycopg://ann:s3cret@/vistudio?host=/run/pg&port=5433&sslmode=require&connect_timeout=5"
+    )
+    assert (env["PGHOST"], env["PGPORT"], env["PGUSER"], env["PGPASSWORD"], env["PGDATABASE"]) == (
+        "/run/pg",
+        "5433",
+        "ann",
+        "s3cret",
+        "vistudio",
+    )
+    assert (env["PGSSLMODE"], env["PGCONNECT_TIMEOUT"]) == ("require", "5")
+    with pytest.raises(BadRequest, match="'prepare_threshold'"):
+        pg_env("postgresql+psycopg://ann@db/vistudio?prepare_threshold=0")

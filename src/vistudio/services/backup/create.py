@@ -114,22 +114,52 @@ def _dump_sqlite(engine: Engine, objects: Objects) -> _Dump:
     return _Dump("sqlite", tmp, samples, blobs, str(rev[0]) if rev else None)
 
 
+# the connection parameters of a URL's query that libpq also reads from the environment
+LIBPQ_ENV = {
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+    "passfile": "PGPASSFILE",
+    "service": "PGSERVICE",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "krbsrvname": "PGKRBSRVNAME",
+}
+
+
 def pg_env(url: str) -> dict[str, str]:
     """libpq's environment for a SQLAlchemy PostgreSQL URL (the password stays out of argv)."""
     u = make_url(url)
     env = dict(os.environ)
     host = u.host or u.query.get("host")
     port = u.port or u.query.get("port")
-    pairs = {
+    pairs: dict[str, object] = {
         "PGHOST": host,
         "PGPORT": port,
         "PGUSER": u.username,
         "PGPASSWORD": u.password,
         "PGDATABASE": u.database,
     }
-    for key, value in pairs.items():
-        if value:
-            env[key] = str(value if not isinstance(value, tuple) else value[0])
+    for param, value in u.query.items():
+        if param in ("host", "port"):
+            continue
+        var = LIBPQ_ENV.get(param)
+        if var is None:  # dropping it could dump over another connection than the server's own
+            raise BadRequest(
+                f"the database URL's parameter {param!r} cannot be handed to pg_dump/pg_restore; "
+                f"those take: {', '.join(sorted(LIBPQ_ENV))}"
+            )
+        pairs[var] = value
+    for key, given in pairs.items():
+        if given:
+            env[key] = str(given[0] if isinstance(given, tuple) else given)
     return env
 
 
@@ -278,6 +308,7 @@ def create_backup(studio: Studio, dest: Path, *, progress: Progress | None = Non
             "new_blobs": new_blobs,
             "new_bytes": new_bytes,
         }
+        objects.sync()  # the objects' folder entries before the manifest that names them
         write_manifest(
             dest,
             name,

@@ -2,8 +2,8 @@
 
 Nothing is written before the manifest has passed its checks (format, checksum, every path inside
 the workspace) and every object it lists is present with its size; each file is hash-checked while
-it is copied. A restore that fails half-way removes what it wrote, leaving the empty workspace it
-found. The database comes back as the backup's dialect (a SQLite file, or ``pg_restore`` into the
+it is copied. A restore that fails half-way removes the files it wrote, leaving the empty workspace
+it found (on PostgreSQL, tables restored before a failure to open the workspace stay: docs/backup.md). The database comes back as the backup's dialect (a SQLite file, or ``pg_restore`` into the
 workspace's PostgreSQL database, which must hold no tables), then the workspace is opened once, which
 upgrades the schema when the backup came from an older vistudio.
 """

@@ -24,6 +24,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,19 @@ class Objects:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        # folders that gained an entry: synced by ``sync`` before the manifest names the objects
+        # (a rename is durable only once its folder is; one fsync per folder, not per object)
+        self._touched: set[Path] = set()
+        self._touched_lock = threading.Lock()
+
+    def sync(self) -> None:
+        """Make every object renamed in so far survive a power cut (their folders' entries)."""
+        with self._touched_lock:
+            folders, self._touched = self._touched, set()
+        for folder in sorted(folders):
+            fsync_dir(folder)
+        if folders:
+            fsync_dir(self.root)
 
     def path(self, sha: str) -> Path:
         return self.root / sha[:2] / sha
@@ -106,6 +120,8 @@ class Objects:
                 return sha, size, False
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+            with self._touched_lock:
+                self._touched.add(final.parent)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -122,6 +138,8 @@ class Objects:
         else:
             self.path(sha).parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, self.path(sha))
+            with self._touched_lock:
+                self._touched.add(self.path(sha).parent)
         return sha, size
 
     def temp(self, suffix: str = "") -> Path:
