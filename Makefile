@@ -45,7 +45,7 @@ lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval task_metrics faces text_search timeline geo albums
+BENCHMARKS ?= browse ingest scan embed search duplicates train pipeline cli_startup detection_eval edits rotated_iou dataset_export segmentation_eval task_metrics faces text_search timeline geo albums backup metrics_overhead index_build s3_store enrich_ray
 
 bench: $(STAMP)
 	mkdir -p bench-results

@@ -122,3 +122,32 @@ def test_albums_benchmark_runs() -> None:
     assert otd["photos"] > 0 and otd["range_reads_ms"] >= 0 and otd["scan_over_range_reads"] >= 0
     for album in result["smart_album"]:  # the page equals the sorted matches (checked inside)
         assert album["album_photos"] > 0 and album["sort_all_over_page"] >= 0
+
+
+@pytest.mark.slow
+def test_backup_benchmark_runs() -> None:
+    result = _run("benchmarks/backup.py", "--photos", "40", "--kb", "8")
+    assert result["benchmark"] == "backup" and result["files"] == 80
+    # 1 % of 40 photos rounds to one: its original and thumbnail are all the incremental copies
+    assert result["incremental_backup"]["new_blobs"] == 2
+    assert result["full_backup"]["mb_s"] > 0 and result["baseline_copytree"]["mb_s"] > 0
+
+
+@pytest.mark.slow
+def test_pgvector_benchmark_runs() -> None:
+    pytest.importorskip("pgserver", reason="pgserver (PostgreSQL with pgvector) is not installed")
+    result = _run("benchmarks/pgvector.py", "--n", "2000", "--dim", "16", "--queries", "10")
+    assert result["faiss"]["unfiltered"]["recall_at_10"] == 1.0  # exact below the HNSW threshold
+    assert 0 < result["pgvector"]["unfiltered"]["recall_at_10"] <= 1 and result["ratio_load_pg_over_faiss"] > 0
+
+
+@pytest.mark.slow
+def test_enrich_ray_benchmark_runs(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (the ray extra)")
+    result = _run(
+        "benchmarks/enrich_ray.py", "--images", "12", "--megapixels", "0.05", "--batch-size", "4",
+        "--cache", str(tmp_path),
+    )
+    assert result["benchmark"] == "enrich_ray" and result["images"] == 12 and "untrained" in result["weights"]
+    assert result["max_abs_vector_diff"] <= 1e-5  # the same vectors both ways (also checked inside)
+    assert result["local_ips"] > 0 and result["ray_ips"] > 0 and result["ratio_ray_over_local"] > 0

@@ -18,6 +18,7 @@ from vistudio.cli import (
     dataset,
     duplicates,
     edits,
+    enrich,
     evaluation,
     events,
     faces,
@@ -98,6 +99,7 @@ timeline.register(app)
 videos.register(app)
 events.register(app)
 captions.register(app)
+enrich.register(app)
 albums.register(app)
 geo.register(app)
 logs.register(app)

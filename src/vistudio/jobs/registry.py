@@ -32,6 +32,7 @@ def load_handlers() -> None:
     import vistudio.services.duplicates
     import vistudio.services.embedding_map
     import vistudio.services.embeddings
+    import vistudio.services.enrich
     import vistudio.services.evaluation
     import vistudio.services.events
     import vistudio.services.experiments

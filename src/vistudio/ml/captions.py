@@ -114,6 +114,16 @@ def version_of(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def caption_image(source: str | Path | bytes, *, max_side: int) -> Any:
+    """A photo (path or bytes) as the captioner reads it: upright RGB, JPEGs drafted on load, then
+    shrunk to at most ``max_side`` px. Raises on an unreadable photo."""
+    from vistudio.ml.preprocess import open_rgb
+
+    img = open_rgb(source, draft_size=max_side)
+    img.thumbnail((max_side, max_side))
+    return img
+
+
 @dataclass
 class Captioner:
     """A loaded captioning model: ``caption(images)`` → one string per image."""

@@ -41,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -515,15 +515,17 @@ def provider_from(options: dict[str, Any]) -> DlibFaces:
     )
 
 
-def read_faces(provider: FaceProvider, path: str, *, max_pixels: int) -> dict[str, Any]:
+def read_faces(provider: FaceProvider, path: str | IO[bytes], *, max_pixels: int) -> dict[str, Any]:
     """One photo's faces as plain data — ``{"status": "ok", "faces": [{"box", "landmarks",
     "score", "embedding" (float32 bytes), "crop"}]}`` — or ``{"status": "error", "reason"}``.
-    The photo is decoded as displayed (EXIF orientation), JPEGs shrunk on load to the draft size."""
+    The photo (a path, or its bytes in a file object) is decoded as displayed (EXIF orientation),
+    JPEGs shrunk on load to the draft size."""
     from vistudio.ml.embed.batch import _reason, open_image
 
     side = getattr(provider, "max_side", 1600)
     try:
-        image = open_image(Path(path), min_side=side // 2, max_pixels=max_pixels)
+        source = Path(path) if isinstance(path, str) else path
+        image = open_image(source, min_side=side // 2, max_pixels=max_pixels)
         found = provider.detect(image)
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
         return {"status": "error", "reason": _reason(exc)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -86,58 +87,81 @@ def start_captions(studio: Studio, *, project: str | int) -> dict[str, Any]:
     return job_dict(job)
 
 
+def pending_captions(studio: Studio, project_id: int, model: str, version: str) -> list[tuple[int, Path]]:
+    """The project's photos without a caption of ``model`` at ``version``: ``(sample id, file)``."""
+    with studio.sessions() as s:
+        done = select(Caption.sample_id).where(
+            Caption.project_id == project_id, Caption.model == model, Caption.version == version
+        )
+        todo = s.execute(
+            select(Sample.id, Sample.storage, Sample.path)
+            .where(Sample.project_id == project_id, Sample.id.not_in(done))
+            .order_by(Sample.id)
+        ).all()
+    return [(sid, studio.home / path if storage == "copy" else Path(path)) for sid, storage, path in todo]
+
+
+def store_captions(
+    studio: Studio, *, project_id: int, model: str, version: str, captions: list[tuple[int, str]]
+) -> int:
+    """Write ``(sample id, text)`` captions of ``model`` at ``version`` in one transaction, with
+    the full-text index; a photo deleted meanwhile or already captioned by this model and
+    version is left out (a rerun writes nothing twice). → captions written."""
+    if not captions:
+        return 0
+    ids = [sid for sid, _ in captions]
+    with studio.sessions.begin() as s:
+        alive = set(s.scalars(select(Sample.id).where(Sample.id.in_(ids))))
+        have = set(
+            s.scalars(
+                select(Caption.sample_id).where(
+                    Caption.sample_id.in_(ids), Caption.model == model, Caption.version == version
+                )
+            )
+        )
+        rows = [
+            Caption(
+                sample_id=sid, model=model, version=version, project_id=project_id, text=text[:MAX_CAPTION]
+            )
+            for sid, text in captions
+            if sid in alive and sid not in have  # deleted while it was being captioned
+        ]
+        s.add_all(rows)
+        s.flush()
+        text_index.sync(s, [r.sample_id for r in rows])
+    return len(rows)
+
+
 @job_handler(KIND)
 def run_captions(ctx: JobContext) -> dict[str, Any]:
-    from vistudio.ml.preprocess import open_rgb
+    from vistudio.ml.captions import caption_image
 
     studio = ctx.studio
     cfg = studio.settings.captions
     project_id = int(ctx.params["project_id"])
     ctx.progress(0, None, "loading the captioning model", force=True)
     with studio.cache.hold(*_entry(studio)) as model:
-        with studio.sessions() as s:
-            done = select(Caption.sample_id).where(
-                Caption.project_id == project_id,
-                Caption.model == model.name,
-                Caption.version == model.version,
-            )
-            todo = s.execute(
-                select(Sample.id, Sample.storage, Sample.path)
-                .where(Sample.project_id == project_id, Sample.id.not_in(done))
-                .order_by(Sample.id)
-            ).all()
+        todo = pending_captions(studio, project_id, model.name, model.version)
         written, skipped = 0, []
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             images, ids = [], []
-            for sid, storage, path in batch:
-                file = studio.home / path if storage == "copy" else path
+            for sid, file in batch:
                 try:
-                    img = open_rgb(file, draft_size=cfg.max_side)
-                    img.thumbnail((cfg.max_side, cfg.max_side))
+                    img = caption_image(file, max_side=cfg.max_side)
                 except Exception as exc:  # an unreadable photo is reported, not fatal
                     skipped.append({"sample_id": sid, "reason": str(exc)[:300]})
                     continue
                 images.append(img)
                 ids.append(sid)
             texts = model.caption(images)
-            with studio.sessions.begin() as s:
-                alive = set(s.scalars(select(Sample.id).where(Sample.id.in_(ids))))
-                rows = [
-                    Caption(
-                        sample_id=sid,
-                        model=model.name,
-                        version=model.version,
-                        project_id=project_id,
-                        text=text[:MAX_CAPTION],
-                    )
-                    for sid, text in zip(ids, texts, strict=True)
-                    if sid in alive  # deleted while it was being captioned
-                ]
-                s.add_all(rows)
-                s.flush()
-                text_index.sync(s, [r.sample_id for r in rows])
-            written += len(rows)
+            written += store_captions(
+                studio,
+                project_id=project_id,
+                model=model.name,
+                version=model.version,
+                captions=list(zip(ids, texts, strict=True)),
+            )
             ctx.progress(start + len(batch), len(todo), f"captioning with {model.name} on {model.device}")
             ctx.check_cancelled()
     return {"model": model.name, "version": model.version, "captioned": written, "skipped": skipped[:100]}

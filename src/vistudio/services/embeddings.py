@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,67 @@ def _embed_project(ctx: JobContext, encoder: OpenClipEncoder, project_id: int) -
     studio = ctx.studio
     info = encoder.info
     cfg = studio.settings.embed
+    run = begin_set(
+        studio,
+        project_id=project_id,
+        info=info,
+        job_id=ctx.job_id,
+        explicit=bool(ctx.params.get("explicit", False)),
+    )
+    todo_total = max(0, run.total - run.done_before)
+    done = 0
+    last_id = 0
+    ctx.progress(0, todo_total, f"embedding with {info.name}", force=True)
+    while True:
+        rows = pending_samples(studio, project_id=project_id, model_id=run.model_id, after_id=last_id)
+        if not rows:
+            break
+        last_id = rows[-1][0]
+        items = [ImageItem(sid, path) for sid, path in rows]
+        for batch in embed_images(encoder, items, batch_size=cfg.batch_size, workers=cfg.workers):
+            ctx.check_cancelled()
+            done += run.store(studio, batch.ids, batch.vectors, batch.failures)
+            ctx.progress(done, todo_total, f"embedding with {info.name}")
+    # the index first: searches switch to this model below, and must find it built
+    ctx.progress(todo_total, todo_total, "indexing", force=True)
+    return {"report": complete_set(studio, run, attempt=ctx.attempt)}
+
+
+@dataclass
+class SetRun:
+    """An embedding set a job builds (``begin_set``): what its start found, and what it stored
+    so far (``store``); ``complete_set`` ends it."""
+
+    project_id: int
+    model_id: int
+    device: str
+    total: int
+    done_before: int
+    previous_id: int | None
+    embedded: int = 0
+    failed: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def store(
+        self,
+        studio: Studio,
+        ids: npt.NDArray[np.int64],
+        vectors: npt.NDArray[np.float32],
+        failures: list[tuple[int, str]],
+    ) -> int:
+        """Write one batch of vectors (ids (n,), vectors (n, d)) and count its failures; → the
+        photos the batch settled (stored + failed)."""
+        store_vectors(studio, project_id=self.project_id, model_id=self.model_id, ids=ids, vectors=vectors)
+        self.embedded += int(ids.size)
+        self.failed += len(failures)
+        for sid, reason in failures:
+            if len(self.failures) < MAX_REPORTED:
+                self.failures.append({"sample_id": int(sid), "reason": reason})
+        return int(ids.size) + len(failures)
+
+
+def begin_set(studio: Studio, *, project_id: int, info: ModelInfo, job_id: int, explicit: bool) -> SetRun:
+    """Register ``info``'s model and mark the project's set of it as being built by ``job_id``."""
     with studio.sessions.begin() as s:
         model = _ensure_model(s, info)
         model_id = model.id
@@ -366,87 +428,90 @@ def _embed_project(ctx: JobContext, encoder: OpenClipEncoder, project_id: int) -
             s.add(es)
         if done_before < total or es.status != "complete":
             es.status = "building"
-        es.job_id, es.device, es.total = ctx.job_id, info.device, total
-        es.explicit = bool(ctx.params.get("explicit", False))
+        es.job_id, es.device, es.total = job_id, info.device, total
+        es.explicit = explicit
         previous = s.get(ActiveEmbedding, project_id)
         previous_id = previous.model_id if previous else None
-    todo_total = max(0, total - done_before)
-    embedded = 0
-    failures: list[dict[str, Any]] = []
-    failed = 0
-    done = 0
-    last_id = 0
-    ctx.progress(0, todo_total, f"embedding with {info.name}", force=True)
-    while True:
-        with studio.sessions() as s:
+    return SetRun(project_id, model_id, info.device, total, done_before, previous_id)
+
+
+def pending_samples(
+    studio: Studio, *, project_id: int, model_id: int | None, after_id: int = 0, limit: int = CHUNK
+) -> list[tuple[int, Path]]:
+    """Up to ``limit`` of the project's samples after ``after_id`` that have no vector of
+    ``model_id`` (every sample when the model has no row yet): ``(sample id, file)`` by id."""
+    with studio.sessions() as s:
+        q = select(Sample.id, Sample.storage, Sample.path).where(
+            Sample.project_id == project_id, Sample.id > after_id
+        )
+        if model_id is not None:
             # NOT EXISTS (an anti-join), not NOT IN: PostgreSQL rescans a large NOT IN subquery
-            has = exists().where(Embedding.sample_id == Sample.id, Embedding.model_id == model_id)
-            rows = s.execute(
-                select(Sample.id, Sample.storage, Sample.path)
-                .where(Sample.project_id == project_id, Sample.id > last_id, ~has)
-                .order_by(Sample.id)
-                .limit(CHUNK)
-            ).all()
-        if not rows:
-            break
-        last_id = rows[-1][0]
-        items = [ImageItem(sid, _sample_file(studio.home, storage, path)) for sid, storage, path in rows]
-        for batch in embed_images(encoder, items, batch_size=cfg.batch_size, workers=cfg.workers):
-            ctx.check_cancelled()
-            if batch.ids.size:
-                now = utcnow()
-                values = [
-                    {
-                        "sample_id": int(sid),
-                        "model_id": model_id,
-                        "project_id": project_id,
-                        "vector": _vector_bytes(vec),
-                        "created_at": now,
-                    }
-                    for sid, vec in zip(batch.ids.tolist(), batch.vectors, strict=True)
-                ]
-                with studio.sessions.begin() as s:
-                    s.execute(_insert_ignore(s), values)
-            embedded += int(batch.ids.size)
-            failed += len(batch.failures)
-            for sid, reason in batch.failures:
-                if len(failures) < MAX_REPORTED:
-                    failures.append({"sample_id": sid, "reason": reason})
-            done += int(batch.ids.size) + len(batch.failures)
-            ctx.progress(done, todo_total, f"embedding with {info.name}")
-    # the index first: searches switch to this model below, and must find it built
-    ctx.progress(todo_total, todo_total, "indexing", force=True)
+            q = q.where(~exists().where(Embedding.sample_id == Sample.id, Embedding.model_id == model_id))
+        rows = s.execute(q.order_by(Sample.id).limit(limit)).all()
+    return [(sid, _sample_file(studio.home, storage, path)) for sid, storage, path in rows]
+
+
+def store_vectors(
+    studio: Studio,
+    *,
+    project_id: int,
+    model_id: int,
+    ids: npt.NDArray[np.int64],
+    vectors: npt.NDArray[np.float32],
+) -> None:
+    """Insert one batch of vectors (ids (n,), vectors (n, d) float32), one transaction; a
+    ``(sample, model)`` already stored is left as it is, so a rerun writes nothing twice."""
+    if not ids.size:
+        return
+    now = utcnow()
+    values = [
+        {
+            "sample_id": int(sid),
+            "model_id": model_id,
+            "project_id": project_id,
+            "vector": _vector_bytes(vec),
+            "created_at": now,
+        }
+        for sid, vec in zip(ids.tolist(), vectors, strict=True)
+    ]
+    with studio.sessions.begin() as s:
+        s.execute(_insert_ignore(s), values)
+
+
+def complete_set(studio: Studio, run: SetRun, *, attempt: int) -> dict[str, Any]:
+    """Index the set's vectors, mark the set complete and make its model the project's active
+    one (one transaction) → the job's report."""
+    project_id, model_id = run.project_id, run.model_id
     sync_index(studio, project_id, model_id, save=True)
     with studio.sessions.begin() as s:
         model = s.get_one(EmbeddingModel, model_id)
         count = _count_embedded(s, project_id, model_id)
         total = s.scalar(select(func.count()).where(Sample.project_id == project_id)) or 0
         es = s.get_one(EmbeddingSet, (project_id, model_id))
-        es.status, es.embedded, es.failed, es.total = "complete", count, failed, total
+        es.status, es.embedded, es.failed, es.total = "complete", count, run.failed, total
         es.completed_at = utcnow()
         active = s.get(ActiveEmbedding, project_id)
         if active is None:
             s.add(ActiveEmbedding(project_id=project_id, model_id=model_id))
         elif active.model_id != model_id:  # the switch: one row, in the transaction that completes the set
             active.model_id, active.switched_at = model_id, utcnow()
+        previous_id = run.previous_id
         previous_model = (
             s.get(EmbeddingModel, previous_id) if previous_id and previous_id != model_id else None
         )
-        model_info = model_dict(model, device=info.device)
+        model_info = model_dict(model, device=run.device)
         previous_info = model_dict(previous_model) if previous_model else None
     return {
-        "report": {
-            "embedded": embedded,
-            "skipped": done_before,
-            "failed": failed,
-            "failed_items": failures,
-            "total": total,
-            "pending": max(0, total - count),
-            "model": model_info,
-            "active": True,
-            "replaced": previous_info,
-            "attempt": ctx.attempt,
-        }
+        "embedded": run.embedded,
+        "skipped": run.done_before,
+        "failed": run.failed,
+        "failed_items": run.failures,
+        "total": total,
+        "pending": max(0, total - count),
+        "model": model_info,
+        "active": True,
+        "replaced": previous_info,
+        "attempt": attempt,
     }
 
 

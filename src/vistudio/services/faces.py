@@ -280,6 +280,32 @@ def _pending(studio: Studio, project_id: int, model: str) -> list[tuple[int, str
     ]
 
 
+def store_faces(
+    studio: Studio, *, project_id: int, model: str, results: list[tuple[int, dict[str, Any]]]
+) -> int:
+    """Write photos' faces found with ``model`` — ``(sample id, read_faces' "ok" answer)`` each —
+    in one transaction, each photo's in place of the faces it had, and remember it was read with
+    ``model``. Writing a photo again leaves one set of faces. → faces written."""
+    found = 0
+    if not results:
+        return 0
+    with studio.sessions.begin() as s:
+        for sample_id, res in results:
+            if s.get(Sample, sample_id) is None:  # deleted meanwhile
+                continue
+            _replace_faces(s, project_id, sample_id, model, res["faces"])
+            s.merge(FaceScan(sample_id=sample_id, model=model, faces=len(res["faces"])))
+            found += len(res["faces"])
+    return found
+
+
+def finish_faces(studio: Studio, project_id: int) -> dict[str, Any]:
+    """After a face run: group the project's new faces into people → ``cluster_project``'s answer."""
+    from vistudio.services.people import cluster_project
+
+    return cluster_project(studio, project_id, full=False)
+
+
 @job_handler(KIND)
 def run_faces(ctx: JobContext) -> dict[str, Any]:
     studio = ctx.studio
@@ -298,13 +324,7 @@ def run_faces(ctx: JobContext) -> dict[str, Any]:
 
     def write() -> None:
         nonlocal found
-        with studio.sessions.begin() as s:
-            for sample_id, res in batch:
-                if s.get(Sample, sample_id) is None:  # deleted meanwhile
-                    continue
-                _replace_faces(s, project_id, sample_id, model, res["faces"])
-                s.merge(FaceScan(sample_id=sample_id, model=model, faces=len(res["faces"])))
-                found += len(res["faces"])
+        found += store_faces(studio, project_id=project_id, model=model, results=batch)
         batch.clear()
 
     for i, res in enumerate(_results(studio, [path for _, path in pending])):
@@ -320,10 +340,8 @@ def run_faces(ctx: JobContext) -> dict[str, Any]:
             write()  # keep what is done: the next run goes on from here
             ctx.check_cancelled()
     write()
-    from vistudio.services.people import cluster_project
-
     ctx.progress(total, total, f"{found} faces; grouping them into people", force=True)
-    people = cluster_project(studio, project_id, full=False)
+    people = finish_faces(studio, project_id)
     return {
         "report": {
             "photos": total,

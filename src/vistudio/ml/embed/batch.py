@@ -108,6 +108,23 @@ def collate(batch: list[tuple[int, Any, str | None]]) -> tuple[list[int], Any, l
     return [i for i, _ in ok], images, failures
 
 
+def encode_batch(
+    encoder: ImageTextEncoder, ids: Sequence[int], images: Any, failures: list[tuple[int, str]]
+) -> EmbeddedBatch:
+    """Encode one decoded batch — ``images`` (n, 3, S, S) preprocessed, or None when every image
+    of the batch failed — into an ``EmbeddedBatch``; a non-finite vector becomes a failure."""
+    id_arr = np.asarray(ids, dtype=np.int64)
+    if images is None:
+        return EmbeddedBatch(id_arr, np.empty((0, encoder.info.dim), dtype=np.float32), failures)
+    vectors = encoder.encode_images(images)
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():  # an fp16 overflow: one bad vector must not poison the index
+        reason = "the model produced a non-finite vector for this image"
+        failures = [*failures, *((int(i), reason) for i in id_arr[~finite])]
+        id_arr, vectors = id_arr[finite], vectors[finite]
+    return EmbeddedBatch(id_arr, vectors, failures)
+
+
 def embed_images(
     encoder: ImageTextEncoder,
     items: Sequence[ImageItem],
@@ -137,21 +154,10 @@ def embed_images(
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
-    dim = encoder.info.dim
     it = iter(loader)
     try:
         for ids, images, failures in it:
-            id_arr = np.asarray(ids, dtype=np.int64)
-            if images is None:
-                vectors = np.empty((0, dim), dtype=np.float32)
-            else:
-                vectors = encoder.encode_images(images)
-                finite = np.isfinite(vectors).all(axis=1)
-                if not finite.all():  # an fp16 overflow: one bad vector must not poison the index
-                    reason = "the model produced a non-finite vector for this image"
-                    failures = [*failures, *((int(i), reason) for i in id_arr[~finite])]
-                    id_arr, vectors = id_arr[finite], vectors[finite]
-            yield EmbeddedBatch(id_arr, vectors, failures)
+            yield encode_batch(encoder, ids, images, failures)
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)
         if callable(shutdown):
