@@ -161,7 +161,12 @@ class Throughput:
 
 
 class Reporter(L.Callback):
-    """Reports steps and epochs, writes best/last checkpoints, applies early stopping and stops."""
+    """Reports steps and epochs, writes best/last checkpoints, applies early stopping and stops.
+
+    In a DDP run every process has one and runs the same hooks (the metrics they compute are
+    collectives), but only rank 0 calls ``callbacks`` and writes checkpoint files; a stop is
+    decided by all of them together (:meth:`_agree`), so none is left waiting in a collective.
+    """
 
     def __init__(
         self,
@@ -179,12 +184,17 @@ class Reporter(L.Callback):
         loader: ResumableLoader | None = None,
         resumed: str | None = None,
         last: dict[str, Any] | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         """``loader``: the training loader whose position goes into ``last`` checkpoints;
         ``resumed``: None for a fresh run, ``"retry"`` (continue as the interrupted run would
         have: an early stop it had decided stands) or ``"extend"`` (the user asked for more:
-        early stopping counts its patience afresh); ``last``: the checkpoint resumed from."""
+        early stopping counts its patience afresh); ``last``: the checkpoint resumed from;
+        ``rank`` of ``world`` DDP processes (only rank 0 reports and writes files)."""
         self.callbacks = callbacks
+        self.rank = rank
+        self.world = world
         self.workdir = workdir
         self.meta = meta
         self.monitor = monitor
@@ -207,6 +217,22 @@ class Reporter(L.Callback):
         self.steps_per_epoch = steps_per_epoch
         self._running: dict[str, Any] | None = None  # a resumed epoch's training sums so far
         self._rng: dict[str, Any] | None = None  # the RNG states to continue with
+
+    @property
+    def reports(self) -> bool:
+        """This process reports to ``callbacks`` and writes the checkpoints (rank 0)."""
+        return self.rank == 0
+
+    def report_start(self, info: dict[str, Any]) -> None:
+        if self.reports:
+            self.callbacks.on_start(info)
+
+    def _agree(self, trainer: L.Trainer, decision: bool) -> bool:
+        """True on every process when it is True on any: a stop (the stop flag is read by each
+        process at its own moment) or an early stop is then taken at the same step by all."""
+        if self.world == 1:
+            return decision
+        return bool(trainer.strategy.reduce_boolean_decision(decision, all=False))
 
     # --- resume -----------------------------------------------------------------------------------
     BOOKKEEPING = (
@@ -270,25 +296,30 @@ class Reporter(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         assert isinstance(pl_module, TaskModule)
-        self.clock.batch_end(batch_images(batch))
+        # every process trains on its part of the step's batch: the step's images are world× that
+        self.clock.batch_end(batch_images(batch) * self.world)
         step = trainer.global_step
         # step 1 too: the first point shows up at once, not after log_every steps
         if (step == 1 or step % self.log_every == 0) and pl_module.last_loss is not None:
             running = {f"{k}_step": v for k, v in pl_module.train_summary().items() if k != "train_loss"}
             epoch = trainer.current_epoch + 1
-            self.callbacks.on_step(
-                epoch=epoch,
-                step=step,
-                metrics={
-                    "train_loss_step": float(pl_module.last_loss.item()),
-                    "lr": pl_module.current_lr(),
-                    **running,
-                },
-            )
-            self.callbacks.on_progress(self.clock.live(epoch=epoch, step=step, validated=self.epochs_done))
+            if self.reports:
+                self.callbacks.on_step(
+                    epoch=epoch,
+                    step=step,
+                    metrics={
+                        # rank 0's part of the batch in DDP: an all-reduce every step costs more
+                        "train_loss_step": float(pl_module.last_loss.item()),
+                        "lr": pl_module.current_lr(),
+                        **running,
+                    },
+                )
+                self.callbacks.on_progress(
+                    self.clock.live(epoch=epoch, step=step, validated=self.epochs_done)
+                )
         if self.loader is not None:
             self.loader.mark(trainer.current_epoch, batch_idx + 1)
-        if not self.stop_requested and self.callbacks.should_stop():
+        if not self.stop_requested and self._agree(trainer, self.callbacks.should_stop()):
             self.stop_requested = True
             trainer.should_stop = True
             if batch_idx + 1 < self.steps_per_epoch:
@@ -341,11 +372,14 @@ class Reporter(L.Callback):
             self.bad_epochs += 1
         if self.patience is not None and self.bad_epochs >= self.patience and not trainer.should_stop:
             self.early_stopped = True
+        # the processes compute the same metrics, so they agree already: this makes it certain
+        self.early_stopped = self._agree(trainer, self.early_stopped)
         self.last = self.save(
             pl_module, "last", epoch=epoch, step=step, metrics=metrics, details=details, trainer=trainer
         )
-        self.callbacks.on_epoch(epoch=epoch, step=step, metrics=metrics, details=details, best=improved)
-        self.callbacks.on_progress(self.clock.live(epoch=epoch + 1, step=step, validated=epoch))
+        if self.reports:
+            self.callbacks.on_epoch(epoch=epoch, step=step, metrics=metrics, details=details, best=improved)
+            self.callbacks.on_progress(self.clock.live(epoch=epoch + 1, step=step, validated=epoch))
         if self.early_stopped:
             trainer.should_stop = True
 
@@ -373,8 +407,12 @@ class Reporter(L.Callback):
         details: dict[str, Any],
         trainer: L.Trainer | None = None,
     ) -> dict[str, Any]:
-        """Write a checkpoint; a ``last`` one with ``trainer`` also holds the training state."""
+        """Write a checkpoint; a ``last`` one with ``trainer`` also holds the training state.
+        Only rank 0 writes (DDP keeps the weights equal on every process); the others keep the
+        same bookkeeping."""
         path = self.workdir / f"{kind}-e{epoch:04d}-s{step:08d}.pt"
+        if not self.reports:
+            return {"kind": kind, "path": str(path), "epoch": epoch, "step": step, "metrics": metrics}
         meta = {
             **self.meta,
             "kind": kind,

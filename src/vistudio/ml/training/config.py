@@ -47,7 +47,9 @@ class TrainConfig(BaseModel):
     split: str | None = Field(default=None, max_length=64, description="split name (default: newest)")
     image_size: int = Field(default=224, ge=16, le=1024)
     epochs: int = Field(default=10, ge=1, le=1000)
-    batch_size: int = Field(default=32, ge=1, le=4096)
+    batch_size: int = Field(
+        default=32, ge=1, le=4096, description="images per optimiser step, split evenly over devices"
+    )
     lr: float = Field(default=1e-3, gt=0, le=10)
     weight_decay: float = Field(default=1e-4, ge=0, le=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
@@ -61,6 +63,17 @@ class TrainConfig(BaseModel):
     monitor: str = Field(default="", max_length=64, description="metric for best/early stop (task default)")
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    devices: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="processes training together (Lightning DDP): GPUs on a GPU, gloo processes on CPU",
+    )
+    # "ddp" only: vistudio starts one process per device itself (see ml/training/process.py);
+    # Lightning's ddp_spawn and its script-relaunching launcher cannot run inside a job
+    strategy: Literal["auto", "ddp"] = Field(
+        default="auto", description="auto: one process for devices 1, DDP for more; ddp: DDP"
+    )
     gradient_clip: float = Field(default=0.0, ge=0, le=1e6, description="0: off")
     num_workers: int = Field(default=-1, ge=-1, le=64, description="data loader processes; -1: auto")
     log_every_n_steps: int = Field(default=10, ge=1, le=100_000)

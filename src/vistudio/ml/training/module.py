@@ -52,6 +52,22 @@ class TaskModule(L.LightningModule):
         self._counts[stage] = self._counts.get(stage, 0) + n
 
     def _mean(self, stage: str) -> float | None:
+        """The mean loss of ``stage`` so far; in a DDP run over every process's images (each
+        process must call it at the same point: it is a collective)."""
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            total = (
+                self._sums[stage].detach().float()
+                if stage in self._sums
+                else torch.zeros((), device=self.device)
+            )
+            both = torch.stack(
+                [total.to(self.device), torch.tensor(float(self._counts.get(stage, 0)), device=self.device)]
+            )
+            summed = trainer.strategy.reduce(both, reduce_op="sum")
+            assert isinstance(summed, torch.Tensor)
+            count = float(summed[1].item())
+            return float(summed[0].item()) / count if count else None
         if not self._counts.get(stage):
             return None
         return float(self._sums[stage].item()) / self._counts[stage]
@@ -93,8 +109,10 @@ class TaskModule(L.LightningModule):
         self.val_metrics.reset()
 
     def train_summary(self) -> dict[str, float]:
-        """The current epoch's training loss and metrics so far."""
-        if not self._counts.get("train"):
+        """The current epoch's training loss and metrics so far (over every DDP process: every
+        process calls it at the same steps, the metrics' ``compute`` gathers their states)."""
+        trainer = self._trainer
+        if not self._counts.get("train") and (trainer is None or trainer.world_size == 1):
             return {}
         scalars, _ = self.task.summarise("train", self.train_metrics.compute())
         scalars["train_loss"] = self._mean("train") or 0.0

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from vistudio.ml.training.data import ImageDataModule, _seed_worker
+from vistudio.ml.training.data import ImageDataModule, ImageDataset, _seed_worker
 
 STATE_KEY = "training_state"
 STATE_FORMAT = "vistudio-training-state/1"
@@ -99,13 +99,21 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
     ``len()`` is always the full number of batches of an epoch: Lightning counts a resumed epoch
     from where it stopped, so the shorter first epoch still ends at the right batch index.
+
+    In a DDP run of ``world`` processes every process draws the same batches of ``batch_size``
+    (one optimiser step) and keeps every ``world``-th image of each, starting at ``rank``: the
+    processes together train on exactly the batches one process would.
     """
 
-    def __init__(self, size: int, batch_size: int, *, seed: int, drop_last: bool) -> None:
+    def __init__(
+        self, size: int, batch_size: int, *, seed: int, drop_last: bool, rank: int = 0, world: int = 1
+    ) -> None:
         self.size = size
         self.batch_size = batch_size
         self.seed = seed
         self.drop_last = drop_last
+        self.rank = rank
+        self.world = world
         self.epoch = 0
         self.resume_epoch = -1
         self.skip = 0
@@ -132,7 +140,10 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         order = self.order(epoch)
         seeds = item_seeds(derived_seed(self.seed, epoch, 2), order)
         keys = list(zip(order, seeds, strict=True))
-        return [keys[b * self.batch_size : (b + 1) * self.batch_size] for b in range(len(self))]
+        return [
+            keys[b * self.batch_size : (b + 1) * self.batch_size][self.rank :: self.world]
+            for b in range(len(self))
+        ]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch = self.epoch
@@ -272,11 +283,29 @@ class ResumableDataModule(ImageDataModule):
 
     _train_loader: ResumableLoader | None = None
 
+    def __init__(self, *, rank: int = 0, world: int = 1, **kwargs: Any) -> None:
+        """``rank`` of ``world`` DDP processes: training batches are split between them (see
+        :class:`EpochBatchSampler`) and each validates every ``world``-th image, so that the
+        processes together see the validation subset once, without the repeated images a
+        padding ``DistributedSampler`` would add (metrics and loss are summed over processes)."""
+        super().__init__(**kwargs)
+        self.rank, self.world = rank, world
+        if world > 1:
+            val = self.val_set
+            self.val_set = ImageDataset(self.val_items[rank::world], val.transform, draft_size=val.draft_size)
+
     def train_dataloader(self) -> ResumableLoader:
         if self._train_loader is None:
             data = self.train_set
             drop_last = len(data) > self.batch_size  # a last batch of one image breaks batch norm
-            sampler = EpochBatchSampler(len(data), self.batch_size, seed=self.seed, drop_last=drop_last)
+            sampler = EpochBatchSampler(
+                len(data),
+                self.batch_size,
+                seed=self.seed,
+                drop_last=drop_last,
+                rank=self.rank,
+                world=self.world,
+            )
             self._train_loader = ResumableLoader(
                 data,
                 batch_sampler=sampler,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -51,6 +52,9 @@ class TrainSpec:
     # run was interrupted: continue exactly) or "extend" (the user resumes, maybe with more epochs)
     resume_from: str | None = None
     resume_mode: str = "retry"
+    # this process's place in a DDP run of ``config["devices"]`` processes (0: the one that
+    # reports and writes checkpoints); set by ``TrainingProcess``, which starts every rank
+    rank: int = 0
 
 
 @dataclass
@@ -78,6 +82,32 @@ def resolve_accelerator(device: str) -> str:
     return "gpu"
 
 
+DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+def resolve_devices(config: TrainConfig, accelerator: str) -> int:
+    """How many processes train together: ``devices`` checked against the machine and the batch.
+
+    On a GPU each process gets one GPU (so at most ``torch.cuda.device_count()``); on CPU they
+    are processes talking through gloo. ``batch_size`` is per optimiser step and split evenly."""
+    devices = config.devices
+    if devices < 1:
+        raise BadRequest(f"devices must be 1 or more, got {devices}", details={"devices": devices})
+    if accelerator == "gpu" and devices > torch.cuda.device_count():
+        raise BadRequest(
+            f"devices {devices} asked for, but this machine has {torch.cuda.device_count()} GPU(s); "
+            "use at most that many, or device 'cpu' for CPU processes",
+            details={"devices": devices, "gpus": torch.cuda.device_count()},
+        )
+    if devices > 1 and config.batch_size % devices:
+        raise BadRequest(
+            f"batch_size {config.batch_size} does not split evenly over {devices} devices; "
+            f"use a multiple of {devices} (it is the batch of one optimiser step, all devices together)",
+            details={"batch_size": config.batch_size, "devices": devices},
+        )
+    return devices
+
+
 def resolve_precision(precision: str, accelerator: str) -> str:
     """``auto``: bf16 mixed precision on a GPU that has it, else fp16 mixed on GPU, 32-bit on CPU."""
     if precision == "auto":
@@ -99,13 +129,51 @@ def resolve_monitor(task_cls: type[TrainingTask], config: TrainConfig) -> tuple[
     return monitor, task_cls.monitor_mode(monitor)
 
 
+def check_launched(devices: int) -> None:
+    """A DDP process must have been started as one (by ``TrainingProcess``): a clear 400 if not."""
+    missing = [k for k in DISTRIBUTED_ENV if k not in os.environ]
+    if missing:
+        raise BadRequest(
+            f"training on {devices} devices runs through the training job (TrainingProcess), which "
+            f"starts one process per device; this process lacks {', '.join(missing)}",
+            details={"devices": devices},
+        )
+
+
+def _distributed(accelerator: str, devices: int) -> dict[str, Any]:
+    """Trainer arguments of a DDP run whose processes vistudio started (see ``process.py``).
+
+    Lightning's own launchers do not fit a job: ``ddp`` re-runs ``sys.argv`` for the other ranks
+    and ``ddp_spawn`` pickles the whole trainer into fresh processes whose results stay there.
+    With ``LOCAL_RANK`` set, ``LightningEnvironment`` takes the processes as launched outside and
+    only joins them; the data is sharded by our own samplers (``use_distributed_sampler`` off)."""
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+    from lightning.pytorch.strategies import DDPStrategy
+
+    check_launched(devices)
+    return {
+        "strategy": DDPStrategy(
+            cluster_environment=LightningEnvironment(),
+            process_group_backend="nccl" if accelerator == "gpu" else "gloo",
+        ),
+        "num_nodes": 1,
+        "use_distributed_sampler": False,
+        # batch norm over the whole batch of a step, as on one device; PyTorch's SyncBatchNorm
+        # runs on GPUs only, so CPU processes normalise over their own part of the batch
+        "sync_batchnorm": accelerator == "gpu",
+    }
+
+
 def build_trainer(
-    config: TrainConfig, *, workdir: Path, callbacks: list[L.Callback], accelerator: str
+    config: TrainConfig, *, workdir: Path, callbacks: list[L.Callback], accelerator: str, devices: int = 1
 ) -> L.Trainer:
-    """A Lightning Trainer from the experiment config: quiet, deterministic, no files of its own."""
+    """A Lightning Trainer from the experiment config: quiet, deterministic, no files of its own.
+
+    ``devices`` > 1: one DDP process of ``devices``, started by ``TrainingProcess``."""
     return L.Trainer(
         accelerator=accelerator,
-        devices=1,
+        devices=devices,
+        **(_distributed(accelerator, devices) if devices > 1 else {}),
         precision=resolve_precision(config.precision, accelerator),  # type: ignore[arg-type]
         max_epochs=config.epochs,
         logger=False,
@@ -121,6 +189,14 @@ def build_trainer(
         default_root_dir=str(workdir),
         callbacks=callbacks,
     )
+
+
+def _workers(config: TrainConfig, accelerator: str, devices: int) -> int:
+    """Loader processes of one training process: ``auto`` shares the cores among the devices."""
+    workers = auto_workers(config.num_workers, accelerator=accelerator)
+    if config.num_workers < 0 and devices > 1:
+        workers = min(workers, max(0, ((os.cpu_count() or 1) - 1) // devices))
+    return workers
 
 
 @contextlib.contextmanager
@@ -198,9 +274,20 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
         raise BadRequest("the validation subset is empty")
     monitor, mode = resolve_monitor(task_cls, config)
     accelerator = resolve_accelerator(config.device)
+    devices = resolve_devices(config, accelerator)
+    for subset, items in (("training", spec.train), ("validation", spec.val)):
+        if len(items) < devices:
+            raise BadRequest(
+                f"the {subset} subset has {len(items)} image(s), fewer than the {devices} devices"
+            )
+    if devices > 1:
+        check_launched(devices)
     workdir = Path(spec.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     saved = _resume_checkpoint(spec) if spec.resume_from else None
+    if devices > 1 and accelerator == "cpu":
+        # the processes share the cores: each with all of them as threads would oversubscribe
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
     with _quiet():
         L.seed_everything(config.seed, workers=True, verbose=False)
         task = task_cls(classes=spec.classes, config=config)
@@ -212,9 +299,11 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
             train=spec.train,
             val=spec.val,
             batch_size=config.batch_size,
-            num_workers=auto_workers(config.num_workers, accelerator=accelerator),
+            num_workers=_workers(config, accelerator, devices),
             seed=config.seed,
             pin_memory=accelerator == "gpu",
+            rank=spec.rank,
+            world=devices,
         )
         module = TaskModule(task=task, model=model, loss=task.build_loss(data.train_targets), config=config)
         meta = {
@@ -243,9 +332,13 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
             loader=loader,
             resumed=spec.resume_mode if saved is not None else None,
             last=_resumed_last(spec, saved),
+            rank=spec.rank,
+            world=devices,
         )
-        trainer = build_trainer(config, workdir=workdir, callbacks=[reporter], accelerator=accelerator)
-        callbacks.on_start(
+        trainer = build_trainer(
+            config, workdir=workdir, callbacks=[reporter], accelerator=accelerator, devices=devices
+        )
+        reporter.report_start(
             {
                 "train_images": len(data.train_items),
                 "val_images": len(data.val_items),
@@ -255,6 +348,8 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
                 "epochs": config.epochs,
                 "accelerator": accelerator,
                 "precision": resolve_precision(config.precision, accelerator),
+                "devices": devices,
+                "strategy": "ddp" if devices > 1 else "single",
                 "monitor": monitor,
                 "mode": mode,
                 "preprocess": preprocess,
@@ -269,7 +364,7 @@ def train(spec: TrainSpec, callbacks: TrainingCallbacks | None = None) -> TrainR
             position = loader_state(saved[STATE_KEY])
             if position is not None:
                 loader.load_state_dict(position)
-            ckpt_path = workdir / "resume.ckpt"
+            ckpt_path = workdir / f"resume-r{spec.rank}.ckpt"  # one per process: no write races
             torch.save(lightning_checkpoint(saved[STATE_KEY], weights), ckpt_path)
             del saved
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)

@@ -51,11 +51,16 @@ def validate_experiment_config(
     task: str, raw: dict[str, Any] | None, *, weights: WeightsPolicy | None = None
 ) -> TrainConfig:
     """The task's config model applied to ``raw`` plus what can be checked before training:
-    model name, monitored metric, device and precision, pretrained weights present or downloadable
+    model name, monitored metric, device, devices and precision, pretrained weights present or downloadable
     under ``weights`` (the workspace's model policy; default: the environment's)."""
     from vistudio.ml.tasks import get_training
     from vistudio.ml.training.config import validate_config
-    from vistudio.ml.training.trainer import resolve_accelerator, resolve_monitor, resolve_precision
+    from vistudio.ml.training.trainer import (
+        resolve_accelerator,
+        resolve_devices,
+        resolve_monitor,
+        resolve_precision,
+    )
 
     task_cls = get_training(task)
     config = validate_config(task_cls.config_model, raw)
@@ -63,4 +68,5 @@ def validate_experiment_config(
     monitor, _ = resolve_monitor(task_cls, config)
     accelerator = resolve_accelerator(config.device)
     resolve_precision(config.precision, accelerator)
+    resolve_devices(config, accelerator)
     return config.model_copy(update={"monitor": monitor})

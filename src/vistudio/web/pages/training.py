@@ -33,6 +33,7 @@ NUMBERS = (
     ("label_smoothing", "label_smoothing", float),
     ("gradient_clip", "gradient_clip", float),
     ("num_workers", "num_workers", int),
+    ("devices", "devices", int),
     ("log_every_n_steps", "log_every_n_steps", int),
     # detectors (detection, instance segmentation) only: the form shows them for those tasks
     ("score_threshold", "score_threshold", float),
@@ -53,6 +54,7 @@ LABELS = {
     "label_smoothing": "Label smoothing",
     "gradient_clip": "Gradient clipping",
     "num_workers": "Loader workers",
+    "devices": "Devices",
     "log_every_n_steps": "Log every N steps",
     "score_threshold": "Score threshold",
     "nms_iou": "NMS IoU",
@@ -72,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
     "gradient_clip": 0.0,
     "num_workers": -1,
+    "devices": 1,
     "log_every_n_steps": 10,
 }
 
