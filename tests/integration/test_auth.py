@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -269,3 +270,100 @@ def test_cross_site_posts_stay_refused_with_users(client: TestClient, studio: St
         headers={**bearer(token), "Origin": "https://evil.example"},
     )
     assert r.status_code == 403
+
+
+def _expiry(d: dict[str, object]) -> datetime | None:
+    value = d["expires_at"]
+    return datetime.fromisoformat(str(value).removesuffix("Z")) if value else None
+
+
+def test_a_token_cannot_make_a_token_that_outlives_it(client: TestClient, studio: Studio) -> None:
+    """POST /api/v1/tokens with Bearer auth: the new token expires no later than the one that asked
+    (else a token expiring tomorrow could make one that never expires). Sessions and the CLI make
+    tokens with any expiry."""
+    users.add_user(studio, name="root", role="admin", password="correct horse")
+    users.add_user(studio, name="vi", role="viewer")
+    parent = users.create_token(studio, user="vi", expires_days=1)
+    limit = _expiry(parent)
+    assert limit is not None
+    for body in ({}, {"expires_days": 30}, {"expires_days": 3650}):
+        r = client.post("/api/v1/tokens", json=body, headers=bearer(parent["token"]))
+        assert r.status_code == 201, r.text
+        assert _expiry(r.json()) == limit and r.json()["expiry_capped"] is True
+    # an expiry before the parent's is kept as asked
+    r = client.post("/api/v1/tokens", json={"expires_days": 0.5}, headers=bearer(parent["token"]))
+    shorter = _expiry(r.json())
+    assert r.json()["expiry_capped"] is False and shorter is not None and shorter < limit
+    # a child's child is bound too: the chain never outlives its first token
+    child = client.post("/api/v1/tokens", json={}, headers=bearer(parent["token"])).json()
+    r = client.post("/api/v1/tokens", json={}, headers=bearer(child["token"]))
+    assert _expiry(r.json()) == limit
+    # an admin making another user's token with an expiring token: bound the same way
+    root = users.create_token(studio, user="root", expires_days=2)
+    r = client.post("/api/v1/tokens", json={"user": "vi"}, headers=bearer(root["token"]))
+    assert r.status_code == 201 and _expiry(r.json()) == _expiry(root)
+    # a token that never expires makes tokens that never expire
+    forever = users.create_token(studio, user="vi")
+    r = client.post("/api/v1/tokens", json={}, headers=bearer(forever["token"]))
+    assert r.json()["expires_at"] is None and r.json()["expiry_capped"] is False
+    # a web session (signed in with a password) and the CLI's service call make tokens freely
+    csrf = _sign_in(client, "root", "correct horse")
+    r = client.post("/api/v1/tokens", json={}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201 and r.json()["expires_at"] is None and r.json()["expiry_capped"] is False
+    made = users.create_token(studio, user="vi", expires_days=3650)
+    assert made["expiry_capped"] is False and (_expiry(made) or limit) > limit + timedelta(days=3000)
+    log = users.list_audit(studio)["items"]
+    assert sum(1 for e in log if e["details"].get("expiry_capped")) == 6
+
+
+def test_a_viewer_write_naming_a_missing_project_is_refused_by_its_role(
+    client: TestClient, studio: Studio
+) -> None:
+    """A write that names a project that does not exist still gets the global role check: a viewer
+    gets 403, as for any write (whether the project exists, is hidden or is missing: no oracle);
+    an editor gets the route's own 404."""
+    users.add_user(studio, name="root", role="admin")
+    users.add_user(studio, name="vera", role="viewer")
+    users.add_user(studio, name="ed", role="editor")
+    projects.create_project(studio, name="hidden", task="library", owner=users.user_id(studio, "root"))
+    vera, ed = (bearer(users.create_token(studio, user=n)["token"]) for n in ("vera", "ed"))
+    tags = {"sample_ids": [1], "add": ["x"]}
+    for name in ("Nope", "hidden"):
+        assert client.post(f"/api/v1/projects/{name}/tags", json=tags, headers=vera).status_code == 403
+        assert client.patch(f"/api/v1/projects/{name}", json={"name": "y"}, headers=vera).status_code == 403
+        r = client.post("/api/v1/splits", json={"project": name, "name": "s"}, headers=vera)
+        assert r.status_code == 403
+        r = client.post(f"/api/v1/projects/{name}/tags", json=tags, headers=ed)
+        assert r.status_code == 404 and r.json()["error"]["message"] == f"project {name!r} not found"
+    # reading a missing project stays the route's 404 for a viewer
+    assert client.get("/api/v1/projects/Nope", headers=vera).status_code == 404
+
+
+def test_an_event_stream_ends_when_its_token_is_revoked(
+    client: TestClient, studio: Studio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open SSE stream checks its token again (every RECHECK_SECONDS): once revoked, the stream
+    sends a ``denied`` event and ends, though its job is still running."""
+    from vistudio.api.routes import jobs
+
+    monkeypatch.setattr(jobs, "RECHECK_SECONDS", 0.2, raising=False)
+    users.add_user(studio, name="root", role="admin")
+    made = users.create_token(studio, user="root")
+    job = studio.queue.enqueue("pipeline_run", {})  # queued for ever: no worker in this app
+    revoke = threading.Timer(1.0, lambda: users.revoke_token(studio, token_id=made["id"]))
+    # should the stream not end by itself, the job's end ends it (and the test fails, not hangs)
+    finish = threading.Timer(20.0, lambda: studio.queue.cancel(job.id))
+    revoke.start()
+    finish.start()
+    try:
+        with client.stream("GET", f"/api/v1/jobs/{job.id}/events", headers=bearer(made["token"])) as r:
+            assert r.status_code == 200
+            text = "".join(r.iter_text())
+    finally:
+        revoke.cancel()
+        finish.cancel()
+    assert "event: denied" in text and "event: end" not in text
+    assert '"code": "unauthorized"' in text
+    assert studio.queue.get(job.id).status == "queued"
+    # and the stream cannot be opened again
+    assert client.get(f"/api/v1/jobs/{job.id}/events", headers=bearer(made["token"])).status_code == 401

@@ -32,6 +32,10 @@ def test_users_tokens_share_and_audit(
 
     code, made = cli(capsys, ws, "tokens", "create", "ed", "--expires", "30")
     assert code == 0 and made["token"].startswith("vst_") and made["expires_at"]
+    # the CLI makes tokens with any expiry, or none (only a token-signed API request is bound)
+    code, forever = cli(capsys, ws, "tokens", "create", "ed")
+    assert code == 0 and forever["expires_at"] is None and forever["expiry_capped"] is False
+    assert made["expiry_capped"] is False
     studio = open_studio(Settings(home=ws))
     try:
         assert users.principal_for_token(studio, made["token"]) is not None
@@ -65,6 +69,7 @@ def test_users_tokens_share_and_audit(
     assert actions == [
         ("user.add", "root"),
         ("user.add", "ed"),
+        ("token.create", "ed"),
         ("token.create", "ed"),
         ("token.revoke", "ed"),
         ("project.share", "Birds"),

@@ -31,8 +31,9 @@ from vistudio.api.access import PUBLIC, Requirement, enforce, requirement_for
 from vistudio.api.app import create_app
 from vistudio.api.security import SAFE_METHODS
 from vistudio.config import ImportSettings, JobSettings, Settings
+from vistudio.errors import NotFound
 from vistudio.jobs.worker import Worker
-from vistudio.services import access, ingest, projects, users
+from vistudio.services import access, ingest, projects, runs, users
 from vistudio.studio import Studio, open_studio
 
 PROJECT = "Secret Birds"
@@ -40,7 +41,19 @@ CALLERS = ("anonymous", "outsider", "viewer", "editor", "owner", "admin")
 HIDDEN = f"project {PROJECT!r} not found"
 HIDDEN_HTML = HIDDEN.replace("'", "&#39;")  # as Jinja escapes it
 # resources the fixture has rows of; other ids in paths name no row (the route's own 404)
-FIXTURE_RESOURCES = ("sample", "job")
+FIXTURE_RESOURCES = ("sample", "job", "run")
+# a pipeline run small enough for a fixture: it reads the project's samples and saves little
+PIPELINE: dict[str, Any] = {
+    "name": "tiny",
+    "version": "1",
+    "output_mode": "production",
+    "stages": [{"name": "load"}, {"name": "small", "uses": "resize", "params": {"max_side": 8}}],
+}
+
+
+def hidden_run(run_id: str) -> str:
+    """The message of a run that does not exist — and of one the caller may not see."""
+    return f"run {run_id!r} not found"
 
 
 @dataclass
@@ -52,6 +65,8 @@ class World:
     principals: dict[str, users.Principal]
     sample_id: int
     job_id: int
+    run_id: str  # a pipeline run over the project
+    folder_run_id: str  # a pipeline run over a folder: no project
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +96,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     from vistudio.services import samples
 
     sample_id = samples.list_samples(studio, project=PROJECT, limit=1)["items"][0]["id"]
+    made_runs = []
+    for source in ({"project": PROJECT}, {"input_dir": folders / "cat"}):
+        run_job = runs.start_run(studio, pipeline=PIPELINE, **source)  # type: ignore[arg-type]
+        Worker(studio).run_one(job_id=run_job["id"])
+        done = studio.queue.get(run_job["id"])
+        assert done.status == "succeeded" and done.result, done.error
+        made_runs.append(done.result["run"]["id"])
     tokens = {role: users.create_token(studio, user=name)["token"] for role, name in names.items()}
     principals = {role: users.principal_for_token(studio, t) for role, t in tokens.items()}
     assert project["id"] and all(principals.values())
     app = create_app(studio)
     with TestClient(app) as client:
-        yield World(studio, app, client, tokens, principals, sample_id, job["id"])  # type: ignore[arg-type]
+        yield World(studio, app, client, tokens, principals, sample_id, job["id"], *made_runs)  # type: ignore[arg-type]
     studio.close()
 
 
@@ -102,7 +124,7 @@ def _routes(app: FastAPI) -> list[tuple[str, str, APIRoute]]:
 
 
 def _fill(path: str, w: World) -> str:
-    values = {"project": PROJECT, "sample_id": w.sample_id, "job_id": w.job_id}
+    values = {"project": PROJECT, "sample_id": w.sample_id, "job_id": w.job_id, "run_id": w.run_id}
     if path.startswith("/projects/{name}"):
         values["name"] = PROJECT
 
@@ -204,7 +226,8 @@ def test_authorization_matrix(world: World, caller: str) -> None:
             # a write that is allowed would change the fixture: ask the same check directly
             values = {"project": PROJECT if req.project else None, "resource": None}
             if req.resource:
-                values["resource"] = world.sample_id if req.resource[1] == "sample" else world.job_id
+                by_kind = {"sample": world.sample_id, "run": world.run_id}
+                values["resource"] = by_kind.get(req.resource[1], world.job_id)
             try:
                 enforce(world.studio, world.principals[caller], req, values)
             except Exception as exc:
@@ -213,7 +236,10 @@ def test_authorization_matrix(world: World, caller: str) -> None:
         r = _send(world, method, path, route, caller)
         got = r.status_code
         page = not path.startswith("/api/") and path not in ("/metrics", "/docs")
-        hidden = got == 404 and (HIDDEN in r.text or HIDDEN_HTML in r.text)
+        run_hidden = hidden_run(world.run_id)
+        hidden = got == 404 and any(
+            m in r.text for m in (HIDDEN, HIDDEN_HTML, run_hidden, run_hidden.replace("'", "&#39;"))
+        )
         ok = {
             "401": got == 401 or (page and got == 303 and r.headers["location"].startswith("/login")),
             "403": got == 403,
@@ -282,3 +308,98 @@ def test_edits_record_the_user(world: World) -> None:
     r = world.client.post(url, json=body, headers={"Authorization": f"Bearer {world.tokens['editor']}"})
     assert r.status_code == 200, r.text
     assert r.json()["actor"] == "api:eddie"
+
+
+def test_runs_of_a_hidden_project_answer_like_missing_ones(world: World) -> None:
+    """A pipeline run over a private project is that project's: an outsider (or a viewer who is no
+    member) gets the body of a missing run from the API and the pages, and the lists leave it
+    out; runs over a folder stay everyone's."""
+    users.add_user(world.studio, name="vic", role="viewer")  # a viewer who is no member
+    own = {"Authorization": f"Bearer {world.tokens['viewer']}"}
+    rid, missing = world.run_id, "20990101-000000-abcdef"
+    for caller in ("outsider", users.create_token(world.studio, user="vic")["token"]):
+        token = world.tokens.get(caller, caller)
+        h = {"Authorization": f"Bearer {token}"}
+        hidden = world.client.get(f"/api/v1/runs/{rid}", headers=h)
+        gone = world.client.get(f"/api/v1/runs/{missing}", headers=h)
+        assert hidden.status_code == gone.status_code == 404
+        assert hidden.json() == {"error": {**gone.json()["error"], "message": hidden_run(rid)}}
+        assert gone.json()["error"]["message"] == hidden_run(missing)
+        for page in ("", "/report", "/files/report.html"):
+            r = world.client.get(f"/runs/{rid}{page}", headers=h)
+            assert r.status_code == 404 and hidden_run(rid).replace("'", "&#39;") in r.text, page
+            assert world.client.get(f"/runs/{missing}{page}", headers=h).status_code == 404
+        # deleting it: hidden too (a viewer's write to a missing run is refused by its role first)
+        r = world.client.post(f"/runs/{rid}/delete", headers=h, follow_redirects=False)
+        assert r.status_code == (404 if caller == "outsider" else 403)
+        # the lists, the disk usage and a comparison
+        listed = world.client.get("/api/v1/runs", headers=h).json()
+        assert [x["id"] for x in listed["items"]] == [world.folder_run_id] and listed["total"] == 1
+        usage = world.client.get("/api/v1/runs/usage", headers=h).json()
+        assert rid not in {x["id"] for x in usage["largest_runs"]}
+        page = world.client.get("/runs", headers=h)
+        assert page.status_code == 200 and rid not in page.text and world.folder_run_id in page.text
+        table = world.client.get("/runs", headers={**h, "HX-Request": "true"})
+        assert table.status_code == 200 and rid not in table.text and world.folder_run_id in table.text
+        cmp = world.client.get("/api/v1/runs/compare", params={"a": world.folder_run_id, "b": rid}, headers=h)
+        assert cmp.status_code == 404 and cmp.json()["error"]["message"] == hidden_run(rid)
+        r = world.client.get("/runs/compare", params={"a": rid, "b": world.folder_run_id}, headers=h)
+        assert r.status_code == 404 and rid not in r.text.replace(hidden_run(rid).replace("'", "&#39;"), "")
+        assert world.client.get(f"/api/v1/runs/{world.folder_run_id}", headers=h).status_code == 200
+    # a member sees it, in the lists too
+    assert world.client.get(f"/api/v1/runs/{rid}", headers=own).json()["run"]["input"]["kind"] == "project"
+    listed = world.client.get("/api/v1/runs", headers=own).json()
+    assert {x["id"] for x in listed["items"]} == {rid, world.folder_run_id} and listed["total"] == 2
+    assert rid in world.client.get("/runs", headers=own).text
+    assert world.client.get("/api/v1/runs/compare", params={"a": world.folder_run_id, "b": rid}, headers=own)
+    assert world.client.get(f"/runs/{rid}/report", headers=own).status_code == 200
+    # paging counts only the visible runs
+    outsider = {"Authorization": f"Bearer {world.tokens['outsider']}"}
+    paged = world.client.get("/api/v1/runs", params={"offset": 1}, headers=outsider).json()
+    assert paged == {"items": [], "total": 1}
+
+
+def test_deleting_a_run_needs_write_on_its_project(world: World) -> None:
+    """Deleting a project's run needs write access to that project (its owner or editors, admins);
+    a run over a folder: any editor or admin (no creator is recorded), never a viewer."""
+    req = requirement_for("POST", "/runs/{run_id}/delete")
+    assert req == Requirement("write", resource=("run_id", "run"))
+    assert requirement_for("GET", "/api/v1/runs/{run_id}") == Requirement("read", resource=("run_id", "run"))
+    for caller, project_run, folder_run in (
+        ("owner", None, None),
+        ("editor", None, None),
+        ("admin", None, None),
+        ("viewer", access.Forbidden, access.Forbidden),
+        ("outsider", NotFound, None),
+    ):
+        for rid, want in ((world.run_id, project_run), (world.folder_run_id, folder_run)):
+            principal = world.principals[caller]
+            if want is None:
+                enforce(world.studio, principal, req, {"resource": rid})
+            else:
+                with pytest.raises(want):
+                    enforce(world.studio, principal, req, {"resource": rid})
+    # a non-member editor's delete through the page: the hidden run's 404, nothing deleted
+    h = {"Authorization": f"Bearer {world.tokens['outsider']}"}
+    r = world.client.post(f"/runs/{world.run_id}/delete", headers=h, follow_redirects=False)
+    assert r.status_code == 404
+    assert runs.get_run(world.studio, world.run_id)["id"] == world.run_id
+
+
+def test_a_run_outlives_its_deleted_project_for_admins_only(world: World) -> None:
+    """A run over a project that was deleted since is not everyone's (its outputs are that
+    project's images), nor a later project's that reuses the id: admins only."""
+    assert access.run_project_id({"kind": "folder"}, None) is None
+    assert access.run_project_id({"kind": "project", "project_id": 3}, (3,)) == 3
+    assert access.run_project_id({"kind": "project", "project_id": 3}, None) == 3  # its job is gone
+    # its job's project_id was set to NULL by the project's deletion
+    assert access.run_project_id({"kind": "project", "project_id": 3}, (None,)) == access.DELETED_PROJECT
+    assert access.run_project_id({}, (5,)) == 5  # the job's project when the input names none
+    access.check_project_id(
+        world.studio, world.principals["admin"], access.DELETED_PROJECT, "run 'x'", action="read"
+    )
+    for caller in ("owner", "editor", "viewer"):
+        with pytest.raises(NotFound, match="run 'x' not found"):
+            access.check_project_id(
+                world.studio, world.principals[caller], access.DELETED_PROJECT, "run 'x'", action="read"
+            )

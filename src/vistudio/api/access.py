@@ -47,6 +47,7 @@ RESOURCES = {
     "video_id": "video",
     "face_id": "face",
     "export_id": "export",
+    "run_id": "run",  # a pipeline run's string id: its input's project, or none (a folder)
 }
 
 
@@ -103,13 +104,14 @@ EXPLICIT: dict[tuple[str, str], Requirement] = {
     ("POST", "/api/v1/splits/preview"): _body("read"),
     ("POST", "/api/v1/splits"): _body(),
     ("GET", "/api/v1/jobs"): Requirement("read", project=("query", "project"), optional=True),
-    # a pipeline run may read a project (optional): checked when it names one
+    # a pipeline run may read a project (optional): checked when it names one. A run's own routes
+    # ({run_id}) follow its project (RESOURCES); the lists below leave out runs of hidden projects,
+    # and a comparison checks both of its runs (services.access.check_runs)
     ("POST", "/api/v1/runs"): Requirement("write", project=("body", "project"), optional=True),
     ("GET", "/api/v1/runs"): USER_READ,
     ("GET", "/api/v1/runs/usage"): USER_READ,
     ("GET", "/api/v1/runs/compare"): USER_READ,
     ("POST", "/api/v1/runs/clean"): ADMIN,
-    ("GET", "/api/v1/runs/{run_id}"): USER_READ,
     ("GET", "/api/v1/experiments/models"): USER_READ,
     ("POST", "/api/v1/experiments"): _body(),
     ("GET", "/api/v1/experiments"): _q(),
@@ -150,10 +152,6 @@ EXPLICIT: dict[tuple[str, str], Requirement] = {
     ("GET", "/jobs/table"): USER_READ,
     ("GET", "/runs"): USER_READ,
     ("GET", "/runs/compare"): USER_READ,
-    ("GET", "/runs/{run_id}"): USER_READ,
-    ("GET", "/runs/{run_id}/report"): USER_READ,
-    ("GET", "/runs/{run_id}/files/{path:path}"): USER_READ,
-    ("POST", "/runs/{run_id}/delete"): USER_WRITE,
     ("GET", "/settings"): USER_READ,
     ("POST", "/settings/{key}"): ADMIN,
     ("POST", "/settings/{key}/reset"): ADMIN,
@@ -267,8 +265,10 @@ async def _check_csrf(request: Request, principal: Principal) -> None:
         raise access.Forbidden("missing or wrong CSRF token: reload the page and try again")
 
 
-def _rid(value: Any) -> int | None:
+def _rid(value: Any, kind: str = "") -> int | str | None:
     text = str(value) if value is not None else ""
+    if kind == "run":  # readable string ids (``20261123-181502-a1b2c3``)
+        return text if 0 < len(text) <= 100 else None
     return int(text) if text.isascii() and text.isdigit() and 0 < len(text) <= 18 else None
 
 
@@ -282,21 +282,50 @@ def enforce(studio: Studio, principal: Principal, req: Requirement, values: dict
         if not principal.is_admin:
             raise access.Forbidden("only an admin can do this")
         return
-    ref = values.get("project")
-    if req.project is not None and ref not in (None, ""):
-        access.check_project(studio, principal, ref, action=req.action)
-        return
-    rid = _rid(values.get("resource")) if req.resource is not None else None
-    if req.resource is not None and rid is not None:
-        kind = req.resource[1]
-        exists, project_id = access.resource_project(studio, kind, rid)
-        if exists:
-            access.check_project_id(studio, principal, project_id, f"{kind} {rid}", action=req.action)
-            return
-    # no project named (an optional one left out, or a missing one the route refuses itself),
-    # or a rule about no project at all: the global role decides
+    # the global role first: a viewer's write is a 403 whatever it names — a project or resource
+    # that exists, is hidden or is missing alike (no answer tells these apart)
     if req.action != "read" and principal.role == "viewer":
         raise access.Forbidden("viewers cannot change anything")
+    ref = values.get("project")
+    # a named project that does not exist is left to the route (404)
+    if (
+        req.project is not None
+        and ref not in (None, "")
+        and access.check_project(studio, principal, ref, action=req.action)
+    ):
+        return
+    kind = req.resource[1] if req.resource is not None else ""
+    rid = _rid(values.get("resource"), kind) if req.resource is not None else None
+    if rid is not None:
+        exists, project_id = access.resource_project(studio, kind, rid)
+        if exists:
+            # a hidden one answers as a missing one does: ``run 'ID' not found``, ``sample 7 not found``
+            what = f"{kind} {rid!r}" if isinstance(rid, str) else f"{kind} {rid}"
+            access.check_project_id(studio, principal, project_id, what, action=req.action)
+            return
+    # no project named (an optional one left out, or a missing one the route refuses itself), or
+    # a rule about no project at all: the global role (above) decided
+
+
+async def _authorize(request: Request, principal: Principal) -> None:
+    """Raise (a VistudioError) unless ``principal`` may make ``request`` (its route's rule)."""
+    route = request.scope.get("route")
+    paths: dict[int, str] | None = getattr(request.app.state, "route_paths", None)
+    if paths is None:
+        paths = request.app.state.route_paths = route_paths(request.app)
+    path = paths.get(id(route)) if route is not None else None
+    req = requirement_for(request.method, path) if path else None
+    if req is None:
+        raise access.Forbidden(f"no access rule for {request.method} {path or request.url.path}")
+    await _check_csrf(request, principal)
+    values: dict[str, Any] = {}
+    if req.project is not None:
+        values["project"] = await _field(request, *req.project)
+    if req.resource is not None:
+        source = req.resource[0] if req.resource[0].startswith("query:") else "path"
+        values["resource"] = await _field(request, source, req.resource[0])
+    studio: Studio = request.app.state.studio
+    await run_in_threadpool(enforce, studio, principal, req, values)
 
 
 async def authorize(request: Request) -> None:
@@ -304,28 +333,29 @@ async def authorize(request: Request) -> None:
     principal = principal_of(request)
     if principal.user_id is None:
         return  # local mode (no users): everything is the machine's user's, as before users
-    route = request.scope.get("route")
-    paths: dict[int, str] | None = getattr(request.app.state, "route_paths", None)
-    if paths is None:
-        paths = request.app.state.route_paths = route_paths(request.app)
-    path = paths.get(id(route)) if route is not None else None
-    req = requirement_for(request.method, path) if path else None
     try:
-        if req is None:
-            raise access.Forbidden(f"no access rule for {request.method} {path or request.url.path}")
-        await _check_csrf(request, principal)
-        values: dict[str, Any] = {}
-        if req.project is not None:
-            values["project"] = await _field(request, *req.project)
-        if req.resource is not None:
-            source = req.resource[0] if req.resource[0].startswith("query:") else "path"
-            values["resource"] = await _field(request, source, req.resource[0])
-        studio: Studio = request.app.state.studio
-        await run_in_threadpool(enforce, studio, principal, req, values)
+        await _authorize(request, principal)
     except VistudioError as exc:
         if not request.url.path.startswith("/api/") and request.url.path not in ("/metrics", "/docs"):
             raise PageError(exc) from None
         raise
+
+
+async def still_allowed(request: Request) -> bool:
+    """Whether a long answer (an SSE stream) may go on: the request authenticated and authorized
+    again, as if it came now — False once its token is revoked or expired, its session ended, its
+    user removed or its access to the project withdrawn. Always True in local mode."""
+    if principal_of(request).user_id is None:
+        return True
+    studio: Studio = request.app.state.studio
+    principal = await authenticate(studio, request)
+    if principal is None or principal.user_id == ANONYMOUS.user_id:
+        return False  # no valid token or session any more (or no user at all)
+    try:
+        await _authorize(request, principal)
+    except VistudioError:
+        return False
+    return True
 
 
 def install(app: FastAPI) -> None:
@@ -348,4 +378,12 @@ class PageError(Exception):
         self.exc = exc
 
 
-__all__ = ["NotFound", "PageError", "Requirement", "authorize", "enforce", "requirement_for"]
+__all__ = [
+    "NotFound",
+    "PageError",
+    "Requirement",
+    "authorize",
+    "enforce",
+    "requirement_for",
+    "still_allowed",
+]

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vistudio.db import Job, Sample
+from vistudio.db import Job, Run, Sample
 from vistudio.db.faces import Face
 from vistudio.db.training import Experiment, ModelExport
 from vistudio.db.users import ProjectMember, User
@@ -45,26 +45,29 @@ def project_role(s: Session, principal: Principal, project_id: int) -> str | Non
     )
 
 
-def check_project(studio: Studio, principal: Principal, ref: str | int, *, action: str) -> None:
+def check_project(studio: Studio, principal: Principal, ref: str | int, *, action: str) -> bool:
     """Raise NotFound (the body of a missing project) when ``principal`` may not see the project,
-    Forbidden when it may see but not ``action`` ("read" | "write" | "manage") it. A project that
-    does not exist is left to the route, which says so itself."""
+    Forbidden when it may see but not ``action`` ("read" | "write" | "manage") it. False: the
+    project does not exist (nothing checked: the caller applies the global role, then the route
+    says it is missing); True: it exists and ``principal`` may do ``action``."""
     if principal.user_id is None:
-        return
+        return True
     with studio.sessions() as s:
         try:
             project = find_project(s, ref)
         except NotFound:
-            return
+            return False
         _check(s, principal, project.id, ref, action=action)
+        return True
 
 
 def check_project_id(
     studio: Studio, principal: Principal, project_id: int | None, what: str, *, action: str
 ) -> None:
     """The same check for a resource (a sample, job, …) that belongs to ``project_id``; a hidden
-    one is reported as ``what`` not found. A resource without a project (a job of a pipeline run)
-    is readable by every user and changed by editors and admins."""
+    one is reported as ``what`` not found. A resource without a project (a pipeline run over a
+    folder, and its job) is readable by every user and changed by editors and admins (no creator
+    is recorded)."""
     if principal.user_id is None:
         return
     if project_id is None:
@@ -94,9 +97,67 @@ def _check(s: Session, principal: Principal, project_id: int, ref: str | int, *,
         raise Forbidden(f"your role on this project ({role}) cannot change it")
 
 
-def resource_project(studio: Studio, kind: str, rid: int) -> tuple[bool, int | None]:
-    """``(exists, project_id)`` of a sample, job, video, face or model export by id."""
+# the project of a run over a project that was deleted since: no member row has this id, so only
+# admins see the run (its outputs are that project's images)
+DELETED_PROJECT = -1
+
+
+def run_project_id(run_input: Any, job: tuple[int | None] | None) -> int | None:
+    """The project a pipeline run read: its input's ``project_id`` (``{"kind": "project", …}``),
+    else its job's; None for a run over a folder or files. ``job``: ``(the job's project_id,)``
+    while the run's job row exists, else None. The job's project_id is set to NULL when the
+    project is deleted: such a run gets :data:`DELETED_PROJECT` (admins only) rather than becoming
+    everyone's, or its id being taken by a later project."""
+    pid = run_input.get("project_id") if isinstance(run_input, dict) else None
+    job_pid = job[0] if job is not None else None
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return job_pid
+    if job is not None and job_pid != pid:
+        return DELETED_PROJECT
+    return pid
+
+
+def _run_rows(s: Session, run_ids: list[str] | None = None) -> list[tuple[str, int | None]]:
+    """``(run id, project id)`` of the given runs (all runs when None)."""
+    q = select(Run.id, Run.input, Job.id, Job.project_id).outerjoin(Job, Job.id == Run.job_id)
+    if run_ids is not None:
+        q = q.where(Run.id.in_(run_ids))
+    return [
+        (rid, run_project_id(inp, (jpid,) if jid is not None else None))
+        for rid, inp, jid, jpid in s.execute(q).all()
+    ]
+
+
+def visible_run_ids(studio: Studio, principal: Principal) -> set[str] | None:
+    """The pipeline runs ``principal`` may see — those over no project (a folder, files) and those
+    over a project it may see; None: all of them (admins, local mode)."""
+    visible = visible_project_ids(studio, principal)
+    if visible is None:
+        return None
     with studio.sessions() as s:
+        return {rid for rid, pid in _run_rows(s) if pid is None or pid in visible}
+
+
+def check_runs(studio: Studio, principal: Principal, run_ids: list[str], *, action: str = "read") -> None:
+    """Raise NotFound (``run 'ID' not found``, the body of a missing run) for a run of a project
+    ``principal`` may not see, Forbidden when it may see but not ``action`` it. Missing runs are
+    left to the caller. For routes that name more than one run (a comparison)."""
+    if principal.user_id is None:
+        return
+    with studio.sessions() as s:
+        rows = dict(_run_rows(s, list(run_ids)))
+    for rid in run_ids:
+        if rid in rows:
+            check_project_id(studio, principal, rows[rid], f"run {rid!r}", action=action)
+
+
+def resource_project(studio: Studio, kind: str, rid: int | str) -> tuple[bool, int | None]:
+    """``(exists, project_id)`` of a sample, job, video, face, model export (by integer id) or
+    pipeline run (by its string id)."""
+    with studio.sessions() as s:
+        if kind == "run":
+            found = _run_rows(s, [str(rid)])
+            return (True, found[0][1]) if found else (False, None)
         if kind == "sample":
             pid = s.scalar(select(Sample.project_id).where(Sample.id == rid))
             return pid is not None, pid

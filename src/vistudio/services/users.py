@@ -42,6 +42,8 @@ class Principal:
     role: str  # admin | editor | viewer
     via: str  # "local" | "token" | "session"
     session_secret: str | None = None  # the raw session cookie (for the CSRF token), session only
+    # token only: when the request's token expires (None: never); a token it makes expires no later
+    token_expires_at: datetime | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -213,20 +215,42 @@ def remove_user(studio: Studio, *, name: str, actor: str = "cli") -> dict[str, A
 
 
 def create_token(
-    studio: Studio, *, user: str, expires_days: float | None = None, actor: str = "cli"
+    studio: Studio,
+    *,
+    user: str,
+    expires_days: float | None = None,
+    actor: str = "cli",
+    not_after: datetime | None = None,
 ) -> dict[str, Any]:
-    """A new API token for ``user``: the secret is in the answer once and never again."""
+    """A new API token for ``user``: the secret is in the answer once and never again.
+
+    ``not_after``: the latest expiry allowed — the expiry of the token that asks for this one
+    (a token made with a token expires no later than it: an expiring token cannot mint one that
+    outlives it). ``expiry_capped`` in the answer says the expiry asked for (or its absence: never)
+    was brought down to it."""
     if expires_days is not None and not 0 < expires_days <= 3650:
         raise InvalidInput("--expires is a number of days, 1 to 3650")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with studio.sessions.begin() as s:
         u = _find_user(s, user)
         expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+        capped = not_after is not None and (expires is None or expires > not_after)
+        if capped:
+            expires = not_after
         row = ApiToken(user_id=u.id, prefix=secret[:12], token_hash=secret_hash(secret), expires_at=expires)
         s.add(row)
         s.flush()
-        audit(s, actor=actor, action="token.create", target=u.name, token_id=row.id, expires_at=_iso(expires))
+        audit(
+            s,
+            actor=actor,
+            action="token.create",
+            target=u.name,
+            token_id=row.id,
+            expires_at=_iso(expires),
+            **({"expiry_capped": True} if capped else {}),
+        )
         d = token_dict(row, u.name)
+        d["expiry_capped"] = capped
         d["token"] = secret
         return d
 
@@ -274,7 +298,9 @@ def principal_for_token(studio: Studio, secret: str) -> Principal | None:
         # written at most once a minute: a busy client does not turn every read into a write
         if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
             token.last_used_at = now
-        return Principal(user_id=user.id, name=user.name, role=user.role, via="token")
+        return Principal(
+            user_id=user.id, name=user.name, role=user.role, via="token", token_expires_at=token.expires_at
+        )
 
 
 def sign_in(studio: Studio, *, name: str, password: str) -> str | None:

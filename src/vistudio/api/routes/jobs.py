@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -9,13 +10,18 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from vistudio.api.access import still_allowed
 from vistudio.api.deps import Id, Limit, Offset, PrincipalDep, StudioDep
+from vistudio.api.errors import error_body
 from vistudio.jobs.queue import FINISHED, job_dict
 from vistudio.services import access, logs
 from vistudio.services.projects import get_project
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 POLL_SECONDS = 0.3
+# how often an open event stream checks again that its token or session is still valid (and its
+# access to the job's project): a revoked token ends the stream within this time
+RECHECK_SECONDS = 5.0
 
 
 @router.get("")
@@ -71,7 +77,10 @@ async def job_events(
     job_id: Id,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """Server-sent events: progress, logs and status changes, until the job finishes."""
+    """Server-sent events: progress, logs and status changes, until the job finishes. Every
+    ``RECHECK_SECONDS`` the caller is checked again: a revoked or expired token, an ended session
+    or a withdrawn membership ends the stream with a ``denied`` event (an error body, code
+    ``unauthorized``)."""
     await run_in_threadpool(studio.queue.get, job_id)  # 404 before the stream starts
     after = (
         int(last_event_id)
@@ -82,7 +91,14 @@ async def job_events(
     async def stream() -> AsyncIterator[str]:
         nonlocal after
         yield "retry: 2000\n\n"
+        checked = time.monotonic()
         while True:
+            if time.monotonic() - checked >= RECHECK_SECONDS:
+                if not await still_allowed(request):
+                    body = error_body("unauthorized", "access ended: token revoked or expired, or signed out")
+                    yield f"event: denied\ndata: {json.dumps(body)}\n\n"
+                    return
+                checked = time.monotonic()
             events = await run_in_threadpool(studio.queue.events_after, job_id, after)
             for ev in events:
                 after = ev.id

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from vistudio.api.deps import Limit, Offset, StudioDep
+from vistudio.api.deps import Limit, Offset, PrincipalDep, StudioDep
 from vistudio.api.routes.imports import _inside_roots
-from vistudio.services import runs
+from vistudio.services import access, runs
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 RunId = Annotated[str, Query(max_length=40)]
@@ -64,6 +64,7 @@ def start_run(studio: StudioDep, body: RunRequest) -> dict[str, Any]:
 @router.get("")
 def list_runs(
     studio: StudioDep,
+    principal: PrincipalDep,
     pipeline: Annotated[str | None, Query(max_length=64)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -76,7 +77,9 @@ def list_runs(
     offset: Offset = 0,
     limit: Limit = 50,
 ) -> dict[str, Any]:
-    return runs.list_runs(
+    """Runs, newest first: those over no project and over the projects the caller may see."""
+    visible = access.visible_run_ids(studio, principal)
+    found = runs.list_runs(
         studio,
         pipeline=pipeline,
         since=since,
@@ -87,20 +90,34 @@ def list_runs(
         metric=metric,
         metric_above=metric_above,
         metric_below=metric_below,
-        offset=offset,
-        limit=limit,
+        offset=offset if visible is None else 0,
+        limit=limit if visible is None else 2**62,
     )
+    if visible is None:
+        return found
+    kept = [r for r in found["items"] if r["id"] in visible]
+    return {"items": kept[offset : offset + limit], "total": len(kept)}
 
 
 @router.get("/usage")
-def usage(studio: StudioDep) -> dict[str, Any]:
-    return runs.disk_usage(studio)
+def usage(studio: StudioDep, principal: PrincipalDep) -> dict[str, Any]:
+    """Bytes saved per mode (all runs), and the largest runs the caller may see."""
+    out = runs.disk_usage(studio)
+    visible = access.visible_run_ids(studio, principal)
+    if visible is not None:
+        out["largest_runs"] = [r for r in out["largest_runs"] if r["id"] in visible]
+    return out
 
 
 @router.get("/compare")
 def compare(
-    studio: StudioDep, a: RunId, b: RunId, threshold: Annotated[float, Query(ge=0, le=100)] = 0.05
+    studio: StudioDep,
+    principal: PrincipalDep,
+    a: RunId,
+    b: RunId,
+    threshold: Annotated[float, Query(ge=0, le=100)] = 0.05,
 ) -> dict[str, Any]:
+    access.check_runs(studio, principal, [a, b])  # a run of a hidden project: as a missing one
     return runs.compare_runs(studio, a, b, threshold=threshold)
 
 

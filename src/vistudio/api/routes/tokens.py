@@ -1,4 +1,7 @@
-"""The caller's API tokens: create (the secret is shown once), list, revoke."""
+"""The caller's API tokens: create (the secret is shown once), list, revoke.
+
+A token made by a request signed with a token (``Authorization: Bearer``) expires no later than
+that token; a web session and the CLI make tokens with any expiry (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -37,9 +40,13 @@ def list_tokens(studio: StudioDep, principal: PrincipalDep) -> dict[str, Any]:
 
 @router.post("", status_code=201)
 def create_token(studio: StudioDep, principal: PrincipalDep, body: TokenCreate) -> dict[str, Any]:
-    """A new token; its secret is in this answer only."""
+    """A new token; its secret is in this answer only. Asked for with a token, it expires no later
+    than that token (``expiry_capped``: true when the expiry asked for was brought down to it)."""
     name = _user(principal, body.user)
-    return users.create_token(studio, user=name, expires_days=body.expires_days, actor=principal.name)
+    not_after = principal.token_expires_at if principal.via == "token" else None
+    return users.create_token(
+        studio, user=name, expires_days=body.expires_days, actor=principal.name, not_after=not_after
+    )
 
 
 @router.delete("/{token_id}")

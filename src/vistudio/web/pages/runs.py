@@ -11,10 +11,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from vistudio.api.access import principal_of
 from vistudio.api.deps import StudioDep
 from vistudio.errors import InvalidInput, NotFound, VistudioError
 from vistudio.pipelines.audit import outcome
-from vistudio.services import run_results, runs
+from vistudio.services import access, run_results, runs
 from vistudio.services.views import parse_day as form_date
 from vistudio.studio import Studio
 from vistudio.web.pages._common import error_fragment, error_page, is_htmx, render, templates
@@ -131,9 +132,19 @@ def _chart(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _table(studio: Studio, params: dict[str, str]) -> dict[str, Any]:
+def _visible_runs(studio: Studio, visible: set[str] | None, *, limit: int, **filters: Any) -> dict[str, Any]:
+    """``runs.list_runs`` less the runs of projects the caller may not see (``visible``: the run
+    ids it may see, None: all)."""
+    if visible is None:
+        return runs.list_runs(studio, limit=limit, **filters)
+    found = runs.list_runs(studio, limit=2**62, **filters)
+    kept = [r for r in found["items"] if r["id"] in visible]
+    return {"items": kept[:limit], "total": len(kept)}
+
+
+def _table(studio: Studio, params: dict[str, str], visible: set[str] | None) -> dict[str, Any]:
     kept = {k: v for k, v in params.items() if v}
-    page = runs.list_runs(studio, limit=PAGE, **_filters(params))
+    page = _visible_runs(studio, visible, limit=PAGE, **_filters(params))
     return {
         "runs": page["items"],
         "total": page["total"],
@@ -145,8 +156,9 @@ def _table(studio: Studio, params: dict[str, str]) -> dict[str, Any]:
 @router.get("/runs", response_class=HTMLResponse)
 def runs_page(request: Request, studio: StudioDep, params: FilterParams) -> Response:
     table_error: VistudioError | None = None
+    visible = access.visible_run_ids(studio, principal_of(request))
     try:
-        table = _table(studio, params)
+        table = _table(studio, params, visible)
     except VistudioError as exc:
         table_error = exc
         table = {"runs": [], "total": 0, "chart": _chart([]), "filtered": True}
@@ -156,7 +168,10 @@ def runs_page(request: Request, studio: StudioDep, params: FilterParams) -> Resp
         return render(
             request, "fragments/runs_table.html", ctx, status_code=table_error.status if table_error else 200
         )
-    every = runs.list_runs(studio, limit=10_000)["items"]
+    every = _visible_runs(studio, visible, limit=10_000)["items"]
+    disk = runs.disk_usage(studio)
+    if visible is not None:
+        disk["largest_runs"] = [r for r in disk["largest_runs"] if r["id"] in visible]
     return render(
         request,
         "runs.html",
@@ -168,7 +183,7 @@ def runs_page(request: Request, studio: StudioDep, params: FilterParams) -> Resp
             "tags": sorted({r["tag"] for r in every if r["tag"]}),
             "statuses": STATUSES,
             "any_runs": bool(every),
-            "disk": runs.disk_usage(studio),
+            "disk": disk,
             "nav": "runs",
         },
     )
@@ -215,6 +230,8 @@ def compare_page(
     run: Annotated[list[str], Query(max_length=10)] = [],  # noqa: B006 - FastAPI copies defaults
 ) -> Response:
     try:
+        # a run of a hidden project answers as a missing one, before anything reads it
+        access.check_runs(studio, principal_of(request), [r for r in (a, b, *run) if r])
         ida, idb = _compare_ids(studio, a, b, run)
         cmp = runs.compare_runs(studio, ida, idb)
     except VistudioError as exc:
