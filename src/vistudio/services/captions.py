@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 
 from vistudio.db import Job, Sample
 from vistudio.db.captions import USER, Caption
@@ -173,19 +174,19 @@ def captions_of(studio: Studio, sample_id: int) -> dict[str, Any]:
     with studio.sessions() as s:
         if s.get(Sample, sample_id) is None:
             raise NotFound(f"sample {sample_id} not found")
-        rows = s.scalars(
-            select(Caption).where(Caption.sample_id == sample_id).order_by(Caption.created_at.desc())
-        ).all()
-        listed = [
-            {
-                "model": r.model,
-                "version": r.version,
-                "text": r.text,
-                "created_at": r.created_at.isoformat() + "Z",
-            }
-            for r in rows
-        ]
-    return {**shown(listed, resolve_name(studio.settings.captions.model)), "captions": listed}
+        return read_captions(s, sample_id, model=resolve_name(studio.settings.captions.model))
+
+
+def read_captions(s: Session, sample_id: int, *, model: str) -> dict[str, Any]:
+    """``captions_of`` in the caller's session (the photo's detail reads them with the rest)."""
+    rows = s.scalars(
+        select(Caption).where(Caption.sample_id == sample_id).order_by(Caption.created_at.desc())
+    ).all()
+    listed = [
+        {"model": r.model, "version": r.version, "text": r.text, "created_at": r.created_at.isoformat() + "Z"}
+        for r in rows
+    ]
+    return {**shown(listed, model), "captions": listed}
 
 
 def shown(rows: list[dict[str, Any]], model: str) -> dict[str, Any]:

@@ -638,9 +638,10 @@ def get_sample(studio: Studio, sample_id: int) -> dict[str, Any]:
             if a["kind"] in kinds and a["score"] is None and a["class"] is not None
         ]
         d["objects_revision"] = revision(truth)  # what the annotation editor sends back with a save
-    from vistudio.services.captions import captions_of
+        from vistudio.ml.captions import resolve_name
+        from vistudio.services.captions import read_captions
 
-    shown = captions_of(studio, sample_id)
+        shown = read_captions(s, sample_id, model=resolve_name(studio.settings.captions.model))
     d["caption"], d["caption_source"] = shown["caption"], shown["source"]
     return d
 
