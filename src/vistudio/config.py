@@ -135,14 +135,22 @@ class BlobStoreSettings(BaseModel):
 
     url: str | None = None  # s3://bucket/prefix
     endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph, moto): http://host:port
+    # the same server as browsers reach it, used only to sign download URLs (the API answers 307 to
+    # them): e.g. http://localhost:9000 when the server itself talks to http://s3:9000; unset: the
+    # endpoint above
+    public_endpoint_url: str | None = None
     region: str | None = None
     addressing_style: str = Field(default="auto", pattern="^(auto|path|virtual)$")
     presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)  # downloads' URL lifetime
     multipart_threshold: int = Field(default=64 * 2**20, ge=5 * 2**20)  # S3's smallest part: 5 MiB
     multipart_chunksize: int = Field(default=64 * 2**20, ge=5 * 2**20)
-    # the local read-through copy under the workspace (media/, thumbs/, artifacts/); 0 = unbounded
-    cache_max_bytes: int = Field(default=10 * 2**30, ge=0)
-    # temporary keys and unfinished multipart uploads older than this are abandoned: gc removes them
+    # the local read-through copy under the workspace (media/, thumbs/, artifacts/); 0 = unbounded,
+    # the default: some readers still open <workspace>/<sample path> directly, not through the
+    # store, and would find an evicted original missing (docs/storage.md, "Reads")
+    cache_max_bytes: int = Field(default=0, ge=0)
+    # temporary keys and unfinished multipart uploads older than this are abandoned: gc removes them;
+    # keys no row names are reported as orphans only once older than this (an import in flight
+    # uploads its blobs before its batch commits their rows)
     stale_upload_seconds: float = Field(default=6 * 3600.0, ge=0)
     connect_timeout: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)

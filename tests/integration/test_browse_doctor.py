@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -88,6 +90,9 @@ def test_doctor_finds_and_fixes_problems(studio: Studio, tmp_path: Path) -> None
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"left by a crash")
     (studio.home / "thumbs" / ".tmp-x").write_bytes(b"half written")
+    # older than the stale age (6 h): younger ones may be writes in flight, left alone
+    for left in (orphan, studio.home / "thumbs" / ".tmp-x"):
+        os.utime(left, (time.time() - 7 * 3600,) * 2)
     con = sqlite3.connect(studio.home / "vistudio.db")
     con.execute("UPDATE artifacts SET ref_count = 7 WHERE kind = 'thumbnail' AND id = (SELECT min(id) FROM artifacts)")
     con.commit()

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from vistudio.ingest.pool import probe_task
 from vistudio.services import projects
 from vistudio.services.doctor import run_doctor
 from vistudio.storage.artifacts import S3ArtifactStore
-from vistudio.storage.blobs import BlobError, blob_files_from_spec
+from vistudio.storage.blobs import BlobError, BlobVanished, blob_files_from_spec
 from vistudio.storage.s3 import BlobStoreUnavailable, S3BlobFiles, S3Config, parse_s3_url
 from vistudio.studio import Studio, open_studio
 
@@ -64,6 +64,21 @@ def _png(seed: int, size: int = 48) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "PNG")
     return buf.getvalue()
+
+
+def _backdate(bucket: str, key: str, seconds: float) -> None:
+    """Make an object on moto's server look written ``seconds`` ago (S3 has no call to set its
+    LastModified; moto's server runs in this process)."""
+    from moto.s3.models import s3_backends
+
+    for regions in s3_backends.values():
+        for backend in regions.values():
+            found = backend.buckets.get(bucket)
+            if found is not None:
+                obj = found.keys[key]
+                obj.last_modified = obj.last_modified - timedelta(seconds=seconds)
+                return
+    raise AssertionError(f"no bucket {bucket} on moto's server")
 
 
 def _keys(s3: Any, bucket: str, prefix: str = "") -> set[str]:
@@ -248,6 +263,71 @@ def test_gc_deletes_unreferenced_blobs_only(
     assert store.path("checkpoint", keep).read_bytes() == b"keep"
 
 
+def _await_gc(store: S3ArtifactStore, studio: Studio, data: bytes) -> str:
+    """A blob written, referenced and released: its row has ref_count 0 and awaits gc."""
+    sha = store.write_bytes("original", data, ext="jpg")
+    with studio.sessions.begin() as s:
+        store.acquire(s, "original", sha, size=len(data), ext="jpg")
+    with studio.sessions.begin() as s:
+        store.release(s, "original", sha)
+    return sha
+
+
+def test_gc_racing_a_worker_that_references_the_blob_again(
+    tmp_path: Path, s3_server: str, bucket: str, s3: Any, studio: Studio
+) -> None:
+    """The worker finds the object (HEAD) and uploads nothing; the server's gc deletes it; the
+    worker's reference then must not point at a missing object."""
+    cfg = S3Config(url=f"s3://{bucket}/ws1", endpoint_url=s3_server)
+    server = S3ArtifactStore(tmp_path / "server", config=cfg)
+    worker = S3ArtifactStore(tmp_path / "worker", config=cfg)  # another machine, its own cache
+    data = b"a photo deleted from one project, imported into another"
+    sha = _await_gc(server, studio, data)
+    key = f"ws1/media/{sha[:2]}/{sha}.jpg"
+    assert worker.write_bytes("original", data, ext="jpg") == sha  # found: nothing uploaded
+    with studio.sessions.begin() as s:
+        assert server.gc(s) == 1
+    assert key not in _keys(s3, bucket)
+    # the worker's batch commits its reference: the object is put back from the worker's cache
+    with studio.sessions.begin() as s:
+        worker.acquire_many(s, [("original", sha, len(data), "jpg")])
+    assert key in _keys(s3, bucket)
+    assert server.verify_blob("original", sha, "jpg") is None
+    with studio.sessions() as s:
+        assert server.scan(s) == []
+
+    # processes sharing one workspace volume share the cache, which gc empties too: nothing to put
+    # back, so the batch fails and rolls back, and the job's retry uploads the photo again
+    with studio.sessions.begin() as s:
+        server.release(s, "original", sha)
+    shared = S3ArtifactStore(tmp_path / "server", config=cfg)
+    assert shared.write_bytes("original", data, ext="jpg") == sha
+    with studio.sessions.begin() as s:
+        assert server.gc(s) == 1
+    with pytest.raises(BlobVanished), studio.sessions.begin() as s:
+        shared.acquire_many(s, [("original", sha, len(data), "jpg")])
+    with studio.sessions() as s:
+        assert server.scan(s) == []  # no row left pointing at the missing object
+    shared.write_bytes("original", data, ext="jpg")
+    with studio.sessions.begin() as s:
+        shared.acquire(s, "original", sha, size=len(data), ext="jpg")
+    assert server.verify_blob("original", sha, "jpg") is None
+
+
+def test_doctor_leaves_young_orphans_alone(s3_studio: Studio, bucket: str, s3: Any) -> None:
+    """An import uploads its blobs before its batch commits their rows: a key no row names yet is a
+    photo in flight until it is older than stale_upload_seconds, and doctor --fix must keep it."""
+    studio = s3_studio
+    fresh, old = "e" * 64, "f" * 64
+    s3.put_object(Bucket=bucket, Key=f"lib/media/ee/{fresh}.jpg", Body=b"a photo in flight")
+    s3.put_object(Bucket=bucket, Key=f"lib/media/ff/{old}.jpg", Body=b"left by a crash")
+    _backdate(bucket, f"lib/media/ff/{old}.jpg", 6 * 3600 + 60)
+    report = run_doctor(studio)
+    assert [(p["kind"], p["sha256"]) for p in report["problems"]] == [("blob_orphan", old)]
+    run_doctor(studio, fix=True)
+    assert _keys(s3, bucket, "lib/media/") == {f"lib/media/ee/{fresh}.jpg"}
+
+
 def test_read_through_cache_fills_verifies_and_evicts_lru(
     tmp_path: Path, s3_server: str, bucket: str
 ) -> None:
@@ -290,6 +370,41 @@ def test_presigned_download_over_http_has_a_short_expiry(tmp_path: Path, s3_serv
     # the default lifetime is short too: minutes, not days
     default = _store(tmp_path / "ws", s3_server, bucket).download_url("original", sha, "png")
     assert default is not None and dict(httpx.URL(default).params)["X-Amz-Expires"] == "300"
+
+
+def test_presigned_urls_name_the_endpoint_browsers_reach(
+    settings: Settings, tmp_path: Path, s3_server: str, bucket: str
+) -> None:
+    """compose.yaml: the server talks to http://s3:9000, browsers to http://localhost:9000. Here
+    both names reach moto: 127.0.0.1 for the server, localhost for the browser."""
+    port = httpx.URL(s3_server).port
+    public = f"http://localhost:{port}"
+    studio = open_studio(
+        settings.model_copy(
+            update={
+                "blob_store": BlobStoreSettings(
+                    url=f"s3://{bucket}/pub", endpoint_url=s3_server, public_endpoint_url=public
+                )
+            }
+        )
+    )
+    try:
+        store = studio.store
+        assert isinstance(store, S3BlobFiles)
+        data = _png(5)
+        sha = store.write_bytes("original", data, ext="png")
+        assert store.client.meta.endpoint_url == s3_server  # the server's own requests
+        url = store.download_url("original", sha, "png", media_type="image/png")
+        assert url is not None and httpx.URL(url).netloc.decode() == f"localhost:{port}"
+        got = httpx.get(url)  # signed for the host the browser sends
+        assert got.status_code == 200 and got.content == data
+    finally:
+        studio.close()
+    # unset, the URLs name the endpoint itself; and the cache is unbounded by default
+    plain = _store(tmp_path / "ws", s3_server, bucket)
+    url = plain.download_url("original", sha, "png")
+    assert url is not None and url.startswith(f"{s3_server}/")
+    assert BlobStoreSettings().cache_max_bytes == 0 and plain.config.cache_max_bytes == 0
 
 
 def test_keys_outside_the_prefix_are_never_touched(
@@ -422,6 +537,7 @@ def test_import_serve_and_doctor_with_blobs_on_s3(
     )
     orphan = "f" * 64
     s3.put_object(Bucket=bucket, Key=f"lib/artifacts/ff/{orphan}", Body=b"orphan")
+    _backdate(bucket, f"lib/artifacts/ff/{orphan}", 7 * 3600)  # older than stale_upload_seconds
     kinds = {p["kind"] for p in run_doctor(studio)["problems"]}
     assert {"blob_corrupt", "blob_orphan"} <= kinds
     fixed = run_doctor(studio, fix=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import typer
 import yaml
@@ -82,3 +83,35 @@ def test_dockerfile_installs_declared_extras_and_copies_what_exists() -> None:
     for src in re.findall(r"^COPY (.+) \S+$", text, re.MULTILINE):
         for part in src.split():
             assert (ROOT / part).exists(), part
+
+
+def _default(value: str) -> str:
+    """``${VAR:-default}`` → ``default`` (compose's interpolation with nothing set)."""
+    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_compose_download_urls_name_a_published_address() -> None:
+    """The API redirects browsers to presigned URLs: they must name MinIO's published port, not
+    ``s3``, which only the containers resolve."""
+    compose = _compose()
+    env = compose["services"]["server"]["environment"]
+    internal = urlsplit(env["VISTUDIO_BLOB_STORE__ENDPOINT_URL"])
+    public = urlsplit(_default(env["VISTUDIO_BLOB_STORE__PUBLIC_ENDPOINT_URL"]))
+    assert internal.hostname == "s3" and public.hostname == "localhost"
+    published = {tuple(_default(p).split(":")[-2:]) for p in compose["services"]["s3"]["ports"]}
+    assert (str(public.port), str(internal.port)) in published
+
+
+def test_compose_backups_go_outside_the_workspace() -> None:
+    """``vistudio backup`` refuses a destination inside the workspace: the documented command
+    writes to a volume of its own."""
+    compose = _compose()
+    server = compose["services"]["server"]
+    home = PurePosixPath(server["environment"]["VISTUDIO_HOME"])
+    mounts = {PurePosixPath(v.split(":")[1]) for v in server["volumes"]}
+    docs = (ROOT / "docs" / "deploying.md").read_text(encoding="utf-8")
+    dests = re.findall(r"docker compose exec server vistudio backup (\S+)", docs)
+    assert dests
+    for dest in map(PurePosixPath, dests):
+        assert not dest.is_relative_to(home), dest
+        assert any(dest.is_relative_to(m) for m in mounts if m != PurePosixPath("/library")), dest

@@ -1,4 +1,8 @@
-"""``vistudio doctor``: database integrity, blob hashes, orphan files, reference counts."""
+"""``vistudio doctor``: database integrity, blob hashes, orphan files, reference counts.
+
+Blobs no row names are orphans only once older than the store's ``stale_seconds`` (the S3 store's
+``stale_upload_seconds``): an import uploads its blobs before its batch commits their rows, so a
+younger one may be a photo in flight, and ``--fix`` must not delete it."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from sqlalchemy import select, text
 
 from vistudio.db import Artifact, Job, Sample
 from vistudio.ingest.pool import EXTENSIONS
+from vistudio.storage.blobs import DEFAULT_DIR, KIND_DIRS, BlobProblem
 from vistudio.studio import Studio
 
 
@@ -97,7 +102,10 @@ def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) 
                     size = studio.store.size(kind, sha, ext)
                     s.add(Artifact(kind=kind, sha256=sha, ext=ext, size=size, ref_count=n))
             fixed.append(f"reference counts corrected: {len(wrong_counts) + len(missing_refs_files)}")
-        orphans = [b for b in blob_problems if b.problem in ("orphan", "temp")]
+        with studio.sessions() as s:
+            # the scan may have taken hours (hashing a bucket): an orphan an import has reused and
+            # referenced since is no orphan any more
+            orphans = _unclaimed(s, [b for b in blob_problems if b.problem in ("orphan", "temp")])
         for b in orphans:
             studio.store.remove_file(b.path)
         fixed.append(f"orphan or temporary files removed: {len(orphans)}")
@@ -116,6 +124,23 @@ def run_doctor(studio: Studio, *, fix: bool = False, check_hashes: bool = True) 
                 p.unlink(missing_ok=True)
         fixed.append(f"stale temporary folders removed: {len(stale_tmp)}")
     return {"ok": not problems, "problems": problems, "fixed": fixed}
+
+
+def _unclaimed(s: Any, found: list[BlobProblem]) -> list[BlobProblem]:
+    """``found`` less the orphans that a row names by now (in the same folder: artifacts' kinds share
+    theirs)."""
+    shas = sorted({b.sha256 for b in found if b.problem == "orphan"})
+    claimed: set[tuple[str, str]] = set()
+    for start in range(0, len(shas), 500):
+        rows = s.execute(
+            select(Artifact.kind, Artifact.sha256).where(Artifact.sha256.in_(shas[start : start + 500]))
+        )
+        claimed.update((KIND_DIRS.get(kind, DEFAULT_DIR), sha) for kind, sha in rows)
+    return [
+        b
+        for b in found
+        if b.problem != "orphan" or (KIND_DIRS.get(b.kind, DEFAULT_DIR), b.sha256) not in claimed
+    ]
 
 
 def _ext(s: Any, sha: str, kind: str) -> str:

@@ -25,6 +25,7 @@ from vistudio.storage.blobs import (
     BlobError,
     BlobFiles,
     BlobProblem,
+    BlobVanished,
     check_sha,
     sha256_bytes,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "BlobError",
     "BlobFiles",
     "BlobProblem",
+    "BlobVanished",
     "S3ArtifactStore",
     "check_sha",
     "sha256_bytes",
@@ -44,23 +46,30 @@ __all__ = [
 
 
 class ArtifactStore(BlobFiles):
-    """Blob files plus their rows in ``artifacts``: references are recorded in the caller's session."""
+    """Blob files plus their rows in ``artifacts``: references are recorded in the caller's session.
+
+    Writers and ``gc`` run in different processes, so the order of their steps is what keeps a
+    referenced blob stored (docs/storage.md, "GC"): ``gc`` deletes the rows first, in the caller's
+    transaction, then the objects, and the caller commits after; ``acquire`` takes the reference
+    first and then checks that the object is still there, putting it back or failing when a
+    concurrent ``gc`` took it.
+    """
 
     def acquire(self, session: Session, kind: str, sha: str, *, size: int, ext: str = "", n: int = 1) -> None:
-        """Record ``n`` more references to a blob already written."""
-        check_sha(sha)
-        row = session.scalar(select(Artifact).where(Artifact.kind == kind, Artifact.sha256 == sha))
-        if row is None:
-            session.add(Artifact(kind=kind, sha256=sha, size=size, ext=ext, ref_count=n, created_at=utcnow()))
-            session.flush()
-        else:
-            row.ref_count += n
+        """Record ``n`` more references to a blob already written (see ``acquire_many``)."""
+        self.acquire_many(session, [(kind, sha, size, ext)] * n)
 
     def acquire_many(self, session: Session, refs: list[tuple[str, str, int, str]]) -> None:
         """Record one reference per ``(kind, sha256, size, ext)`` in one statement per blob kind.
 
         An upsert (insert, or add to ``ref_count`` on conflict) so a batch of thousands of samples
-        costs a few statements, not a SELECT and an INSERT each.
+        costs a few statements, not a SELECT and an INSERT each. Then every blob whose row is new or
+        was unreferenced (awaiting ``gc``) is checked: a ``gc`` in another process may have deleted
+        it after the caller wrote it (a writer skips the upload of an object it finds stored). A
+        vanished blob is uploaded again from the local copy when there is one, else ``BlobVanished``
+        is raised so that the caller's transaction rolls back and its job retries. The check runs
+        after the upsert, while this transaction holds the row (PostgreSQL) or the write lock
+        (SQLite): a ``gc`` that has not yet deleted the row can no longer do so.
         """
         counts = Counter((kind, sha) for kind, sha, _, _ in refs)
         meta = {(kind, sha): (size, ext) for kind, sha, size, ext in refs}
@@ -83,11 +92,22 @@ class ArtifactStore(BlobFiles):
         dialect = session.get_bind().dialect.name
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         stmt = insert(Artifact)
-        stmt = stmt.on_conflict_do_update(
+        upsert = stmt.on_conflict_do_update(
             index_elements=[Artifact.kind, Artifact.sha256],
             set_={"ref_count": Artifact.ref_count + stmt.excluded.ref_count},
-        )
-        session.execute(stmt, rows)
+        ).returning(Artifact.kind, Artifact.sha256, Artifact.ref_count)
+        after = session.execute(upsert, rows).all()
+        # a count no higher than what this call added: a new row, or one revived from 0
+        revived = [
+            (kind, sha, meta[kind, sha][1]) for kind, sha, count in after if count <= counts[kind, sha]
+        ]
+        vanished = [b for b in self.missing(revived) if not self.restore(*b)]
+        if vanished:
+            kind, sha, ext = vanished[0]
+            raise BlobVanished(
+                f"{len(vanished)} blob(s) were collected while they were referenced again "
+                f"(first: {self.key(kind, sha, ext)}): write them again"
+            )
 
     def release(self, session: Session, kind: str, sha: str, *, n: int = 1) -> None:
         session.execute(
@@ -97,18 +117,30 @@ class ArtifactStore(BlobFiles):
         )
 
     def gc(self, session: Session) -> int:
-        """Delete unreferenced blobs and their rows. Returns the number of blobs removed."""
-        rows = session.scalars(select(Artifact).where(Artifact.ref_count <= 0)).all()
-        for row in rows:
-            self.delete_blob(row.kind, row.sha256, row.ext)
-        session.execute(delete(Artifact).where(Artifact.ref_count <= 0))
+        """Delete unreferenced blobs and their rows. Returns the number of blobs removed.
+
+        The rows go first (one DELETE … RETURNING: SQLite ≥ 3.35 or PostgreSQL), then exactly
+        their objects; the caller commits afterwards. Until then this transaction holds those rows
+        (or SQLite's write lock), so a writer that references one of the blobs again waits, and
+        finds the object gone when it checks (``acquire_many``) — never a row pointing at nothing.
+        """
+        gone = session.execute(
+            delete(Artifact)
+            .where(Artifact.ref_count <= 0)
+            .returning(Artifact.kind, Artifact.sha256, Artifact.ext)
+        ).all()
+        self.delete_blobs([(kind, sha, ext) for kind, sha, ext in gone])
         # abandoned uploads of a remote store (a no-op locally, where doctor removes temp files)
         self.sweep_stale()
-        return len(rows)
+        return len(gone)
 
     def scan(self, session: Session, *, check_hashes: bool = True) -> list[BlobProblem]:
         """Compare the stored blobs (files on disk, or a bucket's keys) with the ``artifacts`` table.
-        Each problem's ``path`` is the blob's ``location``, which ``remove_file`` accepts."""
+        Each problem's ``path`` is the blob's ``location``, which ``remove_file`` accepts.
+
+        Blobs no row names and temporary files are reported only once older than
+        ``stale_seconds``: an import writes its blobs before its batch commits their rows, and a
+        write may still be running in another process."""
         known: dict[str, Artifact] = {}
         problems: list[BlobProblem] = []
         for row in session.scalars(select(Artifact)):
@@ -121,7 +153,9 @@ class ArtifactStore(BlobFiles):
             )
             if status:
                 problems.append(BlobProblem(row.kind, row.sha256, status, loc))
-        for kind, loc, temp in self.iter_locations():
+        for kind, loc, temp, age in self.iter_locations():
+            if age < self.stale_seconds:
+                continue
             if temp:
                 problems.append(BlobProblem(kind or DEFAULT_DIR, "", "temp", loc))
             elif loc not in known:

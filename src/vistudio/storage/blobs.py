@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,18 @@ SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 KIND_DIRS = {"original": "media", "thumbnail": "thumbs"}
 DEFAULT_DIR = "artifacts"
 CHUNK = 1 << 20
+# blobs no row names and temporary files younger than this may belong to a write still in flight
+# (an import uploads its blobs before its batch commits the rows): scan leaves them alone
+STALE_SECONDS = 6 * 3600.0
 
 
 class BlobError(Exception):
     pass
+
+
+class BlobVanished(BlobError):
+    """A blob was collected by a concurrent ``gc`` between its write and the reference to it, and no
+    local copy could put it back: the caller's transaction must roll back (a retry writes it again)."""
 
 
 def check_sha(sha: str) -> str:
@@ -62,9 +71,10 @@ class BlobFiles:
     # blobs live elsewhere (a bucket): ``path()`` fetches into a local cache, downloads redirect
     remote = False
 
-    def __init__(self, root: Path, *, thumb_size: int = 256) -> None:
+    def __init__(self, root: Path, *, thumb_size: int = 256, stale_seconds: float = STALE_SECONDS) -> None:
         self.root = root
         self.thumb_size = thumb_size
+        self.stale_seconds = stale_seconds
 
     def folder(self, kind: str) -> Path:
         return self.root / KIND_DIRS.get(kind, DEFAULT_DIR)
@@ -102,6 +112,20 @@ class BlobFiles:
     def delete_blob(self, kind: str, sha: str, ext: str = "") -> None:
         BlobFiles.path(self, kind, sha, ext).unlink(missing_ok=True)
 
+    def delete_blobs(self, blobs: list[tuple[str, str, str]]) -> None:
+        """Delete every ``(kind, sha256, ext)`` (absent ones are no error)."""
+        for kind, sha, ext in blobs:
+            self.delete_blob(kind, sha, ext)
+
+    def missing(self, blobs: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """The ``(kind, sha256, ext)`` of ``blobs`` that are not stored."""
+        return [b for b in blobs if not self.exists(*b)]
+
+    def restore(self, kind: str, sha: str, ext: str = "") -> bool:
+        """Put a blob that vanished back from a local copy of it; False when there is none (the
+        local store's files *are* the blobs)."""
+        return False
+
     def download_url(
         self,
         kind: str,
@@ -114,10 +138,16 @@ class BlobFiles:
         """A short-lived URL a client downloads the blob from directly; None: serve the local file."""
         return None
 
-    def iter_locations(self) -> Iterator[tuple[str | None, str, bool]]:
-        """Every stored object as ``(kind or None for artifacts, location, is_temporary)``."""
+    def iter_locations(self) -> Iterator[tuple[str | None, str, bool, float]]:
+        """Every stored object as ``(kind or None for artifacts, location, is_temporary, age)``, the
+        age in seconds since it was last written (a file's mtime)."""
+        now = time.time()
         for kind, p in BlobFiles.iter_files(self):
-            yield kind, str(p), p.name.startswith(TMP_PREFIX)
+            try:
+                age = now - p.stat().st_mtime
+            except FileNotFoundError:  # removed since it was listed
+                continue
+            yield kind, str(p), p.name.startswith(TMP_PREFIX), age
 
     def sweep_stale(self) -> int:
         """Remove abandoned uploads (a remote store's temporary keys); local temp files are left to

@@ -17,7 +17,12 @@ multipart upload, never a final key: ``gc``/``doctor`` remove those once older t
 Reads: code that needs a local file calls ``path()`` as with the local store; the blob is fetched
 into a read-through cache that *is* the workspace's own layout (``<home>/media/…``), checked against
 its hash before it is renamed into place, and evicted least-recently-used (file mtimes, bumped on each
-hit) once the cache passes ``cache_max_bytes``. Writes go through to the cache as well.
+hit) once the cache passes ``cache_max_bytes`` (0, the default, is unbounded: some readers still
+open ``<workspace>/<sample path>`` directly, see docs/storage.md). Writes go through to the cache
+as well.
+
+Downloads: browsers get presigned URLs signed for ``public_endpoint_url`` (the address they reach
+the store at), while the server talks to ``endpoint_url``.
 
 Keys outside the prefix are never written, listed as ours, or deleted. boto3 is imported lazily: it is
 the optional ``s3`` extra.
@@ -34,6 +39,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +57,7 @@ from vistudio.storage.blobs import (
     BlobFiles,
     check_sha,
     sha256_bytes,
+    sha256_file,
 )
 
 log = logging.getLogger(__name__)
@@ -73,12 +80,13 @@ class S3Config:
 
     url: str  # s3://bucket/prefix
     endpoint_url: str | None = None
+    public_endpoint_url: str | None = None  # the host in presigned URLs; None: endpoint_url
     region: str | None = None
     addressing_style: str = "auto"
     presign_seconds: int = 300
     multipart_threshold: int = 64 * 2**20
     multipart_chunksize: int = 64 * 2**20
-    cache_max_bytes: int = 10 * 2**30
+    cache_max_bytes: int = 0
     stale_upload_seconds: float = 6 * 3600.0
     connect_timeout: float = 5.0
     max_attempts: int = 3
@@ -137,43 +145,58 @@ class S3BlobFiles(BlobFiles):
     remote = True
 
     def __init__(self, root: Path, *, thumb_size: int = 256, config: S3Config) -> None:
-        super().__init__(root, thumb_size=thumb_size)
+        super().__init__(root, thumb_size=thumb_size, stale_seconds=config.stale_upload_seconds)
         self.config = config
         self.bucket, self.prefix = parse_s3_url(config.url)
         self._client: Any = None
+        self._presigner: Any = None
         self._added = 0  # bytes put into the cache since its size was last checked
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_client"] = None  # a boto3 client is not picklable; each process makes its own
+        # a boto3 client is not picklable; each process makes its own
+        state["_client"] = state["_presigner"] = None
         return state
 
     # --- connection ---------------------------------------------------------------------------
 
+    def _make_client(self, endpoint_url: str | None) -> Any:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError as exc:  # pragma: no cover - the s3 extra is part of dev installs
+            raise BlobStoreUnavailable("an s3:// blob store needs boto3: pip install 'vistudio[s3]'") from exc
+        cfg = self.config
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=cfg.region or None,
+            config=Config(
+                connect_timeout=cfg.connect_timeout,
+                read_timeout=60,
+                retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
+                s3={"addressing_style": cfg.addressing_style},
+                signature_version="s3v4",
+            ),
+        )
+
     @property
     def client(self) -> Any:
         if self._client is None:
-            try:
-                import boto3
-                from botocore.config import Config
-            except ImportError as exc:  # pragma: no cover - the s3 extra is part of dev installs
-                raise BlobStoreUnavailable(
-                    "an s3:// blob store needs boto3: pip install 'vistudio[s3]'"
-                ) from exc
-            cfg = self.config
-            self._client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=cfg.endpoint_url or None,
-                region_name=cfg.region or None,
-                config=Config(
-                    connect_timeout=cfg.connect_timeout,
-                    read_timeout=60,
-                    retries={"max_attempts": cfg.max_attempts, "mode": "standard"},
-                    s3={"addressing_style": cfg.addressing_style},
-                    signature_version="s3v4",
-                ),
-            )
+            self._client = self._make_client(self.config.endpoint_url)
         return self._client
+
+    @property
+    def presigner(self) -> Any:
+        """The client that signs download URLs: for ``public_endpoint_url`` when the browsers reach
+        the store at another address than the server does (compose: ``http://s3:9000`` inside,
+        ``http://localhost:9000`` outside). Signing makes no request."""
+        public = self.config.public_endpoint_url
+        if not public or public == self.config.endpoint_url:
+            return self.client
+        if self._presigner is None:
+            self._presigner = self._make_client(public)
+        return self._presigner
 
     @property
     def transfer(self) -> Any:
@@ -269,6 +292,36 @@ class S3BlobFiles(BlobFiles):
         if head is None:
             raise FileNotFoundError(self.location(kind, sha, ext))
         return int(head["ContentLength"])
+
+    def missing(self, blobs: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """The blobs not in the bucket: one HEAD each, a few at a time (an import batch checks
+        hundreds; boto3 clients are thread-safe)."""
+        if len(blobs) <= 1:
+            return [b for b in blobs if self._head(self.object_key(*b)) is None]
+        _ = self.client  # made once, before the threads share it
+        with ThreadPoolExecutor(max_workers=min(8, len(blobs))) as pool:
+            absent = list(pool.map(lambda b: self._head(self.object_key(*b)) is None, blobs))
+        return [b for b, gone in zip(blobs, absent, strict=True) if gone]
+
+    def restore(self, kind: str, sha: str, ext: str = "") -> bool:
+        """Upload a blob that vanished from the bucket again from this cache's copy, if the copy
+        is intact (its hash is the key; a thumbnail's is recorded as its own)."""
+        local = BlobFiles.path(self, kind, sha, ext)
+        try:
+            digest = sha256_file(local)
+        except FileNotFoundError:
+            return False
+        if kind != "thumbnail" and digest != sha:
+            return False
+        log.warning("blob %s was collected while referenced again: uploaded again", self.key(kind, sha, ext))
+        self.client.upload_file(
+            str(local),
+            self.bucket,
+            self.object_key(kind, sha, ext),
+            ExtraArgs={"Metadata": {META_SHA: digest}},
+            Config=self.transfer,
+        )
+        return True
 
     def path(self, kind: str, sha: str, ext: str = "") -> Path:
         """The blob as a local file, fetched into the cache when it is not there (and verified)."""
@@ -379,7 +432,7 @@ class S3BlobFiles(BlobFiles):
             params["ResponseContentType"] = media_type
         if filename:
             params["ResponseContentDisposition"] = f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
-        url: str = self.client.generate_presigned_url(
+        url: str = self.presigner.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=self.config.presign_seconds
         )
         return url
@@ -447,41 +500,54 @@ class S3BlobFiles(BlobFiles):
 
     # --- listing, deleting, housekeeping ------------------------------------------------------
 
-    def _stale(self, when: datetime) -> bool:
-        return (datetime.now(UTC) - when).total_seconds() >= self.config.stale_upload_seconds
+    def _age(self, when: datetime) -> float:
+        return (datetime.now(UTC) - when).total_seconds()
 
-    def _stale_uploads(self) -> Iterator[str]:
-        """Locations of temporary keys and unfinished multipart uploads old enough to be abandoned."""
+    def _stale(self, when: datetime) -> bool:
+        return self._age(when) >= self.config.stale_upload_seconds
+
+    def _stale_uploads(self) -> Iterator[tuple[str, float]]:
+        """Locations and ages of temporary keys and unfinished multipart uploads old enough to be
+        abandoned."""
         pages = self.client.get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{TMP_DIR}/"):
             for obj in page.get("Contents", []):
                 if self._stale(obj["LastModified"]):
-                    yield f"s3://{self.bucket}/{obj['Key']}"
+                    yield f"s3://{self.bucket}/{obj['Key']}", self._age(obj["LastModified"])
         marker: dict[str, str] = {}
         while True:
             resp = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix, **marker)
             for up in resp.get("Uploads", []):
                 if self._stale(up["Initiated"]):
-                    yield f"s3://{self.bucket}/{up['Key']}#upload={up['UploadId']}"
+                    yield (
+                        f"s3://{self.bucket}/{up['Key']}#upload={up['UploadId']}",
+                        self._age(up["Initiated"]),
+                    )
             if not resp.get("IsTruncated"):
                 break
             marker = {"KeyMarker": resp["NextKeyMarker"], "UploadIdMarker": resp["NextUploadIdMarker"]}
 
-    def iter_locations(self) -> Iterator[tuple[str | None, str, bool]]:
-        """Objects of the layout under the prefix, then abandoned uploads (``is_temporary``). Keys
-        under the prefix that are not in the layout are not ours to judge: they are skipped."""
+    def iter_locations(self) -> Iterator[tuple[str | None, str, bool, float]]:
+        """Objects of the layout under the prefix, then abandoned uploads (``is_temporary``), each
+        with its age (``LastModified``). Keys under the prefix that are not in the layout are not
+        ours to judge: they are skipped."""
         pages = self.client.get_paginator("list_objects_v2")
         for page in pages.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for obj in page.get("Contents", []):
                 top = obj["Key"][len(self.prefix) :].split("/", 1)[0]
                 if top in DIR_KINDS:
-                    yield DIR_KINDS[top], f"s3://{self.bucket}/{obj['Key']}", False
-        for loc in self._stale_uploads():
-            yield None, loc, True
+                    yield (
+                        DIR_KINDS[top],
+                        f"s3://{self.bucket}/{obj['Key']}",
+                        False,
+                        self._age(obj["LastModified"]),
+                    )
+        for loc, age in self._stale_uploads():
+            yield None, loc, True, age
 
     def iter_files(self) -> Iterator[tuple[str | None, Path]]:
         """Every intact blob of the layout as a local file (fetched into the cache as it is reached)."""
-        for kind, loc, temp in self.iter_locations():
+        for kind, loc, temp, _ in self.iter_locations():
             if temp:
                 continue
             rel = loc.removeprefix(f"s3://{self.bucket}/{self.prefix}")
@@ -518,8 +584,26 @@ class S3BlobFiles(BlobFiles):
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(kind, sha, ext))
         BlobFiles.path(self, kind, sha, ext).unlink(missing_ok=True)
 
+    def delete_blobs(self, blobs: list[tuple[str, str, str]]) -> None:
+        """Delete the objects (1000 per request, S3's limit) and their cached copies; raises
+        ``BlobError`` if the server refused any, so that ``gc``'s transaction rolls back."""
+        for start in range(0, len(blobs), 1000):
+            chunk = blobs[start : start + 1000]
+            resp = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": self.object_key(*b)} for b in chunk], "Quiet": True},
+            )
+            errors = [e for e in resp.get("Errors", []) if e.get("Code") not in ("NoSuchKey", "404")]
+            if errors:
+                raise BlobError(
+                    f"the blob store refused to delete {len(errors)} object(s): "
+                    f"{errors[0].get('Key')} ({errors[0].get('Code')}: {errors[0].get('Message')})"
+                )
+            for b in chunk:
+                BlobFiles.path(self, *b).unlink(missing_ok=True)
+
     def sweep_stale(self) -> int:
-        stale = list(self._stale_uploads())
+        stale = [loc for loc, _ in self._stale_uploads()]
         for loc in stale:
             self.remove_file(loc)
         return len(stale)
