@@ -7,7 +7,8 @@ that adds or removes a vector changes the one index all of them search.
 
 Writes go through ``COPY … (FORMAT BINARY)`` into a temporary table and one upsert: the rows are
 packed with NumPy in pgvector's binary format (no text formatting of 512 floats per row). Adding
-one vector at a time to an HNSW graph costs ≈ 100x building the graph once from all of them, so a
+one vector at a time to an HNSW graph costs more than building the graph once from all of them
+(3.9x at 20,000 × 512-d here, docs/benchmarks.md), so a
 bulk add (at least ``bulk_min`` vectors and at least as many as the table holds: a first
 embedding of a library) drops the HNSW index, loads, and builds it again with ``CREATE INDEX
 CONCURRENTLY`` — other servers keep searching meanwhile, exactly (a sequential scan) until the
