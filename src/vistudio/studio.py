@@ -79,6 +79,11 @@ class Studio:
     def tmp(self) -> Path:
         return self.settings.home / "tmp"
 
+    def photo_file(self, storage: str, path: str) -> Path:
+        """Where to read a sample's original: a copied one through the blob store (fetched into
+        its cache when the blobs live in a bucket), a referenced one where the user keeps it."""
+        return self.store.original(path) if storage == "copy" else Path(path)
+
     def stop_logging(self) -> None:
         if self._log_handler is not None:
             from vistudio.telemetry import logs

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,15 +20,18 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import select
 
 from factories import run_import
 from vistudio.api.app import create_app
 from vistudio.config import BlobStoreSettings, Settings
+from vistudio.db import Sample
 from vistudio.ingest.pool import probe_task
-from vistudio.services import projects
+from vistudio.jobs.worker import Worker
+from vistudio.services import faces, projects
 from vistudio.services.doctor import run_doctor
 from vistudio.storage.artifacts import S3ArtifactStore
-from vistudio.storage.blobs import BlobError, BlobVanished, blob_files_from_spec
+from vistudio.storage.blobs import BlobError, BlobVanished, blob_files_from_spec, sha256_file
 from vistudio.storage.s3 import BlobStoreUnavailable, S3BlobFiles, S3Config, parse_s3_url
 from vistudio.studio import Studio, open_studio
 
@@ -650,3 +654,42 @@ def test_benchmark_runs_at_toy_size() -> None:
     result = json.loads(out.stdout)
     assert set(result["results"]) == {"small_write", "large_write", "cold_read", "warm_read"}
     assert all(r["ratio"] > 0 for r in result["results"].values())
+
+
+def test_another_machine_reads_originals_it_never_imported(
+    s3_studio: Studio, class_folders: Path, settings: Settings, s3_server: str, bucket: str, tmp_path: Path
+) -> None:
+    """A worker with its own workspace folder (another machine) on the same database and bucket:
+    the originals come into its cache when a job reads them, hash-checked."""
+    projects.create_project(s3_studio, name="pets", task="classification")
+    assert run_import(s3_studio, "pets", class_folders)["status"] == "succeeded"
+    other = open_studio(
+        settings.model_copy(
+            update={
+                "home": tmp_path / "elsewhere",
+                "database_url": s3_studio.settings.db_url,
+                "blob_store": BlobStoreSettings(url=f"s3://{bucket}/lib", endpoint_url=s3_server),
+            }
+        )
+    )
+    try:
+        with other.sessions() as s:
+            rows = s.execute(select(Sample.storage, Sample.path, Sample.sha256)).all()
+        assert rows and not [f for f in (tmp_path / "elsewhere" / "media").rglob("*") if f.is_file()]
+        for storage, path, sha in rows:
+            got = other.photo_file(storage, path)
+            assert got.is_file() and sha256_file(got) == sha
+        assert (
+            other.photo_file("copy", "media/zz/not-a-blob.jpg")
+            == tmp_path / "elsewhere" / "media/zz/not-a-blob.jpg"
+        )
+        # a job there reads every photo (none unreadable)
+        shutil.rmtree(tmp_path / "elsewhere" / "media")
+        (tmp_path / "elsewhere" / "media").mkdir()
+        job = faces.start_faces(other, project="pets")
+        Worker(other).run_one(job_id=job["id"])
+        done = other.queue.get(job["id"])
+        assert done.status == "succeeded", done.error
+        assert done.result["report"]["photos"] == 15 and done.result["report"]["failed"] == []
+    finally:
+        other.close()

@@ -99,7 +99,7 @@ def pending_captions(studio: Studio, project_id: int, model: str, version: str) 
             .where(Sample.project_id == project_id, Sample.id.not_in(done))
             .order_by(Sample.id)
         ).all()
-    return [(sid, studio.home / path if storage == "copy" else Path(path)) for sid, storage, path in todo]
+    return [(sid, studio.photo_file(storage, path)) for sid, storage, path in todo]
 
 
 def store_captions(

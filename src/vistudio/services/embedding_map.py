@@ -99,7 +99,7 @@ def _experiment_features(ctx: JobContext, experiment_id: int) -> tuple[Any, Any]
             .order_by(Sample.id)
         ).all()
         s.expunge_all()
-    items = [(sid, str(studio.home / path) if storage == "copy" else path) for sid, storage, path in rows]
+    items = [(sid, str(studio.photo_file(storage, path))) for sid, storage, path in rows]
     device = resolve_device("auto")
     model, meta = load_checkpoint(checkpoint_file(studio, ckpt), device=device)
     ids: list[int] = []

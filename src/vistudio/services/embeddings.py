@@ -329,8 +329,6 @@ def _insert_ignore(s: Session) -> Any:
     return insert(Embedding)  # pragma: no cover - other databases are not supported
 
 
-def _sample_file(home: Path, storage: str, path: str) -> Path:
-    return home / path if storage == "copy" else Path(path)
 
 
 @job_handler(KIND)
@@ -448,7 +446,7 @@ def pending_samples(
             # NOT EXISTS (an anti-join), not NOT IN: PostgreSQL rescans a large NOT IN subquery
             q = q.where(~exists().where(Embedding.sample_id == Sample.id, Embedding.model_id == model_id))
         rows = s.execute(q.order_by(Sample.id).limit(limit)).all()
-    return [(sid, _sample_file(studio.home, storage, path)) for sid, storage, path in rows]
+    return [(sid, studio.photo_file(storage, path)) for sid, storage, path in rows]
 
 
 def store_vectors(

@@ -23,7 +23,6 @@ import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -276,7 +275,7 @@ def _pending(studio: Studio, project_id: int, model: str) -> list[tuple[int, str
             .order_by(Sample.id)
         ).all()
     return [
-        (sid, str(studio.home / path if storage == "copy" else Path(path))) for sid, storage, path in rows
+        (sid, str(studio.photo_file(storage, path))) for sid, storage, path in rows
     ]
 
 

@@ -177,7 +177,7 @@ def _project_items(studio: Studio, source: dict[str, Any]) -> list[Item]:
     seen: set[str] = set()
     items = []
     for r in rows:
-        path = studio.home / r.path if r.storage == "copy" else Path(r.path)
+        path = studio.photo_file(r.storage, r.path)
         key = _unique(safe_name(Path(r.name).with_suffix("").as_posix(), 80), seen)
         gt = labels[r.id][0] if len(labels[r.id]) == 1 else None
         meta: dict[str, Any] = {"name": r.name}

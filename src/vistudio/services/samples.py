@@ -688,7 +688,7 @@ def sample_file(studio: Studio, sample_id: int, *, thumbnail: bool) -> tuple[Pat
             if not thumb.is_file():
                 raise NotFound(f"the thumbnail of sample {sample_id} is missing from the workspace")
             return thumb, "image/webp"
-        path = studio.home / row.path if row.storage == "copy" else Path(row.path)
+        path = studio.photo_file(row.storage, row.path)
         media = MEDIA_TYPES.get(row.format, "application/octet-stream")
         if not path.is_file():
             raise NotFound(f"the original of sample {sample_id} is missing: {path}")

@@ -19,7 +19,6 @@ import io
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -374,7 +373,7 @@ def _query_vector(
                 )
             )
             row = s.get_one(Sample, sample_id)
-            path = studio.home / row.path if row.storage == "copy" else Path(row.path)
+            path = studio.photo_file(row.storage, row.path)
         if blob is not None:
             return np.frombuffer(blob, dtype="<f4", count=model.dim).copy(), sample_id
         # not embedded yet: encode its image now

@@ -90,6 +90,12 @@ class BlobFiles:
         check_sha(sha)
         return self.folder(kind) / sha[:2] / f"{sha}{self.suffix(kind, ext)}"
 
+    def original(self, rel: str) -> Path:
+        """A copy-mode original as a local file, from its workspace-relative path (what
+        ``samples.path`` holds: ``media/ab/<sha>.jpg``). Here the path itself; a remote store
+        fetches the blob into its cache first."""
+        return self.root / rel
+
     def key(self, kind: str, sha: str, ext: str = "") -> str:
         """The blob's place in the layout, relative to the store: ``media/ab/<sha>.jpg``."""
         check_sha(sha)

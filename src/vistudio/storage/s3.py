@@ -35,6 +35,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -137,6 +138,10 @@ def _error_code(exc: Exception) -> str:
 
 def _not_found(exc: Exception) -> bool:
     return _error_code(exc) in ("404", "NoSuchKey", "NotFound", "NoSuchUpload")
+
+
+# a copy-mode original's place in the layout: media/ab/<sha>[.ext]
+ORIGINAL_RE = re.compile(r"media/(?P<ab>[0-9a-f]{2})/(?P<sha>(?P=ab)[0-9a-f]{62})(?:\.(?P<ext>[A-Za-z0-9]{1,10}))?")
 
 
 class S3BlobFiles(BlobFiles):
@@ -333,6 +338,14 @@ class S3BlobFiles(BlobFiles):
             return local
         self._fill(rel, local, expected=None if kind == "thumbnail" else sha)
         return local
+
+    def original(self, rel: str) -> Path:
+        """A copy-mode original by its workspace-relative path, fetched into the cache when it is
+        not there: a worker on another machine reads the photos it never imported."""
+        m = ORIGINAL_RE.fullmatch(rel)
+        if m is None:  # not a path of the layout: as it is (its reader reports it missing)
+            return self._local(rel)
+        return self.path("original", m["sha"], m["ext"] or "")
 
     def _intact(self, digest: str, *, expected: str | None, meta: str | None, data: bytes | None) -> bool:
         """Content-addressed blobs must hash to their key; a thumbnail (keyed by its original) to

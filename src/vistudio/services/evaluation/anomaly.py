@@ -206,7 +206,7 @@ def _result_table(studio: Studio, eval_id: int, classes: list[str]) -> list[dict
             {
                 "sample_id": r.sample_id,
                 "name": name,
-                "path": str(studio.home / path) if storage == "copy" else path,
+                "path": str(studio.photo_file(storage, path)),
                 "subset": r.subset,
                 "true": true,
                 "defect": defect,

@@ -453,7 +453,7 @@ class OrientedEvaluator(DetectionEvaluator):
                     {
                         "sample_id": r.sample_id,
                         "name": name,
-                        "path": str(studio.home / path) if storage == "copy" else path,
+                        "path": str(studio.photo_file(storage, path)),
                         "subset": r.subset,
                         "width": r.width,
                         "height": r.height,

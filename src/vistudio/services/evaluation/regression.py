@@ -155,7 +155,7 @@ def _result_table(studio: Studio, eval_id: int) -> list[dict[str, Any]]:
         {
             "sample_id": r.sample_id,
             "name": name,
-            "path": str(studio.home / path) if storage == "copy" else path,
+            "path": str(studio.photo_file(storage, path)),
             "subset": r.subset,
             "truth": list(r.truth),
             "prediction": list(r.prediction),

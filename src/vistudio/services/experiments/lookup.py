@@ -138,7 +138,7 @@ def split_items(
     info: dict[int, tuple[str, str]] = {}
     for sid, storage, path, subset, label in rows:
         labels.setdefault(sid, set()).add(label)
-        full = str(studio.home / path) if storage == "copy" else path
+        full = str(studio.photo_file(storage, path))
         info[sid] = (full, subset)
     if as_of is not None:
         labels = _labels_then(studio, session, split_id, subsets, as_of, labels, info)
@@ -174,7 +174,7 @@ def _labels_then(
         .where(SplitMember.split_id == split_id, SplitMember.subset.in_(subsets))
     ).all()
     for sid, storage, path, subset in members:
-        info.setdefault(sid, (str(studio.home / path) if storage == "copy" else path, subset))
+        info.setdefault(sid, (str(studio.photo_file(storage, path)), subset))
     now = {sid: sorted(labels.get(sid, ())) for sid, *_ in members}
     then = labels_as_of(session, split.project_id, as_of, now)
     return {sid: set(names) for sid, names in then.items() if names}
@@ -265,7 +265,7 @@ def _object_items(
             objects.setdefault(sid, []).append({"class": k, **obj})
     out = []
     for sid, storage, path, width, height, subset in samples:
-        full = str(studio.home / path) if storage == "copy" else path
+        full = str(studio.photo_file(storage, path))
         target = {"width": int(width), "height": int(height), "objects": objects.get(sid, [])}
         out.append(LabelledItem(sid, full, target, subset))
     return out

@@ -127,6 +127,6 @@ def value_items(
     for sid, storage, path, subset in rows:
         if _why(values.get(sid, []), count) is None:
             target = value_vector(values[sid][0])
-            full = str(studio.home / path) if storage == "copy" else path
+            full = str(studio.photo_file(storage, path))
             out.append(LabelledItem(sid, full, target, subset))
     return out
