@@ -13,6 +13,10 @@ from pathlib import Path
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# prometheus-client picks memory or per-process files for its values once, at import, from
+# PROMETHEUS_MULTIPROC_DIR: imported here, before a test runs `vistudio worker` in-process (which
+# would otherwise switch this whole process to files in that test's soon-deleted workspace).
+import prometheus_client  # noqa: F401
 import pytest
 
 from factories import make_class_folders
@@ -22,6 +26,13 @@ from vistudio.studio import Studio, open_studio
 # The suite runs offline: no test downloads model weights, whatever the machine's network (library
 # calls without workspace settings, CLI subprocesses and the test settings all see it).
 os.environ["VISTUDIO_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _no_metrics_folder_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `vistudio worker` run in-process must not hand its metrics folder to later tests' child
+    processes (monkeypatch restores the variable after the test)."""
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -95,22 +95,25 @@ def worker(
     # (before anything imports prometheus-client; see docs/operations.md)
     prepare_worker_process(studio.home)
     studio.start_logging()
-    w = Worker(studio, kinds=kinds.split(",") if kinds else None)
-    if once:
-        job = w.run_one()
-        emit(
-            ctx,
-            {"job": job_dict(job) if job else None},
-            lambda d: console.print(f"ran job {d['job']['id']}" if d["job"] else "no job to run"),
-        )
-        return
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    console.print(f"worker {w.name} waiting for jobs (Ctrl-C to stop)")
     try:
-        w.run_forever(stop)
-    except KeyboardInterrupt:
-        stop.set()
+        w = Worker(studio, kinds=kinds.split(",") if kinds else None)
+        if once:
+            job = w.run_one()
+            emit(
+                ctx,
+                {"job": job_dict(job) if job else None},
+                lambda d: console.print(f"ran job {d['job']['id']}" if d["job"] else "no job to run"),
+            )
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        console.print(f"worker {w.name} waiting for jobs (Ctrl-C to stop)")
+        try:
+            w.run_forever(stop)
+        except KeyboardInterrupt:
+            stop.set()
+    finally:  # run in-process (tests), the worker's log file must not outlive the command
+        studio.stop_logging()
 
 
 def doctor(

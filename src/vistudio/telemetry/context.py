@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator, MutableMapping
 from contextvars import ContextVar
@@ -70,10 +71,14 @@ def multiproc_dir(home: Path) -> Path:
     return home / "metrics"
 
 
-def prepare_worker_process(home: Path) -> Path:
+def prepare_worker_process(home: Path) -> Path | None:
     """Make this process write its metrics to the workspace's metrics folder, where the server's
     ``/metrics`` reads them. Must run before prometheus-client is imported: it picks its value
     storage (memory or files) once, at import. A ``PROMETHEUS_MULTIPROC_DIR`` the user set wins."""
+    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # too late for this process (a worker run in-process, e.g. by the tests): it keeps its
+        # metrics in memory, and its children are not handed a folder they would outlive
+        return None
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or multiproc_dir(home))
     path.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(path))

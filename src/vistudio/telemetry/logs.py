@@ -92,8 +92,12 @@ class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
             except OSError:
                 moved = True
             if moved:
-                self.stream.close()
-                self.stream = self._open()
+                try:  # the folder may be gone (a workspace deleted): a log line never fails a request
+                    self.stream.close()
+                    self.stream = self._open()
+                except OSError:
+                    self.handleError(record)
+                    return
         super().emit(record)
 
 

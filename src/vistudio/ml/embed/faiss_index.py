@@ -28,6 +28,7 @@ the looser graph needs ``efSearch=512`` for recall@10 ≈ 0.98 (p95 ≈ 5 ms on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -420,11 +421,12 @@ class FaissVectorIndex:
                 )
                 self._maybe_rebuild()  # many removals during the build
         except Exception as exc:
-            log.exception("background HNSW build failed; the index keeps its previous state")
-            with self._lock.write():
+            with self._lock.write():  # first: a waiter must never hang on a failed build
                 self.build_error = f"{type(exc).__name__}: {exc}"
                 self._building = False
                 self._idle.set()
+            with contextlib.suppress(Exception):
+                log.exception("background HNSW build failed; the index keeps its previous state")
             return
         callback = self.on_swap
         if callback is not None:
