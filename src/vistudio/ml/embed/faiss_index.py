@@ -421,12 +421,14 @@ class FaissVectorIndex:
                 )
                 self._maybe_rebuild()  # many removals during the build
         except Exception as exc:
-            with self._lock.write():  # first: a waiter must never hang on a failed build
+            # logged before waiters wake (they may read the log), and never able to stop the
+            # wake-up itself: a waiter must never hang on a failed build
+            with contextlib.suppress(Exception):
+                log.exception("background HNSW build failed; the index keeps its previous state")
+            with self._lock.write():
                 self.build_error = f"{type(exc).__name__}: {exc}"
                 self._building = False
                 self._idle.set()
-            with contextlib.suppress(Exception):
-                log.exception("background HNSW build failed; the index keeps its previous state")
             return
         callback = self.on_swap
         if callback is not None:
