@@ -205,7 +205,9 @@ def drawing(result: dict[str, Any]) -> dict[str, Any]:
 
     preds = []
     for p in result["predictions"]:
-        d: dict[str, Any] = {"b": box(p["box"]), "s": round(float(p["score"]), 5), "c": p["class_index"]}
+        # the score exactly as stored: the page counts it against the same threshold as the server
+        # (a rounded score equal to the threshold fell below it)
+        d: dict[str, Any] = {"b": box(p["box"]), "s": float(p["score"]), "c": p["class_index"]}
         d["o"] = p.get("outcome", "fp")
         preds.append(shape(d, p))
     truths = []
