@@ -85,8 +85,8 @@ def s3_server() -> Iterator[str]:
 
     try:
         from moto.server import ThreadedMotoServer
-    except ImportError as exc:  # pragma: no cover - moto[server] is in the dev extra
-        pytest.skip(f"moto[server] is not installed: {exc}")
+    except ImportError as exc:  # pragma: no cover - moto and flask are in the dev extra
+        pytest.skip(f"moto's server is not installed: {exc}")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
