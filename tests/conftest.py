@@ -73,6 +73,17 @@ def studio(settings: Settings) -> Iterator[Studio]:
 
 
 @pytest.fixture
+def tiny(settings: Settings) -> Iterator[Studio]:
+    """A studio whose embedding model is the tiny untrained CLIP of embed_factories (modules that
+    need more in it define their own ``tiny``)."""
+    from embed_factories import with_embed
+
+    s = open_studio(with_embed(settings))
+    yield s
+    s.close()
+
+
+@pytest.fixture
 def class_folders(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "pets", {"cat": 6, "dog": 5, "fox": 4})
 

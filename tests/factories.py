@@ -30,29 +30,38 @@ POSTGRES_MARKS = [
 
 
 @contextmanager
-def postgres_studio(home: Path, *, batch_size: int) -> Iterator[Studio]:
-    """A studio on a throwaway database created on the server of VISTUDIO_TEST_POSTGRES_URL."""
+def postgres_database() -> Iterator[str]:
+    """A new, empty database on the server of VISTUDIO_TEST_POSTGRES_URL → its URL; dropped
+    afterwards (with any connection still open to it)."""
     assert POSTGRES_URL
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     name = f"vistudio_test_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    studio = open_studio(
-        Settings(
-            home=home,
-            database_url=url,
-            imports=ImportSettings(workers=1, batch_size=batch_size),
-            jobs=JobSettings(heartbeat_seconds=0.2, backoff_base_seconds=0.01),
-        )
-    )
     try:
-        yield studio
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        studio.close()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextmanager
+def postgres_studio(home: Path, *, batch_size: int) -> Iterator[Studio]:
+    """A studio on a throwaway database (:func:`postgres_database`)."""
+    with postgres_database() as url:
+        studio = open_studio(
+            Settings(
+                home=home,
+                database_url=url,
+                imports=ImportSettings(workers=1, batch_size=batch_size),
+                jobs=JobSettings(heartbeat_seconds=0.2, backoff_base_seconds=0.01),
+            )
+        )
+        try:
+            yield studio
+        finally:
+            studio.close()
 
 
 @contextmanager

@@ -4,7 +4,6 @@ with SIGKILL half-way, and fed hostile folders and manifests."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from sqlalchemy import select
 
 from embed_factories import run_embedding, with_embed
 from eval_factories import make_experiment
-from factories import POSTGRES_URL, cli, make_class_folders, postgres_studio, run_import
+from factories import POSTGRES_URL, cli, make_class_folders, postgres_database, postgres_studio, run_import
 from vistudio.config import Settings
 from vistudio.db import Annotation, Artifact, Sample
 from vistudio.db.training import Checkpoint, Experiment
@@ -46,13 +44,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def tiny(settings: Settings) -> Iterator[Studio]:
-    s = open_studio(with_embed(settings))
-    yield s
-    s.close()
 
 
 def _pets(studio: Studio, tmp: Path) -> None:
@@ -392,25 +383,6 @@ def test_kill_9_during_a_backup_leaves_the_previous_snapshot_intact(studio: Stud
     assert verified["snapshots"] == 2 and verified["snapshot"] == again["snapshot"]
 
 
-@contextlib.contextmanager
-def _empty_postgres_db() -> Iterator[str]:
-    """A new, empty database on the test server (a restore target)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    assert POSTGRES_URL
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"vistudio_restore_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.mark.postgres
 @pytest.mark.skipif(not POSTGRES_URL, reason="set VISTUDIO_TEST_POSTGRES_URL to run against PostgreSQL")
 def test_postgres_backup_and_restore(tmp_path: Path) -> None:
@@ -425,7 +397,7 @@ def test_postgres_backup_and_restore(tmp_path: Path) -> None:
         rows = _rows(src)
         out = backup.create_backup(src, dest)
         assert out["samples"] == 5 and out["database"]["dialect"] == "postgresql"
-    with _empty_postgres_db() as url:
+    with postgres_database() as url:
         home = tmp_path / "restored"
         restored = backup.restore_backup(Settings(home=home, database_url=url), dest)
         assert restored["samples"] == 5

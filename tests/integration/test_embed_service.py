@@ -39,13 +39,6 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture
-def tiny(settings: Settings) -> Iterator[Studio]:
-    s = open_studio(with_embed(settings))
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def pets(tiny: Studio, tmp_path: Path) -> Studio:
     projects.create_project(tiny, name="pets", task="classification")
     run_import(tiny, "pets", make_class_folders(tmp_path / "pets", {"cat": 6, "dog": 5, "fox": 4}))

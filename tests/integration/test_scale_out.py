@@ -10,15 +10,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from factories import POSTGRES_MARKS, POSTGRES_URL, make_class_folders
+from factories import POSTGRES_MARKS, make_class_folders, postgres_database
 from vistudio.db.session import head_revision
 
 pytestmark = POSTGRES_MARKS
@@ -26,24 +23,8 @@ pytestmark = POSTGRES_MARKS
 CLI = [sys.executable, "-m", "vistudio.cli.main"]
 
 
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new empty database on the test server → its URL; dropped afterwards."""
-    assert POSTGRES_URL
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"vistudio_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def test_processes_starting_together_migrate_a_new_database_once(tmp_path: Path) -> None:
-    with fresh_database() as url:
+    with postgres_database() as url:
         env = {**os.environ, "VISTUDIO_DATABASE_URL": url}
         # four processes, each its own workspace folder (as on four machines), one database
         procs = [
@@ -96,7 +77,7 @@ def test_two_servers_and_two_workers_do_every_job_once(tmp_path: Path, s3_server
         for i in range(4)
     ]
     procs: list[subprocess.Popen[str]] = []
-    with fresh_database() as url:
+    with postgres_database() as url:
         env = {
             **os.environ,
             "VISTUDIO_DATABASE_URL": url,
