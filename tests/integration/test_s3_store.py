@@ -28,7 +28,7 @@ from vistudio.config import BlobStoreSettings, Settings
 from vistudio.db import Sample
 from vistudio.ingest.pool import probe_task
 from vistudio.jobs.worker import Worker
-from vistudio.services import faces, projects
+from vistudio.services import dataset_export, faces, projects
 from vistudio.services.doctor import run_doctor
 from vistudio.storage.artifacts import S3ArtifactStore
 from vistudio.storage.blobs import BlobError, BlobVanished, blob_files_from_spec, sha256_file
@@ -691,5 +691,15 @@ def test_another_machine_reads_originals_it_never_imported(
         done = other.queue.get(job["id"])
         assert done.status == "succeeded", done.error
         assert done.result["report"]["photos"] == 15 and done.result["report"]["failed"] == []
+        # a dataset export there too: every file fetched and written, none missing
+        shutil.rmtree(tmp_path / "elsewhere" / "media")
+        out = tmp_path / "exported"
+        job = dataset_export.start_dataset_export(other, project="pets", format="folders", out=out)
+        Worker(other).run_one(job_id=job["id"])
+        done = other.queue.get(job["id"])
+        assert done.status == "succeeded", done.error
+        assert done.result["export"]["samples"] == 15 and done.result["export"]["failed"] == []
+        written = sorted(sha256_file(f) for f in out.rglob("*") if f.suffix in (".png", ".jpg"))
+        assert written == sorted(sha for _, _, sha in rows)
     finally:
         other.close()

@@ -165,7 +165,7 @@ def preview_export(
         p, checked, v = _resolve(
             s, project=project, fmt=format, filters=filters, by_split=by_split, version=version
         )
-        sel = load_selection(s, home=studio.home, project=p, filters=checked, by_split=by_split, version=v)
+        sel = load_selection(s, project=p, filters=checked, by_split=by_split, version=v)
         version_name = v.name if v is not None else None
     summary = summarise(
         format,
@@ -242,7 +242,7 @@ def run_dataset_export(ctx: JobContext) -> dict[str, Any]:
             v = s.get(DatasetVersion, params["version_id"])
             if v is None:
                 raise PermanentJobError("the version of this export was deleted")
-        sel = load_selection(s, home=studio.home, project=p, filters=filters, by_split=by_split, version=v)
+        sel = load_selection(s, project=p, filters=filters, by_split=by_split, version=v)
         samples, sources, classes = sel.samples, sel.sources, sel.classes
         extra = {"version": v.name if v is not None else None, "missing": sel.missing}
         project_name = p.name
@@ -301,7 +301,8 @@ def _write(
         ctx.check_cancelled()
         source = sources[sample.key]
         try:
-            sink.add_image(rel, source.path, sha256=source.sha256, trusted=source.trusted)
+            path = ctx.studio.photo_file(source.storage, source.path)
+            sink.add_image(rel, path, sha256=source.sha256, trusted=source.trusted)
         except ItemFailed as exc:
             failed.append({"sample_id": sample.key, "name": sample.name, "reason": exc.reason})
         else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -81,11 +80,17 @@ def filters_json(filters: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Source:
-    """Where a sample's file is, and what it must hash to."""
+    """Where a sample's file is (``Studio.photo_file`` finds it when it is written: a copy in a
+    bucket is fetched then, not when the selection is made), and what it must hash to."""
 
-    path: Path
+    storage: str
+    path: str
     sha256: str
-    trusted: bool  # a content-addressed copy in the workspace (checked when it was imported)
+
+    @property
+    def trusted(self) -> bool:
+        """A content-addressed copy in the workspace (checked when it was imported)."""
+        return self.storage == "copy"
 
 
 @dataclass
@@ -99,7 +104,6 @@ class Selection:
 def load_selection(
     s: Session,
     *,
-    home: Path,
     project: Project,
     filters: dict[str, Any],
     by_split: str | None,
@@ -128,8 +132,7 @@ def load_selection(
         if members is not None and sid not in members:
             continue
         samples[sid] = ExportSample(name=name, width=width, height=height, format=fmt or "", key=sid)
-        copy = storage == "copy"
-        sources[sid] = Source(path=home / path if copy else Path(path), sha256=sha, trusted=copy)
+        sources[sid] = Source(storage=storage, path=path, sha256=sha)
     if samples:
         ids = stmt.with_only_columns(Sample.id).order_by(None)
         annotations = s.execute(
