@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ from web_factories import (
     CHROMIUM,
     SCREENSHOTS,
     checked_page,
+    serve,
     web_settings,
 )
 
@@ -31,27 +29,11 @@ def web_studio(tmp_path: Path) -> Iterator[Studio]:
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Studio, Path]]:
     """The real app with one embedded worker, served by uvicorn on a free port: (base URL, studio, root)."""
-    import uvicorn
-
     root = tmp_path_factory.mktemp("web")
     studio = open_studio(web_settings(root))
     app = create_app(studio, workers=1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", studio, root
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(app) as base:
+        yield base, studio, root
     studio.close()
 
 

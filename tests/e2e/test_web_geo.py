@@ -6,9 +6,6 @@ it, a lone photo's popup links to it; the empty state and the phone layout."""
 from __future__ import annotations
 
 import random
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,7 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from web_factories import checked_page, web_settings
+from web_factories import checked_page, serve, web_settings
 
 from factories import insert_photos
 from vistudio.api.app import create_app
@@ -41,25 +38,11 @@ NO_GPS = 5
 def online_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Studio]]:
     """The app served by uvicorn with a workspace that is *online* (so the page asks for map tiles,
     which the browser tests then cut off): (base URL, studio)."""
-    import uvicorn
-
     root = tmp_path_factory.mktemp("geo")
     studio = open_studio(web_settings(root, offline=False))
     app = create_app(studio, workers=0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", studio
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(app) as base:
+        yield base, studio
     studio.close()
 
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageEnhance, ImageOps
-from web_factories import alpine_ready, checked_page, htmx_settled, wait_for_job, web_settings
+from web_factories import alpine_ready, checked_page, htmx_settled, serve, wait_for_job, web_settings
 
 from face_photos import face_photos
 from vistudio.api.app import create_app
@@ -470,27 +467,11 @@ def test_a_thousand_people_are_paged(client: TestClient, family: Studio) -> None
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Studio, Path]]:
     """The conftest's server, with faces read in this process (no pool to start)."""
-    import uvicorn
-
     root = tmp_path_factory.mktemp("web")
     studio = open_studio(_settings(root))
     app = create_app(studio, workers=1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", studio, root
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(app) as base:
+        yield base, studio, root
     studio.close()
 
 

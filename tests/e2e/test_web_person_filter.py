@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from web_factories import (
     checked_page,
     htmx_settled,
     make_tiny_folder,
+    serve,
     wait_for_job,
     web_settings,
 )
@@ -44,27 +42,11 @@ GUESTS = 10_000  # named people without photos: the picker must find the few it 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Studio, Path]]:
     """The conftest's server, with the tiny embedding model (for the Search page)."""
-    import uvicorn
-
     root = tmp_path_factory.mktemp("web")
     studio = open_studio(with_embed(web_settings(root)))
     app = create_app(studio, workers=1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", studio, root
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(app) as base:
+        yield base, studio, root
     studio.close()
 
 

@@ -3,15 +3,12 @@ carrying the session's CSRF token, a project the user cannot see, sign-out."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from web_factories import web_settings
+from web_factories import serve, web_settings
 
 from vistudio.api.app import create_app
 from vistudio.services import projects, users
@@ -22,26 +19,13 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def signed_server(tmp_path: Path) -> Iterator[str]:
-    import uvicorn
-
     studio = open_studio(web_settings(tmp_path))
     users.add_user(studio, name="root", role="admin", password="root password")
     users.add_user(studio, name="edith", role="editor", password="edith password")
     projects.create_project(studio, name="Root Only", task="library")  # created after: root's alone
     app = create_app(studio)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(app) as base:
+        yield base
     studio.close()
 
 

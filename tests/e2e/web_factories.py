@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import colorsys
+import socket
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -18,6 +20,31 @@ from vistudio.studio import Studio
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
 SHAPES = ("circle", "square", "triangle")
+
+
+@contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in a thread → its base URL; stopped after."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=2)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def web_settings(root: Path, **extra: Any) -> Settings:
@@ -108,9 +135,7 @@ def make_yolo_obb(dest: Path) -> Path:
 def htmx_settled(page: Any) -> None:
     """Wait until htmx finished its requests and swaps: it wires swapped-in content only after its
     settle delay, so a change made before that would reach a form with no trigger yet."""
-    page.wait_for_function(
-        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
-    )
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
 
 
 def alpine_ready(page: Any) -> None:
