@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import random
+import re
 import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -247,3 +248,16 @@ def insert_photos(
         return []
     with studio.sessions.begin() as s:
         return list(s.scalars(insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows))
+
+
+def web_sign_in(client: Any, name: str, password: str) -> str:
+    """Sign ``client`` (a TestClient) in through the login form → the session's CSRF token, read
+    from a signed-in page as the browser does."""
+    r = client.post(
+        "/login", data={"username": name, "password": password, "next": "/projects"}, follow_redirects=False
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/projects", r.text
+    page = client.get("/projects")
+    found = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text)
+    assert found, "the signed-in page carries its CSRF token"
+    return found.group(1)

@@ -4,7 +4,6 @@ authorization matrix is in test_auth_matrix.py."""
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -13,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from factories import web_sign_in
 from vistudio.api.app import create_app
 from vistudio.db import utcnow
 from vistudio.db.users import ApiToken, WebSession
@@ -136,24 +136,13 @@ def test_tokens_are_stored_hashed_and_found_by_their_whole_hash(studio: Studio) 
     assert ApiToken.__table__.c.token_hash.unique  # the unique index the lookup goes through
 
 
-def _sign_in(client: TestClient, name: str, password: str) -> str:
-    r = client.post(
-        "/login", data={"username": name, "password": password, "next": "/projects"}, follow_redirects=False
-    )
-    assert r.status_code == 303 and r.headers["location"] == "/projects", r.text
-    page = client.get("/projects")
-    found = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.text)
-    assert found, "the signed-in page carries its CSRF token"
-    return found.group(1)
-
-
 def test_web_sign_in_session_and_csrf(client: TestClient, studio: Studio) -> None:
     users.add_user(studio, name="root", role="admin", password="correct horse")
     r = client.post("/login", data={"username": "root", "password": "wrong!!!!"}, follow_redirects=False)
     assert r.status_code == 401 and "not right" in r.text
     r = client.post("/login", data={"username": "nobody", "password": "wrong!!!!"}, follow_redirects=False)
     assert r.status_code == 401
-    csrf = _sign_in(client, "root", "correct horse")
+    csrf = web_sign_in(client, "root", "correct horse")
     cookie = client.cookies.get("vistudio_session")
     assert cookie
     with studio.sessions() as s:
@@ -307,7 +296,7 @@ def test_a_token_cannot_make_a_token_that_outlives_it(client: TestClient, studio
     r = client.post("/api/v1/tokens", json={}, headers=bearer(forever["token"]))
     assert r.json()["expires_at"] is None and r.json()["expiry_capped"] is False
     # a web session (signed in with a password) and the CLI's service call make tokens freely
-    csrf = _sign_in(client, "root", "correct horse")
+    csrf = web_sign_in(client, "root", "correct horse")
     r = client.post("/api/v1/tokens", json={}, headers={"X-CSRF-Token": csrf})
     assert r.status_code == 201 and r.json()["expires_at"] is None and r.json()["expiry_capped"] is False
     made = users.create_token(studio, user="vi", expires_days=3650)

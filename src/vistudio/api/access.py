@@ -153,6 +153,12 @@ EXPLICIT: dict[tuple[str, str], Requirement] = {
     ("GET", "/runs"): USER_READ,
     ("GET", "/runs/compare"): USER_READ,
     ("GET", "/settings"): USER_READ,
+    # the Access page (web/pages/access.py): one's own tokens; users (first admin in local mode)
+    ("GET", "/access"): USER_READ,
+    ("POST", "/access/tokens"): USER_READ,  # for oneself; another user's: admins (the route checks)
+    ("POST", "/access/tokens/{token_id}/revoke"): USER_READ,  # its own; admins any
+    ("POST", "/access/users"): ADMIN,
+    ("POST", "/access/users/{name}/remove"): ADMIN,
     ("POST", "/settings/{key}"): ADMIN,
     ("POST", "/settings/{key}/reset"): ADMIN,
 }

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 
 def routers() -> list[APIRouter]:
     from vistudio.web.pages import (
+        access,
         albums,
         auth,
         curation,
@@ -31,6 +32,7 @@ def routers() -> list[APIRouter]:
     # split before dataset: "/projects/{name}/split" must not be read as a sample route
     return [
         auth.router,
+        access.router,
         projects.router,
         split.router,
         training.router,
