@@ -80,7 +80,9 @@ def test_an_admin_manages_tokens_and_users(
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         shot(page, "access-02-admin")
         with checked_page(browser, {"width": 375, "height": 740}) as phone:
-            _sign_in(phone, base, "root", "root password")
+            # the new user on a phone: the top bar holds a 100-character name
+            _sign_in(phone, base, LONG, "a long password")
+            expect(phone.locator("#tokens, [data-testid=no-tokens]")).to_have_count(1)
             assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
             shot(phone, "access-03-phone")
         # remove edith: her row goes, she is signed out
