@@ -136,7 +136,11 @@ def test_backup_benchmark_runs() -> None:
 @pytest.mark.slow
 def test_pgvector_benchmark_runs() -> None:
     pytest.importorskip("pgserver", reason="pgserver (PostgreSQL with pgvector) is not installed")
-    result = _run("benchmarks/pgvector.py", "--n", "2000", "--dim", "16", "--queries", "10")
+    result = _run(
+        "benchmarks/pgvector.py", "--n", "2000", "--dim", "16", "--queries", "10", "--exact-filter-max", "50"
+    )
+    assert result["pgvector"]["exact_filter_max"] == 50  # the 10 % filter (≈ 200 ids) took the graph path
+    assert result["pgvector"]["filter_10pct_exact_scan"]["recall_at_10"] == 1.0
     assert result["faiss"]["unfiltered"]["recall_at_10"] == 1.0  # exact below the HNSW threshold
     assert 0 < result["pgvector"]["unfiltered"]["recall_at_10"] <= 1 and result["ratio_load_pg_over_faiss"] > 0
 
