@@ -179,6 +179,9 @@ def test_history_queries_compare_and_retention(studio: Studio, images: Path) -> 
     (images / "im1.png").write_bytes(b"broken now")
     b = run(studio, spec(output_mode="production"), input_dir=images)
     assert runs.list_runs(studio, pipeline="shapes")["total"] == 2
+    newest_first = [r["id"] for r in runs.list_runs(studio, pipeline="shapes")["items"]]
+    second = runs.list_runs(studio, pipeline="shapes", offset=1, limit=1)  # a page: newest first
+    assert second["total"] == 2 and [r["id"] for r in second["items"]] == newest_first[1:]
     assert [r["id"] for r in runs.list_runs(studio, status="succeeded", tag="v1")["items"]] == [a["id"]]
     assert runs.list_runs(studio, slower_than_ms=10**9)["total"] == 0
     assert runs.list_runs(studio, metric="grey.mean_intensity", metric_above=-1)["total"] == 2

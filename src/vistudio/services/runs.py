@@ -484,16 +484,21 @@ def list_runs(
         q = q.where(Run.tag == tag)
     if slower_than_ms is not None:
         q = q.where(Run.duration_ms > slower_than_ms)
+    q = q.order_by(Run.started_at.desc(), Run.id.desc())
     with studio.sessions() as s:
-        rows = list(s.scalars(q.order_by(Run.started_at.desc(), Run.id.desc())))
-    if metric:  # metrics are a small JSON per run: filtered here, portable across databases
-        rows = [
-            r
-            for r in rows
-            if metric in r.metrics
-            and (metric_above is None or r.metrics[metric] > metric_above)
-            and (metric_below is None or r.metrics[metric] < metric_below)
-        ]
+        if not metric:  # a page of rows and a count, in the database
+            total = s.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
+            page = list(s.scalars(q.offset(offset).limit(limit)))
+            return {"items": [run_dict(r) for r in page], "total": total}
+        rows = list(s.scalars(q))
+    # metrics are a small JSON per run: filtered here, portable across databases
+    rows = [
+        r
+        for r in rows
+        if metric in r.metrics
+        and (metric_above is None or r.metrics[metric] > metric_above)
+        and (metric_below is None or r.metrics[metric] < metric_below)
+    ]
     return {"items": [run_dict(r) for r in rows[offset : offset + limit]], "total": len(rows)}
 
 
