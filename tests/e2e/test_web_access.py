@@ -74,7 +74,7 @@ def test_an_admin_manages_tokens_and_users(
         page.locator("#u-role").select_option("editor")
         page.locator("#u-password").fill("a long password")
         page.get_by_role("button", name="Add user").click()
-        expect(page.locator("#access-done")).to_contain_text(f"User {LONG} added as editor")
+        expect(page.locator("#access-done")).to_contain_text(f"User {LONG} added.")
         expect(page.locator(f'#users tr[data-user="{LONG}"]')).to_be_visible()
         # the page stays within the window however long the name
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

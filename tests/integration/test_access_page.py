@@ -59,6 +59,8 @@ def test_local_mode_offers_the_first_admin_then_asks_everyone_to_sign_in(
     r = client.post("/access/users", data={"name": "../root", "password": "long enough pw"})
     assert r.status_code == 422 and "a user name is 1-100 letters" in r.text
     assert 'value="../root"' in r.text and "long enough pw" not in r.text
+    r = client.post("/access/users", data={"name": "root"})
+    assert r.status_code == 422 and "the first admin needs a password" in r.text
     r = client.post("/access/users", data={"name": "root", "password": "short"})
     assert r.status_code == 422 and "at least 8 characters" in r.text and not users.users_exist(studio)
     # the first user is an admin whatever the form says, and the browser goes to sign in
@@ -93,7 +95,11 @@ def test_a_token_made_on_the_page_works_until_it_is_revoked(
     assert secret not in edith.get("/access").text and f"{token['prefix']}…" in edith.get("/access").text
     r = edith.post(f"/access/tokens/{token['id']}/revoke", data={"csrf_token": csrf}, follow_redirects=False)
     assert r.status_code == 303
-    assert "revoked" in html.unescape(edith.get(r.headers["location"]).text)
+    assert f"Token {token['id']} revoked." in edith.get(r.headers["location"]).text
+    # the message is a fixed sentence: a crafted link cannot make the page say something else
+    crafted = edith.get("/access", params={"done": "revoked", "what": "1. Call +1 555 0100 now"}).text
+    assert "Call" not in crafted and 'id="access-done"' not in crafted
+    assert 'id="access-done"' not in edith.get("/access", params={"done": "Your account is locked"}).text
     assert edith.get("/api/v1/users/me", headers=_bearer(secret)).status_code == 401
 
 

@@ -47,7 +47,7 @@ def _page(
         "users": users.list_users(studio)["items"] if admin else [],
         "tokens": [] if local else users.list_tokens(studio, user=None if admin else principal.name)["items"],
         "audit": users.list_audit(studio, limit=AUDIT_SHOWN) if admin else {"items": [], "total": 0},
-        "done": (request.query_params.get("done") or "")[:200],
+        "done": _done_text(request),
         "errors": {},
         "form": {},
         "new_token": None,
@@ -56,8 +56,25 @@ def _page(
     return render(request, "access.html", context, status_code=status_code)
 
 
-def _done(message: str) -> Response:
-    return RedirectResponse(f"/access?done={quote(message)}", status_code=303)
+# what the page says after a change (Post/Redirect/Get): a fixed sentence per action, filled with
+# a value checked here, so a crafted link cannot make the page say something else
+DONE = {
+    "revoked": "Token {} revoked.",
+    "added": "User {} added.",
+    "removed": "User {} removed.",
+}
+
+
+def _done(action: str, what: str | int) -> Response:
+    return RedirectResponse(f"/access?done={action}&what={quote(str(what))}", status_code=303)
+
+
+def _done_text(request: Request) -> str:
+    template = DONE.get(request.query_params.get("done") or "")
+    what = request.query_params.get("what") or ""
+    if template is None or not users.USER_RE.match(what):  # token ids match it too
+        return ""
+    return template.format(what)
 
 
 @router.get("/access", response_class=HTMLResponse)
@@ -114,7 +131,7 @@ def revoke_token(
         users.revoke_token(studio, token_id=token_id, actor=principal.name, owner=owner)
     except VistudioError as exc:
         return _page(request, studio, principal, status_code=exc.status, errors={"tokens": exc.message})
-    return _done(f"Token {token_id} revoked.")
+    return _done("revoked", token_id)
 
 
 @router.post("/access/users", response_class=HTMLResponse)
@@ -129,6 +146,8 @@ def add_user(
     """Add a user (admins; in local mode the first admin, after which everyone signs in)."""
     first = principal.user_id is None
     try:
+        if first and not password:
+            raise InvalidInput("the first admin needs a password: it signs in on the next page")
         users.add_user(
             studio,
             name=name,
@@ -143,7 +162,7 @@ def add_user(
         )
     if first:  # from now on this server asks who is there
         return RedirectResponse("/login?next=/access", status_code=303)
-    return _done(f"User {name.strip()} added as {role}.")
+    return _done("added", name.strip())
 
 
 @router.post("/access/users/{name}/remove")
@@ -161,4 +180,4 @@ def remove_user(
         users.remove_user(studio, name=name, actor=principal.name)
     except VistudioError as exc:
         return _page(request, studio, principal, status_code=exc.status, errors={"users": exc.message})
-    return _done(f"User {name} removed.")
+    return _done("removed", name)
