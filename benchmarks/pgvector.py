@@ -1,12 +1,14 @@
 """pgvector against FAISS in the same run: load time, recall@10 against exact search, and
-single-query latency p50/p95, unfiltered and with a 10 % filter.
+single-query latency p50/p95, unfiltered and with a 10 % filter (for pgvector also the exact
+scan of the filtered rows: the baseline of its filtered path).
 
 FAISS is vistudio's FaissVectorIndex with its defaults (HNSW above 50,000 vectors, built in
 the process); pgvector is PgVectorIndex on the PostgreSQL of the ``pgserver`` wheel (pgvector
 0.6, HNSW m=16, ef_construction=64, ef_search=200), the vectors sent in one bulk add as an
 embedding job's sync sends them: binary COPY of the rows, then the HNSW graph built once.
 
-    .venv/bin/python benchmarks/pgvector.py [--n 100000] [--dim 512] [--queries 200] [--build-memory 1GB] [--folder DIR]
+    .venv/bin/python benchmarks/pgvector.py [--n 100000] [--dim 512] [--queries 200] [--build-memory 1GB]
+        [--exact-filter-max N] [--folder DIR]
 
 Data: benchmarks/search.py's clustered vectors (``--latent`` 32 as there; 64 is harder for every
 graph index). Prints one JSON document.
