@@ -76,6 +76,11 @@ def test_an_admin_manages_tokens_and_users(
         page.get_by_role("button", name="Add user").click()
         expect(page.locator("#access-done")).to_contain_text(f"User {LONG} added.")
         expect(page.locator(f'#users tr[data-user="{LONG}"]')).to_be_visible()
+        # edith becomes a viewer from her row
+        page.locator('#users tr[data-user="edith"] form.role-form select').select_option("viewer")
+        page.locator('#users tr[data-user="edith"] form.role-form button').click()
+        expect(page.locator("#access-done")).to_contain_text("User edith's role changed.")
+        expect(page.locator('#users tr[data-user="edith"] select')).to_have_value("viewer")
         # the page stays within the window however long the name
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         shot(page, "access-02-admin")
@@ -90,8 +95,8 @@ def test_an_admin_manages_tokens_and_users(
         page.locator('#users tr[data-user="edith"] form.remove-user button').click()
         expect(page.locator("#access-done")).to_contain_text("User edith removed")
         expect(page.locator('#users tr[data-user="edith"]')).to_have_count(0)
-        # root and edith added, the token made and revoked, the long name added, edith removed
-        expect(page.locator("#audit tbody tr")).to_have_count(6)
+        # root and edith added, the token made and revoked, the long name added, edith's role, her removal
+        expect(page.locator("#audit tbody tr")).to_have_count(7)
         assert [u["name"] for u in users.list_users(studio)["items"]] == sorted([LONG, "root"])
 
 

@@ -164,6 +164,21 @@ def test_an_admin_adds_and_removes_users_and_reads_the_audit_log(
     r = root.post("/access/users", data={"name": "vic", "role": "owner", "csrf_token": csrf})
     assert r.status_code == 422 and 'value="vic"' in r.text
     assert root.post("/access/users", data={"name": "v" * 101, "csrf_token": csrf}).status_code == 422
+    # a role changes in place and applies at edith's next request; the last admin stays one
+    assert edith.get("/access").text.count('id="users"') == 0
+    r = root.post(
+        "/access/users/edith/role", data={"role": "admin", "csrf_token": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303 and "User edith&#39;s role changed." in root.get(r.headers["location"]).text
+    assert 'id="users"' in edith.get("/access").text  # an admin now, without signing in again
+    r = root.post(
+        "/access/users/edith/role", data={"role": "viewer", "csrf_token": csrf}, follow_redirects=False
+    )
+    assert r.status_code == 303 and users.list_users(studio)["items"][0]["role"] == "viewer"
+    r = root.post("/access/users/edith/role", data={"role": "king", "csrf_token": csrf})
+    assert r.status_code == 422 and "use one of: admin, editor, viewer" in r.text
+    r = root.post("/access/users/root/role", data={"role": "viewer", "csrf_token": csrf})
+    assert r.status_code == 409 and "the last admin" in r.text
     # removing: not oneself, an unknown user is a 404, edith's session and tokens end with her
     r = root.post("/access/users/root/remove", data={"csrf_token": csrf})
     assert r.status_code == 422 and "cannot remove yourself" in r.text
@@ -174,5 +189,24 @@ def test_an_admin_adds_and_removes_users_and_reads_the_audit_log(
     assert edith.get("/access", follow_redirects=False).status_code == 303  # signed out
     assert users.list_tokens(studio, user="edith")["total"] == 0
     audit = root.get("/access").text
-    for action in ("user.add", "token.create", "user.remove"):
+    for action in ("user.add", "token.create", "user.role", "user.remove"):
         assert f"<code>{action}</code>" in audit
+
+
+def test_a_role_changed_over_the_api_applies_at_the_next_request(client: TestClient, studio: Studio) -> None:
+    users.add_user(studio, name="root", role="admin")
+    users.add_user(studio, name="vera", role="viewer")
+    root, vera = (users.create_token(studio, user=n)["token"] for n in ("root", "vera"))
+    body = {"name": "birds", "task": "library"}
+    assert client.post("/api/v1/projects", json=body, headers=_bearer(vera)).status_code == 403
+    r = client.patch("/api/v1/users/vera", json={"role": "editor"}, headers=_bearer(vera))
+    assert r.status_code == 403  # admins only
+    r = client.patch("/api/v1/users/vera", json={"role": "editor"}, headers=_bearer(root))
+    assert r.status_code == 200 and r.json()["user"]["role"] == "editor"
+    assert client.post("/api/v1/projects", json=body, headers=_bearer(vera)).status_code == 201
+    r = client.patch("/api/v1/users/root", json={"role": "viewer"}, headers=_bearer(root))
+    assert r.status_code == 409
+    r = client.patch("/api/v1/users/nobody", json={"role": "viewer"}, headers=_bearer(root))
+    assert r.status_code == 404
+    r = client.patch("/api/v1/users/vera", json={"role": "x" * 17}, headers=_bearer(root))
+    assert r.status_code == 422

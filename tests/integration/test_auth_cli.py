@@ -29,6 +29,13 @@ def test_users_tokens_share_and_audit(
     assert code == 1 and out["error"]["code"] == "conflict"
     code, out = cli(capsys, ws, "users", "add", "x", "--role", "king")
     assert code == 1 and out["error"]["code"] == "invalid_input"
+    # roles change in place; the last admin stays one
+    code, out = cli(capsys, ws, "users", "role", "root", "editor")
+    assert code == 1 and out["error"]["code"] == "conflict" and "last admin" in out["error"]["message"]
+    assert cli(capsys, ws, "users", "role", "ed", "admin")[1]["user"]["role"] == "admin"
+    assert cli(capsys, ws, "users", "role", "ed", "king")[1]["error"]["code"] == "invalid_input"
+    assert cli(capsys, ws, "users", "role", "nobody", "viewer")[1]["error"]["code"] == "not_found"
+    assert cli(capsys, ws, "users", "role", "ed", "editor")[1]["user"]["role"] == "editor"
 
     code, made = cli(capsys, ws, "tokens", "create", "ed", "--expires", "30")
     assert code == 0 and made["token"].startswith("vst_") and made["expires_at"]
@@ -69,6 +76,8 @@ def test_users_tokens_share_and_audit(
     assert actions == [
         ("user.add", "root"),
         ("user.add", "ed"),
+        ("user.role", "ed"),
+        ("user.role", "ed"),
         ("token.create", "ed"),
         ("token.create", "ed"),
         ("token.revoke", "ed"),

@@ -129,6 +129,7 @@ EXPLICIT: dict[tuple[str, str], Requirement] = {
     # users, tokens, sharing, audit (api/routes/users.py)
     ("GET", "/api/v1/users"): ADMIN,
     ("POST", "/api/v1/users"): ADMIN,
+    ("PATCH", "/api/v1/users/{name}"): ADMIN,
     ("GET", "/api/v1/users/me"): Requirement("read"),
     ("GET", "/api/v1/tokens"): USER_READ,
     ("POST", "/api/v1/tokens"): USER_READ,  # a viewer may make a token for itself
@@ -159,6 +160,7 @@ EXPLICIT: dict[tuple[str, str], Requirement] = {
     ("POST", "/access/tokens/{token_id}/revoke"): USER_READ,  # its own; admins any
     ("POST", "/access/users"): ADMIN,
     ("POST", "/access/users/{name}/remove"): ADMIN,
+    ("POST", "/access/users/{name}/role"): ADMIN,
     ("POST", "/settings/{key}"): ADMIN,
     ("POST", "/settings/{key}/reset"): ADMIN,
 }

@@ -85,6 +85,19 @@ def passwd(ctx: typer.Context, name: str) -> None:
     emit(ctx, out, lambda d: console.print(f"password set for [bold]{escape(d['user']['name'])}[/]"))
 
 
+@users_app.command("role")
+def role(
+    ctx: typer.Context, name: str, new_role: Annotated[str, typer.Argument(help="admin | editor | viewer")]
+) -> None:
+    """Change a user's role (from their next request on; the last admin stays one)."""
+    from vistudio.services import users
+
+    out = {"user": users.set_role(state(ctx).studio(), name=name, role=new_role)}
+    emit(
+        ctx, out, lambda d: console.print(f"[bold]{escape(d['user']['name'])}[/] is now {d['user']['role']}")
+    )
+
+
 @users_app.command("remove")
 def remove(ctx: typer.Context, name: str) -> None:
     """Remove a user, with their tokens, sessions and memberships."""

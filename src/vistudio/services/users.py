@@ -202,6 +202,20 @@ def set_password(studio: Studio, *, name: str, password: str, actor: str = "cli"
         return user_dict(user)
 
 
+def set_role(studio: Studio, *, name: str, role: str, actor: str = "cli") -> dict[str, Any]:
+    """Change a user's role; it applies from their next request (tokens and sessions look the
+    role up each time). The last admin keeps theirs."""
+    _check_role(role)
+    with studio.sessions.begin() as s:
+        user = _find_user(s, name)
+        admins = s.scalars(select(User.id).where(User.role == "admin")).all()
+        if user.role == "admin" and role != "admin" and len(admins) == 1:
+            raise Conflict("the last admin cannot stop being one: make another admin first")
+        before, user.role = user.role, role
+        audit(s, actor=actor, action="user.role", target=name, role=role, before=before)
+        return user_dict(user)
+
+
 def remove_user(studio: Studio, *, name: str, actor: str = "cli") -> dict[str, Any]:
     with studio.sessions.begin() as s:
         user = _find_user(s, name)

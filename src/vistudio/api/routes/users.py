@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from vistudio.api.deps import PrincipalDep, StudioDep
@@ -32,6 +33,21 @@ def add_user(studio: StudioDep, principal: PrincipalDep, body: UserCreate) -> di
             studio, name=body.name, role=body.role, password=body.password, actor=principal.name
         )
     }
+
+
+class UserChange(BaseModel):
+    role: str = Field(max_length=16, description="admin | editor | viewer")
+
+
+@router.patch("/{name}")
+def change_user(
+    studio: StudioDep,
+    principal: PrincipalDep,
+    name: Annotated[str, PathParam(max_length=100)],
+    body: UserChange,
+) -> dict[str, Any]:
+    """Change a user's role, effective from their next request (recorded in the audit log)."""
+    return {"user": users.set_role(studio, name=name, role=body.role, actor=principal.name)}
 
 
 @router.get("/me")

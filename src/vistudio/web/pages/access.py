@@ -62,6 +62,7 @@ DONE = {
     "revoked": "Token {} revoked.",
     "added": "User {} added.",
     "removed": "User {} removed.",
+    "role": "User {}'s role changed.",
 }
 
 
@@ -181,3 +182,19 @@ def remove_user(
     except VistudioError as exc:
         return _page(request, studio, principal, status_code=exc.status, errors={"users": exc.message})
     return _done("removed", name)
+
+
+@router.post("/access/users/{name}/role")
+def change_role(
+    request: Request,
+    studio: StudioDep,
+    principal: PrincipalDep,
+    name: Annotated[str, PathParam(max_length=100)],
+    role: Annotated[str, Form(max_length=16)] = "",
+) -> Response:
+    """Change a user's role, from their next request on (the last admin stays one)."""
+    try:
+        users.set_role(studio, name=name, role=role, actor=principal.name)
+    except VistudioError as exc:
+        return _page(request, studio, principal, status_code=exc.status, errors={"users": exc.message})
+    return _done("role", name)
