@@ -262,7 +262,6 @@ class PgVectorIndex:
             only = np.unique(as_ids(allowed))
             if not len(only):
                 return scores, out_ids
-        only_list = only.tolist() if only is not None else []
         with self._conn() as conn:
             total = (
                 None
@@ -272,11 +271,11 @@ class PgVectorIndex:
             for i, vec in enumerate(q):
                 lit = _literal(vec)
                 if only is not None and (len(only) <= self.exact_filter_max or len(only) * 20 < (total or 0)):
-                    rows = self._exact(conn, lit, k, only_list)
+                    rows = self._exact(conn, lit, k, only)
                 else:
                     rows = self._hnsw(conn, lit, k, only, total)
                     if only is not None and len(rows) < min(k, len(only)):
-                        rows = self._exact(conn, lit, k, only_list)
+                        rows = self._exact(conn, lit, k, only)
                 for j, (id_, dist) in enumerate(rows):
                     out_ids[i, j] = id_
                     scores[i, j] = -dist  # <#> is the negative inner product
@@ -310,13 +309,13 @@ class PgVectorIndex:
         at = np.searchsorted(only, found).clip(max=len(only) - 1)
         return [rows[i] for i in np.flatnonzero(only[at] == found)[:k]]
 
-    def _exact(self, conn: Any, lit: str, k: int, only: list[int]) -> list[Any]:
+    def _exact(self, conn: Any, lit: str, k: int, only: IdArray) -> list[Any]:
         # "+ 0" keeps the planner off the HNSW index: this is the true top k of those rows
         return list(
             conn.execute(
                 f"SELECT id, v <#> %s::vector AS d FROM {self.table} WHERE id = ANY(%s) "
                 "ORDER BY (v <#> %s::vector) + 0, id LIMIT %s",
-                (lit, only, lit, k),
+                (lit, only.tolist(), lit, k),
             )
         )
 
